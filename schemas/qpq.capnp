@@ -1,0 +1,127 @@
+# qpq wire format: the single source of every structure that crosses a link.
+#
+# RULE: add fields, never change or reuse them. A field's number, type and
+# meaning are fixed once released; retire a field by leaving it unused and
+# documenting it as such. New fields get the next ordinal. Old nodes ignore
+# fields they do not know, new nodes read an absent field as its default.
+#
+# Regenerate the Go with `make generate`; `make test` fails when the
+# committed Go differs from a fresh generation.
+
+@0xb3458c925f621b95;
+
+using Go = import "/go.capnp";
+$Go.package("schemas");
+$Go.import("github.com/quicproquo/qpq/schemas");
+
+# Hello opens every link and every client connection: each side states the
+# protocol versions it speaks so that old and new nodes can compare them.
+# Two sides interoperate when the range [minVersion, version] of each
+# overlaps; they then use the lower of the two `version`s.
+struct Hello {
+  version @0 :UInt16;      # the newest protocol version this side speaks
+  minVersion @1 :UInt16;   # the oldest protocol version this side still speaks
+  software @2 :Text;       # free-form build string, e.g. "qpq 0.1.0 (go1.26.8 linux/mips)"; informational only
+  domain @3 :Text;         # the mesh domain this side belongs to ("qpq" by default)
+}
+
+# Health answers the periodic liveness probe on a link; its round trip is
+# the link's RTT sample.
+struct Health {
+  uptimeSeconds @0 :UInt64; # seconds since the answering node started
+  links @1 :UInt32;         # node-to-node links the answering node has up
+}
+
+# Envelope is the unit of store and forward. Relays see only these fields;
+# everything about sender and content is inside the sealed payload.
+struct Envelope {
+  # id is SHA-256 over a domain label and the immutable fields (kind,
+  # destination, receiptTag, payload), so any relay can recompute and check
+  # it. ttlSeconds and hopLimit change per hop and are not part of it.
+  id @0 :Data;
+
+  kind @1 :Kind;
+
+  # destination: a user fingerprint (dm, bundle), a channel id (broadcast),
+  # a node fingerprint (onion, descriptor), or empty (decoy); 32 bytes.
+  destination @2 :Data;
+
+  # ttlSeconds is the remaining time to live. Each node subtracts how long it
+  # held the envelope (monotonic clock) before passing it on, and caps a
+  # received value to its own maximum. Never a wall-clock timestamp.
+  ttlSeconds @3 :UInt32;
+
+  # hopLimit counts the node-to-node forwards still allowed; decremented on
+  # every forward, capped to the receiving node's maximum. At zero the
+  # envelope is kept for local delivery only.
+  hopLimit @4 :UInt8;
+
+  # receiptTag is H(k) for the receipt secret k sealed inside a dm; empty
+  # for other kinds. A receipt revealing k deletes every copy tagged H(k).
+  receiptTag @5 :Data;
+
+  # payload is opaque to relays; its length is a multiple of 256 bytes.
+  payload @6 :Data;
+
+  enum Kind {
+    dm @0;          # a sealed direct message to one user
+    broadcast @1;   # a channel message, AEAD under the channel key
+    onion @2;       # a fixed-size onion cell for the next relay
+    receipt @3;     # reveals a receipt secret; payload holds k
+    bundle @4;      # a user's SignedBundle
+    descriptor @5;  # a node's SignedDescriptor
+    decoy @6;       # cover traffic, dropped by the receiver
+  }
+}
+
+# NodeDescriptor is what a node says about itself; it travels inside a
+# SignedDescriptor so that anyone can check it against the fingerprint of
+# identityKey.
+struct NodeDescriptor {
+  identityKey @0 :Data;       # Ed25519 public key, 32 bytes; its fingerprint names the node
+  onionKey @1 :Data;          # X25519 public key for onion layers, 32 bytes; may rotate
+  addresses @2 :List(Text);   # "host:port" hints where the node listens
+  domain @3 :Text;            # mesh domain
+  sequence @4 :UInt64;        # a higher sequence replaces a lower one from the same node
+  lifetimeSeconds @5 :UInt32; # remaining lifetime; ages like an envelope TTL, never a wall-clock expiry
+}
+
+# SignedDescriptor carries a NodeDescriptor as the exact bytes that were
+# signed, so verification never depends on re-encoding.
+struct SignedDescriptor {
+  descriptor @0 :Data; # a single-segment Cap'n Proto message whose root is a NodeDescriptor
+  signature @1 :Data;  # Ed25519 over "qpq node descriptor v1\x00" || descriptor, by identityKey
+}
+
+# UserKeyBundle is a user's published keys; it travels inside a
+# SignedBundle, checked against the fingerprint of identityKey.
+struct UserKeyBundle {
+  identityKey @0 :Data;       # Ed25519 public key, 32 bytes; its fingerprint names the user
+  kemKey @1 :Data;            # X-Wing (X25519 + ML-KEM-768) public key, 1216 bytes
+  sequence @2 :UInt64;        # a higher sequence replaces a lower one from the same user
+  lifetimeSeconds @3 :UInt32; # remaining lifetime (30 days when published), ages like a TTL
+}
+
+# SignedBundle carries a UserKeyBundle as the exact bytes that were signed.
+struct SignedBundle {
+  bundle @0 :Data;    # a single-segment Cap'n Proto message whose root is a UserKeyBundle
+  signature @1 :Data; # Ed25519 over "qpq user bundle v1\x00" || bundle, by identityKey
+}
+
+# MeshPeer is the bootstrap capability one node offers another on a link
+# (ALPN "quicproquo/p2p/1"). Each side of a link calls hello on the other's
+# MeshPeer first; the link is up once it answers.
+interface MeshPeer {
+  # hello exchanges protocol versions; an incompatible peer gets an error.
+  hello @0 (hello :Hello) -> (hello :Hello);
+  # health is the liveness and RTT probe.
+  health @1 () -> (health :Health);
+}
+
+# Node is the bootstrap capability a node offers a client (ALPN "capnp").
+interface Node {
+  # hello exchanges protocol versions; an incompatible client gets an error.
+  hello @0 (hello :Hello) -> (hello :Hello);
+  # health reports that the node is alive.
+  health @1 () -> (health :Health);
+}
