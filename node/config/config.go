@@ -1,0 +1,195 @@
+// Package config holds the node's settings and the one table of options
+// that flags, environment variables and uci files all go through, so each
+// value is parsed and validated in exactly one place.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/quicproquo/qpq/mesh/link"
+)
+
+// Defaults from DESIGN's "Names and defaults".
+const (
+	DefaultListen = "[::]:7443"
+	DefaultDomain = "qpq"
+	SocketName    = "qpq.sock"
+	// maxSocketPath is the longest unix socket path Linux accepts
+	// (sun_path is 108 bytes including the terminating NUL).
+	maxSocketPath = 107
+)
+
+// Config is everything `qpq node` needs. The zero value is not usable:
+// start from Default and apply options.
+type Config struct {
+	// DataDir holds the node's keys and control socket. Default: $QPQ_DATA,
+	// else /var/lib/qpq for root, else ~/.local/share/qpq.
+	DataDir string
+	// Listen is the UDP address for QUIC. Default "[::]:7443".
+	Listen string
+	// Peers are static neighbours, always kept linked. Default none.
+	Peers []link.PeerAddr
+	// Control is the unix socket `qpq status` talks to. Default DataDir/qpq.sock.
+	Control string
+	// LogLevel is the minimum level logged. Default info.
+	LogLevel slog.Level
+	// Domain is the mesh domain. Default "qpq".
+	Domain string
+	// MemLimit is the soft memory limit in bytes (GOMEMLIMIT); 0 leaves
+	// Go's default. Only uci sets it; the init script passes it as the
+	// GOMEMLIMIT environment variable.
+	MemLimit int64
+}
+
+// Default returns the defaults, with DataDir resolved for the current user.
+func Default() Config {
+	return Config{Listen: DefaultListen, LogLevel: slog.LevelInfo, Domain: DefaultDomain}
+}
+
+// DefaultDataDir is the data dir when neither --data nor QPQ_DATA is given.
+func DefaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/qpq"
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "qpq")
+	}
+	return "/var/lib/qpq"
+}
+
+// Finish fills the defaults that depend on other fields and checks the
+// combination, returning every problem at once.
+func (c *Config) Finish() error {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir()
+	}
+	if c.Control == "" {
+		c.Control = filepath.Join(c.DataDir, SocketName)
+	}
+	var errs []error
+	if len(c.Control) > maxSocketPath {
+		errs = append(errs, &OptionError{Option: "--control", Err: fmt.Errorf(
+			"socket path %q is %d bytes, unix sockets allow %d: choose a shorter --control or --data",
+			c.Control, len(c.Control), maxSocketPath)})
+	}
+	return errors.Join(errs...)
+}
+
+// OptionError names the option (flag, variable or uci option) whose value
+// was wrong. The CLI maps it to exit status 2.
+type OptionError struct {
+	Option string // as the user wrote it: "--listen", "QPQ_LISTEN", "listen"
+	Value  string
+	Err    error
+}
+
+func (e *OptionError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("%s: %v", e.Option, e.Err)
+	}
+	return fmt.Sprintf("%s %q: %v", e.Option, e.Value, e.Err)
+}
+
+func (e *OptionError) Unwrap() error { return e.Err }
+
+// Option is one setting, reachable as a flag, an environment variable and
+// a uci option.
+type Option struct {
+	Name  string // flag name; the uci option is the same with '_' for '-'
+	Env   string // environment variable; "" when there is none
+	List  bool   // repeatable flag, comma-separated variable, uci list
+	Arg   string // placeholder in help, e.g. "ADDR"
+	Usage string
+	// UCIOnly options are not flags of `qpq node` (the init script turns
+	// them into something else, like GOMEMLIMIT).
+	UCIOnly bool
+	set     func(c *Config, v string) error
+	reset   func(c *Config) // clears a list before the first value from a new source
+}
+
+// UCIName is the option's name in /etc/config/qpq.
+func (o Option) UCIName() string { return strings.ReplaceAll(o.Name, "-", "_") }
+
+// Set parses v into c.
+func (o Option) Set(c *Config, v string) error { return o.set(c, v) }
+
+// Options returns the node's option table.
+func Options() []Option {
+	return []Option{
+		{Name: "data", Env: "QPQ_DATA", Arg: "DIR", Usage: "data dir for keys and the control socket (default /var/lib/qpq as root, else ~/.local/share/qpq)",
+			set: func(c *Config, v string) error {
+				if v == "" {
+					return errors.New("empty path")
+				}
+				c.DataDir = v
+				return nil
+			}},
+		{Name: "listen", Env: "QPQ_LISTEN", Arg: "ADDR", Usage: "UDP address for QUIC (default " + DefaultListen + ")",
+			set: func(c *Config, v string) error {
+				if err := link.CheckHostPort(v); err != nil {
+					return err
+				}
+				c.Listen = v
+				return nil
+			}},
+		{Name: "peer", Env: "QPQ_PEERS", List: true, Arg: "ADDR#FP", Usage: "static neighbour to keep linked, e.g. 192.0.2.1:7443#<fingerprint> (repeatable; QPQ_PEERS is comma-separated)",
+			set: func(c *Config, v string) error {
+				p, err := link.ParsePeerAddr(v)
+				if err != nil {
+					return err
+				}
+				c.Peers = append(c.Peers, p)
+				return nil
+			},
+			reset: func(c *Config) { c.Peers = nil }},
+		{Name: "control", Env: "QPQ_CONTROL", Arg: "PATH", Usage: "control socket path (default DATA/qpq.sock)",
+			set: func(c *Config, v string) error {
+				if v == "" {
+					return errors.New("empty path")
+				}
+				c.Control = v
+				return nil
+			}},
+		{Name: "log-level", Env: "QPQ_LOG_LEVEL", Arg: "LEVEL", Usage: "debug, info, warn or error (default info)",
+			set: func(c *Config, v string) error {
+				var l slog.Level
+				if err := l.UnmarshalText([]byte(v)); err != nil {
+					return fmt.Errorf("want debug, info, warn or error")
+				}
+				c.LogLevel = l
+				return nil
+			}},
+		{Name: "enabled", UCIOnly: true, Usage: "start the service (0 or 1)",
+			set: func(c *Config, v string) error {
+				_, err := ParseBool(v)
+				return err
+			}},
+		{Name: "mem-limit", UCIOnly: true, Usage: "soft memory limit, e.g. 48M (GOMEMLIMIT)",
+			set: func(c *Config, v string) error {
+				n, err := ParseSize(v)
+				if err != nil {
+					return err
+				}
+				if n != 0 && n < 8<<20 {
+					return errors.New("below 8M, the node could not run")
+				}
+				c.MemLimit = n
+				return nil
+			}},
+	}
+}
+
+// Lookup returns the option with the given flag name.
+func Lookup(name string) (Option, bool) {
+	for _, o := range Options() {
+		if o.Name == name {
+			return o, true
+		}
+	}
+	return Option{}, false
+}

@@ -1,0 +1,74 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ParseSize parses a byte count with an optional K, M or G suffix (powers
+// of 1024), e.g. "64M". An optional trailing "B" or "iB" is accepted.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K', 'k':
+			mult = 1 << 10
+		case 'M', 'm':
+			mult = 1 << 20
+		case 'G', 'g':
+			mult = 1 << 30
+		}
+		if mult != 1 {
+			t = t[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("want a size like 512K, 64M or 1G")
+	}
+	if n > (1<<62)/mult {
+		return 0, errors.New("size too large")
+	}
+	return n * mult, nil
+}
+
+// ParseDuration accepts Go durations plus a "d" suffix for days ("7d",
+// "1d12h").
+func ParseDuration(s string) (time.Duration, error) {
+	days := int64(0)
+	if i := strings.IndexByte(s, 'd'); i >= 0 {
+		n, err := strconv.ParseInt(s[:i], 10, 32)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("want a duration like 90s, 6h or 7d")
+		}
+		days, s = n, s[i+1:]
+		if s == "" {
+			s = "0s"
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("want a duration like 90s, 6h or 7d")
+	}
+	total := time.Duration(days)*24*time.Hour + d
+	if total < d {
+		return 0, errors.New("duration too long")
+	}
+	return total, nil
+}
+
+// ParseBool accepts uci's spellings of true and false.
+func ParseBool(s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "1", "on", "true", "yes", "enabled":
+		return true, nil
+	case "0", "off", "false", "no", "disabled":
+		return false, nil
+	}
+	return false, errors.New("want 0 or 1")
+}

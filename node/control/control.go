@@ -1,0 +1,187 @@
+// Package control is the node's local control socket: a unix socket in the
+// data dir (mode 0600) that `qpq status` and later local tools query with
+// one JSON request per connection.
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+const (
+	maxRequest  = 4 << 10
+	connTimeout = 5 * time.Second
+	maxConns    = 8
+)
+
+// ErrNoNode is returned by Query when no node answers on the socket.
+var ErrNoNode = errors.New("no node answers")
+
+// Status is what `qpq status --json` prints. Field names are a contract
+// with scripts: add fields, never rename them.
+type Status struct {
+	Fingerprint string `json:"fingerprint"`
+	Short       string `json:"short"`
+	Version     string `json:"version"`
+	Listen      string `json:"listen"` // the address actually bound
+	UptimeS     int64  `json:"uptime_s"`
+	Peers       []Peer `json:"peers"` // always a list, never null
+}
+
+// Peer is one linked neighbour.
+type Peer struct {
+	Fingerprint string  `json:"fingerprint"`
+	Addr        string  `json:"addr"`
+	Direction   string  `json:"direction"` // "outbound" or "inbound"
+	RTTMs       float64 `json:"rtt_ms"`
+	LinkedS     int64   `json:"linked_s"`
+}
+
+type request struct {
+	Op string `json:"op"`
+}
+
+type response struct {
+	Status *Status `json:"status,omitempty"`
+	Error  string  `json:"error,omitempty"`
+}
+
+// StatusFunc produces the node's current status.
+type StatusFunc func() Status
+
+// Server answers control requests until Close.
+type Server struct {
+	ln     net.Listener
+	status StatusFunc
+	log    *slog.Logger
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Listen creates the socket at path with mode 0600, replacing a stale
+// socket left by a node that died, but refusing to steal one a running
+// node still answers on.
+func Listen(path string, status StatusFunc, log *slog.Logger) (*Server, error) {
+	if _, err := os.Lstat(path); err == nil {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: another node is running there", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale control socket %s: %w", path, err)
+		}
+	}
+	// The umask makes the socket 0600 from its first instant.
+	old := umask(0o177)
+	ln, err := net.Listen("unix", path)
+	umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	s := &Server{ln: ln, status: status, log: log, sem: make(chan struct{}, maxConns)}
+	s.wg.Add(1)
+	go s.serve()
+	return s, nil
+}
+
+func (s *Server) serve() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			c.Close() // busy: a local tool can retry
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.sem }()
+			s.handle(c)
+		}()
+	}
+}
+
+func (s *Server) handle(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(connTimeout))
+	line, err := bufio.NewReaderSize(io.LimitReader(c, maxRequest), maxRequest).ReadBytes('\n')
+	if err != nil && len(line) == 0 {
+		return
+	}
+	var req request
+	var resp response
+	if err := json.Unmarshal(line, &req); err != nil {
+		resp.Error = "bad request: " + err.Error()
+	} else {
+		switch req.Op {
+		case "status":
+			st := s.status()
+			resp.Status = &st
+		default:
+			resp.Error = fmt.Sprintf("unknown op %q", req.Op)
+		}
+	}
+	if err := json.NewEncoder(c).Encode(resp); err != nil {
+		s.log.Debug("control reply failed", "err", err)
+	}
+}
+
+// Close stops serving and removes the socket. Safe to call twice.
+func (s *Server) Close() error {
+	var err error
+	s.once.Do(func() {
+		err = s.ln.Close() // a unix listener removes its socket file
+		s.wg.Wait()
+	})
+	return err
+}
+
+// QueryStatus asks the node at path for its status.
+func QueryStatus(ctx context.Context, path string) (Status, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return Status{}, fmt.Errorf("%w on %s: %v", ErrNoNode, path, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if err := json.NewEncoder(c).Encode(request{Op: "status"}); err != nil {
+		return Status{}, fmt.Errorf("%w on %s: %v", ErrNoNode, path, err)
+	}
+	var resp response
+	if err := json.NewDecoder(io.LimitReader(c, 1<<20)).Decode(&resp); err != nil {
+		return Status{}, fmt.Errorf("%w on %s: %v", ErrNoNode, path, err)
+	}
+	if resp.Error != "" {
+		return Status{}, fmt.Errorf("node on %s: %s", path, resp.Error)
+	}
+	if resp.Status == nil {
+		return Status{}, fmt.Errorf("node on %s: empty answer", path)
+	}
+	if resp.Status.Peers == nil {
+		resp.Status.Peers = []Peer{}
+	}
+	return *resp.Status, nil
+}

@@ -1,0 +1,428 @@
+// Package daemon is the qpq node: it owns the node identity, the QUIC
+// transport, the links to neighbours (static peers now; discovery later),
+// the client-facing service and the control socket, and shuts them all
+// down together.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"github.com/quic-go/quic-go"
+
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/link"
+	"github.com/quicproquo/qpq/node/buildinfo"
+	"github.com/quicproquo/qpq/node/config"
+	"github.com/quicproquo/qpq/node/control"
+	"github.com/quicproquo/qpq/schemas"
+)
+
+// Limits that keep a flood of connections from growing memory.
+const (
+	maxPendingHandshakes = 32 // inbound connections still in hello
+	maxInboundLinks      = 32 // inbound node links held at once
+	maxClients           = 64 // client connections held at once
+	probeInterval        = 10 * time.Second
+	probeTimeout         = 10 * time.Second
+	dialTimeout          = 10 * time.Second
+	minRedial            = time.Second
+	maxRedial            = time.Minute
+)
+
+// Daemon is a running node. Create it with New, run it with Run, stop it
+// by cancelling Run's context or calling Close.
+type Daemon struct {
+	cfg     config.Config
+	log     *slog.Logger
+	id      *identity.Node
+	tr      *link.Transport
+	ctl     *control.Server
+	hello   link.Hello
+	started time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	pending chan struct{} // semaphore: inbound handshakes in progress
+	clients chan struct{} // semaphore: client connections
+
+	mu    sync.Mutex // guards links
+	links map[identity.Fingerprint]*link.Link
+
+	closeOnce sync.Once
+}
+
+// New loads (or creates) the identity in cfg.DataDir, binds cfg.Listen and
+// opens the control socket. Nothing runs until Run.
+func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	id, created, err := identity.LoadOrCreateNode(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("node identity: %w", err)
+	}
+	if created {
+		log.Info("created node identity", "dir", cfg.DataDir, "fingerprint", id.Fingerprint())
+	}
+	return newWithIdentity(cfg, id, log)
+}
+
+// NewWithIdentity is New with an identity held in memory (selftest).
+func NewWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*Daemon, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return newWithIdentity(cfg, id, log)
+}
+
+func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*Daemon, error) {
+	tr, err := link.Listen(cfg.Listen, id)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Daemon{
+		cfg:     cfg,
+		log:     log,
+		id:      id,
+		tr:      tr,
+		hello:   link.LocalHello(buildinfo.String(), cfg.Domain),
+		started: time.Now(),
+		ctx:     ctx,
+		cancel:  cancel,
+		pending: make(chan struct{}, maxPendingHandshakes),
+		clients: make(chan struct{}, maxClients),
+		links:   map[identity.Fingerprint]*link.Link{},
+	}
+	if cfg.Control != "" {
+		d.ctl, err = control.Listen(cfg.Control, d.Status, log)
+		if err != nil {
+			cancel()
+			tr.Close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Fingerprint returns the node's fingerprint.
+func (d *Daemon) Fingerprint() identity.Fingerprint { return d.id.Fingerprint() }
+
+// Addr returns the UDP address actually bound.
+func (d *Daemon) Addr() string { return d.tr.Addr().String() }
+
+// Run serves until ctx is cancelled or Close is called, then shuts down and
+// returns nil.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.acceptLoop()
+	}()
+	for _, p := range d.cfg.Peers {
+		if p.FP.Equal(d.id.Fingerprint()) {
+			d.log.Warn("ignoring static peer with our own fingerprint", "peer", p.Addr)
+			continue
+		}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.keepStatic(p)
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case <-d.ctx.Done():
+	}
+	return d.Close()
+}
+
+// Close closes every link, the socket and the control socket, and waits
+// for every goroutine. Safe to call more than once.
+func (d *Daemon) Close() error {
+	d.closeOnce.Do(func() {
+		d.cancel()
+		d.mu.Lock()
+		for _, l := range d.links {
+			l.Close(link.CodeClosing, "node shutting down")
+		}
+		d.mu.Unlock()
+		if d.ctl != nil {
+			d.ctl.Close()
+		}
+		d.tr.Close()
+		d.wg.Wait()
+	})
+	return nil
+}
+
+func (d *Daemon) acceptLoop() {
+	for {
+		conn, err := d.tr.Accept(d.ctx)
+		if err != nil {
+			if d.ctx.Err() == nil {
+				d.log.Error("accept stopped", "err", err)
+			}
+			return
+		}
+		switch conn.ConnectionState().TLS.NegotiatedProtocol {
+		case link.ALPNPeer:
+			select {
+			case d.pending <- struct{}{}:
+			default:
+				conn.CloseWithError(link.CodeRefused, "busy")
+				d.log.Warn("refused inbound link: too many handshakes in progress", "addr", conn.RemoteAddr())
+				continue
+			}
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				d.acceptPeer(conn)
+			}()
+		case link.ALPNClient:
+			select {
+			case d.clients <- struct{}{}:
+			default:
+				conn.CloseWithError(link.CodeRefused, "busy")
+				d.log.Warn("refused client: too many clients", "addr", conn.RemoteAddr())
+				continue
+			}
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				defer func() { <-d.clients }()
+				d.serveClient(conn)
+			}()
+		default:
+			conn.CloseWithError(link.CodeRefused, "unknown protocol")
+		}
+	}
+}
+
+func (d *Daemon) acceptPeer(conn *quic.Conn) {
+	ctx, cancel := context.WithTimeout(d.ctx, dialTimeout)
+	l, err := link.Establish(ctx, conn, false, d.peerBootstrap(), d.hello, d.log)
+	cancel()
+	<-d.pending
+	if err != nil {
+		d.log.Warn("refused inbound link", "addr", conn.RemoteAddr(), "err", err)
+		return
+	}
+	if d.inboundCount() >= maxInboundLinks {
+		l.Close(link.CodeRefused, "too many inbound links")
+		d.log.Warn("refused inbound link: at the inbound cap", "peer", l.Peer(), "cap", maxInboundLinks)
+		return
+	}
+	d.runLink(l)
+}
+
+func (d *Daemon) inboundCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, l := range d.links {
+		if !l.Outbound() {
+			n++
+		}
+	}
+	return n
+}
+
+func (d *Daemon) peerBootstrap() capnp.Client {
+	return capnp.Client(schemas.MeshPeer_ServerToClient(&link.PeerServer{Local: d.hello, Stats: d.stats}))
+}
+
+func (d *Daemon) stats() (time.Duration, int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return time.Since(d.started), len(d.links)
+}
+
+// dialler returns whose connection l is: the side that dialled it.
+func (d *Daemon) dialler(l *link.Link) identity.Fingerprint {
+	if l.Outbound() {
+		return d.id.Fingerprint()
+	}
+	return l.Peer()
+}
+
+// addLink registers l, resolving a second connection to the same peer:
+// when two nodes dial each other at once, both keep the connection dialled
+// by the lower fingerprint; a newer connection from the same dialler
+// replaces the older (the peer restarted before we noticed). It returns
+// false when l lost and was closed.
+func (d *Daemon) addLink(l *link.Link) bool {
+	d.mu.Lock()
+	old := d.links[l.Peer()]
+	keepNew := old == nil || d.dialler(l) == d.dialler(old) || d.dialler(l).Less(d.dialler(old))
+	if keepNew {
+		d.links[l.Peer()] = l
+	}
+	d.mu.Unlock()
+	if !keepNew {
+		l.Close(link.CodeDuplicate, "duplicate link")
+		d.log.Debug("dropped duplicate link", "peer", l.Peer())
+		return false
+	}
+	if old != nil {
+		old.Close(link.CodeDuplicate, "duplicate link")
+		d.log.Debug("replaced link", "peer", l.Peer())
+	}
+	return true
+}
+
+func (d *Daemon) removeLink(l *link.Link) {
+	d.mu.Lock()
+	if d.links[l.Peer()] == l {
+		delete(d.links, l.Peer())
+	}
+	d.mu.Unlock()
+}
+
+// linkTo returns the current link to fp, or nil.
+func (d *Daemon) linkTo(fp identity.Fingerprint) *link.Link {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.links[fp]
+}
+
+// runLink keeps l registered and probed until it ends.
+func (d *Daemon) runLink(l *link.Link) {
+	if !d.addLink(l) {
+		return
+	}
+	dir := "inbound"
+	if l.Outbound() {
+		dir = "outbound"
+	}
+	d.log.Info("link up", "peer", l.Peer(), "addr", l.RemoteAddr(), "direction", dir, "peer_software", l.PeerHello().Software)
+	defer d.removeLink(l)
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			l.Close(link.CodeClosing, "node shutting down")
+			return
+		case <-l.Done():
+			d.log.Info("link down", "peer", l.Peer(), "addr", l.RemoteAddr(), "reason", linkEndReason(l.Err()))
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(d.ctx, probeTimeout)
+			err := l.Probe(ctx)
+			cancel()
+			if err != nil && d.ctx.Err() == nil {
+				d.log.Info("link down: probe failed", "peer", l.Peer(), "err", err)
+				l.Close(link.CodeClosing, "probe failed")
+				return
+			}
+		}
+	}
+}
+
+func linkEndReason(err error) string {
+	var app *quic.ApplicationError
+	if errors.As(err, &app) {
+		if app.ErrorMessage != "" {
+			return app.ErrorMessage
+		}
+		return fmt.Sprintf("closed with code %d", app.ErrorCode)
+	}
+	var idle *quic.IdleTimeoutError
+	if errors.As(err, &idle) {
+		return "idle timeout"
+	}
+	if err == nil {
+		return "closed"
+	}
+	return err.Error()
+}
+
+// keepStatic holds a link to a static peer for the node's whole life,
+// redialling with exponential backoff and jitter while it is down.
+func (d *Daemon) keepStatic(p link.PeerAddr) {
+	b := newBackoff(minRedial, maxRedial)
+	for d.ctx.Err() == nil {
+		if l := d.linkTo(p.FP); l != nil {
+			// Linked already (perhaps it dialled us): watch that link.
+			select {
+			case <-l.Done():
+			case <-d.ctx.Done():
+				return
+			}
+			b.reset()
+			continue
+		}
+		l, err := d.dial(p)
+		if err != nil {
+			if d.ctx.Err() != nil {
+				return
+			}
+			wait := b.next()
+			d.log.Warn("static peer unreachable", "peer", p.String(), "err", err, "retry_in", wait.Round(time.Millisecond))
+			select {
+			case <-time.After(wait):
+			case <-d.ctx.Done():
+				return
+			}
+			continue
+		}
+		b.reset()
+		d.runLink(l)
+		// Pause before redialling so a link that flaps cannot spin.
+		select {
+		case <-time.After(b.next()):
+		case <-d.ctx.Done():
+			return
+		}
+	}
+}
+
+func (d *Daemon) dial(p link.PeerAddr) (*link.Link, error) {
+	ctx, cancel := context.WithTimeout(d.ctx, dialTimeout)
+	defer cancel()
+	conn, err := d.tr.Dial(ctx, p.Addr, p.FP, link.ALPNPeer)
+	if err != nil {
+		return nil, err
+	}
+	return link.Establish(ctx, conn, true, d.peerBootstrap(), d.hello, d.log)
+}
+
+// Status reports the node and its links for the control socket.
+func (d *Daemon) Status() control.Status {
+	fp := d.id.Fingerprint()
+	st := control.Status{
+		Fingerprint: fp.String(),
+		Short:       fp.Short(),
+		Version:     buildinfo.Version,
+		Listen:      d.Addr(),
+		UptimeS:     int64(time.Since(d.started) / time.Second),
+		Peers:       []control.Peer{},
+	}
+	d.mu.Lock()
+	for _, l := range d.links {
+		dir := "inbound"
+		if l.Outbound() {
+			dir = "outbound"
+		}
+		st.Peers = append(st.Peers, control.Peer{
+			Fingerprint: l.Peer().String(),
+			Addr:        l.RemoteAddr().String(),
+			Direction:   dir,
+			RTTMs:       float64(l.RTT().Microseconds()) / 1000,
+			LinkedS:     int64(time.Since(l.Since()) / time.Second),
+		})
+	}
+	d.mu.Unlock()
+	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Fingerprint < st.Peers[j].Fingerprint })
+	return st
+}
