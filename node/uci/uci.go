@@ -1,0 +1,204 @@
+// Package uci reads OpenWrt uci configuration files (/etc/config/*) as
+// libuci parses them: `package`, `config`, `option` and `list` statements (or
+// their one-letter forms p, c, o, l), `#` comments, `;` between statements
+// and `\` line continuations. A word is bare text, a '...' part (no escapes),
+// a "..." part or several run together ('a'"b"c is abc). As in libuci, a
+// backslash makes the next byte literal, in bare text and inside "...", so
+// "\n" is n, not a newline; `#` ends a word even inside bare text
+// (http://x/#y reads as http://x/); and a named section that appears twice
+// is one section.
+//
+// Parse never panics and never stops at the first problem: it returns what it
+// could read together with every problem found, each with its line, so that
+// `qpq config check` can print them all. Input is bounded (MaxFileSize,
+// MaxLineSize, MaxProblems) so a broken file cannot exhaust a small router's
+// memory.
+//
+// Parse is stricter than libuci where libuci would silently misread a file:
+// a quoted string may not span lines (libuci carries it over, which hides a
+// missing quote until another one turns up), an `option` or `list` needs a
+// value, and an empty statement (a trailing `;`) or an extra empty argument is reported.
+package uci
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Limits on what Parse reads, so memory stays bounded on 64 MB routers.
+const (
+	// MaxFileSize is the most Parse reads; anything beyond is reported and
+	// ignored.
+	MaxFileSize = 1 << 20
+	// MaxLineSize is the longest line Parse accepts, not counting the
+	// newline; longer lines are reported and skipped.
+	MaxLineSize = 64 << 10
+	// MaxProblems is the most problems Parse returns; the last one then says
+	// it stopped checking.
+	MaxProblems = 1000
+)
+
+// File is a parsed uci file. A `package` statement is checked but not
+// recorded: the file's path names the package.
+type File struct {
+	// Sections in file order. A named section that appears twice (with the
+	// same type) is one Section, as in uci: the second `config` line adds to
+	// the first.
+	Sections []*Section
+}
+
+// Section is one `config TYPE ['NAME']` section.
+type Section struct {
+	Type string
+	Name string // "" when anonymous; see File.SectionRef for uci's name for it
+	Line int    // line of the (first) `config` statement, counting from 1
+	// Options holds one entry per `option` or `list` statement, in file order.
+	Options []Option
+}
+
+// Option is one `option NAME VALUE` or `list NAME VALUE` statement.
+type Option struct {
+	Name  string
+	Value string // with quoting and escapes removed
+	List  bool   // written as `list`
+	Line  int    // line of the statement, counting from 1
+}
+
+// Problem is something wrong in a uci file.
+type Problem struct {
+	Line    int    // counting from 1
+	Section string // the section's name, `@type[index]` when anonymous, "" outside any section
+	Option  string // the option or list name, "" when the problem is not about one
+	Msg     string
+}
+
+// Format renders the problem as DESIGN's "FILE:LINE: section.option: problem";
+// when Option is empty, "FILE:LINE: section: problem"; when Section is also
+// empty, "FILE:LINE: problem". (An Option without a Section renders as
+// "FILE:LINE: option: problem".)
+func (p Problem) Format(file string) string {
+	var where string
+	switch {
+	case p.Section != "" && p.Option != "":
+		where = p.Section + "." + p.Option + ": "
+	case p.Section != "":
+		where = p.Section + ": "
+	case p.Option != "":
+		where = p.Option + ": "
+	}
+	return fmt.Sprintf("%s:%d: %s%s", file, p.Line, where, p.Msg)
+}
+
+// Get returns the value of the last `option NAME` statement, as uci keeps the
+// last one. As in uci, an empty value (`option NAME ""`) sets nothing, so Get
+// skips it. `list` statements are ignored; use List for them.
+func (s *Section) Get(name string) (Option, bool) {
+	for i := len(s.Options) - 1; i >= 0; i-- {
+		o := s.Options[i]
+		if o.Name == name && !o.List && o.Value != "" {
+			return o, true
+		}
+	}
+	return Option{}, false
+}
+
+// List returns the values of NAME as uci builds them: each `list NAME`
+// statement appends its value, and an `option NAME` statement with a
+// non-empty value replaces everything before it with that one value (so a
+// list written as a single option reads as a one-element list). It returns
+// nil when NAME is absent.
+func (s *Section) List(name string) []string {
+	var out []string
+	for _, o := range s.Options {
+		switch {
+		case o.Name != name:
+		case o.List:
+			out = append(out, o.Value)
+		case o.Value != "":
+			out = append(out[:0], o.Value)
+		}
+	}
+	return out
+}
+
+// Section returns the section of type typ named name, or nil. With name ""
+// it returns the first anonymous section of that type.
+func (f *File) Section(typ, name string) *Section {
+	for _, s := range f.Sections {
+		if s.Type == typ && s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// SectionRef returns the name `uci show` gives s: its name, or `@type[index]`
+// for an anonymous section, index counting every section of that type before
+// it. It returns "" when s is not in f.
+func (f *File) SectionRef(s *Section) string {
+	n := 0
+	for _, t := range f.Sections {
+		if t == s {
+			if s.Name != "" {
+				return s.Name
+			}
+			return anonRef(s.Type, n)
+		}
+		if t.Type == s.Type {
+			n++
+		}
+	}
+	return ""
+}
+
+func anonRef(typ string, index int) string {
+	return fmt.Sprintf("@%s[%d]", typ, index)
+}
+
+// quoteShort quotes s for a message, cutting it short when it is long.
+func quoteShort(s string) string {
+	const max = 40
+	if len(s) > max {
+		return fmt.Sprintf("%q...", s[:max])
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// validName reports whether s is a valid option or section name: letters,
+// digits and '_'.
+func validName(s string) bool {
+	return validChars(s, func(c byte) bool { return isAlnum(c) || c == '_' })
+}
+
+// validType reports whether s is a valid section type: printable ASCII
+// without spaces, as libuci accepts.
+func validType(s string) bool {
+	return validChars(s, func(c byte) bool { return c > ' ' && c < 0x7f })
+}
+
+// validPackage reports whether s is a valid package name: letters, digits,
+// '_' and '-'.
+func validPackage(s string) bool {
+	return validChars(s, func(c byte) bool { return isAlnum(c) || c == '_' || c == '-' })
+}
+
+func validChars(s string, ok func(byte) bool) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !ok(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// isSpace is C's isspace in the C locale, which libuci uses.
+func isSpace(c byte) bool {
+	return strings.IndexByte(" \t\n\v\f\r", c) >= 0
+}
