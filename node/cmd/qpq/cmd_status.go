@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/quicproquo/qpq/node/config"
+	"github.com/quicproquo/qpq/node/control"
+)
+
+const statusAbout = `Ask the running node, over its control socket (DATA/qpq.sock unless
+--control), for its fingerprint, listen address, uptime and linked peers.
+Exits 1 when no node answers.`
+
+func runStatus(env *cliEnv, args []string) int {
+	fs := newFlags(env, "status", "status [--data DIR] [--control PATH] [--json]", statusAbout)
+	b := config.Bind(fs, "data", "control")
+	asJSON := fs.Bool("json", false, "print one JSON object: fingerprint, short, version, listen, uptime_s, peers[] (fingerprint, addr, direction, rtt_ms, linked_s)")
+	cfg, err := b.Parse(args, env.getenv)
+	if code, ok := parseStatus(env, fs, err); !ok {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := control.QueryStatus(ctx, cfg.Control)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq status: %v (is `qpq node` running with this --data or --control?)\n", err)
+		return exitFailure
+	}
+	if *asJSON {
+		json.NewEncoder(env.stdout).Encode(st)
+		return exitOK
+	}
+	w := env.stdout
+	fmt.Fprintf(w, "fingerprint  %s\nshort code   %s\nversion      %s\nlisten       %s\nuptime       %s\n",
+		st.Fingerprint, st.Short, st.Version, st.Listen, time.Duration(st.UptimeS)*time.Second)
+	fmt.Fprintf(w, "peers        %d\n", len(st.Peers))
+	for _, p := range st.Peers {
+		fmt.Fprintf(w, "  %s  %-22s %-8s rtt %6.2f ms  linked %s\n",
+			p.Fingerprint, p.Addr, p.Direction, p.RTTMs, time.Duration(p.LinkedS)*time.Second)
+	}
+	return exitOK
+}

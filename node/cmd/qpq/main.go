@@ -1,0 +1,159 @@
+// Command qpq is the quicproquo mesh node and its client: one binary for
+// the router daemon (`qpq node`), its status, and (in later steps) the
+// chat, send and receive commands.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/quicproquo/qpq/node/config"
+)
+
+// Exit statuses (DESIGN's "Names and defaults").
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// command is one `qpq NAME` subcommand.
+type command struct {
+	name     string
+	synopsis string // one line for `qpq help`
+	run      func(env *cliEnv, args []string) int
+}
+
+// cliEnv is the process boundary, injectable for tests.
+type cliEnv struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+func commands() []command {
+	return []command{
+		{"node", "run the mesh node daemon (`qpq node id` prints its identity)", runNode},
+		{"status", "show a running node's fingerprint, address, uptime and links", runStatus},
+		{"version", "print the version, Go version and os/arch", runVersion},
+		{"help", "explain a command: qpq help COMMAND", runHelp},
+	}
+}
+
+func main() {
+	env := &cliEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	os.Exit(run(env, os.Args[1:]))
+}
+
+func run(env *cliEnv, args []string) int {
+	if len(args) == 0 {
+		printOverview(env.stderr)
+		return exitUsage
+	}
+	name := args[0]
+	switch name {
+	case "-h", "--help", "-help":
+		printOverview(env.stdout)
+		return exitOK
+	case "-version", "--version":
+		return runVersion(env, nil)
+	}
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(env, args[1:])
+		}
+	}
+	fmt.Fprintf(env.stderr, "qpq: unknown command %q\n\n", name)
+	printOverview(env.stderr)
+	return exitUsage
+}
+
+func printOverview(w io.Writer) {
+	fmt.Fprintln(w, "qpq: end-to-end encrypted messaging over community mesh networks.")
+	fmt.Fprintln(w, "\nUsage: qpq COMMAND [flags]\n\nCommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.synopsis)
+	}
+	fmt.Fprintln(w, "\nRun `qpq COMMAND -h` (or `qpq help COMMAND`) for a command's flags.")
+}
+
+func runHelp(env *cliEnv, args []string) int {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		printOverview(env.stdout)
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(env, append(args[1:], "-h"))
+		}
+	}
+	fmt.Fprintf(env.stderr, "qpq help: unknown command %q\n", args[0])
+	return exitUsage
+}
+
+// newFlags returns a flag set whose -h prints the full usage to stdout and
+// whose errors print one line naming the flag plus a pointer to -h.
+func newFlags(env *cliEnv, name, usage, about string) *flag.FlagSet {
+	fs := flag.NewFlagSet("qpq "+name, flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(env.stderr, "Run 'qpq %s -h' for usage.\n", name)
+	}
+	usages[fs] = func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: qpq %s\n\n%s\n", usage, strings.TrimSpace(about))
+		printFlags(w, fs)
+	}
+	return fs
+}
+
+// usages holds each flag set's full help; a flag set lives for one command run.
+var usages = map[*flag.FlagSet]func(io.Writer){}
+
+// printFlags lists flags as people type them: --name ARG.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	first := true
+	fs.VisitAll(func(f *flag.Flag) {
+		if first {
+			fmt.Fprintln(w, "\nFlags:")
+			first = false
+		}
+		arg, usage := flag.UnquoteUsage(f)
+		if o, ok := config.Lookup(f.Name); ok {
+			arg = o.Arg
+		}
+		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+			arg = ""
+		}
+		head := "  --" + f.Name
+		if arg != "" {
+			head += " " + arg
+		}
+		fmt.Fprintf(w, "%s\n      %s\n", head, usage)
+	})
+}
+
+// parseStatus maps a parse error to an exit status; ok is false when the
+// command should return it now. -h prints usage to stdout and exits 0.
+func parseStatus(env *cliEnv, fs *flag.FlagSet, err error) (int, bool) {
+	if err == nil {
+		if fs.NArg() > 0 {
+			fmt.Fprintf(env.stderr, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+			return exitUsage, false
+		}
+		return exitOK, true
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		usages[fs](env.stdout)
+		return exitOK, false
+	}
+	var oe *config.OptionError
+	if errors.As(err, &oe) {
+		fmt.Fprintf(env.stderr, "%s: %v\n", fs.Name(), err)
+		fs.Usage()
+	}
+	// The flag package has already printed its own error naming the flag.
+	return exitUsage, false
+}
