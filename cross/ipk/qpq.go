@@ -1,0 +1,79 @@
+package ipk
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Where the qpq package puts its files on the router, and their modes (those OpenWrt's
+// INSTALL_BIN, INSTALL_CONF and INSTALL_DATA give).
+const (
+	QPQBinPath    = "/usr/bin/qpq"
+	QPQInitPath   = "/etc/init.d/qpq"
+	QPQConfigPath = "/etc/config/qpq"
+	QPQKeepPath   = "/lib/upgrade/keep.d/qpq"
+
+	QPQBinMode    = 0o755
+	QPQInitMode   = 0o755
+	QPQConfigMode = 0o600
+	QPQKeepMode   = 0o644
+)
+
+// The files under openwrt/files that go into the package, by the path they take.
+var qpqSources = []struct {
+	name, dst string
+	mode      os.FileMode
+}{
+	{"qpq.init", QPQInitPath, QPQInitMode},
+	{"qpq.config", QPQConfigPath, QPQConfigMode},
+	{"qpq.keep", QPQKeepPath, QPQKeepMode},
+}
+
+// QPQDescription is the package description, as in openwrt/Makefile.
+const QPQDescription = `qpq is an end-to-end encrypted mesh messenger. This node links to neighbouring
+routers over QUIC, stores sealed messages for people who are offline and forwards
+them hop by hop. It never sees a plaintext or a sender.`
+
+// QPQOptions is what a qpq package is made from.
+type QPQOptions struct {
+	Version         string // package version
+	Arch            string // OpenWrt architecture name
+	Binary          []byte // the static qpq binary for Arch
+	FilesDir        string // openwrt/files: qpq.init, qpq.config, qpq.keep
+	SourceDateEpoch int64  // Unix seconds: the SourceDateEpoch field and every member's time
+	License         string // SPDX expression; empty leaves the field out
+	Maintainer      string // "Name <email>"; empty leaves the field out
+}
+
+// QPQ returns the qpq package: /usr/bin/qpq, the procd init script, the uci config as a
+// conffile and the sysupgrade keep list, with the control fields OpenWrt's feed Makefile
+// (openwrt/Makefile) would give it.
+func QPQ(o QPQOptions) (*Package, error) {
+	p := &Package{
+		Control: Control{
+			Package:         "qpq",
+			Version:         o.Version,
+			Depends:         "libc",
+			Source:          "feeds/qpq/openwrt",
+			SourceName:      "qpq",
+			License:         o.License,
+			Section:         "net",
+			SourceDateEpoch: o.SourceDateEpoch,
+			URL:             "https://github.com/quicproquo/qpq",
+			Maintainer:      o.Maintainer,
+			Architecture:    o.Arch,
+			Description:     QPQDescription,
+		},
+		Conffiles: []string{QPQConfigPath},
+		Files:     []File{{Path: QPQBinPath, Mode: QPQBinMode, Data: o.Binary}},
+	}
+	for _, s := range qpqSources {
+		b, err := os.ReadFile(filepath.Join(o.FilesDir, s.name))
+		if err != nil {
+			return nil, fmt.Errorf("ipk: qpq package file: %w", err)
+		}
+		p.Files = append(p.Files, File{Path: s.dst, Mode: s.mode, Data: b})
+	}
+	return p, nil
+}
