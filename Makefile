@@ -7,8 +7,10 @@ PKG     := github.com/quicproquo/qpq
 LDFLAGS := -s -w -X $(PKG)/node/buildinfo.Version=$(VERSION)
 export CGO_ENABLED = 0
 
-# Fuzz targets run for FUZZTIME each by `make test` (package:Func).
-FUZZTIME ?= 3s
+# Fuzz targets run for FUZZTIME each by `make test` (package:Func). A count,
+# not a duration: a timed run can fail with "context deadline exceeded" when
+# the deadline lands while the fuzzer minimizes a new input.
+FUZZTIME ?= 50000x
 FUZZ := \
 	./schemas:FuzzDecodeMessages \
 	./gossip:FuzzDecodeEnvelope \
@@ -17,7 +19,9 @@ FUZZ := \
 	./node/config:FuzzParseValues \
 	./node/uci:FuzzParse
 
-.PHONY: all build run test unit fuzz lint check-generated generate bench deps clean
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+.PHONY: all build run test unit fuzz lint check-generated generate bench deps clean cross ipk size smoke
 
 all: build
 
@@ -29,7 +33,9 @@ build:
 run: build
 	./qpq node --data ./.qpq --listen 127.0.0.1:7443
 
-test: lint check-generated unit fuzz
+# Everything CI runs: static checks, unit and process tests, fuzz smoke,
+# the router binaries under qemu, and the flash budget.
+test: lint check-generated unit fuzz smoke size
 
 unit:
 	$(GO) test -count=1 -timeout 15m ./...
@@ -38,7 +44,7 @@ fuzz:
 	@set -e; for t in $(FUZZ); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x $$pkg; \
 	done
 
 lint:
@@ -75,10 +81,27 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./mesh/link > build/bench.txt || { cat build/bench.txt; exit 1; }
 	@awk -f cross/benchratio.awk build/bench.txt
 
+# Static binaries for every router architecture (cross/targets.txt) in
+# build/bin/qpq_linux_<goarch>.
+cross:
+	cross/build.sh $(VERSION)
+
+# One .ipk per OpenWrt architecture name in build/ipk/, reproducibly.
+ipk: cross
+	$(GO) run ./cross/cmd/mkipk -version $(VERSION) -all -out build/ipk -epoch $(SOURCE_DATE_EPOCH)
+
+# Raw, gzip and xz sizes and the .ipk sizes against cross/budgets.txt.
+size: ipk
+	$(GO) run ./cross/cmd/size -version $(VERSION)
+
+# `qpq version` and `qpq selftest` of each foreign binary under qemu-user.
+smoke: cross
+	cross/smoke.sh
+
 # Debian packages the tests need (the same list .ci/run installs).
 deps:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq capnproto
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq capnproto qemu-user-static busybox shellcheck xz-utils
 
 clean:
 	rm -rf qpq build

@@ -81,13 +81,13 @@ func TestBadValuesNameTheirSource(t *testing.T) {
 }
 
 func TestValues(t *testing.T) {
-	sizes := map[string]int64{"0": 0, "512": 512, "64K": 64 << 10, "48M": 48 << 20, "1G": 1 << 30, "48MiB": 48 << 20, "2m": 2 << 20}
+	sizes := map[string]int64{"0": 0, "512": 512, "64K": 64 << 10, "48M": 48 << 20, "1G": 1 << 30}
 	for in, want := range sizes {
 		if got, err := ParseSize(in); err != nil || got != want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "M", "-1M", "1T", "x", "99999999999G"} {
+	for _, in := range []string{"", "M", "-1M", "1T", "x", "99999999999G", "48MiB", "2m", " 4M", "+4M"} {
 		if _, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) accepted", in)
 		}

@@ -9,29 +9,29 @@ import (
 )
 
 // ParseSize parses a byte count with an optional K, M or G suffix (powers
-// of 1024), e.g. "64M". An optional trailing "B" or "iB" is accepted.
+// of 1024), e.g. "64M". Exactly this form, so the init script's own
+// conversion (mem_limit to GOMEMLIMIT) accepts whatever passes here.
 func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
+	t := s
 	mult := int64(1)
 	if n := len(t); n > 0 {
 		switch t[n-1] {
-		case 'K', 'k':
+		case 'K':
 			mult = 1 << 10
-		case 'M', 'm':
+		case 'M':
 			mult = 1 << 20
-		case 'G', 'g':
+		case 'G':
 			mult = 1 << 30
 		}
 		if mult != 1 {
 			t = t[:n-1]
 		}
 	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 {
+	if t == "" || strings.Trim(t, "0123456789") != "" {
 		return 0, fmt.Errorf("want a size like 512K, 64M or 1G")
 	}
-	if n > (1<<62)/mult {
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n > (1<<62)/mult {
 		return 0, errors.New("size too large")
 	}
 	return n * mult, nil

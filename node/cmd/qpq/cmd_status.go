@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"time"
 
@@ -11,8 +13,19 @@ import (
 )
 
 const statusAbout = `Ask the running node, over its control socket (DATA/qpq.sock unless
---control), for its fingerprint, listen address, uptime and linked peers.
-Exits 1 when no node answers.`
+--control; with neither flag nor variable set it also tries the OpenWrt
+service's /var/run/qpq.sock), for its fingerprint, listen address, uptime
+and linked peers. Exits 1 when no node answers.`
+
+// routerSocket is where the OpenWrt init script puts the control socket.
+const routerSocket = "/var/run/qpq.sock"
+
+// explicitControl reports whether the user named a socket or data dir.
+func explicitControl(env *cliEnv, fs *flag.FlagSet) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "control" || f.Name == "data" })
+	return given || env.getenv("QPQ_CONTROL") != "" || env.getenv("QPQ_DATA") != ""
+}
 
 func runStatus(env *cliEnv, args []string) int {
 	fs := newFlags(env, "status", "status [--data DIR] [--control PATH] [--json]", statusAbout)
@@ -25,6 +38,12 @@ func runStatus(env *cliEnv, args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := control.QueryStatus(ctx, cfg.Control)
+	if errors.Is(err, control.ErrNoNode) && !explicitControl(env, fs) {
+		// The OpenWrt service keeps its socket in RAM (see openwrt/files/qpq.init).
+		if st2, err2 := control.QueryStatus(ctx, routerSocket); err2 == nil {
+			st, err = st2, nil
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(env.stderr, "qpq status: %v (is `qpq node` running with this --data or --control?)\n", err)
 		return exitFailure

@@ -38,6 +38,8 @@ func commands() []command {
 	return []command{
 		{"node", "run the mesh node daemon (`qpq node id` prints its identity)", runNode},
 		{"status", "show a running node's fingerprint, address, uptime and links", runStatus},
+		{"config", "check a uci config file: qpq config check /etc/config/qpq", runConfig},
+		{"selftest", "start two nodes in-process on loopback, link them, exercise every path", runSelftest},
 		{"version", "print the version, Go version and os/arch", runVersion},
 		{"help", "explain a command: qpq help COMMAND", runHelp},
 	}
@@ -133,6 +135,20 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintf(w, "%s\n      %s\n", head, usage)
 	})
+}
+
+// parseArgs is parseStatus for a command that takes exactly n
+// positional arguments, named in the error.
+func parseArgs(env *cliEnv, fs *flag.FlagSet, err error, n int, names string) (int, bool) {
+	if err != nil {
+		return parseStatus(env, fs, err)
+	}
+	if fs.NArg() != n {
+		fmt.Fprintf(env.stderr, "%s: want %s, got %d arguments\n", fs.Name(), names, fs.NArg())
+		fs.Usage()
+		return exitUsage, false
+	}
+	return exitOK, true
 }
 
 // parseStatus maps a parse error to an exit status; ok is false when the
