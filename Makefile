@@ -75,11 +75,13 @@ check-generated: $(TOOLS)/capnpc-go
 		fi; \
 	done; echo "generated code is current"
 
-# Link setup and RPC round trip beside a bare quic-go stream, as ratios.
-bench:
+# Link setup and RPC round trip beside a bare quic-go stream, as ratios;
+# then a node's resident memory idle (60 s) and under link + RPC load.
+bench: build
 	@mkdir -p build
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./mesh/link > build/bench.txt || { cat build/bench.txt; exit 1; }
 	@awk -f cross/benchratio.awk build/bench.txt
+	$(GO) run ./cross/cmd/rssbench -bin ./qpq -idle 60s -load 30s
 
 # Static binaries for every router architecture (cross/targets.txt) in
 # build/bin/qpq_linux_<goarch>.
