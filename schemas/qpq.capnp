@@ -116,6 +116,26 @@ interface MeshPeer {
   hello @0 (hello :Hello) -> (hello :Hello);
   # health is the liveness and RTT probe.
   health @1 () -> (health :Health);
+
+  # push hands the peer envelopes it may lack: new ones at once on arrival,
+  # and the answer to a summary. Each arrives with its remaining TTL and
+  # the hop limit already decremented for this hop. The receiver checks
+  # every envelope and stores what is new; accepted counts those.
+  # A peer that pushes too fast gets an error and retries later.
+  push @2 (envelopes :List(Envelope)) -> (accepted :UInt32);
+
+  # summary offers a bloom filter of the ids the caller holds; the callee
+  # pushes back (with push) what the filter shows the caller lacks. key is
+  # fresh per exchange and is prepended to each id before it is added, so a
+  # false positive in one round is not repeated in the next.
+  summary @3 (summary :Summary) -> ();
+}
+
+# Summary is the anti-entropy digest of the ids a node holds.
+struct Summary {
+  filter @0 :Data; # a bits-and-blooms/bloom/v3 filter in its MarshalBinary form
+  key @1 :Data;    # 16 random bytes, prepended to each 32-byte id before hashing
+  count @2 :UInt32; # how many ids went in
 }
 
 # Node is the bootstrap capability a node offers a client (ALPN "capnp").
@@ -124,4 +144,44 @@ interface Node {
   hello @0 (hello :Hello) -> (hello :Hello);
   # health reports that the node is alive.
   health @1 () -> (health :Health);
+
+  # enqueue hands the node an envelope for store and forward. It needs no
+  # authentication (anonymous enqueue), so the entry node cannot tie the
+  # sender to the recipient. stored is false when the node already had it.
+  enqueue @2 (envelope :Envelope) -> (stored :Bool);
+
+  # challenge returns a fresh random nonce for authenticate.
+  challenge @3 () -> (nonce :Data);
+
+  # authenticate proves the client holds a user key and returns that
+  # user's mailbox. signature is Ed25519 by the bundle's identity key over
+  #   "qpq client auth v1\x00" || purpose || 0x00 || node fingerprint (32)
+  #   || TLS exporter ("qpq client auth", 32 bytes) || nonce
+  # with purpose "mailbox", so a signature made for one node and TLS
+  # session is worthless at any other. bundle is the user's SignedBundle;
+  # the node publishes it (key directory).
+  authenticate @4 (bundle :Data, nonce :Data, signature :Data) -> (mailbox :Mailbox);
+
+  # publishBundle stores and spreads a user's SignedBundle (self-signed, so
+  # anyone may publish it).
+  publishBundle @5 (bundle :Data) -> ();
+
+  # lookupBundle returns the newest SignedBundle the node knows for a user
+  # fingerprint (32 bytes), or empty Data when it knows none. The caller
+  # checks it against the fingerprint it asked for.
+  lookupBundle @6 (fingerprint :Data) -> (bundle :Data);
+}
+
+# Mailbox is one authenticated user's view of the envelopes addressed to
+# them at this node.
+interface Mailbox {
+  # fetch returns up to limit envelopes (oldest first) addressed to the
+  # user. When there are none and waitSeconds > 0 it waits up to that long
+  # for one to arrive.
+  fetch @0 (limit :UInt32, waitSeconds :UInt32) -> (envelopes :List(Envelope));
+
+  # ack acknowledges messages by revealing their receipt secrets (32 bytes
+  # each). The node deletes every envelope whose receiptTag matches and
+  # spreads a receipt so every other node deletes its copy too.
+  ack @1 (secrets :List(Data)) -> (deleted :UInt32);
 }

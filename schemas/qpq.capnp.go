@@ -894,6 +894,46 @@ func (c MeshPeer) Health(ctx context.Context, params func(MeshPeer_health_Params
 
 }
 
+func (c MeshPeer) Push(ctx context.Context, params func(MeshPeer_push_Params) error) (MeshPeer_push_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xdfcab1c048ec8147,
+			MethodID:      2,
+			InterfaceName: "qpq.capnp:MeshPeer",
+			MethodName:    "push",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(MeshPeer_push_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return MeshPeer_push_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c MeshPeer) Summary(ctx context.Context, params func(MeshPeer_summary_Params) error) (MeshPeer_summary_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xdfcab1c048ec8147,
+			MethodID:      3,
+			InterfaceName: "qpq.capnp:MeshPeer",
+			MethodName:    "summary",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(MeshPeer_summary_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return MeshPeer_summary_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c MeshPeer) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -970,6 +1010,10 @@ type MeshPeer_Server interface {
 	Hello(context.Context, MeshPeer_hello) error
 
 	Health(context.Context, MeshPeer_health) error
+
+	Push(context.Context, MeshPeer_push) error
+
+	Summary(context.Context, MeshPeer_summary) error
 }
 
 // MeshPeer_NewServer creates a new Server from an implementation of MeshPeer_Server.
@@ -988,7 +1032,7 @@ func MeshPeer_ServerToClient(s MeshPeer_Server) MeshPeer {
 // This can be used to create a more complicated Server.
 func MeshPeer_Methods(methods []server.Method, s MeshPeer_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 2)
+		methods = make([]server.Method, 0, 4)
 	}
 
 	methods = append(methods, server.Method{
@@ -1012,6 +1056,30 @@ func MeshPeer_Methods(methods []server.Method, s MeshPeer_Server) []server.Metho
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Health(ctx, MeshPeer_health{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xdfcab1c048ec8147,
+			MethodID:      2,
+			InterfaceName: "qpq.capnp:MeshPeer",
+			MethodName:    "push",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Push(ctx, MeshPeer_push{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xdfcab1c048ec8147,
+			MethodID:      3,
+			InterfaceName: "qpq.capnp:MeshPeer",
+			MethodName:    "summary",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Summary(ctx, MeshPeer_summary{call})
 		},
 	})
 
@@ -1050,6 +1118,40 @@ func (c MeshPeer_health) Args() MeshPeer_health_Params {
 func (c MeshPeer_health) AllocResults() (MeshPeer_health_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return MeshPeer_health_Results(r), err
+}
+
+// MeshPeer_push holds the state for a server call to MeshPeer.push.
+// See server.Call for documentation.
+type MeshPeer_push struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c MeshPeer_push) Args() MeshPeer_push_Params {
+	return MeshPeer_push_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c MeshPeer_push) AllocResults() (MeshPeer_push_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return MeshPeer_push_Results(r), err
+}
+
+// MeshPeer_summary holds the state for a server call to MeshPeer.summary.
+// See server.Call for documentation.
+type MeshPeer_summary struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c MeshPeer_summary) Args() MeshPeer_summary_Params {
+	return MeshPeer_summary_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c MeshPeer_summary) AllocResults() (MeshPeer_summary_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return MeshPeer_summary_Results(r), err
 }
 
 // MeshPeer_List is a list of MeshPeer.
@@ -1399,6 +1501,420 @@ func (p MeshPeer_health_Results_Future) Health() Health_Future {
 	return Health_Future{Future: p.Future.Field(0, nil)}
 }
 
+type MeshPeer_push_Params capnp.Struct
+
+// MeshPeer_push_Params_TypeID is the unique identifier for the type MeshPeer_push_Params.
+const MeshPeer_push_Params_TypeID = 0xf92552d368960c39
+
+func NewMeshPeer_push_Params(s *capnp.Segment) (MeshPeer_push_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return MeshPeer_push_Params(st), err
+}
+
+func NewRootMeshPeer_push_Params(s *capnp.Segment) (MeshPeer_push_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return MeshPeer_push_Params(st), err
+}
+
+func ReadRootMeshPeer_push_Params(msg *capnp.Message) (MeshPeer_push_Params, error) {
+	root, err := msg.Root()
+	return MeshPeer_push_Params(root.Struct()), err
+}
+
+func (s MeshPeer_push_Params) String() string {
+	str, _ := text.Marshal(0xf92552d368960c39, capnp.Struct(s))
+	return str
+}
+
+func (s MeshPeer_push_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (MeshPeer_push_Params) DecodeFromPtr(p capnp.Ptr) MeshPeer_push_Params {
+	return MeshPeer_push_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s MeshPeer_push_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s MeshPeer_push_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s MeshPeer_push_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s MeshPeer_push_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s MeshPeer_push_Params) Envelopes() (Envelope_List, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return Envelope_List(p.List()), err
+}
+
+func (s MeshPeer_push_Params) HasEnvelopes() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s MeshPeer_push_Params) SetEnvelopes(v Envelope_List) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewEnvelopes sets the envelopes field to a newly
+// allocated Envelope_List, preferring placement in s's segment.
+func (s MeshPeer_push_Params) NewEnvelopes(n int32) (Envelope_List, error) {
+	l, err := NewEnvelope_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return Envelope_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+
+// MeshPeer_push_Params_List is a list of MeshPeer_push_Params.
+type MeshPeer_push_Params_List = capnp.StructList[MeshPeer_push_Params]
+
+// NewMeshPeer_push_Params creates a new list of MeshPeer_push_Params.
+func NewMeshPeer_push_Params_List(s *capnp.Segment, sz int32) (MeshPeer_push_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[MeshPeer_push_Params](l), err
+}
+
+// MeshPeer_push_Params_Future is a wrapper for a MeshPeer_push_Params promised by a client call.
+type MeshPeer_push_Params_Future struct{ *capnp.Future }
+
+func (f MeshPeer_push_Params_Future) Struct() (MeshPeer_push_Params, error) {
+	p, err := f.Future.Ptr()
+	return MeshPeer_push_Params(p.Struct()), err
+}
+
+type MeshPeer_push_Results capnp.Struct
+
+// MeshPeer_push_Results_TypeID is the unique identifier for the type MeshPeer_push_Results.
+const MeshPeer_push_Results_TypeID = 0xa9291d59d583b6db
+
+func NewMeshPeer_push_Results(s *capnp.Segment) (MeshPeer_push_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return MeshPeer_push_Results(st), err
+}
+
+func NewRootMeshPeer_push_Results(s *capnp.Segment) (MeshPeer_push_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return MeshPeer_push_Results(st), err
+}
+
+func ReadRootMeshPeer_push_Results(msg *capnp.Message) (MeshPeer_push_Results, error) {
+	root, err := msg.Root()
+	return MeshPeer_push_Results(root.Struct()), err
+}
+
+func (s MeshPeer_push_Results) String() string {
+	str, _ := text.Marshal(0xa9291d59d583b6db, capnp.Struct(s))
+	return str
+}
+
+func (s MeshPeer_push_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (MeshPeer_push_Results) DecodeFromPtr(p capnp.Ptr) MeshPeer_push_Results {
+	return MeshPeer_push_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s MeshPeer_push_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s MeshPeer_push_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s MeshPeer_push_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s MeshPeer_push_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s MeshPeer_push_Results) Accepted() uint32 {
+	return capnp.Struct(s).Uint32(0)
+}
+
+func (s MeshPeer_push_Results) SetAccepted(v uint32) {
+	capnp.Struct(s).SetUint32(0, v)
+}
+
+// MeshPeer_push_Results_List is a list of MeshPeer_push_Results.
+type MeshPeer_push_Results_List = capnp.StructList[MeshPeer_push_Results]
+
+// NewMeshPeer_push_Results creates a new list of MeshPeer_push_Results.
+func NewMeshPeer_push_Results_List(s *capnp.Segment, sz int32) (MeshPeer_push_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0}, sz)
+	return capnp.StructList[MeshPeer_push_Results](l), err
+}
+
+// MeshPeer_push_Results_Future is a wrapper for a MeshPeer_push_Results promised by a client call.
+type MeshPeer_push_Results_Future struct{ *capnp.Future }
+
+func (f MeshPeer_push_Results_Future) Struct() (MeshPeer_push_Results, error) {
+	p, err := f.Future.Ptr()
+	return MeshPeer_push_Results(p.Struct()), err
+}
+
+type MeshPeer_summary_Params capnp.Struct
+
+// MeshPeer_summary_Params_TypeID is the unique identifier for the type MeshPeer_summary_Params.
+const MeshPeer_summary_Params_TypeID = 0xd9f2c9ee6824da8b
+
+func NewMeshPeer_summary_Params(s *capnp.Segment) (MeshPeer_summary_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return MeshPeer_summary_Params(st), err
+}
+
+func NewRootMeshPeer_summary_Params(s *capnp.Segment) (MeshPeer_summary_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return MeshPeer_summary_Params(st), err
+}
+
+func ReadRootMeshPeer_summary_Params(msg *capnp.Message) (MeshPeer_summary_Params, error) {
+	root, err := msg.Root()
+	return MeshPeer_summary_Params(root.Struct()), err
+}
+
+func (s MeshPeer_summary_Params) String() string {
+	str, _ := text.Marshal(0xd9f2c9ee6824da8b, capnp.Struct(s))
+	return str
+}
+
+func (s MeshPeer_summary_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (MeshPeer_summary_Params) DecodeFromPtr(p capnp.Ptr) MeshPeer_summary_Params {
+	return MeshPeer_summary_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s MeshPeer_summary_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s MeshPeer_summary_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s MeshPeer_summary_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s MeshPeer_summary_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s MeshPeer_summary_Params) Summary() (Summary, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return Summary(p.Struct()), err
+}
+
+func (s MeshPeer_summary_Params) HasSummary() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s MeshPeer_summary_Params) SetSummary(v Summary) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewSummary sets the summary field to a newly
+// allocated Summary struct, preferring placement in s's segment.
+func (s MeshPeer_summary_Params) NewSummary() (Summary, error) {
+	ss, err := NewSummary(capnp.Struct(s).Segment())
+	if err != nil {
+		return Summary{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// MeshPeer_summary_Params_List is a list of MeshPeer_summary_Params.
+type MeshPeer_summary_Params_List = capnp.StructList[MeshPeer_summary_Params]
+
+// NewMeshPeer_summary_Params creates a new list of MeshPeer_summary_Params.
+func NewMeshPeer_summary_Params_List(s *capnp.Segment, sz int32) (MeshPeer_summary_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[MeshPeer_summary_Params](l), err
+}
+
+// MeshPeer_summary_Params_Future is a wrapper for a MeshPeer_summary_Params promised by a client call.
+type MeshPeer_summary_Params_Future struct{ *capnp.Future }
+
+func (f MeshPeer_summary_Params_Future) Struct() (MeshPeer_summary_Params, error) {
+	p, err := f.Future.Ptr()
+	return MeshPeer_summary_Params(p.Struct()), err
+}
+func (p MeshPeer_summary_Params_Future) Summary() Summary_Future {
+	return Summary_Future{Future: p.Future.Field(0, nil)}
+}
+
+type MeshPeer_summary_Results capnp.Struct
+
+// MeshPeer_summary_Results_TypeID is the unique identifier for the type MeshPeer_summary_Results.
+const MeshPeer_summary_Results_TypeID = 0xa92adff42fe41896
+
+func NewMeshPeer_summary_Results(s *capnp.Segment) (MeshPeer_summary_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return MeshPeer_summary_Results(st), err
+}
+
+func NewRootMeshPeer_summary_Results(s *capnp.Segment) (MeshPeer_summary_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return MeshPeer_summary_Results(st), err
+}
+
+func ReadRootMeshPeer_summary_Results(msg *capnp.Message) (MeshPeer_summary_Results, error) {
+	root, err := msg.Root()
+	return MeshPeer_summary_Results(root.Struct()), err
+}
+
+func (s MeshPeer_summary_Results) String() string {
+	str, _ := text.Marshal(0xa92adff42fe41896, capnp.Struct(s))
+	return str
+}
+
+func (s MeshPeer_summary_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (MeshPeer_summary_Results) DecodeFromPtr(p capnp.Ptr) MeshPeer_summary_Results {
+	return MeshPeer_summary_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s MeshPeer_summary_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s MeshPeer_summary_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s MeshPeer_summary_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s MeshPeer_summary_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// MeshPeer_summary_Results_List is a list of MeshPeer_summary_Results.
+type MeshPeer_summary_Results_List = capnp.StructList[MeshPeer_summary_Results]
+
+// NewMeshPeer_summary_Results creates a new list of MeshPeer_summary_Results.
+func NewMeshPeer_summary_Results_List(s *capnp.Segment, sz int32) (MeshPeer_summary_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[MeshPeer_summary_Results](l), err
+}
+
+// MeshPeer_summary_Results_Future is a wrapper for a MeshPeer_summary_Results promised by a client call.
+type MeshPeer_summary_Results_Future struct{ *capnp.Future }
+
+func (f MeshPeer_summary_Results_Future) Struct() (MeshPeer_summary_Results, error) {
+	p, err := f.Future.Ptr()
+	return MeshPeer_summary_Results(p.Struct()), err
+}
+
+type Summary capnp.Struct
+
+// Summary_TypeID is the unique identifier for the type Summary.
+const Summary_TypeID = 0xe65bbf366f431142
+
+func NewSummary(s *capnp.Segment) (Summary, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
+	return Summary(st), err
+}
+
+func NewRootSummary(s *capnp.Segment) (Summary, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
+	return Summary(st), err
+}
+
+func ReadRootSummary(msg *capnp.Message) (Summary, error) {
+	root, err := msg.Root()
+	return Summary(root.Struct()), err
+}
+
+func (s Summary) String() string {
+	str, _ := text.Marshal(0xe65bbf366f431142, capnp.Struct(s))
+	return str
+}
+
+func (s Summary) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Summary) DecodeFromPtr(p capnp.Ptr) Summary {
+	return Summary(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Summary) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Summary) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Summary) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Summary) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Summary) Filter() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s Summary) HasFilter() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Summary) SetFilter(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+func (s Summary) Key() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return []byte(p.Data()), err
+}
+
+func (s Summary) HasKey() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s Summary) SetKey(v []byte) error {
+	return capnp.Struct(s).SetData(1, v)
+}
+
+func (s Summary) Count() uint32 {
+	return capnp.Struct(s).Uint32(0)
+}
+
+func (s Summary) SetCount(v uint32) {
+	capnp.Struct(s).SetUint32(0, v)
+}
+
+// Summary_List is a list of Summary.
+type Summary_List = capnp.StructList[Summary]
+
+// NewSummary creates a new list of Summary.
+func NewSummary_List(s *capnp.Segment, sz int32) (Summary_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2}, sz)
+	return capnp.StructList[Summary](l), err
+}
+
+// Summary_Future is a wrapper for a Summary promised by a client call.
+type Summary_Future struct{ *capnp.Future }
+
+func (f Summary_Future) Struct() (Summary, error) {
+	p, err := f.Future.Ptr()
+	return Summary(p.Struct()), err
+}
+
 type Node capnp.Client
 
 // Node_TypeID is the unique identifier for the type Node.
@@ -1441,6 +1957,106 @@ func (c Node) Health(ctx context.Context, params func(Node_health_Params) error)
 
 	ans, release := capnp.Client(c).SendCall(ctx, s)
 	return Node_health_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Node) Enqueue(ctx context.Context, params func(Node_enqueue_Params) error) (Node_enqueue_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      2,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "enqueue",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_enqueue_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_enqueue_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Node) Challenge(ctx context.Context, params func(Node_challenge_Params) error) (Node_challenge_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      3,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "challenge",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_challenge_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_challenge_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Node) Authenticate(ctx context.Context, params func(Node_authenticate_Params) error) (Node_authenticate_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      4,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "authenticate",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 3}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_authenticate_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_authenticate_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Node) PublishBundle(ctx context.Context, params func(Node_publishBundle_Params) error) (Node_publishBundle_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      5,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "publishBundle",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_publishBundle_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_publishBundle_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Node) LookupBundle(ctx context.Context, params func(Node_lookupBundle_Params) error) (Node_lookupBundle_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      6,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "lookupBundle",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_lookupBundle_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_lookupBundle_Results_Future{Future: ans.Future()}, release
 
 }
 
@@ -1520,6 +2136,16 @@ type Node_Server interface {
 	Hello(context.Context, Node_hello) error
 
 	Health(context.Context, Node_health) error
+
+	Enqueue(context.Context, Node_enqueue) error
+
+	Challenge(context.Context, Node_challenge) error
+
+	Authenticate(context.Context, Node_authenticate) error
+
+	PublishBundle(context.Context, Node_publishBundle) error
+
+	LookupBundle(context.Context, Node_lookupBundle) error
 }
 
 // Node_NewServer creates a new Server from an implementation of Node_Server.
@@ -1538,7 +2164,7 @@ func Node_ServerToClient(s Node_Server) Node {
 // This can be used to create a more complicated Server.
 func Node_Methods(methods []server.Method, s Node_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 2)
+		methods = make([]server.Method, 0, 7)
 	}
 
 	methods = append(methods, server.Method{
@@ -1562,6 +2188,66 @@ func Node_Methods(methods []server.Method, s Node_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Health(ctx, Node_health{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      2,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "enqueue",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Enqueue(ctx, Node_enqueue{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      3,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "challenge",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Challenge(ctx, Node_challenge{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      4,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "authenticate",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Authenticate(ctx, Node_authenticate{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      5,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "publishBundle",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.PublishBundle(ctx, Node_publishBundle{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      6,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "lookupBundle",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.LookupBundle(ctx, Node_lookupBundle{call})
 		},
 	})
 
@@ -1600,6 +2286,91 @@ func (c Node_health) Args() Node_health_Params {
 func (c Node_health) AllocResults() (Node_health_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return Node_health_Results(r), err
+}
+
+// Node_enqueue holds the state for a server call to Node.enqueue.
+// See server.Call for documentation.
+type Node_enqueue struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_enqueue) Args() Node_enqueue_Params {
+	return Node_enqueue_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_enqueue) AllocResults() (Node_enqueue_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return Node_enqueue_Results(r), err
+}
+
+// Node_challenge holds the state for a server call to Node.challenge.
+// See server.Call for documentation.
+type Node_challenge struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_challenge) Args() Node_challenge_Params {
+	return Node_challenge_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_challenge) AllocResults() (Node_challenge_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_challenge_Results(r), err
+}
+
+// Node_authenticate holds the state for a server call to Node.authenticate.
+// See server.Call for documentation.
+type Node_authenticate struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_authenticate) Args() Node_authenticate_Params {
+	return Node_authenticate_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_authenticate) AllocResults() (Node_authenticate_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_authenticate_Results(r), err
+}
+
+// Node_publishBundle holds the state for a server call to Node.publishBundle.
+// See server.Call for documentation.
+type Node_publishBundle struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_publishBundle) Args() Node_publishBundle_Params {
+	return Node_publishBundle_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_publishBundle) AllocResults() (Node_publishBundle_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_publishBundle_Results(r), err
+}
+
+// Node_lookupBundle holds the state for a server call to Node.lookupBundle.
+// See server.Call for documentation.
+type Node_lookupBundle struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_lookupBundle) Args() Node_lookupBundle_Params {
+	return Node_lookupBundle_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_lookupBundle) AllocResults() (Node_lookupBundle_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_lookupBundle_Results(r), err
 }
 
 // Node_List is a list of Node.
@@ -1949,119 +2720,1532 @@ func (p Node_health_Results_Future) Health() Health_Future {
 	return Health_Future{Future: p.Future.Field(0, nil)}
 }
 
-const schema_b3458c925f621b95 = "x\xda\xa4\x95}\x88\x15\xd5\x1b\xc7\x9f\xe7\x9c;w\xf6" +
-	"\xee\xba\xee\xceo\xae\xfe\xd4\x84%PP\xd1e_2" +
-	"\xf2j\xde\xcd\xd2\xd4M\xb9gM\x8dE\xa9\xd9\x9d\xa3" +
-	";y\xef\xcc\xec\xcc\xecnW\xac\xb5\x05\x91$\x09\xb6" +
-	"\x16\xd3\x90\x94\x02\xad\x04\x93\x142\x14\\qA\x17\xa5" +
-	"\xc2\x02\x89J\x89 \x12!\xec\x05\xfd\xcb\x893\xf7\xce" +
-	"\xde\xd9\x17J\xb6\xff\xce=s\xee\xf3\xfay\xbeO\xdd" +
-	"\x07\xb4)V_y@\x06\xc2^\x90\xe2\xfe\xea\xde\xbf" +
-	"\xd4Y~\xc5n`\xe5\x88\xfe\xc0#m/\xf6\xbf\xb9" +
-	"\xf23\x90\x88\x0c\xa0\x9e\xa2}\xea\x19Z8\xfd\x02\xe8" +
-	"oZu\xbc\xd31{\xfaAQ\x11@B\x19\xa0q" +
-	"\x7f\xac\x1c\x01\xd5\x81X\x1a\xd0_\xe3\x1a\xd7\x93\x17\xbb" +
-	"\xde\x01E%~\xfd\x8c\xf4\xda\xcd7\xe7\xfd\x0a\x80\xea" +
-	"\x99\xd8E\xf5|LX:\x1b;\x09\xe8?\xfdq\xee" +
-	"\xfdS\xd2\xd0\x01P\xcai\xc9+\xa0:M\xda\xa9\xce" +
-	"\x94\xc4\xc3i\xd2^\x95\x8b\x93\x7f\xb6\xf3H\xff\xad\xfb" +
-	"\x9f\x1c\x04\xa5\x0a\x01\x02+\xeb\xa4\xdb\x10\xf37\xed{" +
-	"\xf0c\xb7\xb7\xef\x1c(\xe5\xe3b\xaf\x97\xbeP\x97\x04" +
-	"\x86\x16K=\x80\xbf\xdd\xdb\xd2\x94\\\xd6|\x99\x95#" +
-	"\x19\xfbt@\xba\xa8\x1e\x0e\x9e\x1e\x94D\x9a\x8f\x0fL" +
-	"\xdf\xe5/~y\xb8\xe0/HS\xcd\xc7o\x03\xaa\xaf" +
-	"\xc6E\x96r\xdf\xbd\xe1\xe5\xca{W\xa3\xdf\x0f\xc7\x7f" +
-	"\x02T\x8f\x06\xdf[O\xbc6;\x9f\x7f\xf4k\x18\xed" +
-	",\x08|0\xbeO\xbd\x12\x17\xa7\xa1x\x0f\xa0\xbf\xf9" +
-	"\xfb\xf5~Kw\xff\xf5\xa8\xad\xb9\xf2\xef\x80\xea|Y" +
-	"\xd8z\xf6\xf5;\xab/\x9c\x1a\xbe9\xaePk\xe4C" +
-	"*\x93\x83Z\xc8{\xd5\xc3\xe2T\xaa\xf8\x98f\x06\x9e" +
-	"\xf7\xc8\x87\xd4\xfd\xf2\xff\x01\x1a\x07\xe4\xb7\x10\xd0\xbf\xfe" +
-	"\xe7\xaaC\xc7\xbe\xfc\xe3v\xb4\x9b\x8b\x12\xff\x13\xdd\\" +
-	"\x9c\x10\xbe\x97f\x9b{N\x93\xcf\xefNT\xde\x8d\x89" +
-	"\xefT-!N[\x13\"\x8f\xe6\x93\xcb\xe7=\xd83" +
-	"|wL\xce\x05\xd7\x83\x89a\xf5\x9ax\xdcx%\xb1" +
-	"Y\xb8>\xf6\xf6\xe9;;\xa77\xdd\x8f\xba^RA" +
-	"\x84\xeb'+\x84\xeb\xa3\x99\x85K\xf9\x1b\x83\xc5\x07\xc2" +
-	"H\xe3\xd6\x8ar\x84:\xbf\xd3\xee\xacm\xd7l\x13\xed" +
-	"\xd4j\x9e\xcdZ\x90Ad\xd54\x06\x10C\x00E[" +
-	"\x01\xc0\xb6Pd\x1d\x04\x15\xc4$\x8aK\xde\x0a\xc0t" +
-	"\x8a\xcc&\x88$\x89\x04@\xc9\xad\x05`Y\x8a\xec\x15" +
-	"\x82\x0a\xc5$R\x00\xa5+\x05\xc0l\x8al\x17\xc1\xde" +
-	"n\xee\xb8\x86e\xa2\x0c\x04e@?g\x98\x9b\xc4\x15" +
-	"\xd0\xc8\xa5km\xf3z4\x87\x03\x00N\x01\x82S\x00" +
-	"\xd3\xba\x95\xd3\x0c3\xfc9\x121\xb5S\xeb\xb8\xdb\x91" +
-	"\xe1\xdc\xa9\xed\x10\xa1\xcfi\xe1nW\xd6s\x01Xl" +
-	"$\x81\xca\x06\x00VF\x91%\x09\xd6\x04\xcf\xb0\xba4" +
-	"\xa5\x80X\x1d1I\xec\xd4J\xb3\x9bg-\x9b\xd76" +
-	"\x1b\xa6\x1e\x14cv\x90\xdf\xbaY\xe2\xb1\xb2\xb2\x05\x00" +
-	"\x89\xf2T\x03\x00Re\xc9\x0a\x00\x8c)\xf5)\x00\x94" +
-	"\x94\xf9\xad\x00\x18W\xe66\x00P=\xe7\xb79\x96\xa6" +
-	"\xb7k.\xa0Wc\x99\x86e\xf6:\xbc\x9d\x1b\xb6\x97" +
-	"n\xeb2\xf5,\xf7u\xee\xb6;\x86\xed\x01\xb5\x9c\x1a" +
-	"\x9d\xb7[\xf9\x91@ m\xa7\xd6[:\x17\xfe\xcb\xa8" +
-	"\x0402$\x18N\x93R\xdf\x00D\x99+#\x8e\x0c" +
-	"4\x86\xf4+3S@\x94J\xb9\x90p\x13\xa6;\xb8" +
-	"\x96\xf5:\x9a0\x83\xa3\x92\x15.j\x0b\xdf\xe6d\xb4" +
-	"*G\xcb\xb9Q 6\x18\xdbM\xae\xa7W\x04\xe1\x16" +
-	"B\x09\xcb:_tv\x0eEV\x17\xe1bQ\x0b\x00" +
-	"[H\x91=A\xb0\x98$V\x02\xc1J\xd1Xc\xbb" +
-	"\xa9y]\x0e`\xe9.\x12\xc9F\x97;\xcd<_p" +
-	"5\x96\xc16\x00\xf6\x12E\x96\x8d\xf82R\xff\xc6 " +
-	")2\xd8\x07\xc0<\x8al7A\xdf\xd0\xb9\xe9\x19^" +
-	"\x1e\xe4f\x9e\x0f\xe3H\xef\xe0\xb9\xc8O\xdf\xe5\x9d]" +
-	"\xdcl\x0f\x18L\x00\xc1\x04\xa0\x9f5\xb6q\xcf\xc8q" +
-	"\xdc\xc0\xdb-Sw\x01\xcb\x80`\x19LT\xce\"\x8a" +
-	"U\x82\xc5\xff@b\xc4ZFsd-7ic\xc1" +
-	"l\x8b&\x03\x8c\xe9\xa2\x03\xc0\xe6Qd\x8f\x89\xca\x92" +
-	"Be\xeb\x1bJ]\xf4\xbbl\x91\xf5\x06\x0e5A\xda" +
-	"a=j\xb2\x86\xb9\xc3\xfd\x87\x1a\x04H\xb5\xf0\x1aw" +
-	"l\x11R\xa5\xb8\x8bTbuI\xe1\xc7\x07^\x18q" +
-	"\xca\x9d\xd2(\x84j\x87\xe1\xfe\x8c\x8cB(t\x18\xaa" +
-	"\xf1C\x8d\x02\x86sOm\xceb\x18]\xbc\xb8\xa0J" +
-	"(\x01\x9b=\x92\xc2\x99Y\x00\xecS\x8a\xec\x1c\xc1\x90" +
-	"\xc6\xb3\x0b\x00\xd8i\x8a\xec\x02A\x85`\x01\xc7\xf3\x82" +
-	"\xdbs\x14\xd9\xe5\x88$\x0e\x09\xed\xbcD\x91}EP" +
-	"\x89\x91$\xc6\x00\x94k\x02\xdc\xab\x14\xd9\x0d\x82\x8aD" +
-	"\x92(\x01(\xdf\x8a\x97\xdfPd\xb7\x08*q\x9a\xc4" +
-	"8\x80\xf2\x83\xd0\xe3\x1b\x14\xd9\xcf\x04\xa9\xa1\x87\xccV" +
-	"\xed0L\x1d\xabJq\x03b\x15\xa0\x90\x18\xcf05" +
-	"\x0fd\xa1\xbc!\xe0\x9e\x97\x0d0\x06\xaa\x97z\xd8a" +
-	"\xd9\xcf\x199\xc3\x13\xd4\xc7\x81`\x1c\xd0/\x0a\xd6\xf3" +
-	"@\xb5\xed\xe1\xbf{m-\x9f\xb54}\xdc\x14\x8f\xd6" +
-	"\xe3\"\x00\xa2\xff8y\x00H(B\xcf\x14\xb5\x92Z" +
-	"\xce\x18\x84[\xa3\x08\x17\xdbQ/\x84\xa8\x8e\"[F" +
-	"p\x94\xcc>\xac\x1c\x09\x8aC\x97\x96S\x18\x9b\x19#" +
-	">\x0f\x8a\xc6\xbeK\x91}\x18\xf1yT\xf4\xf0\x08E" +
-	"vB PT\xa4\x8fD \xc7)\xb2K\x02\x01Z" +
-	"@`0U\xe2\x02c\x05\x02\x86\xd6F\xb0\x08\x09\xb8" +
-	"\xd6W\xc2bb\xe9\xf2\x83\xc5\xd2\xcc\xf3\xa2k\xe1\x9d" +
-	"\xa6\xeb\x0ew]\x0e\xe8\xe2T\xc0\x0c\xc5`wN\x1d" +
-	"\xbfJ'\xa7t\xe3\x17oF\x13\xabc\xd2kw\x02" +
-	"r\x8a\x16\xe1\xef\x00\x00\x00\xff\xff\xad\xeb\xcf\xf1"
+type Node_enqueue_Params capnp.Struct
+
+// Node_enqueue_Params_TypeID is the unique identifier for the type Node_enqueue_Params.
+const Node_enqueue_Params_TypeID = 0xcab39fce8cff307a
+
+func NewNode_enqueue_Params(s *capnp.Segment) (Node_enqueue_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_enqueue_Params(st), err
+}
+
+func NewRootNode_enqueue_Params(s *capnp.Segment) (Node_enqueue_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_enqueue_Params(st), err
+}
+
+func ReadRootNode_enqueue_Params(msg *capnp.Message) (Node_enqueue_Params, error) {
+	root, err := msg.Root()
+	return Node_enqueue_Params(root.Struct()), err
+}
+
+func (s Node_enqueue_Params) String() string {
+	str, _ := text.Marshal(0xcab39fce8cff307a, capnp.Struct(s))
+	return str
+}
+
+func (s Node_enqueue_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_enqueue_Params) DecodeFromPtr(p capnp.Ptr) Node_enqueue_Params {
+	return Node_enqueue_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_enqueue_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_enqueue_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_enqueue_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_enqueue_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_enqueue_Params) Envelope() (Envelope, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return Envelope(p.Struct()), err
+}
+
+func (s Node_enqueue_Params) HasEnvelope() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_enqueue_Params) SetEnvelope(v Envelope) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewEnvelope sets the envelope field to a newly
+// allocated Envelope struct, preferring placement in s's segment.
+func (s Node_enqueue_Params) NewEnvelope() (Envelope, error) {
+	ss, err := NewEnvelope(capnp.Struct(s).Segment())
+	if err != nil {
+		return Envelope{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// Node_enqueue_Params_List is a list of Node_enqueue_Params.
+type Node_enqueue_Params_List = capnp.StructList[Node_enqueue_Params]
+
+// NewNode_enqueue_Params creates a new list of Node_enqueue_Params.
+func NewNode_enqueue_Params_List(s *capnp.Segment, sz int32) (Node_enqueue_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_enqueue_Params](l), err
+}
+
+// Node_enqueue_Params_Future is a wrapper for a Node_enqueue_Params promised by a client call.
+type Node_enqueue_Params_Future struct{ *capnp.Future }
+
+func (f Node_enqueue_Params_Future) Struct() (Node_enqueue_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_enqueue_Params(p.Struct()), err
+}
+func (p Node_enqueue_Params_Future) Envelope() Envelope_Future {
+	return Envelope_Future{Future: p.Future.Field(0, nil)}
+}
+
+type Node_enqueue_Results capnp.Struct
+
+// Node_enqueue_Results_TypeID is the unique identifier for the type Node_enqueue_Results.
+const Node_enqueue_Results_TypeID = 0x869f11257ac3b0ef
+
+func NewNode_enqueue_Results(s *capnp.Segment) (Node_enqueue_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return Node_enqueue_Results(st), err
+}
+
+func NewRootNode_enqueue_Results(s *capnp.Segment) (Node_enqueue_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return Node_enqueue_Results(st), err
+}
+
+func ReadRootNode_enqueue_Results(msg *capnp.Message) (Node_enqueue_Results, error) {
+	root, err := msg.Root()
+	return Node_enqueue_Results(root.Struct()), err
+}
+
+func (s Node_enqueue_Results) String() string {
+	str, _ := text.Marshal(0x869f11257ac3b0ef, capnp.Struct(s))
+	return str
+}
+
+func (s Node_enqueue_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_enqueue_Results) DecodeFromPtr(p capnp.Ptr) Node_enqueue_Results {
+	return Node_enqueue_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_enqueue_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_enqueue_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_enqueue_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_enqueue_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_enqueue_Results) Stored() bool {
+	return capnp.Struct(s).Bit(0)
+}
+
+func (s Node_enqueue_Results) SetStored(v bool) {
+	capnp.Struct(s).SetBit(0, v)
+}
+
+// Node_enqueue_Results_List is a list of Node_enqueue_Results.
+type Node_enqueue_Results_List = capnp.StructList[Node_enqueue_Results]
+
+// NewNode_enqueue_Results creates a new list of Node_enqueue_Results.
+func NewNode_enqueue_Results_List(s *capnp.Segment, sz int32) (Node_enqueue_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0}, sz)
+	return capnp.StructList[Node_enqueue_Results](l), err
+}
+
+// Node_enqueue_Results_Future is a wrapper for a Node_enqueue_Results promised by a client call.
+type Node_enqueue_Results_Future struct{ *capnp.Future }
+
+func (f Node_enqueue_Results_Future) Struct() (Node_enqueue_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_enqueue_Results(p.Struct()), err
+}
+
+type Node_challenge_Params capnp.Struct
+
+// Node_challenge_Params_TypeID is the unique identifier for the type Node_challenge_Params.
+const Node_challenge_Params_TypeID = 0x903922ee3a383828
+
+func NewNode_challenge_Params(s *capnp.Segment) (Node_challenge_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_challenge_Params(st), err
+}
+
+func NewRootNode_challenge_Params(s *capnp.Segment) (Node_challenge_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_challenge_Params(st), err
+}
+
+func ReadRootNode_challenge_Params(msg *capnp.Message) (Node_challenge_Params, error) {
+	root, err := msg.Root()
+	return Node_challenge_Params(root.Struct()), err
+}
+
+func (s Node_challenge_Params) String() string {
+	str, _ := text.Marshal(0x903922ee3a383828, capnp.Struct(s))
+	return str
+}
+
+func (s Node_challenge_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_challenge_Params) DecodeFromPtr(p capnp.Ptr) Node_challenge_Params {
+	return Node_challenge_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_challenge_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_challenge_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_challenge_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_challenge_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Node_challenge_Params_List is a list of Node_challenge_Params.
+type Node_challenge_Params_List = capnp.StructList[Node_challenge_Params]
+
+// NewNode_challenge_Params creates a new list of Node_challenge_Params.
+func NewNode_challenge_Params_List(s *capnp.Segment, sz int32) (Node_challenge_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Node_challenge_Params](l), err
+}
+
+// Node_challenge_Params_Future is a wrapper for a Node_challenge_Params promised by a client call.
+type Node_challenge_Params_Future struct{ *capnp.Future }
+
+func (f Node_challenge_Params_Future) Struct() (Node_challenge_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_challenge_Params(p.Struct()), err
+}
+
+type Node_challenge_Results capnp.Struct
+
+// Node_challenge_Results_TypeID is the unique identifier for the type Node_challenge_Results.
+const Node_challenge_Results_TypeID = 0x86c44e2fff6305e7
+
+func NewNode_challenge_Results(s *capnp.Segment) (Node_challenge_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_challenge_Results(st), err
+}
+
+func NewRootNode_challenge_Results(s *capnp.Segment) (Node_challenge_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_challenge_Results(st), err
+}
+
+func ReadRootNode_challenge_Results(msg *capnp.Message) (Node_challenge_Results, error) {
+	root, err := msg.Root()
+	return Node_challenge_Results(root.Struct()), err
+}
+
+func (s Node_challenge_Results) String() string {
+	str, _ := text.Marshal(0x86c44e2fff6305e7, capnp.Struct(s))
+	return str
+}
+
+func (s Node_challenge_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_challenge_Results) DecodeFromPtr(p capnp.Ptr) Node_challenge_Results {
+	return Node_challenge_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_challenge_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_challenge_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_challenge_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_challenge_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_challenge_Results) Nonce() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s Node_challenge_Results) HasNonce() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_challenge_Results) SetNonce(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+// Node_challenge_Results_List is a list of Node_challenge_Results.
+type Node_challenge_Results_List = capnp.StructList[Node_challenge_Results]
+
+// NewNode_challenge_Results creates a new list of Node_challenge_Results.
+func NewNode_challenge_Results_List(s *capnp.Segment, sz int32) (Node_challenge_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_challenge_Results](l), err
+}
+
+// Node_challenge_Results_Future is a wrapper for a Node_challenge_Results promised by a client call.
+type Node_challenge_Results_Future struct{ *capnp.Future }
+
+func (f Node_challenge_Results_Future) Struct() (Node_challenge_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_challenge_Results(p.Struct()), err
+}
+
+type Node_authenticate_Params capnp.Struct
+
+// Node_authenticate_Params_TypeID is the unique identifier for the type Node_authenticate_Params.
+const Node_authenticate_Params_TypeID = 0xf1c1bd4f63724e40
+
+func NewNode_authenticate_Params(s *capnp.Segment) (Node_authenticate_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 3})
+	return Node_authenticate_Params(st), err
+}
+
+func NewRootNode_authenticate_Params(s *capnp.Segment) (Node_authenticate_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 3})
+	return Node_authenticate_Params(st), err
+}
+
+func ReadRootNode_authenticate_Params(msg *capnp.Message) (Node_authenticate_Params, error) {
+	root, err := msg.Root()
+	return Node_authenticate_Params(root.Struct()), err
+}
+
+func (s Node_authenticate_Params) String() string {
+	str, _ := text.Marshal(0xf1c1bd4f63724e40, capnp.Struct(s))
+	return str
+}
+
+func (s Node_authenticate_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_authenticate_Params) DecodeFromPtr(p capnp.Ptr) Node_authenticate_Params {
+	return Node_authenticate_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_authenticate_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_authenticate_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_authenticate_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_authenticate_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_authenticate_Params) Bundle() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s Node_authenticate_Params) HasBundle() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_authenticate_Params) SetBundle(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+func (s Node_authenticate_Params) Nonce() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return []byte(p.Data()), err
+}
+
+func (s Node_authenticate_Params) HasNonce() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s Node_authenticate_Params) SetNonce(v []byte) error {
+	return capnp.Struct(s).SetData(1, v)
+}
+
+func (s Node_authenticate_Params) Signature() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(2)
+	return []byte(p.Data()), err
+}
+
+func (s Node_authenticate_Params) HasSignature() bool {
+	return capnp.Struct(s).HasPtr(2)
+}
+
+func (s Node_authenticate_Params) SetSignature(v []byte) error {
+	return capnp.Struct(s).SetData(2, v)
+}
+
+// Node_authenticate_Params_List is a list of Node_authenticate_Params.
+type Node_authenticate_Params_List = capnp.StructList[Node_authenticate_Params]
+
+// NewNode_authenticate_Params creates a new list of Node_authenticate_Params.
+func NewNode_authenticate_Params_List(s *capnp.Segment, sz int32) (Node_authenticate_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 3}, sz)
+	return capnp.StructList[Node_authenticate_Params](l), err
+}
+
+// Node_authenticate_Params_Future is a wrapper for a Node_authenticate_Params promised by a client call.
+type Node_authenticate_Params_Future struct{ *capnp.Future }
+
+func (f Node_authenticate_Params_Future) Struct() (Node_authenticate_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_authenticate_Params(p.Struct()), err
+}
+
+type Node_authenticate_Results capnp.Struct
+
+// Node_authenticate_Results_TypeID is the unique identifier for the type Node_authenticate_Results.
+const Node_authenticate_Results_TypeID = 0xc0a7d8acb2f7d9c7
+
+func NewNode_authenticate_Results(s *capnp.Segment) (Node_authenticate_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_authenticate_Results(st), err
+}
+
+func NewRootNode_authenticate_Results(s *capnp.Segment) (Node_authenticate_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_authenticate_Results(st), err
+}
+
+func ReadRootNode_authenticate_Results(msg *capnp.Message) (Node_authenticate_Results, error) {
+	root, err := msg.Root()
+	return Node_authenticate_Results(root.Struct()), err
+}
+
+func (s Node_authenticate_Results) String() string {
+	str, _ := text.Marshal(0xc0a7d8acb2f7d9c7, capnp.Struct(s))
+	return str
+}
+
+func (s Node_authenticate_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_authenticate_Results) DecodeFromPtr(p capnp.Ptr) Node_authenticate_Results {
+	return Node_authenticate_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_authenticate_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_authenticate_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_authenticate_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_authenticate_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_authenticate_Results) Mailbox() Mailbox {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return Mailbox(p.Interface().Client())
+}
+
+func (s Node_authenticate_Results) HasMailbox() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_authenticate_Results) SetMailbox(v Mailbox) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Node_authenticate_Results_List is a list of Node_authenticate_Results.
+type Node_authenticate_Results_List = capnp.StructList[Node_authenticate_Results]
+
+// NewNode_authenticate_Results creates a new list of Node_authenticate_Results.
+func NewNode_authenticate_Results_List(s *capnp.Segment, sz int32) (Node_authenticate_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_authenticate_Results](l), err
+}
+
+// Node_authenticate_Results_Future is a wrapper for a Node_authenticate_Results promised by a client call.
+type Node_authenticate_Results_Future struct{ *capnp.Future }
+
+func (f Node_authenticate_Results_Future) Struct() (Node_authenticate_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_authenticate_Results(p.Struct()), err
+}
+func (p Node_authenticate_Results_Future) Mailbox() Mailbox {
+	return Mailbox(p.Future.Field(0, nil).Client())
+}
+
+type Node_publishBundle_Params capnp.Struct
+
+// Node_publishBundle_Params_TypeID is the unique identifier for the type Node_publishBundle_Params.
+const Node_publishBundle_Params_TypeID = 0x85a6cc4681113585
+
+func NewNode_publishBundle_Params(s *capnp.Segment) (Node_publishBundle_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_publishBundle_Params(st), err
+}
+
+func NewRootNode_publishBundle_Params(s *capnp.Segment) (Node_publishBundle_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_publishBundle_Params(st), err
+}
+
+func ReadRootNode_publishBundle_Params(msg *capnp.Message) (Node_publishBundle_Params, error) {
+	root, err := msg.Root()
+	return Node_publishBundle_Params(root.Struct()), err
+}
+
+func (s Node_publishBundle_Params) String() string {
+	str, _ := text.Marshal(0x85a6cc4681113585, capnp.Struct(s))
+	return str
+}
+
+func (s Node_publishBundle_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_publishBundle_Params) DecodeFromPtr(p capnp.Ptr) Node_publishBundle_Params {
+	return Node_publishBundle_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_publishBundle_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_publishBundle_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_publishBundle_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_publishBundle_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_publishBundle_Params) Bundle() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s Node_publishBundle_Params) HasBundle() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_publishBundle_Params) SetBundle(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+// Node_publishBundle_Params_List is a list of Node_publishBundle_Params.
+type Node_publishBundle_Params_List = capnp.StructList[Node_publishBundle_Params]
+
+// NewNode_publishBundle_Params creates a new list of Node_publishBundle_Params.
+func NewNode_publishBundle_Params_List(s *capnp.Segment, sz int32) (Node_publishBundle_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_publishBundle_Params](l), err
+}
+
+// Node_publishBundle_Params_Future is a wrapper for a Node_publishBundle_Params promised by a client call.
+type Node_publishBundle_Params_Future struct{ *capnp.Future }
+
+func (f Node_publishBundle_Params_Future) Struct() (Node_publishBundle_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_publishBundle_Params(p.Struct()), err
+}
+
+type Node_publishBundle_Results capnp.Struct
+
+// Node_publishBundle_Results_TypeID is the unique identifier for the type Node_publishBundle_Results.
+const Node_publishBundle_Results_TypeID = 0xd55008b4c91b61b2
+
+func NewNode_publishBundle_Results(s *capnp.Segment) (Node_publishBundle_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_publishBundle_Results(st), err
+}
+
+func NewRootNode_publishBundle_Results(s *capnp.Segment) (Node_publishBundle_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_publishBundle_Results(st), err
+}
+
+func ReadRootNode_publishBundle_Results(msg *capnp.Message) (Node_publishBundle_Results, error) {
+	root, err := msg.Root()
+	return Node_publishBundle_Results(root.Struct()), err
+}
+
+func (s Node_publishBundle_Results) String() string {
+	str, _ := text.Marshal(0xd55008b4c91b61b2, capnp.Struct(s))
+	return str
+}
+
+func (s Node_publishBundle_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_publishBundle_Results) DecodeFromPtr(p capnp.Ptr) Node_publishBundle_Results {
+	return Node_publishBundle_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_publishBundle_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_publishBundle_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_publishBundle_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_publishBundle_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Node_publishBundle_Results_List is a list of Node_publishBundle_Results.
+type Node_publishBundle_Results_List = capnp.StructList[Node_publishBundle_Results]
+
+// NewNode_publishBundle_Results creates a new list of Node_publishBundle_Results.
+func NewNode_publishBundle_Results_List(s *capnp.Segment, sz int32) (Node_publishBundle_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Node_publishBundle_Results](l), err
+}
+
+// Node_publishBundle_Results_Future is a wrapper for a Node_publishBundle_Results promised by a client call.
+type Node_publishBundle_Results_Future struct{ *capnp.Future }
+
+func (f Node_publishBundle_Results_Future) Struct() (Node_publishBundle_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_publishBundle_Results(p.Struct()), err
+}
+
+type Node_lookupBundle_Params capnp.Struct
+
+// Node_lookupBundle_Params_TypeID is the unique identifier for the type Node_lookupBundle_Params.
+const Node_lookupBundle_Params_TypeID = 0x964149ab764a53c7
+
+func NewNode_lookupBundle_Params(s *capnp.Segment) (Node_lookupBundle_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_lookupBundle_Params(st), err
+}
+
+func NewRootNode_lookupBundle_Params(s *capnp.Segment) (Node_lookupBundle_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_lookupBundle_Params(st), err
+}
+
+func ReadRootNode_lookupBundle_Params(msg *capnp.Message) (Node_lookupBundle_Params, error) {
+	root, err := msg.Root()
+	return Node_lookupBundle_Params(root.Struct()), err
+}
+
+func (s Node_lookupBundle_Params) String() string {
+	str, _ := text.Marshal(0x964149ab764a53c7, capnp.Struct(s))
+	return str
+}
+
+func (s Node_lookupBundle_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_lookupBundle_Params) DecodeFromPtr(p capnp.Ptr) Node_lookupBundle_Params {
+	return Node_lookupBundle_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_lookupBundle_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_lookupBundle_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_lookupBundle_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_lookupBundle_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_lookupBundle_Params) Fingerprint() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s Node_lookupBundle_Params) HasFingerprint() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_lookupBundle_Params) SetFingerprint(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+// Node_lookupBundle_Params_List is a list of Node_lookupBundle_Params.
+type Node_lookupBundle_Params_List = capnp.StructList[Node_lookupBundle_Params]
+
+// NewNode_lookupBundle_Params creates a new list of Node_lookupBundle_Params.
+func NewNode_lookupBundle_Params_List(s *capnp.Segment, sz int32) (Node_lookupBundle_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_lookupBundle_Params](l), err
+}
+
+// Node_lookupBundle_Params_Future is a wrapper for a Node_lookupBundle_Params promised by a client call.
+type Node_lookupBundle_Params_Future struct{ *capnp.Future }
+
+func (f Node_lookupBundle_Params_Future) Struct() (Node_lookupBundle_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_lookupBundle_Params(p.Struct()), err
+}
+
+type Node_lookupBundle_Results capnp.Struct
+
+// Node_lookupBundle_Results_TypeID is the unique identifier for the type Node_lookupBundle_Results.
+const Node_lookupBundle_Results_TypeID = 0xf9c012a22b4990bc
+
+func NewNode_lookupBundle_Results(s *capnp.Segment) (Node_lookupBundle_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_lookupBundle_Results(st), err
+}
+
+func NewRootNode_lookupBundle_Results(s *capnp.Segment) (Node_lookupBundle_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_lookupBundle_Results(st), err
+}
+
+func ReadRootNode_lookupBundle_Results(msg *capnp.Message) (Node_lookupBundle_Results, error) {
+	root, err := msg.Root()
+	return Node_lookupBundle_Results(root.Struct()), err
+}
+
+func (s Node_lookupBundle_Results) String() string {
+	str, _ := text.Marshal(0xf9c012a22b4990bc, capnp.Struct(s))
+	return str
+}
+
+func (s Node_lookupBundle_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_lookupBundle_Results) DecodeFromPtr(p capnp.Ptr) Node_lookupBundle_Results {
+	return Node_lookupBundle_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_lookupBundle_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_lookupBundle_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_lookupBundle_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_lookupBundle_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_lookupBundle_Results) Bundle() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s Node_lookupBundle_Results) HasBundle() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_lookupBundle_Results) SetBundle(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+// Node_lookupBundle_Results_List is a list of Node_lookupBundle_Results.
+type Node_lookupBundle_Results_List = capnp.StructList[Node_lookupBundle_Results]
+
+// NewNode_lookupBundle_Results creates a new list of Node_lookupBundle_Results.
+func NewNode_lookupBundle_Results_List(s *capnp.Segment, sz int32) (Node_lookupBundle_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_lookupBundle_Results](l), err
+}
+
+// Node_lookupBundle_Results_Future is a wrapper for a Node_lookupBundle_Results promised by a client call.
+type Node_lookupBundle_Results_Future struct{ *capnp.Future }
+
+func (f Node_lookupBundle_Results_Future) Struct() (Node_lookupBundle_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_lookupBundle_Results(p.Struct()), err
+}
+
+type Mailbox capnp.Client
+
+// Mailbox_TypeID is the unique identifier for the type Mailbox.
+const Mailbox_TypeID = 0x863c061746bf5f03
+
+func (c Mailbox) Fetch(ctx context.Context, params func(Mailbox_fetch_Params) error) (Mailbox_fetch_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x863c061746bf5f03,
+			MethodID:      0,
+			InterfaceName: "qpq.capnp:Mailbox",
+			MethodName:    "fetch",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Mailbox_fetch_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Mailbox_fetch_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Mailbox) Ack(ctx context.Context, params func(Mailbox_ack_Params) error) (Mailbox_ack_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x863c061746bf5f03,
+			MethodID:      1,
+			InterfaceName: "qpq.capnp:Mailbox",
+			MethodName:    "ack",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Mailbox_ack_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Mailbox_ack_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Mailbox) WaitStreaming() error {
+	return capnp.Client(c).WaitStreaming()
+}
+
+// String returns a string that identifies this capability for debugging
+// purposes.  Its format should not be depended on: in particular, it
+// should not be used to compare clients.  Use IsSame to compare clients
+// for equality.
+func (c Mailbox) String() string {
+	return "Mailbox(" + capnp.Client(c).String() + ")"
+}
+
+// AddRef creates a new Client that refers to the same capability as c.
+// If c is nil or has resolved to null, then AddRef returns nil.
+func (c Mailbox) AddRef() Mailbox {
+	return Mailbox(capnp.Client(c).AddRef())
+}
+
+// Release releases a capability reference.  If this is the last
+// reference to the capability, then the underlying resources associated
+// with the capability will be released.
+//
+// Release will panic if c has already been released, but not if c is
+// nil or resolved to null.
+func (c Mailbox) Release() {
+	capnp.Client(c).Release()
+}
+
+// Resolve blocks until the capability is fully resolved or the Context
+// expires.
+func (c Mailbox) Resolve(ctx context.Context) error {
+	return capnp.Client(c).Resolve(ctx)
+}
+
+func (c Mailbox) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Client(c).EncodeAsPtr(seg)
+}
+
+func (Mailbox) DecodeFromPtr(p capnp.Ptr) Mailbox {
+	return Mailbox(capnp.Client{}.DecodeFromPtr(p))
+}
+
+// IsValid reports whether c is a valid reference to a capability.
+// A reference is invalid if it is nil, has resolved to null, or has
+// been released.
+func (c Mailbox) IsValid() bool {
+	return capnp.Client(c).IsValid()
+}
+
+// IsSame reports whether c and other refer to a capability created by the
+// same call to NewClient.  This can return false negatives if c or other
+// are not fully resolved: use Resolve if this is an issue.  If either
+// c or other are released, then IsSame panics.
+func (c Mailbox) IsSame(other Mailbox) bool {
+	return capnp.Client(c).IsSame(capnp.Client(other))
+}
+
+// Update the flowcontrol.FlowLimiter used to manage flow control for
+// this client. This affects all future calls, but not calls already
+// waiting to send. Passing nil sets the value to flowcontrol.NopLimiter,
+// which is also the default.
+func (c Mailbox) SetFlowLimiter(lim fc.FlowLimiter) {
+	capnp.Client(c).SetFlowLimiter(lim)
+}
+
+// Get the current flowcontrol.FlowLimiter used to manage flow control
+// for this client.
+func (c Mailbox) GetFlowLimiter() fc.FlowLimiter {
+	return capnp.Client(c).GetFlowLimiter()
+}
+
+// A Mailbox_Server is a Mailbox with a local implementation.
+type Mailbox_Server interface {
+	Fetch(context.Context, Mailbox_fetch) error
+
+	Ack(context.Context, Mailbox_ack) error
+}
+
+// Mailbox_NewServer creates a new Server from an implementation of Mailbox_Server.
+func Mailbox_NewServer(s Mailbox_Server) *server.Server {
+	c, _ := s.(server.Shutdowner)
+	return server.New(Mailbox_Methods(nil, s), s, c)
+}
+
+// Mailbox_ServerToClient creates a new Client from an implementation of Mailbox_Server.
+// The caller is responsible for calling Release on the returned Client.
+func Mailbox_ServerToClient(s Mailbox_Server) Mailbox {
+	return Mailbox(capnp.NewClient(Mailbox_NewServer(s)))
+}
+
+// Mailbox_Methods appends Methods to a slice that invoke the methods on s.
+// This can be used to create a more complicated Server.
+func Mailbox_Methods(methods []server.Method, s Mailbox_Server) []server.Method {
+	if cap(methods) == 0 {
+		methods = make([]server.Method, 0, 2)
+	}
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x863c061746bf5f03,
+			MethodID:      0,
+			InterfaceName: "qpq.capnp:Mailbox",
+			MethodName:    "fetch",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Fetch(ctx, Mailbox_fetch{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x863c061746bf5f03,
+			MethodID:      1,
+			InterfaceName: "qpq.capnp:Mailbox",
+			MethodName:    "ack",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Ack(ctx, Mailbox_ack{call})
+		},
+	})
+
+	return methods
+}
+
+// Mailbox_fetch holds the state for a server call to Mailbox.fetch.
+// See server.Call for documentation.
+type Mailbox_fetch struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Mailbox_fetch) Args() Mailbox_fetch_Params {
+	return Mailbox_fetch_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Mailbox_fetch) AllocResults() (Mailbox_fetch_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Mailbox_fetch_Results(r), err
+}
+
+// Mailbox_ack holds the state for a server call to Mailbox.ack.
+// See server.Call for documentation.
+type Mailbox_ack struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Mailbox_ack) Args() Mailbox_ack_Params {
+	return Mailbox_ack_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Mailbox_ack) AllocResults() (Mailbox_ack_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return Mailbox_ack_Results(r), err
+}
+
+// Mailbox_List is a list of Mailbox.
+type Mailbox_List = capnp.CapList[Mailbox]
+
+// NewMailbox_List creates a new list of Mailbox.
+func NewMailbox_List(s *capnp.Segment, sz int32) (Mailbox_List, error) {
+	l, err := capnp.NewPointerList(s, sz)
+	return capnp.CapList[Mailbox](l), err
+}
+
+type Mailbox_fetch_Params capnp.Struct
+
+// Mailbox_fetch_Params_TypeID is the unique identifier for the type Mailbox_fetch_Params.
+const Mailbox_fetch_Params_TypeID = 0xfbfdee60a6b4d9a8
+
+func NewMailbox_fetch_Params(s *capnp.Segment) (Mailbox_fetch_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return Mailbox_fetch_Params(st), err
+}
+
+func NewRootMailbox_fetch_Params(s *capnp.Segment) (Mailbox_fetch_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return Mailbox_fetch_Params(st), err
+}
+
+func ReadRootMailbox_fetch_Params(msg *capnp.Message) (Mailbox_fetch_Params, error) {
+	root, err := msg.Root()
+	return Mailbox_fetch_Params(root.Struct()), err
+}
+
+func (s Mailbox_fetch_Params) String() string {
+	str, _ := text.Marshal(0xfbfdee60a6b4d9a8, capnp.Struct(s))
+	return str
+}
+
+func (s Mailbox_fetch_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Mailbox_fetch_Params) DecodeFromPtr(p capnp.Ptr) Mailbox_fetch_Params {
+	return Mailbox_fetch_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Mailbox_fetch_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Mailbox_fetch_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Mailbox_fetch_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Mailbox_fetch_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Mailbox_fetch_Params) Limit() uint32 {
+	return capnp.Struct(s).Uint32(0)
+}
+
+func (s Mailbox_fetch_Params) SetLimit(v uint32) {
+	capnp.Struct(s).SetUint32(0, v)
+}
+
+func (s Mailbox_fetch_Params) WaitSeconds() uint32 {
+	return capnp.Struct(s).Uint32(4)
+}
+
+func (s Mailbox_fetch_Params) SetWaitSeconds(v uint32) {
+	capnp.Struct(s).SetUint32(4, v)
+}
+
+// Mailbox_fetch_Params_List is a list of Mailbox_fetch_Params.
+type Mailbox_fetch_Params_List = capnp.StructList[Mailbox_fetch_Params]
+
+// NewMailbox_fetch_Params creates a new list of Mailbox_fetch_Params.
+func NewMailbox_fetch_Params_List(s *capnp.Segment, sz int32) (Mailbox_fetch_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0}, sz)
+	return capnp.StructList[Mailbox_fetch_Params](l), err
+}
+
+// Mailbox_fetch_Params_Future is a wrapper for a Mailbox_fetch_Params promised by a client call.
+type Mailbox_fetch_Params_Future struct{ *capnp.Future }
+
+func (f Mailbox_fetch_Params_Future) Struct() (Mailbox_fetch_Params, error) {
+	p, err := f.Future.Ptr()
+	return Mailbox_fetch_Params(p.Struct()), err
+}
+
+type Mailbox_fetch_Results capnp.Struct
+
+// Mailbox_fetch_Results_TypeID is the unique identifier for the type Mailbox_fetch_Results.
+const Mailbox_fetch_Results_TypeID = 0xa1499b661d25adfb
+
+func NewMailbox_fetch_Results(s *capnp.Segment) (Mailbox_fetch_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Mailbox_fetch_Results(st), err
+}
+
+func NewRootMailbox_fetch_Results(s *capnp.Segment) (Mailbox_fetch_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Mailbox_fetch_Results(st), err
+}
+
+func ReadRootMailbox_fetch_Results(msg *capnp.Message) (Mailbox_fetch_Results, error) {
+	root, err := msg.Root()
+	return Mailbox_fetch_Results(root.Struct()), err
+}
+
+func (s Mailbox_fetch_Results) String() string {
+	str, _ := text.Marshal(0xa1499b661d25adfb, capnp.Struct(s))
+	return str
+}
+
+func (s Mailbox_fetch_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Mailbox_fetch_Results) DecodeFromPtr(p capnp.Ptr) Mailbox_fetch_Results {
+	return Mailbox_fetch_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Mailbox_fetch_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Mailbox_fetch_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Mailbox_fetch_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Mailbox_fetch_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Mailbox_fetch_Results) Envelopes() (Envelope_List, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return Envelope_List(p.List()), err
+}
+
+func (s Mailbox_fetch_Results) HasEnvelopes() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Mailbox_fetch_Results) SetEnvelopes(v Envelope_List) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewEnvelopes sets the envelopes field to a newly
+// allocated Envelope_List, preferring placement in s's segment.
+func (s Mailbox_fetch_Results) NewEnvelopes(n int32) (Envelope_List, error) {
+	l, err := NewEnvelope_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return Envelope_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+
+// Mailbox_fetch_Results_List is a list of Mailbox_fetch_Results.
+type Mailbox_fetch_Results_List = capnp.StructList[Mailbox_fetch_Results]
+
+// NewMailbox_fetch_Results creates a new list of Mailbox_fetch_Results.
+func NewMailbox_fetch_Results_List(s *capnp.Segment, sz int32) (Mailbox_fetch_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Mailbox_fetch_Results](l), err
+}
+
+// Mailbox_fetch_Results_Future is a wrapper for a Mailbox_fetch_Results promised by a client call.
+type Mailbox_fetch_Results_Future struct{ *capnp.Future }
+
+func (f Mailbox_fetch_Results_Future) Struct() (Mailbox_fetch_Results, error) {
+	p, err := f.Future.Ptr()
+	return Mailbox_fetch_Results(p.Struct()), err
+}
+
+type Mailbox_ack_Params capnp.Struct
+
+// Mailbox_ack_Params_TypeID is the unique identifier for the type Mailbox_ack_Params.
+const Mailbox_ack_Params_TypeID = 0x9d147c9ee57fcd0c
+
+func NewMailbox_ack_Params(s *capnp.Segment) (Mailbox_ack_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Mailbox_ack_Params(st), err
+}
+
+func NewRootMailbox_ack_Params(s *capnp.Segment) (Mailbox_ack_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Mailbox_ack_Params(st), err
+}
+
+func ReadRootMailbox_ack_Params(msg *capnp.Message) (Mailbox_ack_Params, error) {
+	root, err := msg.Root()
+	return Mailbox_ack_Params(root.Struct()), err
+}
+
+func (s Mailbox_ack_Params) String() string {
+	str, _ := text.Marshal(0x9d147c9ee57fcd0c, capnp.Struct(s))
+	return str
+}
+
+func (s Mailbox_ack_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Mailbox_ack_Params) DecodeFromPtr(p capnp.Ptr) Mailbox_ack_Params {
+	return Mailbox_ack_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Mailbox_ack_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Mailbox_ack_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Mailbox_ack_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Mailbox_ack_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Mailbox_ack_Params) Secrets() (capnp.DataList, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return capnp.DataList(p.List()), err
+}
+
+func (s Mailbox_ack_Params) HasSecrets() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Mailbox_ack_Params) SetSecrets(v capnp.DataList) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewSecrets sets the secrets field to a newly
+// allocated capnp.DataList, preferring placement in s's segment.
+func (s Mailbox_ack_Params) NewSecrets(n int32) (capnp.DataList, error) {
+	l, err := capnp.NewDataList(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return capnp.DataList{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+
+// Mailbox_ack_Params_List is a list of Mailbox_ack_Params.
+type Mailbox_ack_Params_List = capnp.StructList[Mailbox_ack_Params]
+
+// NewMailbox_ack_Params creates a new list of Mailbox_ack_Params.
+func NewMailbox_ack_Params_List(s *capnp.Segment, sz int32) (Mailbox_ack_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Mailbox_ack_Params](l), err
+}
+
+// Mailbox_ack_Params_Future is a wrapper for a Mailbox_ack_Params promised by a client call.
+type Mailbox_ack_Params_Future struct{ *capnp.Future }
+
+func (f Mailbox_ack_Params_Future) Struct() (Mailbox_ack_Params, error) {
+	p, err := f.Future.Ptr()
+	return Mailbox_ack_Params(p.Struct()), err
+}
+
+type Mailbox_ack_Results capnp.Struct
+
+// Mailbox_ack_Results_TypeID is the unique identifier for the type Mailbox_ack_Results.
+const Mailbox_ack_Results_TypeID = 0xe0da6e581225de66
+
+func NewMailbox_ack_Results(s *capnp.Segment) (Mailbox_ack_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return Mailbox_ack_Results(st), err
+}
+
+func NewRootMailbox_ack_Results(s *capnp.Segment) (Mailbox_ack_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return Mailbox_ack_Results(st), err
+}
+
+func ReadRootMailbox_ack_Results(msg *capnp.Message) (Mailbox_ack_Results, error) {
+	root, err := msg.Root()
+	return Mailbox_ack_Results(root.Struct()), err
+}
+
+func (s Mailbox_ack_Results) String() string {
+	str, _ := text.Marshal(0xe0da6e581225de66, capnp.Struct(s))
+	return str
+}
+
+func (s Mailbox_ack_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Mailbox_ack_Results) DecodeFromPtr(p capnp.Ptr) Mailbox_ack_Results {
+	return Mailbox_ack_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Mailbox_ack_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Mailbox_ack_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Mailbox_ack_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Mailbox_ack_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Mailbox_ack_Results) Deleted() uint32 {
+	return capnp.Struct(s).Uint32(0)
+}
+
+func (s Mailbox_ack_Results) SetDeleted(v uint32) {
+	capnp.Struct(s).SetUint32(0, v)
+}
+
+// Mailbox_ack_Results_List is a list of Mailbox_ack_Results.
+type Mailbox_ack_Results_List = capnp.StructList[Mailbox_ack_Results]
+
+// NewMailbox_ack_Results creates a new list of Mailbox_ack_Results.
+func NewMailbox_ack_Results_List(s *capnp.Segment, sz int32) (Mailbox_ack_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0}, sz)
+	return capnp.StructList[Mailbox_ack_Results](l), err
+}
+
+// Mailbox_ack_Results_Future is a wrapper for a Mailbox_ack_Results promised by a client call.
+type Mailbox_ack_Results_Future struct{ *capnp.Future }
+
+func (f Mailbox_ack_Results_Future) Struct() (Mailbox_ack_Results, error) {
+	p, err := f.Future.Ptr()
+	return Mailbox_ack_Results(p.Struct()), err
+}
+
+const schema_b3458c925f621b95 = "x\xda\xa4W}l\x1b\xe5\x19\x7f\x9e\xf7\xb5s\x8ec" +
+	"'~s\x19\x94B\x15\xb5J\xa4\xa6\xa3\xa5IWD" +
+	"\xc3\x87\xdd@\xba\xa6!\x9d/\xe5\xab\x1d\x12\\\xec7" +
+	"\xf5\x11\xfb\xec\x9c\xcf\x0d\xae\xd0B;\x95\x09\xc64\x96" +
+	"\xad\xdd\x0ab\xd0i\x83v\x80\xf8*\xd325\xa2e" +
+	"T@E\xb7U]%`\xe3k\x82\xa1!\x04\x82\x81" +
+	"\xda\x0e\x95\x9b\xde;\x9f}\xb1\xddvt\xff\x9d}\xef" +
+	"\xfb\xbc\xbf\xf7y~\xcf\xef\xf9\xdd\xd2\x1d\x0d1_w" +
+	"x\xa2\x19\x88\xb2\xdb\xdf`\xad\x9e\xfcB\x9ek5\xdd" +
+	"\x09J\x10\xd1\xda~\xe1\xc8-S\xf7\xf6?\x0b~\"" +
+	"\x01\xc8\xf3\xa5\xadr\xa7\xe4<}\x00hm[\xce\xb6" +
+	"\xacz\xf5\x91m\xc0Z\x10\xc0\x8f\x12\xc0\xb2S\xd2\x02" +
+	"\x04\x94\xfd\x81(\xa0Eoy~\xd5\xf9\x0dW\xdc\x05" +
+	",H+\xc1\x00\xe5\xce\xc0\x94\xbc8 \"u\x05~" +
+	" \x17\xc5\x93\xf5\xc9S\x7f\xdc\xdc\xc9\x1e\xba\x0b\x94\x16" +
+	"D\x00\x9fx\xab\x06\xfe\x03(s;\xd8\x07\xfe\x84u" +
+	"\xc9\xda\x17\xef\xf2\x9e\xb6-\x10\x14\xa7\xfd\xc8^\xb0\xf0" +
+	"\xb2\xcbz?^\xb0\xe2>g\x81\xd8\xbf\xec\x89\x00A" +
+	"\xf0Y7\xac\xda=n\xe8\x13S\xc0\xe4\xf2\xd6\x9f8" +
+	"[w\xda[\x07\xf2\xda\xd1\xb6\x17\x0a?\x03&\x13\xab" +
+	"{Nt\xcd\x8do/\xfc\x97\x00:\x1dxA>`" +
+	"\x03\x9d\x09<\x09h\xbd\xb4n\xcd\xa6\xc7\x06V\xee\xf0" +
+	"\x82\xb8\xa0q\xae\x884\xbfQD\xba\xfa\xb7\x99\x87\x9e" +
+	"\xf6\x1f\xfcy\xcd\x95\xfb\x1b7\xcb\x03\x8db}\x7f\xe3" +
+	"K(g\x82\xe2\xce\xd3\xe3\x0fO\xbds\xe2\xb1\x9d\x15" +
+	"\xc8\xf2\xf5\xc1\x0f\xc1g\x85\x0eO\xbe\xff\xcb;\xda\x1e" +
+	"\x04\xd6\xea\x9e#\xaf\x08~\x08(_\x19\x14\xc7|\xf9" +
+	"D\xe7\xbc\xd1\x07\x06vy\xde/\xcb\x04\x89\xc01n" +
+	"/\xf8\xdb\xef\xbe\x7fl\xfd\xbc\xae=\xa0\xc8n6\x97" +
+	"\xfd\xc6Y\xb0\xc7^\xb0c\xce{\x97|\xfe\xf6\xa2=" +
+	"NN\xec\xf7\x87\x83s\xedl\xdd\xf3\xd5[\x9b\xcc{" +
+	"\xf6\x01\x0b\xd6P\xe0\xb9\xe0\x1f\xe4\x19\x01]\x9e\x0eN" +
+	"\x88|\xbc~\xfc\x99\xc7_{t\xff\xac|4\xd9\x14" +
+	"\x98\xdf\x14\x05\xfc\xe4\xf8\xcd\xb1\xb6+\x06_V\x82H" +
+	"\xaac\xadlzA\x1eh\x12O\xfdM\x82N\x97n" +
+	"?\xef\x0ek\xf9m\x87<\xb1\xe4\xce\x90\xb8sWH" +
+	" \xde\xbc\xd4\xba\xf7O\x0f=;\xeb\xfd@\xe83@" +
+	"y\xc8~/m=~\xe8*\xf6\xc0\xab\xde\xf7\xe3\xa1" +
+	"\x7f\x00\xca\x05\xfb\xfd\x86\xc7\xbfwQ\xb18\xff\x08\xcc" +
+	"\x06cg}{\xe8\x1e\xf9\xc1\x90x\xda\x19\x12\xf7\xba" +
+	"\xf1\xefk\xad\xe1MSG\xbd\xb1N\xdag\x9d\xb2c" +
+	"=\xa3^\xf8\xca\xde@\xfc\x98\x87k\xf3\xc2\x8bD\xf6" +
+	"~\xf8FG\xea\xe3W>{\xdd\xcb5\x7f\xb8Ud" +
+	"$\x1c\x16[\xbf\xbd\xe5\xa3\xd5\xfb\x9f>\xf4v\x0dC" +
+	"\x16\x87\xef\x97\x97\x87\xc5\xfa\xee\xb0\x84\xf2\x11\xf1h\x8d" +
+	"\xbe\xd5\xd9z\x93\xfe\xc6;\xa0\xb4\x96\xbbb:,\x80" +
+	"\xcc\xd8\xd1\xfa\xd8\xd5\xd9K\x9f\xff\xee?\xeb6\xec\x9b" +
+	"\xe1)\xf9}\x11F~7,\xd8[fv\xd5b;" +
+	"j\xb1\xf9~yK\xf3\xf9\x00\xcb\xeen\xfe1\x02Z" +
+	"G?_u\xff\xa3\x7f\xfe\xf7\x87\xde\x9b\xcc\x8f\xd87" +
+	"\xe9\x8a\x88\xb3/O\x0fN\xec%\xbf\xff\xb4\x1eQ\x06" +
+	"\"o\xc8\xd7G\xc4\x93\x12\x11\x09\x8d\xad5\x12\xdf\x99" +
+	"9\xf0i)\xa1T\x04{.b7\xceLD`\x1b" +
+	"|\xf2\xaa\x85_m;\xf4iUu\x1cl\xeb\xd9!" +
+	"\x993\xb1Ge7\x0al\x8f\xfet\xefG\x9b\xcf\x8b" +
+	"\x9d\xf0b;\xd2j\xd3\xfbX\xab\xc0\xb6+~\xf1\xe5" +
+	"\xfc\xee\x03'<\xf4\xfe\xa25(\x0a\xb4\"\xb4#u" +
+	"t\xb8\xf3\xa4g\xab\xfcf\xab\xd0\x99w\xed\x9d\xfb\xee" +
+	"\x1b\xf8\xe6\xafZ\xf7\x9f\xf4R\xfa\x1b\xb2M\xe9y\xb2" +
+	"X\xb0\xfb\xf5\xbd\x8f\xdc\xfa\xf1\xa9/\xbd%\xb9R\x16" +
+	"\x01V\xca\x13\xb0\xd8\x1a\xcf\x8d/I\xa89\x1ds\xbd" +
+	"\xaby:\x9d\x858\xa2\x12\xa1>\x00\x1f\x020\xb5\x0f" +
+	"@\xb9\x99\xa2\x92\"\xc8\x10\xdbD\x0c\xc67\x00(I" +
+	"\x8aJ\x8e \x926$\x00,\xb3\x06@ISTn" +
+	"'\xc8(\xb6!\x05`\x85^\x00%GQ\xb9\x83\xe0" +
+	"\xe4&n\xe4\xb5\xac\x8e\x12\x10\x94\x00\xad\x8c\xa6\xdf " +
+	"\xfe\x02\xea\xf93\x9f\x1d5'T\x83\x03\x00\x86\x80`" +
+	"\x080\x9a\xccfTMw\x7f\x96\x11\xd3\\\xef\xdal" +
+	"\x92/\xc9\x15F\xd2Z>\xd5W\xd0\x93i\xde\x11W" +
+	"\x0dI\xcd\xe4\x15_\xf9\x0aa\x01\"@Qi#\x18" +
+	"\x1d\xb1Wa\x18\x08\x86=\xb10\xd7;\xa4j\xe9\x91" +
+	",\xde.\xee\x1f\xa0~\x80r\xea\xd0\xd5/\xd6\xdd\x03" +
+	"\x84uJ\x88e\xc9C\x97\xf2\xec\x82\x05@XXj" +
+	"\x1f\xe5f\"\x15CIM\x8c\xc50\x8e\x953H\x09" +
+	"/\xd7\xc7\x0b\xbc\xc0;\x86\xa3<_H\x9b\xa7\x85\x9a" +
+	"7\xb3\x06O\"\x02A\xacs\xedDJM\xa7\xb9\xbe" +
+	"\x91w\x0c;q\x00\xbc\x91z*\x91\xda\xf5\xac\x9e\xa8" +
+	"\xbd\xb3T\x13(\xae\x1aj&\x0f\xee\x82\\\xef\x10\xcf" +
+	"\xa7\xe2\x9c\x1bKR\x82\x1ag?\xc8^\x86\x91\xca`" +
+	"\x06\xc4\x08\xccJA\xbf\xbe\x89\xa7\xb39\xbedP\xd3" +
+	"\x936\xd9.\xb2\xf934W,f\xfd\xc3\x00H\xd8" +
+	"\xca\x1e\x00\xa4lE\x1f\x00\xfaXw/\x00\xfaY\xd7" +
+	"\x06\x00l`\x9d=\x004\x99\xb1F\x8c\xac\x9aL\xa8" +
+	"y@\xb3=\xabkY}\xd2\xe0\x09\xae\xe5\xccR\x91" +
+	"\xad$\xcf'\x0c-g\x02\xcd\x1a\xedI\x9e\xc8\x16k" +
+	"\x92\x98\xcef\xc7\x0a\xb9\x0auT:\x9b:#\x00J" +
+	"\x88\xa22\x87\xa05\xaa\xe9\x1b\xb9\x913@\xd2t\xb3" +
+	"&\x9b\x10uB\xda7\xb2\xe9\xe3*<\xba\xa3\x82\x1d" +
+	"\x11\xf49(\xe8\xe3\x8eRt\xa5\x9bM\xf7\x02aO" +
+	"HH\xca\x93\x03]\x8f\xc1v\xf5\x01a\xdb%\xa4e" +
+	"\xd7\x80\xae\xbf`w\x0f\x03a[$\xf4\x95E\x0b\xdd" +
+	"1\xc7\x0a\xb7\x01a\x19\x09\xfde\xf3\x83\xee(`\xaa" +
+	"\x01\x84\xad\x97\xb0\xa1\xec\x12\xd0\xd5\x126$\xf6\xf5K" +
+	"N9c\x18Mq5m\xa6b8Y\xa2n\x0c-" +
+	"\x974\x80\xe2\x97Z0S\\75hI\xa8\xa6\xf8" +
+	"\xc3\xedIh\xb7S\x1bC\xcb\xcd4\xb48\x7f\xd4\xeb" +
+	"\x0c\xe7\x9c\x8e\xb8\xda\"x\xe8}\xed4\xe7\xedK\xd4" +
+	"\xc4\x98\xfb\xda[\xa6\xbe\x12\x07;\x08N\xe6y\xc2\xe0" +
+	"f\x1e\x9b\x01\xe3\x14\xed:5\xcfn\x1f7\x98\xdd\xa9" +
+	"eR{\xe3\x0d\x97\xca\xbe\x90\xa0\xc5K\x84\x05,\xc7" +
+	"\x8cx]WMt\xb7gr\x85|\xfd\xe8k<\xa4" +
+	"R\x13\x09\x9e3yR\xe8]\x00\x08\x06N\x13,_" +
+	"\xc8dT\xa3\xe8\xc4\xa3f\xde\xab\\\xeb\xb4\x8d:O" +
+	"F\x1d\x16;\xf2\xe5\x9e\xd5%\x04\xa5\x83\xa2\xb2\xd4#" +
+	"\xdf\x8b\xc5\xf5.\xa6\xa8\\V+\x88ym\xa3\xae\x9a" +
+	"\x05\x03\xb0V0\xdc\xa6q\xab-jm\x03\x92\xaaT" +
+	"\xac\xaf\"\x09\x93\x19'\xd9\xc8*\xfeZ\xf4\xf9lQ" +
+	"\xb8>\xcf\x8dA^tnP=\x81D\x0f\xdeJQ" +
+	"I{\xae\xa0\xf5\x9em\x02\x91\xd2\x04\xda\x0a\xa0\x98\x14" +
+	"\x95;\x09ZZR\xc06\x8b \x0d\xf2\xa2{\xbd\xe8" +
+	"\x18\xcfx~Zy>^\xe0z\xc2\x9e@\x8d@\xb0" +
+	"\x11\xd0Jk\xa3\xdc\xd42\x1c\xd7\xf1DVO\xe6k" +
+	"kU\xa1pI([\xaa\xa5\xfdk\xea\xe4\xacQ\x11" +
+	"oW\xab)\xef%Q\x99\xa2\x00U\xdc\x8c\x9c\x16b" +
+	"\x9d9\xf9u\x10\xdavAt+@\x15\xe3\x0c\x00e" +
+	"!E\xe5[\xa2\\\xc4)WwO\x85qV!'" +
+	"R\xb9\x8eC\xbb\x9dK7\xc9\xediM\x1f\xcb\x9f!" +
+	"\xb1\xb66\x0c\xf3\xf63\x0eMg\x19F*\xfe\xb9\x0a" +
+	"x}\xd7\xe0\x16\xec\x8c\xbdg\x8fG<-\xd3K\xcb" +
+	"0R\xb1\xb9\xb5Is\x82Rn8$\x17s\xc2u" +
+	"\x87\xe8~\xf8\xb1q1'\xb8\x98\x13\xae1D\xd7\xde" +
+	"\xb2\xf5bN\x0c\x899\xe1ZCt\xbf\x9e\xd8\xcaE" +
+	"@\xd8r1'\\_\x8f\xee\x87\x13\xeb\x123d^" +
+	"\xad\xa6\xb7\x08\x99\x8a\x95\xd1\xd7\x08\xb3Wy\xeb%\xdf" +
+	"\x9b\x81$Os\x93'kj(4\xca\x0e\x8fEq" +
+	"\xedPyw\xbf(]\x8c\xa2r\xad\xa7\xb7\x07\x16\x00" +
+	"(\xd7PT\xe2\x95\xde\x1e\x12\x04ZMQ\xb9\x8e`" +
+	"tTK\x9b\xdcp\x1bV\x1a\xab4o{\"[\xd0" +
+	"\xcdz\xe7;\xb6\x83\xe6\xb8\xe2C\xef\x174.j\x11" +
+	"FD\xb9\xa8\x8c\xe9\xb9\xb9\x00\xcaS\x14\x95}\x04]" +
+	"H\xd3\x8b\x00\x94\xbd\x14\x95\xfd\x04\x19A\x07\xd3\x8c\x10" +
+	"\xa6}\x14\x95\x97=\x8e\xf7\xa0\xb0\xc6/RT\xfeB" +
+	"\x90\xf9H\x1b\xfa\x00\xd8a\xd1\xac\xafRT^#\xc8" +
+	"\xfc\xa4\x0d\xfd\x00\xec\x98X\xf9W\x8a\xca;\x04Y\x03" +
+	"m\xc3\x06\x00\xf6\xa6H\xe7k\x14\x95\xf7\x08R-\xe9" +
+	"\xde\xabeL\xd3\x93\xd8R\xc1\x0d\x88-\x80\xc2\xe1\x98" +
+	"\x9a\xae\x9a \x09c\xed*\x98i\xa6m\x9d\x02\x9a\xac" +
+	"\xf4S*\x9b\xbbV\xcbh\xa6\xd0\x88\x06 \xd8\x00h" +
+	"\x95\xfc\xd2u@\xd5\x8d\xee\xee\xc9\x9cZLg\xd5d" +
+	"=\xf5\xf7\xd8\xc1R3\x0a:\xe0\xb97#q\x87\xd7" +
+	"5%\xabF\xb3F\x95\x9cl\xf0\xcaI\xa9\x1c\xddb" +
+	"\x80-\xa5\xa8\\Ap\x96\xcb;\xf71\xe6z\xbf\xb3" +
+	"q\xb3\xa7\xc2MF\\r\x0a8\xd7RTn\xaa\x99" +
+	"\xa7U\xd6\xfbL\xb0JB\xe7f\"k8\xca:\xa7" +
+	"\x0ch\xa7\xe0\xdb/(*\xbf\xf6\x00\xda%\xa8\xf50" +
+	"E\xe5q\x0f\xa0=\x02\xd0n\x8a\xca\x8b\x82\x99\xd4a" +
+	"\xe6\x81\xde\x0a]\xd1\xe7\x10\xf3\xe0\x1a\x0f[]b\x1e" +
+	"\xdeZak\xfd\x91i\xd9v{\x90\x17\x05\x99\xdc\xff" +
+	"\xd4d\xd2\xe0\xf9\xbc\xd7'\x85\x1c\xefU\xfd\x01wn" +
+	"\x13\x96\xd6|\x8e\x94>W\xceu\x84\xd5!t)\"" +
+	"\xcc\x12\xc0Y~.\x1a\xaf\x99\xc4\xff\x8fY\xac\xfd\x08" +
+	"\xa9\xe7\xa7\xfe\x87\x0fXRmk]\xa0\x9eV\xea\xa9" +
+	"\xe7\x05G*\x93\xb9=-\x04\xa2\x9c\xf8\x09U3E" +
+	"5@\xd2+:\xf2\xdf\x00\x00\x00\xff\xffT*wI"
 
 func RegisterSchema(reg *schemas.Registry) {
 	reg.Register(&schemas.Schema{
 		String: schema_b3458c925f621b95,
 		Nodes: []uint64{
 			0x800bff1a13f57f48,
+			0x85a6cc4681113585,
+			0x863c061746bf5f03,
+			0x869f11257ac3b0ef,
+			0x86c44e2fff6305e7,
+			0x903922ee3a383828,
 			0x92776e7271a84656,
 			0x9475c214d3697349,
+			0x964149ab764a53c7,
 			0x97c505b19f6daa43,
 			0x99abf8e092a071b9,
+			0x9d147c9ee57fcd0c,
+			0xa1499b661d25adfb,
+			0xa9291d59d583b6db,
+			0xa92adff42fe41896,
 			0xbc8a7476defe8a56,
+			0xc0a7d8acb2f7d9c7,
 			0xc84b3c0014405cf7,
 			0xca6a35ff7c169536,
+			0xcab39fce8cff307a,
 			0xcc9b113ecaf78207,
 			0xd12179791c7eac5a,
 			0xd3927652ff4edc57,
+			0xd55008b4c91b61b2,
+			0xd9f2c9ee6824da8b,
 			0xdfcab1c048ec8147,
+			0xe0da6e581225de66,
+			0xe65bbf366f431142,
 			0xe928df574a3f1831,
 			0xeaf3cfa79a46f4d3,
 			0xf1b802b4774b6c3b,
+			0xf1c1bd4f63724e40,
 			0xf1ca85fe283eaf4b,
 			0xf840167aecb493a7,
 			0xf8c189653b2c50a1,
+			0xf92552d368960c39,
+			0xf9c012a22b4990bc,
+			0xfbfdee60a6b4d9a8,
 		},
 		Compressed: true,
 	})
