@@ -1,0 +1,120 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+)
+
+// Clock tells the time. The store measures how long it has held an
+// envelope as differences between two Now readings, so a clock whose
+// readings carry Go's monotonic reading (time.Now does) is immune to the
+// wall clock being set; the wall reading is only used, across a restart,
+// to count downtime when it looks plausible.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Defaults the zero Options get.
+const (
+	DefaultMaxBytes    = 64 << 20
+	DefaultMaxTTL      = 7 * 24 * time.Hour
+	DefaultMaxHops     = 32
+	DefaultLockTimeout = time.Second
+	minTombstones      = 1024
+)
+
+// Options configure a Store. Every zero field takes the default named in
+// its comment.
+type Options struct {
+	// MaxBytes bounds the stored envelope records together (the encoded
+	// envelope plus a small header each; the file is somewhat larger
+	// because of indexes, tombstones and free pages). Zero means
+	// DefaultMaxBytes (64 MiB).
+	MaxBytes int64
+	// MaxPerSource bounds what one source (a client or a link, as named
+	// to Put) may hold. Zero means MaxBytes/8.
+	MaxPerSource int64
+	// MaxPerMailbox bounds what one destination may hold. Zero means
+	// MaxBytes/8.
+	MaxPerMailbox int64
+	// MaxTombstones bounds the remembered ids of delivered and expired
+	// envelopes; past it the oldest are forgotten early. Zero means
+	// MaxBytes/1024, at least 1024.
+	MaxTombstones int64
+	// MaxTTL caps the TTL of every envelope put, and is how long a
+	// tombstone is remembered. Zero means DefaultMaxTTL (7 days).
+	MaxTTL time.Duration
+	// MaxHops caps the hop limit of every envelope put. Zero means
+	// DefaultMaxHops (32).
+	MaxHops uint8
+	// LockTimeout is how long Open waits for another process's lock on
+	// the file before failing with ErrLocked. Zero means 1 s.
+	LockTimeout time.Duration
+	// Clock tells the time; nil means the system clock.
+	Clock Clock
+	// Logger receives the few events worth logging (downtime counted or
+	// not at Open); nil discards them.
+	Logger *slog.Logger
+}
+
+// populate fills defaults and returns every problem found at once.
+func (o Options) populate() (Options, error) {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"MaxBytes", o.MaxBytes}, {"MaxPerSource", o.MaxPerSource}, {"MaxPerMailbox", o.MaxPerMailbox}, {"MaxTombstones", o.MaxTombstones}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s is %d, must not be negative", f.name, f.v))
+		}
+	}
+	switch {
+	case o.MaxTTL < 0:
+		errs = append(errs, fmt.Errorf("MaxTTL is %v, must not be negative", o.MaxTTL))
+	case o.MaxTTL != 0 && o.MaxTTL < time.Second:
+		errs = append(errs, fmt.Errorf("MaxTTL is %v, must be at least 1s", o.MaxTTL))
+	case o.MaxTTL > math.MaxUint32*time.Second:
+		errs = append(errs, fmt.Errorf("MaxTTL is %v, over the %v a TTL field holds", o.MaxTTL, math.MaxUint32*time.Second))
+	}
+	if o.LockTimeout < 0 {
+		errs = append(errs, fmt.Errorf("LockTimeout is %v, must not be negative", o.LockTimeout))
+	}
+	if len(errs) > 0 {
+		return o, fmt.Errorf("store options: %w", errors.Join(errs...))
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.MaxPerSource == 0 {
+		o.MaxPerSource = o.MaxBytes / 8
+	}
+	if o.MaxPerMailbox == 0 {
+		o.MaxPerMailbox = o.MaxBytes / 8
+	}
+	if o.MaxTombstones == 0 {
+		o.MaxTombstones = max(o.MaxBytes/1024, minTombstones)
+	}
+	if o.MaxTTL == 0 {
+		o.MaxTTL = DefaultMaxTTL
+	}
+	if o.MaxHops == 0 {
+		o.MaxHops = DefaultMaxHops
+	}
+	if o.LockTimeout == 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	if o.Clock == nil {
+		o.Clock = systemClock{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o, nil
+}

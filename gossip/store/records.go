@@ -1,0 +1,182 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/schemas"
+)
+
+// Storage format 1. Add only, never change: a node must keep reading the
+// files an older build wrote. Times in the file are "elapsed" readings
+// (nanoseconds the store has been holding things, see Store), never wall
+// clock times, except metaWall. Integers are big-endian so keys sort.
+// Nothing in the file says who handed an envelope to this node.
+const formatVersion = 1
+
+// Buckets.
+var (
+	bucketMeta    = []byte("meta")    // metaKey* -> value
+	bucketEnv     = []byte("env")     // id -> record (header, then the encoded envelope)
+	bucketDest    = []byte("dest")    // destination || seq -> id; not for decoys without one
+	bucketTag     = []byte("tag")     // receipt tag || id -> empty
+	bucketExp     = []byte("exp")     // expiresAt || id -> kind (2 bytes)
+	bucketMbox    = []byte("mbox")    // destination -> bytes its records take (8 bytes)
+	bucketTomb    = []byte("tomb")    // id -> tombstone expiresAt (8 bytes)
+	bucketTombExp = []byte("tombexp") // tombstone expiresAt || id -> empty
+
+	allBuckets = [][]byte{bucketMeta, bucketEnv, bucketDest, bucketTag, bucketExp, bucketMbox, bucketTomb, bucketTombExp}
+)
+
+// Keys in bucketMeta; every value is 8 bytes except metaFormat (4).
+var (
+	metaFormat     = []byte("format")     // formatVersion
+	metaElapsed    = []byte("elapsed")    // elapsed reading at the last write
+	metaWall       = []byte("wall")       // wall clock (Unix ns) at the same moment
+	metaSeq        = []byte("seq")        // last sequence number given to a record
+	metaEnvelopes  = []byte("envelopes")  // records in bucketEnv
+	metaBytes      = []byte("bytes")      // total length of those records
+	metaTombstones = []byte("tombstones") // entries in bucketTomb
+)
+
+// Record header, in front of the encoded envelope (gossip Marshal form,
+// holding the capped TTL at receipt and the capped hop limit):
+//
+//	offset size
+//	0      1    record format (1)
+//	1      2    kind
+//	3      8    expiresAt (elapsed)
+//	11     8    seq (arrival order in this file)
+//	19     8    source slot masked with a per-process key (see sources)
+const (
+	recFormat    = 1
+	recHeaderLen = 27
+)
+
+type recHeader struct {
+	kind      schemas.Envelope_Kind
+	expiresAt time.Duration
+	seq       uint64
+	srcMask   uint64
+}
+
+func (h *recHeader) encode(body []byte) []byte {
+	b := make([]byte, recHeaderLen, recHeaderLen+len(body))
+	b[0] = recFormat
+	binary.BigEndian.PutUint16(b[1:], uint16(h.kind))
+	binary.BigEndian.PutUint64(b[3:], uint64(h.expiresAt))
+	binary.BigEndian.PutUint64(b[11:], h.seq)
+	binary.BigEndian.PutUint64(b[19:], h.srcMask)
+	return append(b, body...)
+}
+
+// parseRecord splits a record; body aliases rec.
+func parseRecord(rec []byte) (h recHeader, body []byte, err error) {
+	if len(rec) < recHeaderLen || rec[0] != recFormat {
+		return h, nil, fmt.Errorf("%w: record of %d bytes with format %d", ErrCorrupt, len(rec), firstByte(rec))
+	}
+	h.kind = schemas.Envelope_Kind(binary.BigEndian.Uint16(rec[1:]))
+	h.expiresAt = time.Duration(binary.BigEndian.Uint64(rec[3:]))
+	h.seq = binary.BigEndian.Uint64(rec[11:])
+	h.srcMask = binary.BigEndian.Uint64(rec[19:])
+	if h.expiresAt < 0 {
+		return h, nil, fmt.Errorf("%w: record expiry %d out of range", ErrCorrupt, uint64(h.expiresAt))
+	}
+	return h, rec[recHeaderLen:], nil
+}
+
+func firstByte(b []byte) int {
+	if len(b) == 0 {
+		return -1
+	}
+	return int(b[0])
+}
+
+// decodeRecord decodes and checks a stored envelope (the id is
+// recomputed, so a damaged record is caught) and sets its remaining TTL.
+func decodeRecord(id []byte, rec []byte, now time.Duration) (gossip.Envelope, bool, error) {
+	h, body, err := parseRecord(rec)
+	if err != nil {
+		return gossip.Envelope{}, false, err
+	}
+	if h.expiresAt <= now {
+		return gossip.Envelope{}, false, nil
+	}
+	e, err := gossip.Unmarshal(body)
+	if err != nil {
+		return gossip.Envelope{}, false, fmt.Errorf("%w: record %x: %v", ErrCorrupt, id, err)
+	}
+	if string(e.ID[:]) != string(id) {
+		return gossip.Envelope{}, false, fmt.Errorf("%w: record %x holds envelope %v", ErrCorrupt, id, e.ID)
+	}
+	e.TTLSeconds = ttlSeconds(h.expiresAt - now)
+	return e, true, nil
+}
+
+// indexFields reads the destination and receipt tag of an encoded
+// envelope without checking its id (deletes only need the index keys).
+// The results are copies.
+func indexFields(body []byte) (dest, tag []byte, err error) {
+	msg, err := schemas.Unmarshal(body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	s, err := schemas.ReadRootEnvelope(msg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	d, err := s.Destination()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: destination: %v", ErrCorrupt, err)
+	}
+	t, err := s.ReceiptTag()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: receipt tag: %v", ErrCorrupt, err)
+	}
+	return clone(d), clone(t), nil
+}
+
+// ttlSeconds rounds a remaining time down, so holding an envelope never
+// lengthens its life.
+func ttlSeconds(d time.Duration) uint32 {
+	s := d / time.Second
+	if s > 1<<32-1 {
+		return 1<<32 - 1
+	}
+	return uint32(s)
+}
+
+func clone(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+// u64 returns a fresh 8-byte big-endian buffer: bbolt keeps key and value
+// slices until commit, so no buffer is reused inside a transaction.
+func u64(v uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), v)
+}
+
+func getU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// cat concatenates into a fresh buffer.
+func cat(parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	b := make([]byte, 0, n)
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}

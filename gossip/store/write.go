@@ -1,0 +1,359 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/schemas"
+)
+
+// Put stores e, received from source (a client or a link, named however
+// the caller likes; the name is kept in memory only). The TTL is capped
+// to MaxTTL and the hop limit to MaxHops. It returns added=false with no
+// error when the id is already stored or tombstoned. A refusal wraps
+// ErrSourceQuota, ErrMailboxQuota or ErrFull; nothing held is evicted
+// for it (expired envelopes are purged first, though). An envelope that
+// fails gossip's checks, or has no TTL left (ErrExpired), is refused too.
+// When Put returns added=true the envelope is on disk.
+func (s *Store) Put(e gossip.Envelope, source string) (added bool, err error) {
+	if err := e.Check(); err != nil {
+		return false, fmt.Errorf("store: put: %w", err)
+	}
+	if e.TTLSeconds == 0 {
+		return false, fmt.Errorf("store: put %v: %w", e.ID, ErrExpired)
+	}
+	e.TTLSeconds = ttlSeconds(min(time.Duration(e.TTLSeconds)*time.Second, s.opt.MaxTTL))
+	e.HopLimit = min(e.HopLimit, s.opt.MaxHops)
+	body, err := e.Marshal()
+	if err != nil {
+		return false, fmt.Errorf("store: put %v: %w", e.ID, err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	added, err = s.putLocked(&e, body, source)
+	if isQuota(err) && s.anyExpired() {
+		// Room held by expired envelopes is free for the taking.
+		if n, _, perr := s.purgeLocked(); perr == nil && n > 0 {
+			added, err = s.putLocked(&e, body, source)
+		}
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: put %v: %w", e.ID, err)
+	}
+	return added, nil
+}
+
+// anyExpired reports whether an expired envelope awaits Purge; a cheap
+// read, so that refusing a flood of envelopes costs no writes.
+func (s *Store) anyExpired() bool {
+	now, _ := s.now()
+	found := false
+	_ = s.view(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketExp).Cursor().First()
+		found = len(k) >= 8 && time.Duration(binary.BigEndian.Uint64(k)) <= now
+		return nil
+	})
+	return found
+}
+
+func isQuota(err error) bool {
+	return errors.Is(err, ErrFull) || errors.Is(err, ErrSourceQuota) || errors.Is(err, ErrMailboxQuota)
+}
+
+func (s *Store) putLocked(e *gossip.Envelope, body []byte, source string) (bool, error) {
+	added := false
+	_, err := s.updateLocked(func(tx *bolt.Tx, st *txState) error {
+		env := tx.Bucket(bucketEnv)
+		if env.Get(e.ID[:]) != nil || tx.Bucket(bucketTomb).Get(e.ID[:]) != nil {
+			return nil
+		}
+		slot := s.src.slotFor(source)
+		h := recHeader{
+			kind:      e.Kind,
+			expiresAt: st.now + time.Duration(e.TTLSeconds)*time.Second,
+			seq:       st.seq + 1,
+			srcMask:   s.src.mask(e.ID, slot),
+		}
+		rec := h.encode(body)
+		size := int64(len(rec))
+
+		if used := s.src.usage(source); used+size > s.opt.MaxPerSource {
+			return fmt.Errorf("%w: the source holds %d bytes, the envelope needs %d, the limit is %d",
+				ErrSourceQuota, used, size, s.opt.MaxPerSource)
+		}
+		mbox := tx.Bucket(bucketMbox)
+		var mboxUsed int64
+		if len(e.Destination) > 0 {
+			mboxUsed = int64(getU64(mbox.Get(e.Destination)))
+			if mboxUsed+size > s.opt.MaxPerMailbox {
+				return fmt.Errorf("%w: the mailbox holds %d bytes, the envelope needs %d, the limit is %d",
+					ErrMailboxQuota, mboxUsed, size, s.opt.MaxPerMailbox)
+			}
+		}
+		if st.bytes+size > s.opt.MaxBytes {
+			return fmt.Errorf("%w: it holds %d bytes, the envelope needs %d, the limit is %d",
+				ErrFull, st.bytes, size, s.opt.MaxBytes)
+		}
+
+		id := clone(e.ID[:])
+		if err := env.Put(id, rec); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketExp).Put(cat(u64(uint64(h.expiresAt)), e.ID[:]), kindBytes(e.Kind)); err != nil {
+			return err
+		}
+		if len(e.Destination) > 0 {
+			if err := tx.Bucket(bucketDest).Put(cat(e.Destination, u64(h.seq)), clone(e.ID[:])); err != nil {
+				return err
+			}
+			if err := mbox.Put(clone(e.Destination), u64(uint64(mboxUsed+size))); err != nil {
+				return err
+			}
+		}
+		if len(e.ReceiptTag) > 0 {
+			if err := tx.Bucket(bucketTag).Put(cat(e.ReceiptTag, e.ID[:]), []byte{}); err != nil {
+				return err
+			}
+		}
+		st.seq = h.seq
+		st.envelopes++
+		st.bytes += size
+		st.charged = &charge{name: source, slot: slot, n: size}
+		added = true
+		return nil
+	})
+	return added, err
+}
+
+func kindBytes(k schemas.Envelope_Kind) []byte {
+	return binary.BigEndian.AppendUint16(make([]byte, 0, 2), uint16(k))
+}
+
+// deleteLocked removes the record rec of envelope id and its index
+// entries, gives its bytes back to its source and mailbox, and
+// tombstones the id.
+func (s *Store) deleteLocked(tx *bolt.Tx, st *txState, id gossip.ID, rec []byte) error {
+	h, body, err := parseRecord(rec)
+	if err != nil {
+		return fmt.Errorf("record %v: %w", id, err)
+	}
+	dest, tag, err := indexFields(body)
+	if err != nil {
+		return fmt.Errorf("record %v: %w", id, err)
+	}
+	size := int64(len(rec))
+	if err := tx.Bucket(bucketEnv).Delete(id[:]); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketExp).Delete(cat(u64(uint64(h.expiresAt)), id[:])); err != nil {
+		return err
+	}
+	if len(dest) > 0 {
+		if err := tx.Bucket(bucketDest).Delete(cat(dest, u64(h.seq))); err != nil {
+			return err
+		}
+		mbox := tx.Bucket(bucketMbox)
+		left := int64(getU64(mbox.Get(dest))) - size
+		if left > 0 {
+			err = mbox.Put(dest, u64(uint64(left)))
+		} else {
+			err = mbox.Delete(dest)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if len(tag) > 0 {
+		if err := tx.Bucket(bucketTag).Delete(cat(tag, id[:])); err != nil {
+			return err
+		}
+	}
+	st.envelopes--
+	st.bytes -= size
+	if h.seq >= s.openSeq {
+		st.released = append(st.released, release{slot: s.src.unmask(id, h.srcMask), n: size})
+	}
+	return s.tombstoneLocked(tx, st, id)
+}
+
+// tombstoneLocked remembers id for MaxTTL, forgetting the oldest
+// tombstones beyond MaxTombstones.
+func (s *Store) tombstoneLocked(tx *bolt.Tx, st *txState, id gossip.ID) error {
+	tomb := tx.Bucket(bucketTomb)
+	if tomb.Get(id[:]) != nil {
+		return nil
+	}
+	exp := u64(uint64(st.now + s.opt.MaxTTL))
+	if err := tomb.Put(clone(id[:]), exp); err != nil {
+		return err
+	}
+	texp := tx.Bucket(bucketTombExp)
+	if err := texp.Put(cat(exp, id[:]), []byte{}); err != nil {
+		return err
+	}
+	st.tombstones++
+	for st.tombstones > s.opt.MaxTombstones {
+		k, _ := texp.Cursor().First()
+		if k == nil {
+			break
+		}
+		if err := dropTomb(tomb, texp, k); err != nil {
+			return err
+		}
+		st.tombstones--
+		st.tombsLost++
+	}
+	return nil
+}
+
+// dropTomb forgets the tombstone whose tombexp key is k.
+func dropTomb(tomb, texp *bolt.Bucket, k []byte) error {
+	if len(k) != 8+gossip.IDLen {
+		return fmt.Errorf("%w: tombstone index key of %d bytes", ErrCorrupt, len(k))
+	}
+	k = clone(k)
+	if err := tomb.Delete(k[8:]); err != nil {
+		return err
+	}
+	return texp.Delete(k)
+}
+
+// Delete removes the envelope with the given id (it was delivered) and
+// tombstones the id, also when it was not stored, so no copy arriving
+// later is taken in. It reports whether the envelope was stored.
+func (s *Store) Delete(id gossip.ID) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	removed := false
+	_, err := s.updateLocked(func(tx *bolt.Tx, st *txState) error {
+		if rec := tx.Bucket(bucketEnv).Get(id[:]); rec != nil {
+			removed = true
+			return s.deleteLocked(tx, st, id, rec)
+		}
+		return s.tombstoneLocked(tx, st, id)
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: delete %v: %w", id, err)
+	}
+	return removed, nil
+}
+
+// DeleteByReceiptTag deletes and tombstones every envelope whose receipt
+// tag is tag (a receipt revealed the secret behind it) and returns how
+// many there were.
+func (s *Store) DeleteByReceiptTag(tag []byte) (int, error) {
+	if len(tag) != gossip.TagLen {
+		return 0, fmt.Errorf("store: delete by receipt tag: tag is %d bytes, want %d", len(tag), gossip.TagLen)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	_, err := s.updateLocked(func(tx *bolt.Tx, st *txState) error {
+		var ids []gossip.ID
+		c := tx.Bucket(bucketTag).Cursor()
+		for k, _ := c.Seek(tag); k != nil && bytes.HasPrefix(k, tag); k, _ = c.Next() {
+			if len(k) != gossip.TagLen+gossip.IDLen {
+				return fmt.Errorf("%w: receipt tag index key of %d bytes", ErrCorrupt, len(k))
+			}
+			ids = append(ids, gossip.ID(k[gossip.TagLen:]))
+		}
+		env := tx.Bucket(bucketEnv)
+		for _, id := range ids {
+			rec := env.Get(id[:])
+			if rec == nil {
+				return fmt.Errorf("%w: receipt tag index names missing envelope %v", ErrCorrupt, id)
+			}
+			if err := s.deleteLocked(tx, st, id, rec); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: delete by receipt tag: %w", err)
+	}
+	return n, nil
+}
+
+// Purge deletes expired envelopes, leaving tombstones for them, and
+// forgets tombstones older than MaxTTL. It returns how many of each.
+// The caller runs it on a timer; it also persists the elapsed counter,
+// so a node that crashes after a long quiet spell loses little of it.
+func (s *Store) Purge() (expired, tombstonesDropped int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	expired, tombstonesDropped, err = s.purgeLocked()
+	if err != nil {
+		return expired, tombstonesDropped, fmt.Errorf("store: purge: %w", err)
+	}
+	return expired, tombstonesDropped, nil
+}
+
+func (s *Store) purgeLocked() (expired, dropped int, err error) {
+	// Every full round deletes purgeBatch entries; more rounds than the
+	// entries there are means a damaged index is not shrinking.
+	rounds := (s.envelopes+s.tombstones)/purgeBatch + 2
+	for ; rounds > 0; rounds-- {
+		var e, d int
+		_, err := s.updateLocked(func(tx *bolt.Tx, st *txState) error {
+			e, d = 0, 0
+			var ids []gossip.ID
+			c := tx.Bucket(bucketExp).Cursor()
+			for k, _ := c.First(); k != nil && len(ids) < purgeBatch; k, _ = c.Next() {
+				if len(k) != 8+gossip.IDLen {
+					return fmt.Errorf("%w: expiry index key of %d bytes", ErrCorrupt, len(k))
+				}
+				if time.Duration(binary.BigEndian.Uint64(k)) > st.now {
+					break
+				}
+				ids = append(ids, gossip.ID(k[8:]))
+			}
+			env := tx.Bucket(bucketEnv)
+			for _, id := range ids {
+				rec := env.Get(id[:])
+				if rec == nil {
+					return fmt.Errorf("%w: expiry index names missing envelope %v", ErrCorrupt, id)
+				}
+				if err := s.deleteLocked(tx, st, id, rec); err != nil {
+					return err
+				}
+			}
+			e = len(ids)
+
+			tomb, texp := tx.Bucket(bucketTomb), tx.Bucket(bucketTombExp)
+			var old [][]byte
+			tc := texp.Cursor()
+			for k, _ := tc.First(); k != nil && len(old) < purgeBatch; k, _ = tc.Next() {
+				if len(k) < 8 || time.Duration(binary.BigEndian.Uint64(k)) > st.now {
+					break
+				}
+				old = append(old, clone(k))
+			}
+			for _, k := range old {
+				if err := dropTomb(tomb, texp, k); err != nil {
+					return err
+				}
+			}
+			d = len(old)
+			st.tombstones -= int64(d)
+			return nil
+		})
+		if err != nil {
+			return expired, dropped, err
+		}
+		expired += e
+		dropped += d
+		if e < purgeBatch && d < purgeBatch {
+			return expired, dropped, nil
+		}
+	}
+	return expired, dropped, fmt.Errorf("%w: purge makes no progress", ErrCorrupt)
+}
