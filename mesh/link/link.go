@@ -2,6 +2,7 @@ package link
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -160,10 +161,50 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// PeerServer is the MeshPeer this node offers on every link.
+// PeerServer is the MeshPeer this node offers on every link. Hello and
+// health are answered here; push and summary go to the handlers, which
+// the store-and-forward layer provides (nil: refused).
 type PeerServer struct {
-	Local Hello
-	Stats func() (uptime time.Duration, links int)
+	Local          Hello
+	Stats          func() (uptime time.Duration, links int)
+	PushHandler    func(ctx context.Context, envs schemas.Envelope_List) (accepted uint32, err error)
+	SummaryHandler func(ctx context.Context, s schemas.Summary) error
+}
+
+// ErrNotServed is returned for a method this node does not serve.
+var ErrNotServed = errors.New("not served by this node")
+
+// Push hands envelopes to PushHandler.
+func (s *PeerServer) Push(ctx context.Context, call schemas.MeshPeer_push) error {
+	if s.PushHandler == nil {
+		return fmt.Errorf("push: %w", ErrNotServed)
+	}
+	envs, err := call.Args().Envelopes()
+	if err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	n, err := s.PushHandler(ctx, envs)
+	if err != nil {
+		return err
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	res.SetAccepted(n)
+	return nil
+}
+
+// Summary hands a digest to SummaryHandler.
+func (s *PeerServer) Summary(ctx context.Context, call schemas.MeshPeer_summary) error {
+	if s.SummaryHandler == nil {
+		return fmt.Errorf("summary: %w", ErrNotServed)
+	}
+	sum, err := call.Args().Summary()
+	if err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	return s.SummaryHandler(ctx, sum)
 }
 
 // Hello answers a peer's hello, refusing an incompatible version.

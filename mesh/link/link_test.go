@@ -255,3 +255,13 @@ func TestIncompatibleVersionRefused(t *testing.T) {
 		t.Fatalf("inverted range: %v", err)
 	}
 }
+
+var errTestOnly = errors.New("not in this test")
+
+func (healthOnly) Enqueue(context.Context, schemas.Node_enqueue) error           { return errTestOnly }
+func (healthOnly) Challenge(context.Context, schemas.Node_challenge) error       { return errTestOnly }
+func (healthOnly) Authenticate(context.Context, schemas.Node_authenticate) error { return errTestOnly }
+func (healthOnly) PublishBundle(context.Context, schemas.Node_publishBundle) error {
+	return errTestOnly
+}
+func (healthOnly) LookupBundle(context.Context, schemas.Node_lookupBundle) error { return errTestOnly }

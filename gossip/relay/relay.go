@@ -1,0 +1,618 @@
+// Package relay is store and forward between linked nodes: it accepts
+// envelopes from clients and neighbours into the store, pushes each new
+// one once to every neighbour except the one it came from, runs
+// anti-entropy summaries, applies receipts and bundle replacement, and
+// wakes clients waiting on their mailbox.
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/bits-and-blooms/bloom/v3"
+
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/schemas"
+)
+
+// Store is what the engine needs of the envelope store.
+type Store interface {
+	Put(e gossip.Envelope, source string) (bool, error)
+	Get(id gossip.ID) (gossip.Envelope, bool, error)
+	Mailbox(dest []byte, limit int) ([]gossip.Envelope, error)
+	Delete(id gossip.ID) (bool, error)
+	DeleteByReceiptTag(tag []byte) (int, error)
+	Has(id gossip.ID) bool
+	IDs(fn func(id gossip.ID, kind schemas.Envelope_Kind) bool) error
+}
+
+// Peer is a linked neighbour as the engine sees it.
+type Peer interface {
+	Push(ctx context.Context, envs []gossip.Envelope) (accepted int, err error)
+	Summary(ctx context.Context, s Summary) error
+}
+
+// Summary is an anti-entropy digest (schemas.Summary in Go form).
+type Summary struct {
+	Filter []byte // bloom/v3 MarshalBinary
+	Key    []byte // prepended to each id before it is added
+	Count  uint32
+}
+
+// BundleVerifier checks a SignedBundle and returns whose it is and its
+// sequence number. The node passes the e2e package's verifier.
+type BundleVerifier func(signed []byte) (fp identity.Fingerprint, seq uint64, err error)
+
+// Errors Accept returns.
+var (
+	ErrRateLimited = errors.New("peer is sending too fast")
+	ErrForged      = errors.New("forged or mismatched envelope")
+)
+
+const (
+	summaryKeyLen = 16
+	maxSummaryIDs = 1 << 20
+	summaryFPRate = 0.01
+	pushBatch     = 32
+	// pushBytes bounds one push's payloads, well under the RPC message
+	// bound (link.MaxRPCMessage) even with one maximal envelope added.
+	pushBytes      = 96 << 10
+	pushTimeout    = 20 * time.Second
+	peerQueueLen   = 4096
+	maxSentPerPeer = 1 << 17 // ids remembered per neighbour (~4 MiB at worst)
+)
+
+// Options configure an Engine.
+type Options struct {
+	Store        Store
+	VerifyBundle BundleVerifier
+	Log          *slog.Logger
+	// PeerRate and PeerBurst bound envelopes accepted from one neighbour
+	// per second (token bucket). Defaults 200 and 2000.
+	PeerRate, PeerBurst float64
+	// ReceiptTTL and ReceiptHops are given to receipts the node creates.
+	// Defaults 7 days and 16.
+	ReceiptTTL  time.Duration
+	ReceiptHops uint8
+	// Now is the monotonic clock for rate limits (tests inject it).
+	Now func() time.Time
+}
+
+// Engine owns propagation state. Create with New; Close stops every
+// peer's sender.
+type Engine struct {
+	o   Options
+	log *slog.Logger
+
+	mu      sync.Mutex // guards the fields below
+	peers   map[identity.Fingerprint]*peer
+	waiters map[[32]byte]map[chan struct{}]struct{}
+	closed  bool
+
+	wg sync.WaitGroup
+}
+
+// New returns an engine over o.Store.
+func New(o Options) *Engine {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.PeerRate == 0 {
+		o.PeerRate = 200
+	}
+	if o.PeerBurst == 0 {
+		o.PeerBurst = 2000
+	}
+	if o.ReceiptTTL == 0 {
+		o.ReceiptTTL = 7 * 24 * time.Hour
+	}
+	if o.ReceiptHops == 0 {
+		o.ReceiptHops = 16
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Engine{o: o, log: o.Log, peers: map[identity.Fingerprint]*peer{}, waiters: map[[32]byte]map[chan struct{}]struct{}{}}
+}
+
+// peer is one neighbour's sender: a bounded queue of ids drained by one
+// goroutine, and the ids it already has (sent to it, or received from it).
+type peer struct {
+	fp     identity.Fingerprint
+	p      Peer
+	queue  chan gossip.ID
+	cancel context.CancelFunc
+
+	mu     sync.Mutex // guards the fields below
+	sent   map[gossip.ID]struct{}
+	tokens float64
+	last   time.Time
+}
+
+func (p *peer) knows(id gossip.ID) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.sent[id]
+	return ok
+}
+
+func (p *peer) remember(id gossip.ID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.sent) >= maxSentPerPeer {
+		// Forget everything rather than grow: the next summary tells us
+		// what the neighbour still lacks, and it drops duplicates itself.
+		clear(p.sent)
+	}
+	p.sent[id] = struct{}{}
+}
+
+// AddPeer starts pushing to a newly linked neighbour and returns a
+// function that stops it (call it when the link goes down).
+func (e *Engine) AddPeer(fp identity.Fingerprint, p Peer) (remove func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pe := &peer{fp: fp, p: p, queue: make(chan gossip.ID, peerQueueLen), cancel: cancel, sent: map[gossip.ID]struct{}{}, tokens: e.o.PeerBurst, last: e.o.Now()}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		cancel()
+		return func() {}
+	}
+	if old := e.peers[fp]; old != nil {
+		old.cancel()
+	}
+	e.peers[fp] = pe
+	e.mu.Unlock()
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.sendLoop(ctx, pe)
+	}()
+	return func() {
+		cancel()
+		e.mu.Lock()
+		if e.peers[fp] == pe {
+			delete(e.peers, fp)
+		}
+		e.mu.Unlock()
+	}
+}
+
+// Close stops every sender and wakes every waiter. Safe to call twice.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.closed = true
+	for _, p := range e.peers {
+		p.cancel()
+	}
+	for _, ws := range e.waiters {
+		for ch := range ws {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+	e.mu.Unlock()
+	e.wg.Wait()
+}
+
+// Source names where an envelope came from, for quotas and for not
+// echoing it back. Exactly one of Peer and Client is set.
+type Source struct {
+	Peer   identity.Fingerprint
+	Client string // a per-connection label; never written to disk
+}
+
+func (s Source) quotaKey() string {
+	if s.Client != "" {
+		return "client " + s.Client
+	}
+	return "link " + s.Peer.String()
+}
+
+// Accept checks and stores an envelope and, when it is new, queues it for
+// every neighbour except its source. added is false for duplicates.
+func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error) {
+	if src.Client == "" {
+		if err := e.take(src.Peer); err != nil {
+			return false, err
+		}
+	}
+	switch env.Kind {
+	case schemas.Envelope_Kind_receipt:
+		secret, err := gossip.ReceiptSecret(env)
+		if err != nil {
+			return false, fmt.Errorf("%w: %v", ErrForged, err)
+		}
+		tag := gossip.ReceiptTag(secret)
+		if n, err := e.o.Store.DeleteByReceiptTag(tag[:]); err != nil {
+			return false, err
+		} else if n > 0 {
+			e.log.Debug("receipt deleted envelopes", "count", n)
+		}
+	case schemas.Envelope_Kind_bundle:
+		if err := e.checkBundle(env); errors.Is(err, ErrStale) {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+	case schemas.Envelope_Kind_decoy:
+		return false, nil // cover traffic: dropped on arrival
+	}
+	added, err = e.o.Store.Put(env, src.quotaKey())
+	if err != nil || !added {
+		if !src.Peer.IsZero() && err == nil {
+			e.markKnown(src.Peer, env.ID)
+		}
+		return added, err
+	}
+	if !src.Peer.IsZero() {
+		e.markKnown(src.Peer, env.ID)
+	}
+	if env.Kind == schemas.Envelope_Kind_dm {
+		e.wake(env.Destination)
+	}
+	e.fanOut(env.ID, src.Peer)
+	return true, nil
+}
+
+// checkBundle verifies a bundle envelope and drops older bundles of the
+// same user; an older or equal one than what is stored is refused as a
+// duplicate by returning ErrStale.
+func (e *Engine) checkBundle(env gossip.Envelope) error {
+	signed, err := gossip.BundleBytes(env)
+	if err != nil {
+		return err
+	}
+	if e.o.VerifyBundle == nil {
+		return fmt.Errorf("%w: node cannot verify bundles", ErrForged)
+	}
+	fp, seq, err := e.o.VerifyBundle(signed)
+	if err != nil {
+		return fmt.Errorf("%w: bundle: %v", ErrForged, err)
+	}
+	if !fp.Equal(identity.Fingerprint(env.Destination)) {
+		return fmt.Errorf("%w: bundle of %s addressed to %x", ErrForged, fp, env.Destination)
+	}
+	old, err := e.bundles(env.Destination)
+	if err != nil {
+		return err
+	}
+	for _, o := range old {
+		if o.ID == env.ID {
+			continue
+		}
+		b, err := gossip.BundleBytes(o)
+		if err != nil {
+			continue
+		}
+		if _, oseq, err := e.o.VerifyBundle(b); err == nil && oseq >= seq {
+			return ErrStale
+		}
+	}
+	for _, o := range old {
+		if o.ID != env.ID {
+			e.o.Store.Delete(o.ID)
+		}
+	}
+	return nil
+}
+
+// ErrStale: a bundle no newer than one already held.
+var ErrStale = errors.New("an equal or newer bundle is held")
+
+func (e *Engine) bundles(dest []byte) ([]gossip.Envelope, error) {
+	all, err := e.o.Store.Mailbox(dest, 0)
+	if err != nil {
+		return nil, err
+	}
+	var out []gossip.Envelope
+	for _, x := range all {
+		if x.Kind == schemas.Envelope_Kind_bundle {
+			out = append(out, x)
+		}
+	}
+	return out, nil
+}
+
+// Bundle returns the newest SignedBundle held for a user, or nil.
+func (e *Engine) Bundle(fp identity.Fingerprint) ([]byte, error) {
+	bs, err := e.bundles(fp[:])
+	if err != nil {
+		return nil, err
+	}
+	var best []byte
+	var bestSeq uint64
+	for _, b := range bs {
+		signed, err := gossip.BundleBytes(b)
+		if err != nil {
+			continue
+		}
+		if _, seq, err := e.o.VerifyBundle(signed); err == nil && (best == nil || seq > bestSeq) {
+			best, bestSeq = signed, seq
+		}
+	}
+	return best, nil
+}
+
+// Mailbox returns up to limit dms addressed to user, oldest first, and
+// at most maxBytes of payload (at least one envelope).
+func (e *Engine) Mailbox(user identity.Fingerprint, limit, maxBytes int) ([]gossip.Envelope, error) {
+	all, err := e.o.Store.Mailbox(user[:], 0)
+	if err != nil {
+		return nil, err
+	}
+	var out []gossip.Envelope
+	size := 0
+	for _, x := range all {
+		if x.Kind != schemas.Envelope_Kind_dm {
+			continue
+		}
+		if len(out) > 0 && size+len(x.Payload) > maxBytes {
+			break
+		}
+		out = append(out, x)
+		size += len(x.Payload)
+		if limit > 0 && len(out) == limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+// Ack applies receipt secrets revealed by a recipient: deletes the tagged
+// envelopes here and spreads a receipt so every node deletes its copy.
+func (e *Engine) Ack(secrets [][]byte) (deleted int, err error) {
+	for _, k := range secrets {
+		r, err := gossip.NewReceipt(k, uint32(e.o.ReceiptTTL/time.Second), e.o.ReceiptHops)
+		if err != nil {
+			return deleted, err
+		}
+		n, err := e.o.Store.DeleteByReceiptTag(r.Destination)
+		if err != nil {
+			return deleted, err
+		}
+		deleted += n
+		if _, err := e.Accept(r, Source{Client: "local"}); err != nil {
+			return deleted, err
+		}
+	}
+	return deleted, nil
+}
+
+// Wait returns a channel that is signalled when a dm for dest arrives,
+// and a function to stop waiting.
+func (e *Engine) Wait(dest []byte) (<-chan struct{}, func()) {
+	var key [32]byte
+	copy(key[:], dest)
+	ch := make(chan struct{}, 1)
+	e.mu.Lock()
+	if e.waiters[key] == nil {
+		e.waiters[key] = map[chan struct{}]struct{}{}
+	}
+	e.waiters[key][ch] = struct{}{}
+	e.mu.Unlock()
+	return ch, func() {
+		e.mu.Lock()
+		delete(e.waiters[key], ch)
+		if len(e.waiters[key]) == 0 {
+			delete(e.waiters, key)
+		}
+		e.mu.Unlock()
+	}
+}
+
+func (e *Engine) wake(dest []byte) {
+	var key [32]byte
+	copy(key[:], dest)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for ch := range e.waiters[key] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take spends one token of a neighbour's rate budget.
+func (e *Engine) take(fp identity.Fingerprint) error {
+	e.mu.Lock()
+	p := e.peers[fp]
+	e.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := e.o.Now()
+	p.tokens = min(e.o.PeerBurst, p.tokens+now.Sub(p.last).Seconds()*e.o.PeerRate)
+	p.last = now
+	if p.tokens < 1 {
+		return ErrRateLimited
+	}
+	p.tokens--
+	return nil
+}
+
+func (e *Engine) markKnown(fp identity.Fingerprint, id gossip.ID) {
+	e.mu.Lock()
+	p := e.peers[fp]
+	e.mu.Unlock()
+	if p != nil {
+		p.remember(id)
+	}
+}
+
+// fanOut queues id for every neighbour except the one it came from.
+func (e *Engine) fanOut(id gossip.ID, except identity.Fingerprint) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for fp, p := range e.peers {
+		if fp == except {
+			continue
+		}
+		select {
+		case p.queue <- id:
+		default:
+			// Full: the next summary exchange carries it instead.
+			e.log.Debug("push queue full; left to anti-entropy", "peer", fp)
+		}
+	}
+}
+
+// sendLoop drains one neighbour's queue in batches.
+func (e *Engine) sendLoop(ctx context.Context, p *peer) {
+	batch := make([]gossip.Envelope, 0, pushBatch)
+	for {
+		var id gossip.ID
+		select {
+		case <-ctx.Done():
+			return
+		case id = <-p.queue:
+		}
+		batch = batch[:0]
+		size := 0
+		for {
+			if env, ok := e.forwardable(p, id); ok {
+				batch = append(batch, env)
+				size += len(env.Payload)
+			}
+			if len(batch) == pushBatch || size >= pushBytes {
+				break
+			}
+			select {
+			case id = <-p.queue:
+				continue
+			default:
+			}
+			break
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, pushTimeout)
+		_, err := p.p.Push(pctx, batch)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				e.log.Debug("push failed", "peer", p.fp, "count", len(batch), "err", err)
+			}
+			continue // the envelopes stay stored; anti-entropy retries
+		}
+		for _, env := range batch {
+			p.remember(env.ID)
+		}
+	}
+}
+
+// forwardable returns the envelope as it should go to p: still stored,
+// not already known to p, with hops left, hop limit decremented.
+func (e *Engine) forwardable(p *peer, id gossip.ID) (gossip.Envelope, bool) {
+	if p.knows(id) {
+		return gossip.Envelope{}, false
+	}
+	env, ok, err := e.o.Store.Get(id)
+	if err != nil || !ok || env.HopLimit == 0 || env.TTLSeconds == 0 {
+		return gossip.Envelope{}, false
+	}
+	env.HopLimit--
+	return env, true
+}
+
+// MakeSummary builds a digest of every id held, under a fresh key.
+func (e *Engine) MakeSummary() (Summary, error) {
+	var ids []gossip.ID
+	err := e.o.Store.IDs(func(id gossip.ID, kind schemas.Envelope_Kind) bool {
+		ids = append(ids, id)
+		return len(ids) < maxSummaryIDs
+	})
+	if err != nil {
+		return Summary{}, err
+	}
+	key := make([]byte, summaryKeyLen)
+	rand.Read(key)
+	f := bloom.NewWithEstimates(uint(max(len(ids), 64)), summaryFPRate)
+	buf := make([]byte, summaryKeyLen+gossip.IDLen)
+	copy(buf, key)
+	for _, id := range ids {
+		copy(buf[summaryKeyLen:], id[:])
+		f.Add(buf)
+	}
+	b, err := f.MarshalBinary()
+	if err != nil {
+		return Summary{}, err
+	}
+	return Summary{Filter: b, Key: key, Count: uint32(len(ids))}, nil
+}
+
+// SendSummary offers our digest to a neighbour, which pushes back what we
+// lack.
+func (e *Engine) SendSummary(ctx context.Context, fp identity.Fingerprint) error {
+	e.mu.Lock()
+	p := e.peers[fp]
+	e.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	s, err := e.MakeSummary()
+	if err != nil {
+		return err
+	}
+	return p.p.Summary(ctx, s)
+}
+
+// maxFilterBytes bounds a received filter (a million ids at 1% is ~1.2 MB;
+// the RPC message bound is lower still).
+const maxFilterBytes = 2 << 20
+
+// HandleSummary queues for neighbour fp every envelope its digest shows
+// it lacks.
+func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
+	if len(s.Key) != summaryKeyLen {
+		return fmt.Errorf("summary key is %d bytes, want %d", len(s.Key), summaryKeyLen)
+	}
+	if len(s.Filter) > maxFilterBytes {
+		return fmt.Errorf("summary filter is %d bytes, over %d", len(s.Filter), maxFilterBytes)
+	}
+	var f bloom.BloomFilter
+	if err := f.UnmarshalBinary(s.Filter); err != nil {
+		return fmt.Errorf("summary filter: %w", err)
+	}
+	if f.Cap() == 0 || f.K() == 0 || f.K() > 64 {
+		return fmt.Errorf("summary filter has %d bits and %d hashes", f.Cap(), f.K())
+	}
+	e.mu.Lock()
+	p := e.peers[fp]
+	e.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	buf := make([]byte, summaryKeyLen+gossip.IDLen)
+	copy(buf, s.Key)
+	return e.o.Store.IDs(func(id gossip.ID, kind schemas.Envelope_Kind) bool {
+		copy(buf[summaryKeyLen:], id[:])
+		if f.Test(buf) {
+			// It has it, or this is a false positive: not remembered, so
+			// the next round, under a fresh key, catches it.
+			return true
+		}
+		select {
+		case p.queue <- id:
+			return true
+		default:
+			return false // queue full: the next round continues
+		}
+	})
+}

@@ -1,0 +1,318 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/gossip/store"
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/node/e2e"
+	"github.com/quicproquo/qpq/schemas"
+)
+
+// These tests run the engine over real bbolt stores. The link between
+// engines is a direct call (memPeer) instead of QUIC, so that a shared
+// fake clock can age every node's store together; the process tests in
+// node/cmd/qpq cover the same paths over real QUIC.
+
+// fakeClock is a controllable wall and monotonic clock.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+type tnode struct {
+	fp    identity.Fingerprint
+	path  string
+	st    *store.Store
+	eng   *Engine
+	clock *fakeClock
+}
+
+func newTNode(t *testing.T, clock *fakeClock) *tnode {
+	t.Helper()
+	id, _ := identity.NewNode()
+	n := &tnode{fp: id.Fingerprint(), path: filepath.Join(t.TempDir(), "store.db"), clock: clock}
+	n.open(t)
+	t.Cleanup(func() { n.close() })
+	return n
+}
+
+func (n *tnode) open(t *testing.T) {
+	t.Helper()
+	st, err := store.Open(n.path, store.Options{MaxBytes: 8 << 20, MaxTTL: 7 * 24 * time.Hour, Clock: n.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.st = st
+	n.eng = New(Options{Store: st, Now: n.clock.Now})
+}
+
+func (n *tnode) close() {
+	if n.eng != nil {
+		n.eng.Close()
+		n.st.Close()
+		n.eng = nil
+	}
+}
+
+// memPeer delivers pushes and summaries to another engine directly.
+type memPeer struct {
+	to   *tnode
+	from identity.Fingerprint
+}
+
+func (p memPeer) Push(ctx context.Context, envs []gossip.Envelope) (int, error) {
+	n := 0
+	for _, e := range envs {
+		added, err := p.to.eng.Accept(e, Source{Peer: p.from})
+		if err != nil {
+			return n, err
+		}
+		if added {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (p memPeer) Summary(ctx context.Context, s Summary) error {
+	return p.to.eng.HandleSummary(p.from, s)
+}
+
+// connect links a and b both ways and returns a function that unlinks them.
+func connect(a, b *tnode) func() {
+	ra := a.eng.AddPeer(b.fp, memPeer{to: b, from: a.fp})
+	rb := b.eng.AddPeer(a.fp, memPeer{to: a, from: b.fp})
+	return func() { ra(); rb() }
+}
+
+func dm(t testing.TB, ttl uint32, hops uint8) gossip.Envelope {
+	dest, tag, payload := make([]byte, 32), make([]byte, 32), make([]byte, 512)
+	rand.Read(dest)
+	rand.Read(tag)
+	rand.Read(payload)
+	e := gossip.Envelope{Kind: schemas.Envelope_Kind_dm, Destination: dest, ReceiptTag: tag, Payload: payload, TTLSeconds: ttl, HopLimit: hops}
+	e.ID = gossip.ComputeID(e.Kind, dest, tag, payload)
+	return e
+}
+
+func waitHas(t *testing.T, n *tnode, id gossip.ID, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, ok, _ := n.st.Get(id)
+		if ok == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s: has(%s) = %v, want %v", n.fp.Short(), id, ok, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func line(t *testing.T, clock *fakeClock, k int) []*tnode {
+	ns := make([]*tnode, k)
+	for i := range ns {
+		ns[i] = newTNode(t, clock)
+	}
+	for i := 0; i+1 < k; i++ {
+		t.Cleanup(connect(ns[i], ns[i+1]))
+	}
+	return ns
+}
+
+func TestPushTravelsTheLineWithinHopLimit(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	ns := line(t, clock, 4)
+	e := dm(t, 3600, 2)
+	if added, err := ns[0].eng.Accept(e, Source{Client: "c"}); err != nil || !added {
+		t.Fatalf("accept at origin: %v %v", added, err)
+	}
+	waitHas(t, ns[2], e.ID, true)
+	got, _, _ := ns[2].st.Get(e.ID)
+	if got.HopLimit != 0 {
+		t.Fatalf("hop limit at the second hop = %d, want 0", got.HopLimit)
+	}
+	// Hop limit 0 is kept for local delivery only: a summary from node 3
+	// still does not pull it across.
+	if err := ns[3].eng.SendSummary(context.Background(), ns[2].fp); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, ok, _ := ns[3].st.Get(e.ID); ok {
+		t.Fatal("an envelope with hop limit 2 travelled three hops")
+	}
+}
+
+func TestAntiEntropyCatchesUpALateNeighbour(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	a, b := newTNode(t, clock), newTNode(t, clock)
+	var ids []gossip.ID
+	for range 200 {
+		e := dm(t, 3600, 8)
+		a.eng.Accept(e, Source{Client: "c"})
+		ids = append(ids, e.ID)
+	}
+	defer connect(a, b)()
+	if err := b.eng.SendSummary(context.Background(), a.fp); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		waitHas(t, b, id, true)
+	}
+}
+
+func TestTTLExpiryPurgesEveryCopyAndRestartDoesNotRevive(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	ns := line(t, clock, 3)
+	e := dm(t, 3600, 8)
+	ns[0].eng.Accept(e, Source{Client: "c"})
+	waitHas(t, ns[2], e.ID, true)
+
+	// Node 2 goes off with its copy; the others age past the TTL.
+	ns[2].close()
+	clock.Advance(2 * time.Hour)
+	for _, n := range ns[:2] {
+		if exp, _, err := n.st.Purge(); err != nil || exp != 1 {
+			t.Fatalf("purge: expired %d, err %v; want 1", exp, err)
+		}
+		waitHas(t, n, e.ID, false)
+	}
+	// The copy cannot come back: every node that expired it remembers.
+	if added, err := ns[1].eng.Accept(e, Source{Client: "c"}); err != nil || added {
+		t.Fatalf("re-injected expired envelope: added %v err %v", added, err)
+	}
+	// Node 2 restarts: its downtime is counted, its copy is expired too.
+	ns[2].open(t)
+	t.Cleanup(connect(ns[1], ns[2]))
+	ns[2].st.Purge()
+	if _, ok, _ := ns[2].st.Get(e.ID); ok {
+		t.Fatal("restarted node still holds an expired envelope")
+	}
+}
+
+func TestStaleNodeWithWrongClockCannotReinject(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	a, b := newTNode(t, clock), newTNode(t, clock)
+	unlink := connect(a, b)
+	e := dm(t, 3600, 8)
+	a.eng.Accept(e, Source{Client: "c"})
+	waitHas(t, b, e.ID, true)
+	unlink()
+	clock.Advance(2 * time.Hour)
+	a.st.Purge()
+	// b's clock is far off (it will not count its downtime) and it still
+	// holds the copy; a's tombstone refuses it.
+	if added, err := a.eng.Accept(e, Source{Peer: b.fp}); err != nil || added {
+		t.Fatalf("a accepted an envelope it expired: added %v err %v", added, err)
+	}
+}
+
+func TestReceiptDeletesCopiesAndForgedReceiptDeletesNothing(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	ns := line(t, clock, 3)
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	tag := gossip.ReceiptTag(secret)
+	e := dm(t, 3600, 8)
+	e.ReceiptTag = tag[:]
+	e.ID = gossip.ComputeID(e.Kind, e.Destination, e.ReceiptTag, e.Payload)
+	ns[0].eng.Accept(e, Source{Client: "c"})
+	waitHas(t, ns[2], e.ID, true)
+
+	// A forged receipt: right tag, wrong secret.
+	forged, _ := gossip.NewReceipt(make([]byte, 32), 3600, 8)
+	forged.Destination = tag[:]
+	forged.ID = gossip.ComputeID(forged.Kind, forged.Destination, nil, forged.Payload)
+	if _, err := ns[1].eng.Accept(forged, Source{Client: "c"}); !errors.Is(err, ErrForged) {
+		t.Fatalf("forged receipt: got %v, want ErrForged", err)
+	}
+	for _, n := range ns {
+		waitHas(t, n, e.ID, true)
+	}
+
+	// The real one, revealed at the far end, deletes every copy.
+	if n, err := ns[2].eng.Ack([][]byte{secret}); err != nil || n != 1 {
+		t.Fatalf("ack: deleted %d, err %v", n, err)
+	}
+	for _, n := range ns {
+		waitHas(t, n, e.ID, false)
+	}
+}
+
+func TestRateLimitPerNeighbour(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	a := newTNode(t, clock)
+	flood := identity.Fingerprint{1}
+	a.eng.o.PeerRate, a.eng.o.PeerBurst = 10, 20
+	defer a.eng.AddPeer(flood, memPeer{to: a})()
+	accepted, limited := 0, 0
+	for range 100 {
+		_, err := a.eng.Accept(dm(t, 3600, 4), Source{Peer: flood})
+		switch {
+		case errors.Is(err, ErrRateLimited):
+			limited++
+		case err == nil:
+			accepted++
+		}
+	}
+	if accepted > 21 || limited == 0 {
+		t.Fatalf("flooding neighbour: accepted %d, limited %d; want at most the burst", accepted, limited)
+	}
+	// Clients and other neighbours are unaffected.
+	if added, err := a.eng.Accept(dm(t, 3600, 4), Source{Client: "c"}); err != nil || !added {
+		t.Fatalf("client blocked by a flooding neighbour: %v", err)
+	}
+	clock.Advance(time.Second)
+	if _, err := a.eng.Accept(dm(t, 3600, 4), Source{Peer: flood}); err != nil {
+		t.Fatalf("after a second the neighbour may send again: %v", err)
+	}
+}
+
+func FuzzReceiptSecret(f *testing.F) {
+	r, _ := gossip.NewReceipt(make([]byte, 32), 60, 1)
+	f.Add(r.Payload, r.Destination)
+	f.Fuzz(func(t *testing.T, payload, dest []byte) {
+		e := gossip.Envelope{Kind: schemas.Envelope_Kind_receipt, Payload: payload, Destination: dest}
+		k, err := gossip.ReceiptSecret(e)
+		if err != nil {
+			return
+		}
+		tag := gossip.ReceiptTag(k)
+		if string(tag[:]) != string(dest) {
+			t.Fatal("accepted a receipt whose secret does not match")
+		}
+	})
+}
+
+func TestReceiptTagMatchesWhatSendersSeal(t *testing.T) {
+	// Relays compute gossip.ReceiptTag; senders put e2e.ReceiptTagOf in
+	// every DM. If they ever differ, receipts silently delete nothing.
+	for range 8 {
+		var k [32]byte
+		rand.Read(k[:])
+		if gossip.ReceiptTag(k[:]) != e2e.ReceiptTagOf(k) {
+			t.Fatal("gossip.ReceiptTag and e2e.ReceiptTagOf disagree")
+		}
+	}
+}
