@@ -1,27 +1,32 @@
-# Reads `go test -bench` output; prints each benchmark group's variants as
-# a ratio to its "bare" quic-go baseline from the same run.
+# Reads `go test -bench` output; prints each benchmark with its time per
+# operation, its other metrics, and, where the group has a "bare" variant
+# (the quic-go baseline measured in the same run), the ratio to it.
 /^Benchmark/ {
-	split($1, part, "/")
-	group = part[1]; sub(/^Benchmark/, "", group)
-	variant = part[2]; sub(/-[0-9]+$/, "", variant)
-	for (i = 2; i <= NF; i++) if ($(i) == "ns/op") ns = $(i - 1)
-	val[group, variant] = ns
-	if (!(group in seen)) { seen[group] = 1; order[++n] = group }
+	name = $1; sub(/^Benchmark/, "", name); sub(/-[0-9]+$/, "", name)
+	n = split(name, part, "/")
+	group = part[1]; variant = (n > 1) ? part[2] : "-"
+	extra = ""
+	for (i = 3; i < NF; i += 2) {
+		if ($(i + 1) == "ns/op") ns = $(i)
+		else if ($(i + 1) != "B/op" && $(i + 1) != "allocs/op") extra = extra sprintf("  %s %s", $(i), $(i + 1))
+	}
+	key = group SUBSEP variant
+	val[key] = ns; ext[key] = extra
+	if (!(group in seen)) { seen[group] = 1; order[++groups] = group }
 	vars[group] = vars[group] " " variant
 }
 END {
-	printf "%-10s %-6s %14s %10s\n", "bench", "what", "time/op", "x bare"
-	for (k = 1; k <= n; k++) {
+	printf "%-18s %-6s %12s %8s  %s\n", "benchmark", "what", "time/op", "x bare", "metrics"
+	for (k = 1; k <= groups; k++) {
 		g = order[k]
 		base = val[g, "bare"]
 		m = split(vars[g], vs, " ")
 		for (j = 1; j <= m; j++) {
-			v = vs[j]
-			t = val[g, v]
+			v = vs[j]; t = val[g, v]
 			unit = "us"; shown = t / 1000
 			if (shown >= 1000) { unit = "ms"; shown = shown / 1000 }
-			ratio = (base > 0) ? sprintf("%.2f", t / base) : "n/a"
-			printf "%-10s %-6s %11.2f %s %10s\n", g, v, shown, unit, ratio
+			ratio = (base > 0) ? sprintf("%.2f", t / base) : ""
+			printf "%-18s %-6s %9.2f %s %8s %s\n", g, v, shown, unit, ratio, ext[g, v]
 		}
 	}
 }

@@ -107,6 +107,10 @@ func startService(t *testing.T, env map[string]string) []string {
 	t.Helper()
 	bb := needTool(t, "busybox")
 	dir := t.TempDir()
+	if _, ok := env["UCI_store"]; !ok {
+		// Keep the script's default (/tmp/qpq) off this machine.
+		env["UCI_store"] = filepath.Join(dir, "store", "store.db")
+	}
 	fake := filepath.Join(dir, "qpq")
 	if err := os.WriteFile(fake, []byte(fakeQPQ), 0o755); err != nil {
 		t.Fatal(err)
@@ -140,12 +144,17 @@ func hasPrefix(lines []string, prefix string) bool {
 
 func TestInitStartServicePassesUCIAsFlags(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "keys")
+	storeFile := filepath.Join(t.TempDir(), "ram", "store.db")
 	lines := startService(t, map[string]string{
-		"UCI_enabled":   "1",
-		"UCI_data":      data,
-		"UCI_log_level": "debug",
-		"UCI_mem_limit": "48M",
-		"UCI_peer":      "192.0.2.1:7443#aaaa [2001:db8::1]:7443#bbbb",
+		"UCI_enabled":         "1",
+		"UCI_data":            data,
+		"UCI_log_level":       "debug",
+		"UCI_mem_limit":       "48M",
+		"UCI_peer":            "192.0.2.1:7443#aaaa [2001:db8::1]:7443#bbbb",
+		"UCI_store":           storeFile,
+		"UCI_store_max_bytes": "8M",
+		"UCI_max_ttl":         "2d",
+		"UCI_max_hops":        "8",
 	})
 	// The fake binary's path varies; call it FAKE.
 	for i, l := range lines {
@@ -158,7 +167,10 @@ func TestInitStartServicePassesUCIAsFlags(t *testing.T) {
 	wantLines := []string{
 		"config_load qpq",
 		"procd_open_instance",
-		"procd_set_param command FAKE node --data " + data + " --listen [::]:7443 --control /var/run/qpq.sock --log-level debug",
+		"procd_set_param command FAKE node --data " + data + " --listen [::]:7443 --control /var/run/qpq.sock --log-level debug --store " + storeFile,
+		"procd_append_param command --store-max-bytes 8M",
+		"procd_append_param command --max-ttl 2d",
+		"procd_append_param command --max-hops 8",
 		"procd_append_param command --peer 192.0.2.1:7443#aaaa",
 		"procd_append_param command --peer [2001:db8::1]:7443#bbbb",
 		"procd_set_param env GOMEMLIMIT=48MiB",

@@ -9,16 +9,25 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/quicproquo/qpq/mesh/link"
 )
 
 // Defaults from DESIGN's "Names and defaults".
 const (
-	DefaultListen = "[::]:7443"
-	DefaultDomain = "qpq"
-	SocketName    = "qpq.sock"
+	DefaultListen        = "[::]:7443"
+	DefaultDomain        = "qpq"
+	SocketName           = "qpq.sock"
+	StoreName            = "store.db"
+	DefaultStoreMaxBytes = 16 << 20
+	DefaultMaxTTL        = 7 * 24 * time.Hour
+	DefaultMaxHops       = 32
+	// HardMaxHops is the largest hop limit a node may be configured with;
+	// hop limits travel in one byte.
+	HardMaxHops = 255
 	// maxSocketPath is the longest unix socket path Linux accepts
 	// (sun_path is 108 bytes including the terminating NUL).
 	maxSocketPath = 107
@@ -40,6 +49,15 @@ type Config struct {
 	LogLevel slog.Level
 	// Domain is the mesh domain. Default "qpq".
 	Domain string
+	// Store is the bbolt file holding envelopes. Default DataDir/store.db.
+	Store string
+	// StoreMaxBytes caps the envelope bytes stored. Default 16 MiB (on a
+	// router the store is in RAM).
+	StoreMaxBytes int64
+	// MaxTTL caps the time to live of any envelope received. Default 7 days.
+	MaxTTL time.Duration
+	// MaxHops caps the hop limit of any envelope received. Default 32.
+	MaxHops int
 	// MemLimit is the soft memory limit in bytes (GOMEMLIMIT); 0 leaves
 	// Go's default. Only uci sets it; the init script passes it as the
 	// GOMEMLIMIT environment variable.
@@ -48,7 +66,8 @@ type Config struct {
 
 // Default returns the defaults, with DataDir resolved for the current user.
 func Default() Config {
-	return Config{Listen: DefaultListen, LogLevel: slog.LevelInfo, Domain: DefaultDomain}
+	return Config{Listen: DefaultListen, LogLevel: slog.LevelInfo, Domain: DefaultDomain,
+		StoreMaxBytes: DefaultStoreMaxBytes, MaxTTL: DefaultMaxTTL, MaxHops: DefaultMaxHops}
 }
 
 // DefaultDataDir is the data dir when neither --data nor QPQ_DATA is given.
@@ -70,6 +89,9 @@ func (c *Config) Finish() error {
 	}
 	if c.Control == "" {
 		c.Control = filepath.Join(c.DataDir, SocketName)
+	}
+	if c.Store == "" {
+		c.Store = filepath.Join(c.DataDir, StoreName)
 	}
 	var errs []error
 	if len(c.Control) > maxSocketPath {
@@ -162,6 +184,47 @@ func Options() []Option {
 					return fmt.Errorf("want debug, info, warn or error")
 				}
 				c.LogLevel = l
+				return nil
+			}},
+		{Name: "store", Env: "QPQ_STORE", Arg: "PATH", Usage: "envelope store file (default DATA/store.db)",
+			set: func(c *Config, v string) error {
+				if v == "" {
+					return errors.New("empty path")
+				}
+				c.Store = v
+				return nil
+			}},
+		{Name: "store-max-bytes", Env: "QPQ_STORE_MAX_BYTES", Arg: "SIZE", Usage: "most envelope bytes the store holds, e.g. 16M (default 16M)",
+			set: func(c *Config, v string) error {
+				n, err := ParseSize(v)
+				if err != nil {
+					return err
+				}
+				if n < 64<<10 {
+					return errors.New("below 64K, the store could not hold a single large message")
+				}
+				c.StoreMaxBytes = n
+				return nil
+			}},
+		{Name: "max-ttl", Env: "QPQ_MAX_TTL", Arg: "DURATION", Usage: "longest time to live this node grants any envelope, e.g. 7d (default 7d)",
+			set: func(c *Config, v string) error {
+				d, err := ParseDuration(v)
+				if err != nil {
+					return err
+				}
+				if d < time.Minute || d > 90*24*time.Hour {
+					return errors.New("want between 1m and 90d")
+				}
+				c.MaxTTL = d
+				return nil
+			}},
+		{Name: "max-hops", Env: "QPQ_MAX_HOPS", Arg: "N", Usage: "largest hop limit this node lets an envelope keep (default 32)",
+			set: func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 || n > HardMaxHops {
+					return fmt.Errorf("want a whole number from 0 to %d", HardMaxHops)
+				}
+				c.MaxHops = n
 				return nil
 			}},
 		{Name: "enabled", UCIOnly: true, Usage: "start the service (0 or 1)",

@@ -35,6 +35,18 @@ type Status struct {
 	Listen      string `json:"listen"` // the address actually bound
 	UptimeS     int64  `json:"uptime_s"`
 	Peers       []Peer `json:"peers"` // always a list, never null
+	Store       Store  `json:"store"`
+}
+
+// Store is the envelope store's fill.
+type Store struct {
+	Path       string `json:"path"`
+	Envelopes  int64  `json:"envelopes"`
+	Bytes      int64  `json:"bytes"`
+	MaxBytes   int64  `json:"max_bytes"`
+	Tombstones int64  `json:"tombstones"`
+	// Kinds counts the envelopes held by kind ("dm", "bundle", ...).
+	Kinds map[string]int `json:"kinds"`
 }
 
 // Peer is one linked neighbour.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -58,7 +59,14 @@ func (s nodeService) Health(ctx context.Context, call schemas.Node_health) error
 
 func (d *Daemon) serveClient(conn *quic.Conn) {
 	ctx, cancel := context.WithTimeout(d.ctx, clientIdle)
-	rc, err := link.ServeStream(ctx, conn, capnp.Client(schemas.Node_ServerToClient(nodeService{d})), d.log)
+	// Quotas count per client address, not per connection, so opening
+	// more connections buys no more room.
+	label := conn.RemoteAddr().String()
+	if ua, ok := conn.RemoteAddr().(*net.UDPAddr); ok {
+		label = ua.IP.String()
+	}
+	sess := &clientSession{d: d, conn: conn, label: label}
+	rc, err := link.ServeStream(ctx, conn, capnp.Client(schemas.Node_ServerToClient(sess)), d.log)
 	cancel()
 	if err != nil {
 		conn.CloseWithError(link.CodeRefused, "no RPC stream")

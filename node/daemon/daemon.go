@@ -16,6 +16,9 @@ import (
 	"capnproto.org/go/capnp/v3"
 	"github.com/quic-go/quic-go"
 
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/gossip/relay"
+	"github.com/quicproquo/qpq/gossip/store"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/node/buildinfo"
@@ -44,6 +47,8 @@ type Daemon struct {
 	id      *identity.Node
 	tr      *link.Transport
 	ctl     *control.Server
+	st      *store.Store
+	eng     *relay.Engine
 	hello   link.Hello
 	started time.Time
 
@@ -85,8 +90,23 @@ func NewWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 }
 
 func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*Daemon, error) {
+	// One source (a client's address or a link) may hold a sixteenth of
+	// the store, one mailbox a quarter: a client sending without pause
+	// can neither fill the store nor another user's mailbox.
+	st, err := store.Open(cfg.Store, store.Options{
+		MaxBytes:      cfg.StoreMaxBytes,
+		MaxPerSource:  cfg.StoreMaxBytes / 16,
+		MaxPerMailbox: cfg.StoreMaxBytes / 4,
+		MaxTTL:        cfg.MaxTTL,
+		MaxHops:       uint8(min(cfg.MaxHops, config.HardMaxHops)),
+		Logger:        log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	tr, err := link.Listen(cfg.Listen, id)
 	if err != nil {
+		st.Close()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -95,6 +115,8 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		log:     log,
 		id:      id,
 		tr:      tr,
+		st:      st,
+		eng:     relay.New(relay.Options{Store: st, VerifyBundle: verifyBundle, Log: log, ReceiptHops: uint8(min(cfg.MaxHops, 16))}),
 		hello:   link.LocalHello(buildinfo.String(), cfg.Domain),
 		started: time.Now(),
 		ctx:     ctx,
@@ -107,7 +129,9 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		d.ctl, err = control.Listen(cfg.Control, d.Status, log)
 		if err != nil {
 			cancel()
+			d.eng.Close()
 			tr.Close()
+			st.Close()
 			return nil, err
 		}
 	}
@@ -123,10 +147,14 @@ func (d *Daemon) Addr() string { return d.tr.Addr().String() }
 // Run serves until ctx is cancelled or Close is called, then shuts down and
 // returns nil.
 func (d *Daemon) Run(ctx context.Context) error {
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
 		d.acceptLoop()
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.purgeLoop()
 	}()
 	for _, p := range d.cfg.Peers {
 		if p.FP.Equal(d.id.Fingerprint()) {
@@ -161,6 +189,10 @@ func (d *Daemon) Close() error {
 		}
 		d.tr.Close()
 		d.wg.Wait()
+		d.eng.Close()
+		if err := d.st.Close(); err != nil {
+			d.log.Error("close store", "err", err)
+		}
 	})
 	return nil
 }
@@ -210,7 +242,14 @@ func (d *Daemon) acceptLoop() {
 
 func (d *Daemon) acceptPeer(conn *quic.Conn) {
 	ctx, cancel := context.WithTimeout(d.ctx, dialTimeout)
-	l, err := link.Establish(ctx, conn, false, d.peerBootstrap(), d.hello, d.log)
+	fp, err := link.PeerFingerprint(conn.ConnectionState().TLS)
+	if err != nil {
+		cancel()
+		<-d.pending
+		conn.CloseWithError(link.CodeRefused, err.Error())
+		return
+	}
+	l, err := link.Establish(ctx, conn, false, d.peerBootstrap(fp), d.hello, d.log)
 	cancel()
 	<-d.pending
 	if err != nil {
@@ -237,8 +276,14 @@ func (d *Daemon) inboundCount() int {
 	return n
 }
 
-func (d *Daemon) peerBootstrap() capnp.Client {
-	return capnp.Client(schemas.MeshPeer_ServerToClient(&link.PeerServer{Local: d.hello, Stats: d.stats}))
+// peerBootstrap is the MeshPeer offered to the neighbour fp.
+func (d *Daemon) peerBootstrap(fp identity.Fingerprint) capnp.Client {
+	return capnp.Client(schemas.MeshPeer_ServerToClient(&link.PeerServer{
+		Local:          d.hello,
+		Stats:          d.stats,
+		PushHandler:    d.pushHandler(fp),
+		SummaryHandler: d.summaryHandler(fp),
+	}))
 }
 
 func (d *Daemon) stats() (time.Duration, int) {
@@ -306,6 +351,13 @@ func (d *Daemon) runLink(l *link.Link) {
 	}
 	d.log.Info("link up", "peer", l.Peer(), "addr", l.RemoteAddr(), "direction", dir, "peer_software", l.PeerHello().Software)
 	defer d.removeLink(l)
+	stopRelay := d.eng.AddPeer(l.Peer(), linkPeer{l})
+	defer stopRelay()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.syncLink(l)
+	}()
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
 	for {
@@ -394,7 +446,7 @@ func (d *Daemon) dial(p link.PeerAddr) (*link.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	return link.Establish(ctx, conn, true, d.peerBootstrap(), d.hello, d.log)
+	return link.Establish(ctx, conn, true, d.peerBootstrap(p.FP), d.hello, d.log)
 }
 
 // Status reports the node and its links for the control socket.
@@ -408,6 +460,12 @@ func (d *Daemon) Status() control.Status {
 		UptimeS:     int64(time.Since(d.started) / time.Second),
 		Peers:       []control.Peer{},
 	}
+	ss := d.st.Stats()
+	st.Store = control.Store{Path: d.st.Path(), Envelopes: ss.Envelopes, Bytes: ss.Bytes, MaxBytes: ss.MaxBytes, Tombstones: ss.Tombstones, Kinds: map[string]int{}}
+	d.st.IDs(func(_ gossip.ID, k schemas.Envelope_Kind) bool {
+		st.Store.Kinds[k.String()]++
+		return true
+	})
 	d.mu.Lock()
 	for _, l := range d.links {
 		dir := "inbound"

@@ -5,15 +5,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/node/buildinfo"
+	"github.com/quicproquo/qpq/node/client"
 	"github.com/quicproquo/qpq/node/config"
 	"github.com/quicproquo/qpq/node/daemon"
+	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/schemas"
 )
 
@@ -22,7 +27,9 @@ const selftestTimeout = 2 * time.Minute
 
 const selftestAbout = `Start two nodes inside this process on 127.0.0.1 (no files, no mDNS),
 link them with a pinned static peer, and exercise every path the binary has:
-the link's hello and health RPCs and a client connection's hello and health.
+the link's hello and health RPCs, a client connection's hello and health,
+and a sealed direct message from a user at one node to a user at the other
+through store and forward, acknowledged with its receipt.
 Prints each step and exits 0 only if all of them work. Used by the qemu smoke
 tests to run the real code on every router architecture.`
 
@@ -54,6 +61,12 @@ func selftest(ctx context.Context, out io.Writer, log *slog.Logger) error {
 	}
 	fmt.Fprintf(out, "selftest: %s\n", buildinfo.String())
 
+	dir, err := os.MkdirTemp("", "qpq-selftest-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
 	ida, err := identity.NewNode()
 	if err != nil {
 		return err
@@ -64,6 +77,7 @@ func selftest(ctx context.Context, out io.Writer, log *slog.Logger) error {
 	}
 	cfgA := config.Default()
 	cfgA.Listen = "127.0.0.1:0"
+	cfgA.Store = filepath.Join(dir, "a.db")
 	a, err := daemon.NewWithIdentity(cfgA, ida, log.With("node", "a"))
 	if err != nil {
 		return fmt.Errorf("start node a: %w", err)
@@ -73,6 +87,7 @@ func selftest(ctx context.Context, out io.Writer, log *slog.Logger) error {
 
 	cfgB := config.Default()
 	cfgB.Listen = "127.0.0.1:0"
+	cfgB.Store = filepath.Join(dir, "b.db")
 	cfgB.Peers = []link.PeerAddr{{Addr: a.Addr(), FP: ida.Fingerprint()}}
 	b, err := daemon.NewWithIdentity(cfgB, idb, log.With("node", "b"))
 	if err != nil {
@@ -98,6 +113,85 @@ func selftest(ctx context.Context, out io.Writer, log *slog.Logger) error {
 		return fmt.Errorf("client RPC to node a: %w", err)
 	}
 	step("client hello and health on node a")
+
+	if err := selftestDM(ctx, a.Addr(), ida.Fingerprint(), b.Addr(), idb.Fingerprint(), step); err != nil {
+		return fmt.Errorf("direct message: %w", err)
+	}
+	return nil
+}
+
+// selftestDM carries a sealed DM from a user at node a to a user at node b
+// through store and forward, and acknowledges it.
+func selftestDM(ctx context.Context, addrA string, fpA identity.Fingerprint, addrB string, fpB identity.Fingerprint, step func(string, ...any)) error {
+	alice, bob := e2e.NewUser(), e2e.NewUser()
+	bobBundle, err := bob.SignedBundle(1, 24*time.Hour)
+	if err != nil {
+		return err
+	}
+	cb, err := client.Dial(ctx, addrB, fpB)
+	if err != nil {
+		return err
+	}
+	defer cb.Close()
+	mb, err := cb.Authenticate(ctx, bob, bobBundle)
+	if err != nil {
+		return err
+	}
+	defer mb.Release()
+	step("bob authenticated at node b")
+
+	ca, err := client.Dial(ctx, addrA, fpA)
+	if err != nil {
+		return err
+	}
+	defer ca.Close()
+	var b e2e.Bundle
+	for {
+		if b, err = ca.LookupBundle(ctx, bob.Fingerprint()); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bob's bundle never reached node a: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	step("bob's key bundle reached node a")
+
+	body := []byte("selftest: hello bob, from alice")
+	sealed, err := e2e.SealDM(alice, b, body, time.Now())
+	if err != nil {
+		return err
+	}
+	env := gossip.Envelope{Kind: schemas.Envelope_Kind_dm, Destination: append([]byte(nil), b.Fingerprint[:]...),
+		TTLSeconds: 3600, HopLimit: 4, ReceiptTag: sealed.ReceiptTag[:], Payload: sealed.Payload}
+	env.ID = gossip.ComputeID(env.Kind, env.Destination, env.ReceiptTag, env.Payload)
+	if _, err := ca.Enqueue(ctx, env); err != nil {
+		return err
+	}
+	step("alice's DM enqueued at node a (%d bytes sealed)", len(sealed.Payload))
+
+	var got []gossip.Envelope
+	for len(got) == 0 {
+		if got, err = mb.Fetch(ctx, 16, 5*time.Second); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("the DM never reached node b")
+		}
+	}
+	m, err := e2e.OpenDM(bob, got[0].Payload)
+	if err != nil {
+		return err
+	}
+	if got[0].ID != env.ID || string(m.Body) != string(body) || m.From != alice.Fingerprint() {
+		return fmt.Errorf("bob got %q from %s, want %q from alice", m.Body, m.From.Short(), body)
+	}
+	step("bob fetched and opened it at node b")
+	if n, err := mb.Ack(ctx, [][]byte{m.ReceiptSecret[:]}); err != nil || n != 1 {
+		return fmt.Errorf("ack deleted %d envelopes (%v), want 1", n, err)
+	}
+	step("bob acknowledged it (receipt deletes copies)")
 	return nil
 }
 

@@ -30,7 +30,7 @@ func explicitControl(env *cliEnv, fs *flag.FlagSet) bool {
 func runStatus(env *cliEnv, args []string) int {
 	fs := newFlags(env, "status", "status [--data DIR] [--control PATH] [--json]", statusAbout)
 	b := config.Bind(fs, "data", "control")
-	asJSON := fs.Bool("json", false, "print one JSON object: fingerprint, short, version, listen, uptime_s, peers[] (fingerprint, addr, direction, rtt_ms, linked_s)")
+	asJSON := fs.Bool("json", false, "print one JSON object: fingerprint, short, version, listen, uptime_s, peers[] (fingerprint, addr, direction, rtt_ms, linked_s), store (path, envelopes, bytes, max_bytes, tombstones)")
 	cfg, err := b.Parse(args, env.getenv)
 	if code, ok := parseStatus(env, fs, err); !ok {
 		return code
@@ -55,6 +55,8 @@ func runStatus(env *cliEnv, args []string) int {
 	w := env.stdout
 	fmt.Fprintf(w, "fingerprint  %s\nshort code   %s\nversion      %s\nlisten       %s\nuptime       %s\n",
 		st.Fingerprint, st.Short, st.Version, st.Listen, time.Duration(st.UptimeS)*time.Second)
+	fmt.Fprintf(w, "store        %d envelopes, %d of %d bytes, %d tombstones (%s)\n",
+		st.Store.Envelopes, st.Store.Bytes, st.Store.MaxBytes, st.Store.Tombstones, st.Store.Path)
 	fmt.Fprintf(w, "peers        %d\n", len(st.Peers))
 	for _, p := range st.Peers {
 		fmt.Fprintf(w, "  %s  %-22s %-8s rtt %6.2f ms  linked %s\n",

@@ -31,13 +31,19 @@ type command struct {
 // cliEnv is the process boundary, injectable for tests.
 type cliEnv struct {
 	stdout, stderr io.Writer
+	stdin          io.Reader
 	getenv         func(string) string
+	lookupEnv      func(string) (string, bool)
 }
 
 func commands() []command {
 	return []command{
 		{"node", "run the mesh node daemon (`qpq node id` prints its identity)", runNode},
 		{"status", "show a running node's fingerprint, address, uptime and links", runStatus},
+		{"id", "create or show your user identity: qpq id new | qpq id show [--qr]", runID},
+		{"contact", "add or list contacts: qpq contact add FP [NAME] | qpq contact list", runContact},
+		{"send", "send a direct message: qpq send --to WHO --text TEXT", runSend},
+		{"recv", "receive your messages: qpq recv [--follow] [--json]", runRecv},
 		{"config", "check a uci config file: qpq config check /etc/config/qpq", runConfig},
 		{"selftest", "start two nodes in-process on loopback, link them, exercise every path", runSelftest},
 		{"version", "print the version, Go version and os/arch", runVersion},
@@ -46,7 +52,7 @@ func commands() []command {
 }
 
 func main() {
-	env := &cliEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	env := &cliEnv{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin, getenv: os.Getenv, lookupEnv: os.LookupEnv}
 	os.Exit(run(env, os.Args[1:]))
 }
 
@@ -135,6 +141,23 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintf(w, "%s\n      %s\n", head, usage)
 	})
+}
+
+// parseInterleaved parses flags that may come before, between or after
+// positional arguments (people type `qpq contact add FP bob --home DIR`),
+// and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 }
 
 // parseArgs is parseStatus for a command that takes exactly n

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/node/config"
+	"github.com/quicproquo/qpq/node/e2e"
+	"github.com/quicproquo/qpq/node/home"
+	"github.com/quicproquo/qpq/schemas"
+)
+
+// Direct message defaults (DESIGN "Broadcast channels" lists them).
+const (
+	defaultDMTTL  = 7 * 24 * time.Hour
+	defaultDMHops = 16
+	maxDMHops     = 32
+)
+
+const sendAbout = `Seal a direct message to one person and hand it to a node, which carries
+it hop by hop and holds it until they connect. The message is end-to-end
+encrypted (X25519 + ML-KEM-768) to the recipient's published key bundle; the
+node sees neither the text nor who sent it. Exits 0 once the node has stored
+it and prints the message id (the same id qpq recv shows).
+
+The body comes from --text, else from standard input (at most 16 KiB).
+--to takes a contact name, a full fingerprint, or a unique prefix of a
+contact's fingerprint. The recipient must have connected to the mesh once
+(qpq recv) so that their key bundle is known.
+
+Examples:
+  qpq send --node 127.0.0.1:7443 --to bob --text "meet at the water tower"
+  echo "status: ok" | qpq send --to 4xq7 --ttl 2d --hops 8`
+
+func runSend(env *cliEnv, args []string) int {
+	fs := newFlags(env, "send", "send [--node ADDR[#FP]] [--home DIR] --to WHO [--ttl DURATION] [--hops N] [--text TEXT] [--json]", sendAbout)
+	nodeFlag := fs.String("node", "", "node to hand the message to, ADDR[#FINGERPRINT] [$QPQ_NODE]")
+	homeDir := fs.String("home", "", "client home dir [$QPQ_HOME]")
+	to := fs.String("to", "", "recipient: contact name, fingerprint, or unique prefix of a contact's fingerprint")
+	text := fs.String("text", "", "message text (default: read standard input)")
+	ttlFlag := fs.String("ttl", "7d", "how long the mesh keeps trying, e.g. 6h, 2d")
+	hopsFlag := fs.String("hops", strconv.Itoa(defaultDMHops), fmt.Sprintf("most node-to-node forwards, 0-%d", maxDMHops))
+	repin := fs.Bool("repin", false, "accept and remember a changed node key")
+	asJSON := fs.Bool("json", false, "print {\"id\": ...}")
+	textGiven := false
+	if code, ok := parseStatus(env, fs, fs.Parse(args)); !ok {
+		return code
+	}
+	fs.Visit(func(f *flag.Flag) { textGiven = textGiven || f.Name == "text" })
+	if *to == "" {
+		fmt.Fprintln(env.stderr, "qpq send: --to is required")
+		return exitUsage
+	}
+	ttl, err := config.ParseDuration(*ttlFlag)
+	if err != nil || ttl < time.Second || ttl > 90*24*time.Hour {
+		fmt.Fprintf(env.stderr, "qpq send: --ttl %q: want a duration from 1s to 90d, e.g. 6h or 7d\n", *ttlFlag)
+		return exitUsage
+	}
+	hops, err := strconv.Atoi(*hopsFlag)
+	if err != nil || hops < 0 || hops > maxDMHops {
+		fmt.Fprintf(env.stderr, "qpq send: --hops %q: want a whole number from 0 to %d\n", *hopsFlag, maxDMHops)
+		return exitUsage
+	}
+	target, err := parseNode(*nodeFlag, env)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
+		return exitUsage
+	}
+	h, err := home.Resolve(*homeDir, env.getenv)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
+		return exitUsage
+	}
+	toFP, _, err := h.ResolveRecipient(*to)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq send: --to: %v\n", err)
+		return exitUsage
+	}
+	body := []byte(*text)
+	if !textGiven {
+		body, err = io.ReadAll(io.LimitReader(env.stdin, gossip.MaxBody+1))
+		if err != nil {
+			fmt.Fprintf(env.stderr, "qpq send: read standard input: %v\n", err)
+			return exitFailure
+		}
+	}
+	if len(body) > gossip.MaxBody {
+		fmt.Fprintf(env.stderr, "qpq send: the message is over %d bytes (16 KiB), the most one message carries; split it\n", gossip.MaxBody)
+		return exitFailure
+	}
+	u, err := loadUser(env, h)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
+		return exitFailure
+	}
+	id, err := send(env, h, u, target, *repin, toFP, body, ttl, uint8(hops))
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
+		return exitFailure
+	}
+	if *asJSON {
+		json.NewEncoder(env.stdout).Encode(map[string]string{"id": id.String()})
+	} else {
+		fmt.Fprintln(env.stdout, id)
+	}
+	return exitOK
+}
+
+func send(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bool, to [32]byte, body []byte, ttl time.Duration, hops uint8) (gossip.ID, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	c, err := connect(ctx, env, h, t, repin)
+	if err != nil {
+		return gossip.ID{}, err
+	}
+	defer c.Close()
+	signed, err := signedBundle(h, u)
+	if err != nil {
+		return gossip.ID{}, err
+	}
+	if err := c.PublishBundle(ctx, signed); err != nil {
+		return gossip.ID{}, fmt.Errorf("publish your key bundle: %w", err)
+	}
+	b, err := c.LookupBundle(ctx, to)
+	if err != nil {
+		return gossip.ID{}, fmt.Errorf("%w: the recipient must connect once (qpq recv) before they can be written to", err)
+	}
+	sealed, err := e2e.SealDM(u, b, body, time.Now())
+	if errors.Is(err, e2e.ErrBodyTooLarge) {
+		return gossip.ID{}, err
+	} else if err != nil {
+		return gossip.ID{}, fmt.Errorf("seal: %w", err)
+	}
+	env2 := gossip.Envelope{
+		Kind:        schemas.Envelope_Kind_dm,
+		Destination: append([]byte(nil), to[:]...),
+		TTLSeconds:  uint32(ttl / time.Second),
+		HopLimit:    hops,
+		ReceiptTag:  append([]byte(nil), sealed.ReceiptTag[:]...),
+		Payload:     sealed.Payload,
+	}
+	env2.ID = gossip.ComputeID(env2.Kind, env2.Destination, env2.ReceiptTag, env2.Payload)
+	if _, err := c.Enqueue(ctx, env2); err != nil {
+		return gossip.ID{}, fmt.Errorf("node refused the message: %w", err)
+	}
+	return env2.ID, nil
+}
