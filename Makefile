@@ -23,7 +23,8 @@ FUZZ := \
 	./node/e2e:FuzzVerifyBundle \
 	./node/e2e:FuzzParseShare \
 	./node/e2e:FuzzLoadUser \
-	./node/e2e:FuzzOpenChannel
+	./node/e2e:FuzzOpenChannel \
+	./mesh/discovery:FuzzParseTXT
 
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
@@ -117,7 +118,7 @@ smoke: cross
 # Debian packages the tests need (the same list .ci/run installs).
 deps:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq capnproto qemu-user-static busybox shellcheck xz-utils
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq capnproto qemu-user-static busybox shellcheck xz-utils iproute2 avahi-daemon
 
 clean:
 	rm -rf qpq build

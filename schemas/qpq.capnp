@@ -170,6 +170,14 @@ interface Node {
   # fingerprint (32 bytes), or empty Data when it knows none. The caller
   # checks it against the fingerprint it asked for.
   lookupBundle @6 (fingerprint :Data) -> (bundle :Data);
+
+  # channelFetch returns broadcast envelopes held for the given channel ids
+  # (32 bytes each, at most 64), oldest first: for each channel those held
+  # after the envelope id at the same index of `after`, or, when that entry
+  # is empty or no longer held, the newest `limit`. When there are none and
+  # waitSeconds > 0 it waits up to that long for one. Channel messages are
+  # not acknowledged: they stay until their TTL ends, for late joiners.
+  channelFetch @7 (channels :List(Data), limit :UInt32, waitSeconds :UInt32, after :List(Data)) -> (envelopes :List(Envelope));
 }
 
 # Mailbox is one authenticated user's view of the envelopes addressed to

@@ -17,6 +17,7 @@ import (
 	"github.com/bits-and-blooms/bloom/v3"
 
 	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/gossip/seen"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/schemas"
 )
@@ -82,13 +83,18 @@ type Options struct {
 	ReceiptHops uint8
 	// Now is the monotonic clock for rate limits (tests inject it).
 	Now func() time.Time
+	// MaxBroadcastHops caps a broadcast's hop limit (DESIGN: 7).
+	MaxBroadcastHops uint8
+	// Seen configures the broadcast seen-set; its Confirm is the store.
+	Seen seen.Options
 }
 
 // Engine owns propagation state. Create with New; Close stops every
 // peer's sender.
 type Engine struct {
-	o   Options
-	log *slog.Logger
+	o    Options
+	log  *slog.Logger
+	seen *seen.Set // broadcast ids: a keyed bloom pre-check, confirmed exactly
 
 	mu      sync.Mutex // guards the fields below
 	peers   map[identity.Fingerprint]*peer
@@ -118,8 +124,25 @@ func New(o Options) *Engine {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Engine{o: o, log: o.Log, peers: map[identity.Fingerprint]*peer{}, waiters: map[[32]byte]map[chan struct{}]struct{}{}}
+	if o.MaxBroadcastHops == 0 {
+		o.MaxBroadcastHops = 7
+	}
+	so := o.Seen
+	if so.Confirm == nil {
+		so.Confirm = o.Store.Has
+	}
+	set, err := seen.New(so)
+	if err != nil {
+		// Only programming errors reach here: the options are constants
+		// or tests' own; fall back to the defaults.
+		o.Log.Error("seen-set options refused; using defaults", "err", err)
+		set, _ = seen.New(seen.Options{Confirm: o.Store.Has})
+	}
+	return &Engine{o: o, log: o.Log, seen: set, peers: map[identity.Fingerprint]*peer{}, waiters: map[[32]byte]map[chan struct{}]struct{}{}}
 }
+
+// SeenStats reports the broadcast seen-set.
+func (e *Engine) SeenStats() seen.Stats { return e.seen.Stats() }
 
 // peer is one neighbour's sender: a bounded queue of ids drained by one
 // goroutine, and the ids it already has (sent to it, or received from it).
@@ -249,6 +272,16 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 		}
 	case schemas.Envelope_Kind_decoy:
 		return false, nil // cover traffic: dropped on arrival
+	case schemas.Envelope_Kind_broadcast:
+		// Each broadcast is relayed once: a seen id is dropped before it
+		// costs a store lookup (the set confirms a bloom hit exactly).
+		if e.seen.CheckAndAdd(env.ID) {
+			if !src.Peer.IsZero() {
+				e.markKnown(src.Peer, env.ID)
+			}
+			return false, nil
+		}
+		env.HopLimit = min(env.HopLimit, e.o.MaxBroadcastHops)
 	}
 	added, err = e.o.Store.Put(env, src.quotaKey())
 	if err != nil || !added {
@@ -260,7 +293,7 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 	if !src.Peer.IsZero() {
 		e.markKnown(src.Peer, env.ID)
 	}
-	if env.Kind == schemas.Envelope_Kind_dm {
+	if env.Kind == schemas.Envelope_Kind_dm || env.Kind == schemas.Envelope_Kind_broadcast {
 		e.wake(env.Destination)
 	}
 	e.fanOut(env.ID, src.Peer)
@@ -366,6 +399,44 @@ func (e *Engine) Mailbox(user identity.Fingerprint, limit, maxBytes int) ([]goss
 		size += len(x.Payload)
 		if limit > 0 && len(out) == limit {
 			break
+		}
+	}
+	return out, nil
+}
+
+// Channel returns broadcasts held for the given channel ids, oldest
+// first: for channel i those held after the envelope after[i], or the
+// newest limit when after[i] is zero or no longer held. At most limit
+// envelopes and maxBytes of payload per call (at least one envelope).
+func (e *Engine) Channel(ids [][32]byte, after []gossip.ID, limit, maxBytes int) ([]gossip.Envelope, error) {
+	var out []gossip.Envelope
+	size := 0
+	for i, id := range ids {
+		all, err := e.o.Store.Mailbox(id[:], 0)
+		if err != nil {
+			return nil, err
+		}
+		var bs []gossip.Envelope
+		for _, x := range all {
+			if x.Kind == schemas.Envelope_Kind_broadcast {
+				bs = append(bs, x)
+			}
+		}
+		start := max(0, len(bs)-limit)
+		if i < len(after) && after[i] != (gossip.ID{}) {
+			for j, x := range bs {
+				if x.ID == after[i] {
+					start = j + 1
+					break
+				}
+			}
+		}
+		for _, x := range bs[start:] {
+			if len(out) > 0 && (size+len(x.Payload) > maxBytes || len(out) == limit) {
+				return out, nil
+			}
+			out = append(out, x)
+			size += len(x.Payload)
 		}
 	}
 	return out, nil

@@ -265,3 +265,4 @@ func (healthOnly) PublishBundle(context.Context, schemas.Node_publishBundle) err
 	return errTestOnly
 }
 func (healthOnly) LookupBundle(context.Context, schemas.Node_lookupBundle) error { return errTestOnly }
+func (healthOnly) ChannelFetch(context.Context, schemas.Node_channelFetch) error { return errTestOnly }

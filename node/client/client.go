@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -30,6 +31,9 @@ type Client struct {
 	node   schemas.Node
 	nodeFP identity.Fingerprint
 	addr   string
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Dial connects to the node at addr. With a zero pin any node key is
@@ -83,10 +87,13 @@ func (c *Client) NodeFingerprint() identity.Fingerprint { return c.nodeFP }
 
 // Close ends the connection. Safe to call twice.
 func (c *Client) Close() error {
-	c.node.Release()
-	c.rc.Close()
-	c.conn.CloseWithError(link.CodeClosing, "")
-	return c.tr.Close()
+	c.closeOnce.Do(func() {
+		c.node.Release()
+		c.rc.Close()
+		c.conn.CloseWithError(link.CodeClosing, "")
+		c.closeErr = c.tr.Close()
+	})
+	return c.closeErr
 }
 
 func (c *Client) hello(ctx context.Context) error {
@@ -282,3 +289,52 @@ func (m *Mailbox) Ack(ctx context.Context, secrets [][]byte) (int, error) {
 
 // Release drops the mailbox capability.
 func (m *Mailbox) Release() { m.mb.Release() }
+
+// ChannelFetch returns broadcasts held for the channel ids after the
+// envelope ids in after (zero: the newest limit), waiting up to wait when
+// there are none.
+func (c *Client) ChannelFetch(ctx context.Context, ids [][32]byte, after []gossip.ID, limit int, wait time.Duration) ([]gossip.Envelope, error) {
+	fut, release := c.node.ChannelFetch(ctx, func(p schemas.Node_channelFetch_Params) error {
+		l, err := p.NewChannels(int32(len(ids)))
+		if err != nil {
+			return err
+		}
+		for i, id := range ids {
+			if err := l.Set(i, id[:]); err != nil {
+				return err
+			}
+		}
+		al, err := p.NewAfter(int32(len(after)))
+		if err != nil {
+			return err
+		}
+		for i, a := range after {
+			if a != (gossip.ID{}) {
+				if err := al.Set(i, a[:]); err != nil {
+					return err
+				}
+			}
+		}
+		p.SetLimit(uint32(limit))
+		p.SetWaitSeconds(uint32(wait / time.Second))
+		return nil
+	})
+	defer release()
+	res, err := fut.Struct()
+	if err != nil {
+		return nil, err
+	}
+	list, err := res.Envelopes()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]gossip.Envelope, 0, list.Len())
+	for i := 0; i < list.Len(); i++ {
+		env, err := gossip.FromCapnp(list.At(i))
+		if err != nil {
+			return nil, fmt.Errorf("envelope %d from node: %w", i, err)
+		}
+		out = append(out, env)
+	}
+	return out, nil
+}

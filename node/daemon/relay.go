@@ -387,3 +387,87 @@ func (m *mailbox) Ack(ctx context.Context, call schemas.Mailbox_ack) error {
 	res.SetDeleted(uint32(n))
 	return nil
 }
+
+// maxChannels bounds the channel ids of one channelFetch.
+const maxChannels = 64
+
+func (s *clientSession) ChannelFetch(ctx context.Context, call schemas.Node_channelFetch) error {
+	list, err := call.Args().Channels()
+	if err != nil {
+		return fmt.Errorf("channelFetch: %w", err)
+	}
+	if list.Len() > maxChannels {
+		return fmt.Errorf("channelFetch: %d channels, at most %d", list.Len(), maxChannels)
+	}
+	ids := make([][32]byte, 0, list.Len())
+	for i := 0; i < list.Len(); i++ {
+		b, err := list.At(i)
+		if err != nil || len(b) != 32 {
+			return fmt.Errorf("channelFetch: channel id %d is not 32 bytes", i)
+		}
+		ids = append(ids, [32]byte(b))
+	}
+	afterList, _ := call.Args().After()
+	after := make([]gossip.ID, len(ids))
+	for i := 0; i < afterList.Len() && i < len(ids); i++ {
+		if b, err := afterList.At(i); err == nil && len(b) == gossip.IDLen {
+			after[i] = gossip.ID(b)
+		}
+	}
+	limit := int(call.Args().Limit())
+	if limit <= 0 || limit > maxFetch {
+		limit = maxFetch
+	}
+	wait := min(time.Duration(call.Args().WaitSeconds())*time.Second, maxWait)
+	var wake []<-chan struct{}
+	for _, id := range ids {
+		ch, stop := s.d.eng.Wait(id[:])
+		defer stop()
+		wake = append(wake, ch)
+	}
+	envs, err := s.d.eng.Channel(ids, after, limit, fetchBytes)
+	if err != nil {
+		return err
+	}
+	if len(envs) == 0 && wait > 0 && len(ids) > 0 {
+		call.Go()
+		any := make(chan struct{}, 1)
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		for _, ch := range wake {
+			go func() {
+				select {
+				case <-ch:
+					select {
+					case any <- struct{}{}:
+					default:
+					}
+				case <-wctx.Done():
+				}
+			}()
+		}
+		select {
+		case <-any:
+		case <-wctx.Done():
+		case <-s.d.ctx.Done():
+		}
+		cancel()
+		if envs, err = s.d.eng.Channel(ids, after, limit, fetchBytes); err != nil {
+			return err
+		}
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	out, err := res.NewEnvelopes(int32(len(envs)))
+	if err != nil {
+		return err
+	}
+	for i := range envs {
+		if err := envs[i].ToCapnp(out.At(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,8 +21,12 @@ is there now and exits 0, also when there is nothing; with --follow it keeps
 waiting for new messages until interrupted. Each message is shown once,
 however many copies reach you (the ids shown are remembered in the home dir).
 
---json prints one object per line: id, kind ("dm"), from (the sender's
-fingerprint), text, sent_at (RFC 3339, UTC; the sender's clock).
+It also shows the messages of the channels you joined (qpq channel), which
+stay at the nodes for late joiners and are never acknowledged.
+
+--json prints one object per line: id, kind ("dm" or "broadcast"), channel
+(the local name, broadcasts only), from (the sender's fingerprint), text,
+sent_at (RFC 3339, UTC; the sender's clock).
 
 Examples:
   qpq recv --node 127.0.0.1:7443
@@ -29,11 +34,12 @@ Examples:
 
 // recvJSON is one line of `qpq recv --json`.
 type recvJSON struct {
-	ID     string `json:"id"`
-	Kind   string `json:"kind"`
-	From   string `json:"from"`
-	Text   string `json:"text"`
-	SentAt string `json:"sent_at"`
+	ID      string `json:"id"`
+	Kind    string `json:"kind"`
+	Channel string `json:"channel,omitempty"` // the local name, for broadcasts
+	From    string `json:"from"`
+	Text    string `json:"text"`
+	SentAt  string `json:"sent_at"`
 }
 
 func runRecv(env *cliEnv, args []string) int {
@@ -93,6 +99,20 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarg
 	if err != nil {
 		return err
 	}
+	chans, err := h.Channels()
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex // guards seen and the output between the two loops
+	cr := &channelReader{env: env, h: h, c: c, chans: chans, seen: seen, mu: &mu, asJSON: asJSON, after: make([]gossip.ID, len(chans))}
+	if follow && len(chans) > 0 {
+		errc := make(chan error, 1)
+		go func() { errc <- cr.loop(ctx, true) }()
+		defer func() {
+			c.Close() // unblocks the channel loop's long poll
+			<-errc
+		}()
+	}
 	for {
 		wait := time.Duration(0)
 		if follow {
@@ -104,7 +124,9 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarg
 		if err != nil {
 			return fmt.Errorf("fetch: %w", err)
 		}
+		mu.Lock()
 		acked, err := show(ctx, env, h, u, mb, seen, envs, asJSON)
+		mu.Unlock()
 		if err != nil {
 			return err
 		}
@@ -112,7 +134,7 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarg
 		// ends; do not spin on them.
 		stuck := len(envs) > 0 && acked == 0
 		if !follow && (len(envs) == 0 || stuck) {
-			return nil
+			return cr.loop(ctx, false)
 		}
 		if stuck {
 			select {
@@ -167,4 +189,88 @@ func show(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, mb *client
 		return 0, fmt.Errorf("acknowledge: %w", err)
 	}
 	return len(secrets), nil
+}
+
+// channelReader fetches, opens and prints the user's channel messages.
+type channelReader struct {
+	env    *cliEnv
+	h      home.Home
+	c      *client.Client
+	chans  []home.Channel
+	seen   *home.Seen
+	mu     *sync.Mutex
+	asJSON bool
+	after  []gossip.ID // per channel: the newest envelope fetched
+}
+
+// loop fetches until nothing new arrives, or with follow until ctx ends.
+func (r *channelReader) loop(ctx context.Context, follow bool) error {
+	if len(r.chans) == 0 {
+		return nil
+	}
+	ids := make([][32]byte, len(r.chans))
+	for i, ch := range r.chans {
+		ids[i] = ch.Key.ID()
+	}
+	for ctx.Err() == nil {
+		wait := time.Duration(0)
+		if follow {
+			wait = time.Minute
+		}
+		fctx, cancel := context.WithTimeout(ctx, wait+connectTimeout)
+		envs, err := r.c.ChannelFetch(fctx, ids, r.after, 256, wait)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("channel fetch: %w", err)
+		}
+		r.mu.Lock()
+		err = r.show(ids, envs)
+		r.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if !follow && len(envs) == 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (r *channelReader) show(ids [][32]byte, envs []gossip.Envelope) error {
+	for _, e := range envs {
+		idx := -1
+		for i, id := range ids {
+			if string(id[:]) == string(e.Destination) {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			continue
+		}
+		r.after[idx] = e.ID
+		id := e.ID.String()
+		if r.seen.Has(id) || r.seen.Has("bad "+id) {
+			continue
+		}
+		m, err := e2e.OpenChannel(r.chans[idx].Key, e.Payload)
+		if err != nil {
+			fmt.Fprintf(r.env.stderr, "qpq recv: channel message %s in %q could not be opened, skipped: %v\n", id, r.chans[idx].Name, err)
+			r.seen.Add("bad " + id)
+			continue
+		}
+		if r.asJSON {
+			json.NewEncoder(r.env.stdout).Encode(recvJSON{ID: id, Kind: "broadcast", Channel: r.chans[idx].Name, From: m.From.String(), Text: string(m.Body), SentAt: m.SentAt.UTC().Format(time.RFC3339)})
+		} else {
+			from := r.h.NameOf(m.From)
+			if from == "" {
+				from = m.From.Short()
+			}
+			fmt.Fprintf(r.env.stdout, "%s  #%s %s: %s\n", m.SentAt.Local().Format("2006-01-02 15:04"), r.chans[idx].Name, from, m.Body)
+		}
+		r.seen.Add(id)
+	}
+	return r.seen.Save()
 }

@@ -17,11 +17,12 @@ import (
 	"github.com/quicproquo/qpq/schemas"
 )
 
-// Direct message defaults (DESIGN "Broadcast channels" lists them).
+// Message defaults (DESIGN "Broadcast channels" lists them).
 const (
-	defaultDMTTL  = 7 * 24 * time.Hour
-	defaultDMHops = 16
-	maxDMHops     = 32
+	defaultDMHops      = 16
+	maxDMHops          = 32
+	defaultChannelHops = 3
+	maxChannelHops     = 7
 )
 
 const sendAbout = `Seal a direct message to one person and hand it to a node, which carries
@@ -29,6 +30,9 @@ it hop by hop and holds it until they connect. The message is end-to-end
 encrypted (X25519 + ML-KEM-768) to the recipient's published key bundle; the
 node sees neither the text nor who sent it. Exits 0 once the node has stored
 it and prints the message id (the same id qpq recv shows).
+
+With --channel NAME it posts to a channel instead (TTL 6h and 3 hops by
+default, at most 7); every member's qpq recv shows it.
 
 The body comes from --text, else from standard input (at most 16 KiB).
 --to takes a contact name, a full fingerprint, or a unique prefix of a
@@ -40,13 +44,14 @@ Examples:
   echo "status: ok" | qpq send --to 4xq7 --ttl 2d --hops 8`
 
 func runSend(env *cliEnv, args []string) int {
-	fs := newFlags(env, "send", "send [--node ADDR[#FP]] [--home DIR] --to WHO [--ttl DURATION] [--hops N] [--text TEXT] [--json]", sendAbout)
+	fs := newFlags(env, "send", "send [--node ADDR[#FP]] [--home DIR] --to WHO | --channel NAME [--ttl DURATION] [--hops N] [--text TEXT] [--json]", sendAbout)
 	nodeFlag := fs.String("node", "", "node to hand the message to, ADDR[#FINGERPRINT] [$QPQ_NODE]")
 	homeDir := fs.String("home", "", "client home dir [$QPQ_HOME]")
 	to := fs.String("to", "", "recipient: contact name, fingerprint, or unique prefix of a contact's fingerprint")
+	channel := fs.String("channel", "", "post to this channel (a name from qpq channel list) instead of --to")
 	text := fs.String("text", "", "message text (default: read standard input)")
-	ttlFlag := fs.String("ttl", "7d", "how long the mesh keeps trying, e.g. 6h, 2d")
-	hopsFlag := fs.String("hops", strconv.Itoa(defaultDMHops), fmt.Sprintf("most node-to-node forwards, 0-%d", maxDMHops))
+	ttlFlag := fs.String("ttl", "", "how long the mesh keeps trying, e.g. 6h, 2d (default 7d; 6h for --channel)")
+	hopsFlag := fs.String("hops", "", fmt.Sprintf("most node-to-node forwards (default %d, at most %d; --channel: default 3, at most 7)", defaultDMHops, maxDMHops))
 	repin := fs.Bool("repin", false, "accept and remember a changed node key")
 	asJSON := fs.Bool("json", false, "print {\"id\": ...}")
 	textGiven := false
@@ -54,9 +59,19 @@ func runSend(env *cliEnv, args []string) int {
 		return code
 	}
 	fs.Visit(func(f *flag.Flag) { textGiven = textGiven || f.Name == "text" })
-	if *to == "" {
-		fmt.Fprintln(env.stderr, "qpq send: --to is required")
+	if (*to == "") == (*channel == "") {
+		fmt.Fprintln(env.stderr, "qpq send: give exactly one of --to and --channel")
 		return exitUsage
+	}
+	ttlDefault, hopsDefault, hopsMax := "7d", defaultDMHops, maxDMHops
+	if *channel != "" {
+		ttlDefault, hopsDefault, hopsMax = "6h", defaultChannelHops, maxChannelHops
+	}
+	if *ttlFlag == "" {
+		*ttlFlag = ttlDefault
+	}
+	if *hopsFlag == "" {
+		*hopsFlag = strconv.Itoa(hopsDefault)
 	}
 	ttl, err := config.ParseDuration(*ttlFlag)
 	if err != nil || ttl < time.Second || ttl > 90*24*time.Hour {
@@ -64,8 +79,8 @@ func runSend(env *cliEnv, args []string) int {
 		return exitUsage
 	}
 	hops, err := strconv.Atoi(*hopsFlag)
-	if err != nil || hops < 0 || hops > maxDMHops {
-		fmt.Fprintf(env.stderr, "qpq send: --hops %q: want a whole number from 0 to %d\n", *hopsFlag, maxDMHops)
+	if err != nil || hops < 0 || hops > hopsMax {
+		fmt.Fprintf(env.stderr, "qpq send: --hops %q: want a whole number from 0 to %d\n", *hopsFlag, hopsMax)
 		return exitUsage
 	}
 	target, err := parseNode(*nodeFlag, env)
@@ -78,8 +93,14 @@ func runSend(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
 		return exitUsage
 	}
-	toFP, _, err := h.ResolveRecipient(*to)
-	if err != nil {
+	var toFP [32]byte
+	var ch home.Channel
+	if *channel != "" {
+		if ch, err = h.ChannelByName(*channel); err != nil {
+			fmt.Fprintf(env.stderr, "qpq send: --channel: %v\n", err)
+			return exitUsage
+		}
+	} else if toFP, _, err = h.ResolveRecipient(*to); err != nil {
 		fmt.Fprintf(env.stderr, "qpq send: --to: %v\n", err)
 		return exitUsage
 	}
@@ -100,7 +121,12 @@ func runSend(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
 		return exitFailure
 	}
-	id, err := send(env, h, u, target, *repin, toFP, body, ttl, uint8(hops))
+	var id gossip.ID
+	if *channel != "" {
+		id, err = sendChannel(env, h, u, target, *repin, ch, body, ttl, uint8(hops))
+	} else {
+		id, err = send(env, h, u, target, *repin, toFP, body, ttl, uint8(hops))
+	}
 	if err != nil {
 		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
 		return exitFailure
@@ -151,4 +177,27 @@ func send(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bool, to [3
 		return gossip.ID{}, fmt.Errorf("node refused the message: %w", err)
 	}
 	return env2.ID, nil
+}
+
+// sendChannel seals a channel message and hands it to the node; relays
+// spread it to every neighbour once.
+func sendChannel(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bool, ch home.Channel, body []byte, ttl time.Duration, hops uint8) (gossip.ID, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	c, err := connect(ctx, env, h, t, repin)
+	if err != nil {
+		return gossip.ID{}, err
+	}
+	defer c.Close()
+	payload, err := e2e.SealChannel(u, ch.Key, body, time.Now())
+	if err != nil {
+		return gossip.ID{}, fmt.Errorf("seal: %w", err)
+	}
+	id := ch.Key.ID()
+	e := gossip.Envelope{Kind: schemas.Envelope_Kind_broadcast, Destination: id[:], TTLSeconds: uint32(ttl / time.Second), HopLimit: hops, Payload: payload}
+	e.ID = gossip.ComputeID(e.Kind, e.Destination, nil, e.Payload)
+	if _, err := c.Enqueue(ctx, e); err != nil {
+		return gossip.ID{}, fmt.Errorf("node refused the message: %w", err)
+	}
+	return e.ID, nil
 }
