@@ -38,7 +38,7 @@ build:
 # A node on loopback with its data under ./.qpq (mDNS stays off: DESIGN,
 # "Running nodes on this machine"). Ctrl-C stops it cleanly.
 run: build
-	./qpq node --data ./.qpq --listen 127.0.0.1:7443
+	./qpq node --data ./.qpq --listen 127.0.0.1:7443 --mdns=false
 
 # Everything CI runs: static checks, unit and process tests, fuzz smoke,
 # the router binaries under qemu, and the flash budget.
@@ -89,12 +89,15 @@ check-generated: $(TOOLS)/capnpc-go
 # Figures, no assertions: link setup and RPC round trip, and 256-byte
 # messages through a line of four nodes (store on tmpfs, as on a router),
 # each beside a bare quic-go stream in the same run; seal/open and store
-# speeds; a node's resident memory idle (60 s) and under link + RPC load.
+# speeds; broadcast spread and delivery over 50 simulated nodes (10% loss)
+# and the seen-set's memory; a node's resident memory idle (60 s) and under
+# link + RPC load.
 bench: build
 	@mkdir -p build
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./mesh/link > build/bench.txt || { cat build/bench.txt; exit 1; }
 	TMPDIR=/dev/shm $(GO) test -run '^$$' -bench Line -benchtime 300x -count 1 ./node/daemon >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 ./node/e2e ./gossip/store >> build/bench.txt || { cat build/bench.txt; exit 1; }
+	$(GO) test -run '^$$' -bench 'Broadcast|SeenSet' -benchtime 1x -count 1 ./gossip/relay >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	@awk -f cross/benchratio.awk build/bench.txt
 	$(GO) run ./cross/cmd/rssbench -bin ./qpq -idle 60s -load 30s
 

@@ -155,6 +155,7 @@ func TestInitStartServicePassesUCIAsFlags(t *testing.T) {
 		"UCI_store_max_bytes": "8M",
 		"UCI_max_ttl":         "2d",
 		"UCI_max_hops":        "8",
+		"UCI_domain":          "mesh-x",
 	})
 	// The fake binary's path varies; call it FAKE.
 	for i, l := range lines {
@@ -171,6 +172,9 @@ func TestInitStartServicePassesUCIAsFlags(t *testing.T) {
 		"procd_append_param command --store-max-bytes 8M",
 		"procd_append_param command --max-ttl 2d",
 		"procd_append_param command --max-hops 8",
+		"procd_append_param command --mdns",
+		"procd_append_param command --domain mesh-x",
+		"json_add_string dest_port 5353",
 		"procd_append_param command --peer 192.0.2.1:7443#aaaa",
 		"procd_append_param command --peer [2001:db8::1]:7443#bbbb",
 		"procd_set_param env GOMEMLIMIT=48MiB",

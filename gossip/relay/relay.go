@@ -96,7 +96,8 @@ type Engine struct {
 	log  *slog.Logger
 	seen *seen.Set // broadcast ids: a keyed bloom pre-check, confirmed exactly
 
-	mu      sync.Mutex // guards the fields below
+	mu      sync.Mutex          // guards the fields below
+	boost   map[gossip.ID]uint8 // broadcasts that later arrived with more hops left
 	peers   map[identity.Fingerprint]*peer
 	waiters map[[32]byte]map[chan struct{}]struct{}
 	closed  bool
@@ -138,7 +139,7 @@ func New(o Options) *Engine {
 		o.Log.Error("seen-set options refused; using defaults", "err", err)
 		set, _ = seen.New(seen.Options{Confirm: o.Store.Has})
 	}
-	return &Engine{o: o, log: o.Log, seen: set, peers: map[identity.Fingerprint]*peer{}, waiters: map[[32]byte]map[chan struct{}]struct{}{}}
+	return &Engine{o: o, log: o.Log, seen: set, boost: map[gossip.ID]uint8{}, peers: map[identity.Fingerprint]*peer{}, waiters: map[[32]byte]map[chan struct{}]struct{}{}}
 }
 
 // SeenStats reports the broadcast seen-set.
@@ -174,6 +175,12 @@ func (p *peer) remember(id gossip.ID) {
 		clear(p.sent)
 	}
 	p.sent[id] = struct{}{}
+}
+
+func (p *peer) forget(id gossip.ID) {
+	p.mu.Lock()
+	delete(p.sent, id)
+	p.mu.Unlock()
 }
 
 // AddPeer starts pushing to a newly linked neighbour and returns a
@@ -275,13 +282,14 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 	case schemas.Envelope_Kind_broadcast:
 		// Each broadcast is relayed once: a seen id is dropped before it
 		// costs a store lookup (the set confirms a bloom hit exactly).
+		env.HopLimit = min(env.HopLimit, e.o.MaxBroadcastHops)
 		if e.seen.CheckAndAdd(env.ID) {
 			if !src.Peer.IsZero() {
 				e.markKnown(src.Peer, env.ID)
 			}
+			e.improveHops(env, src.Peer)
 			return false, nil
 		}
-		env.HopLimit = min(env.HopLimit, e.o.MaxBroadcastHops)
 	}
 	added, err = e.o.Store.Put(env, src.quotaKey())
 	if err != nil || !added {
@@ -298,6 +306,34 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 	}
 	e.fanOut(env.ID, src.Peer)
 	return true, nil
+}
+
+// maxBoost bounds the broadcasts whose hop limit was raised; past it the
+// map is cleared (those broadcasts fall back to their stored hop limit).
+const maxBoost = 1 << 14
+
+// improveHops handles a broadcast that arrives again with more hops left
+// than the copy held: it first came along a longer path. The better limit
+// is remembered and the broadcast offered again to neighbours that do not
+// have it yet (those skipped for lack of hops), so a short path is never
+// starved by a long one; no neighbour gets it twice.
+func (e *Engine) improveHops(env gossip.Envelope, from identity.Fingerprint) {
+	held, ok, err := e.o.Store.Get(env.ID)
+	if err != nil || !ok {
+		return
+	}
+	e.mu.Lock()
+	cur := max(held.HopLimit, e.boost[env.ID])
+	if env.HopLimit <= cur {
+		e.mu.Unlock()
+		return
+	}
+	if len(e.boost) >= maxBoost {
+		clear(e.boost)
+	}
+	e.boost[env.ID] = env.HopLimit
+	e.mu.Unlock()
+	e.fanOut(env.ID, from)
 }
 
 // checkBundle verifies a bundle envelope and drops older bundles of the
@@ -580,10 +616,10 @@ func (e *Engine) sendLoop(ctx context.Context, p *peer) {
 			if ctx.Err() == nil {
 				e.log.Debug("push failed", "peer", p.fp, "count", len(batch), "err", err)
 			}
-			continue // the envelopes stay stored; anti-entropy retries
-		}
-		for _, env := range batch {
-			p.remember(env.ID)
+			// The envelopes stay stored; the next summary asks again.
+			for _, env := range batch {
+				p.forget(env.ID)
+			}
 		}
 	}
 }
@@ -595,10 +631,19 @@ func (e *Engine) forwardable(p *peer, id gossip.ID) (gossip.Envelope, bool) {
 		return gossip.Envelope{}, false
 	}
 	env, ok, err := e.o.Store.Get(id)
-	if err != nil || !ok || env.HopLimit == 0 || env.TTLSeconds == 0 {
+	if err != nil || !ok {
+		return gossip.Envelope{}, false
+	}
+	e.mu.Lock()
+	env.HopLimit = max(env.HopLimit, e.boost[id])
+	e.mu.Unlock()
+	if env.HopLimit == 0 || env.TTLSeconds == 0 {
 		return gossip.Envelope{}, false
 	}
 	env.HopLimit--
+	// Claimed now, not after the push: the same id queued twice (a hop
+	// limit raised meanwhile) must not go out twice in one batch.
+	p.remember(id)
 	return env, true
 }
 
@@ -679,6 +724,9 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 			// the next round, under a fresh key, catches it.
 			return true
 		}
+		// The digest is fresher than our record of what we sent: a push
+		// that was lost after it looked delivered is sent again.
+		p.forget(id)
 		select {
 		case p.queue <- id:
 			return true

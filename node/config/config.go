@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ const (
 	DefaultStoreMaxBytes = 16 << 20
 	DefaultMaxTTL        = 7 * 24 * time.Hour
 	DefaultMaxHops       = 32
+	DefaultMaxLinks      = 8
 	// HardMaxHops is the largest hop limit a node may be configured with;
 	// hop limits travel in one byte.
 	HardMaxHops = 255
@@ -58,6 +60,15 @@ type Config struct {
 	MaxTTL time.Duration
 	// MaxHops caps the hop limit of any envelope received. Default 32.
 	MaxHops int
+	// MDNS announces the node and finds neighbours by mDNS. Default on;
+	// off whenever the node listens on a loopback address.
+	MDNS bool
+	// MDNSIfaces selects interfaces by regular expression. Default: every
+	// up, multicast-capable, non-loopback interface.
+	MDNSIfaces []*regexp.Regexp
+	// MaxLinks is how many node links the node keeps; discovered nodes are
+	// dialled only below it (static peers always). Default 8.
+	MaxLinks int
 	// MemLimit is the soft memory limit in bytes (GOMEMLIMIT); 0 leaves
 	// Go's default. Only uci sets it; the init script passes it as the
 	// GOMEMLIMIT environment variable.
@@ -67,7 +78,8 @@ type Config struct {
 // Default returns the defaults, with DataDir resolved for the current user.
 func Default() Config {
 	return Config{Listen: DefaultListen, LogLevel: slog.LevelInfo, Domain: DefaultDomain,
-		StoreMaxBytes: DefaultStoreMaxBytes, MaxTTL: DefaultMaxTTL, MaxHops: DefaultMaxHops}
+		StoreMaxBytes: DefaultStoreMaxBytes, MaxTTL: DefaultMaxTTL, MaxHops: DefaultMaxHops,
+		MDNS: true, MaxLinks: DefaultMaxLinks}
 }
 
 // DefaultDataDir is the data dir when neither --data nor QPQ_DATA is given.
@@ -126,6 +138,7 @@ type Option struct {
 	Env   string // environment variable; "" when there is none
 	List  bool   // repeatable flag, comma-separated variable, uci list
 	Arg   string // placeholder in help, e.g. "ADDR"
+	Bool  bool   // a flag that may be given without a value (--mdns, --mdns=false)
 	Usage string
 	// UCIOnly options are not flags of `qpq node` (the init script turns
 	// them into something else, like GOMEMLIMIT).
@@ -227,6 +240,39 @@ func Options() []Option {
 				c.MaxHops = n
 				return nil
 			}},
+		{Name: "mdns", Env: "QPQ_MDNS", Bool: true, Arg: "BOOL", Usage: "find neighbours and be found by mDNS (default on; always off on a loopback address)",
+			set: func(c *Config, v string) error {
+				b, err := ParseBool(v)
+				c.MDNS = b
+				return err
+			}},
+		{Name: "mdns-iface", Env: "QPQ_MDNS_IFACES", List: true, Arg: "REGEXP", Usage: "interfaces for mDNS, by regular expression, e.g. '^br-' (repeatable; default every multicast interface)",
+			set: func(c *Config, v string) error {
+				re, err := regexp.Compile(v)
+				if err != nil {
+					return fmt.Errorf("not a regular expression: %v", err)
+				}
+				c.MDNSIfaces = append(c.MDNSIfaces, re)
+				return nil
+			},
+			reset: func(c *Config) { c.MDNSIfaces = nil }},
+		{Name: "domain", Env: "QPQ_DOMAIN", Arg: "NAME", Usage: "mesh domain: only nodes of the same domain link by discovery (default qpq)",
+			set: func(c *Config, v string) error {
+				if !domainRE.MatchString(v) {
+					return errors.New("want 1-32 lowercase letters, digits or '-'")
+				}
+				c.Domain = v
+				return nil
+			}},
+		{Name: "max-links", Env: "QPQ_MAX_LINKS", Arg: "N", Usage: "node links to keep; discovered nodes are dialled only below it (default 8)",
+			set: func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > 256 {
+					return errors.New("want a whole number from 1 to 256")
+				}
+				c.MaxLinks = n
+				return nil
+			}},
 		{Name: "enabled", UCIOnly: true, Usage: "start the service (0 or 1)",
 			set: func(c *Config, v string) error {
 				_, err := ParseBool(v)
@@ -246,6 +292,8 @@ func Options() []Option {
 			}},
 	}
 }
+
+var domainRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
 
 // Lookup returns the option with the given flag name.
 func Lookup(name string) (Option, bool) {

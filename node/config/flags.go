@@ -26,7 +26,7 @@ func Bind(fs *flag.FlagSet, names ...string) *Binding {
 		if o.Env != "" {
 			usage += " [$" + o.Env + "]"
 		}
-		fs.Func(o.Name, usage, func(v string) error {
+		check := func(v string) error {
 			// Check now, so the flag package names the flag in the error.
 			scratch := Default()
 			if err := o.set(&scratch, v); err != nil {
@@ -34,7 +34,12 @@ func Bind(fs *flag.FlagSet, names ...string) *Binding {
 			}
 			b.given[o.Name] = append(b.given[o.Name], v)
 			return nil
-		})
+		}
+		if o.Bool {
+			fs.BoolFunc(o.Name, usage, check)
+		} else {
+			fs.Func(o.Name, usage, check)
+		}
 	}
 	return b
 }

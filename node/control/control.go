@@ -36,6 +36,16 @@ type Status struct {
 	UptimeS     int64  `json:"uptime_s"`
 	Peers       []Peer `json:"peers"` // always a list, never null
 	Store       Store  `json:"store"`
+	Seen        Seen   `json:"seen"`
+}
+
+// Seen is the broadcast seen-set's state.
+type Seen struct {
+	FillRatio      float64 `json:"fill_ratio"`
+	FPRate         float64 `json:"fp_rate"`
+	Duplicates     uint64  `json:"duplicates"`
+	FalsePositives uint64  `json:"false_positives"`
+	MemoryBytes    int     `json:"memory_bytes"`
 }
 
 // Store is the envelope store's fill.
@@ -54,6 +64,7 @@ type Peer struct {
 	Fingerprint string  `json:"fingerprint"`
 	Addr        string  `json:"addr"`
 	Direction   string  `json:"direction"` // "outbound" or "inbound"
+	Via         string  `json:"via"`       // "static", "mdns", "exchange" or "inbound"
 	RTTMs       float64 `json:"rtt_ms"`
 	LinkedS     int64   `json:"linked_s"`
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/relay"
 	"github.com/quicproquo/qpq/gossip/store"
+	"github.com/quicproquo/qpq/mesh/discovery"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/node/buildinfo"
@@ -59,8 +60,12 @@ type Daemon struct {
 	pending chan struct{} // semaphore: inbound handshakes in progress
 	clients chan struct{} // semaphore: client connections
 
-	mu    sync.Mutex // guards links
-	links map[identity.Fingerprint]*link.Link
+	disc *discovery.Discovery // nil when mDNS is off
+
+	mu      sync.Mutex // guards links, via and dialing
+	links   map[identity.Fingerprint]*link.Link
+	via     map[identity.Fingerprint]string   // how each link came to be
+	dialing map[identity.Fingerprint]struct{} // discovered nodes being dialled
 
 	closeOnce sync.Once
 }
@@ -124,6 +129,8 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		pending: make(chan struct{}, maxPendingHandshakes),
 		clients: make(chan struct{}, maxClients),
 		links:   map[identity.Fingerprint]*link.Link{},
+		via:     map[identity.Fingerprint]string{},
+		dialing: map[identity.Fingerprint]struct{}{},
 	}
 	if cfg.Control != "" {
 		d.ctl, err = control.Listen(cfg.Control, d.Status, log)
@@ -156,6 +163,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer d.wg.Done()
 		d.purgeLoop()
 	}()
+	if err := d.startDiscovery(); err != nil {
+		d.log.Error("mDNS discovery did not start; static peers still work", "err", err)
+	}
 	for _, p := range d.cfg.Peers {
 		if p.FP.Equal(d.id.Fingerprint()) {
 			d.log.Warn("ignoring static peer with our own fingerprint", "peer", p.Addr)
@@ -179,6 +189,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
 		d.cancel()
+		if d.disc != nil {
+			d.disc.Close()
+		}
 		d.mu.Lock()
 		for _, l := range d.links {
 			l.Close(link.CodeClosing, "node shutting down")
@@ -329,6 +342,7 @@ func (d *Daemon) removeLink(l *link.Link) {
 	d.mu.Lock()
 	if d.links[l.Peer()] == l {
 		delete(d.links, l.Peer())
+		delete(d.via, l.Peer())
 	}
 	d.mu.Unlock()
 }
@@ -429,6 +443,7 @@ func (d *Daemon) keepStatic(p link.PeerAddr) {
 			continue
 		}
 		b.reset()
+		d.setVia(p.FP, viaStatic)
 		d.runLink(l)
 		// Pause before redialling so a link that flaps cannot spin.
 		select {
@@ -461,6 +476,8 @@ func (d *Daemon) Status() control.Status {
 		Peers:       []control.Peer{},
 	}
 	ss := d.st.Stats()
+	sn := d.eng.SeenStats()
+	st.Seen = control.Seen{FillRatio: sn.FillRatio, FPRate: sn.FPRate, Duplicates: sn.Duplicates, FalsePositives: sn.FalsePositives, MemoryBytes: sn.MemoryBytes}
 	st.Store = control.Store{Path: d.st.Path(), Envelopes: ss.Envelopes, Bytes: ss.Bytes, MaxBytes: ss.MaxBytes, Tombstones: ss.Tombstones, Kinds: map[string]int{}}
 	d.st.IDs(func(_ gossip.ID, k schemas.Envelope_Kind) bool {
 		st.Store.Kinds[k.String()]++
@@ -472,7 +489,15 @@ func (d *Daemon) Status() control.Status {
 		if l.Outbound() {
 			dir = "outbound"
 		}
+		via := d.via[l.Peer()]
+		if via == "" {
+			via = viaInbound
+			if l.Outbound() {
+				via = viaStatic
+			}
+		}
 		st.Peers = append(st.Peers, control.Peer{
+			Via:         via,
 			Fingerprint: l.Peer().String(),
 			Addr:        l.RemoteAddr().String(),
 			Direction:   dir,

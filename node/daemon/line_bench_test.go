@@ -47,6 +47,7 @@ func newLine(b *testing.B) *lineRig {
 		id, _ := identity.NewNode()
 		cfg := config.Default()
 		cfg.Listen = "127.0.0.1:0"
+		cfg.MDNS = false
 		cfg.Store = filepath.Join(dir, string(rune('a'+i))+".db")
 		cfg.StoreMaxBytes = 256 << 20
 		if i > 0 {

@@ -23,7 +23,7 @@ field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 # and prints "ADDR#FP" for the next node to link to.
 start() {
 	local name=$1; shift
-	"$qpq" node --data "$work/$name" --listen 127.0.0.1:0 "$@" >"$work/$name.out" 2>"$work/$name.log" &
+	"$qpq" node --data "$work/$name" --listen 127.0.0.1:0 --mdns=false "$@" >"$work/$name.out" 2>"$work/$name.log" &
 	pids+=($!)
 	for _ in $(seq 100); do
 		if st=$("$qpq" status --data "$work/$name" --json 2>/dev/null); then

@@ -51,7 +51,7 @@ type node struct {
 }
 
 func start(bin, data string, args ...string) (*node, error) {
-	cmd := exec.Command(bin, append([]string{"node", "--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"node", "--data", data, "--listen", "127.0.0.1:0", "--mdns=false", "--log-level", "warn"}, args...)...)
 	cmd.Stdout, cmd.Stderr = nil, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err

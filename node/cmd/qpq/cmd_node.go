@@ -34,8 +34,8 @@ func runNode(env *cliEnv, args []string) int {
 	if len(args) > 0 && args[0] == "id" {
 		return runNodeID(env, args[1:])
 	}
-	fs := newFlags(env, "node", "node [--data DIR] [--listen ADDR] [--peer ADDR#FP]... [--control PATH] [--log-level LEVEL]\n       [--store PATH] [--store-max-bytes SIZE] [--max-ttl DURATION] [--max-hops N]\n       qpq node id [--data DIR] [--json]", nodeAbout)
-	b := config.Bind(fs, "data", "listen", "peer", "control", "log-level", "store", "store-max-bytes", "max-ttl", "max-hops")
+	fs := newFlags(env, "node", "node [--data DIR] [--listen ADDR] [--peer ADDR#FP]... [--control PATH] [--log-level LEVEL]\n       [--store PATH] [--store-max-bytes SIZE] [--max-ttl DURATION] [--max-hops N]\n       [--mdns[=false]] [--mdns-iface REGEXP]... [--domain NAME] [--max-links N]\n       qpq node id [--data DIR] [--json]", nodeAbout)
+	b := config.Bind(fs, "data", "listen", "peer", "control", "log-level", "store", "store-max-bytes", "max-ttl", "max-hops", "mdns", "mdns-iface", "domain", "max-links")
 	cfg, err := b.Parse(args, env.getenv)
 	if code, ok := parseStatus(env, fs, err); !ok {
 		return code

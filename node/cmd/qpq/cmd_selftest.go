@@ -28,8 +28,9 @@ const selftestTimeout = 2 * time.Minute
 const selftestAbout = `Start two nodes inside this process on 127.0.0.1 (no files, no mDNS),
 link them with a pinned static peer, and exercise every path the binary has:
 the link's hello and health RPCs, a client connection's hello and health,
-and a sealed direct message from a user at one node to a user at the other
-through store and forward, acknowledged with its receipt.
+a sealed direct message from a user at one node to a user at the other
+through store and forward, acknowledged with its receipt, and a channel
+message relayed from one node to the other.
 Prints each step and exits 0 only if all of them work. Used by the qemu smoke
 tests to run the real code on every router architecture.`
 
@@ -77,6 +78,7 @@ func selftest(ctx context.Context, out io.Writer, log *slog.Logger) error {
 	}
 	cfgA := config.Default()
 	cfgA.Listen = "127.0.0.1:0"
+	cfgA.MDNS = false
 	cfgA.Store = filepath.Join(dir, "a.db")
 	a, err := daemon.NewWithIdentity(cfgA, ida, log.With("node", "a"))
 	if err != nil {
@@ -87,6 +89,7 @@ func selftest(ctx context.Context, out io.Writer, log *slog.Logger) error {
 
 	cfgB := config.Default()
 	cfgB.Listen = "127.0.0.1:0"
+	cfgB.MDNS = false
 	cfgB.Store = filepath.Join(dir, "b.db")
 	cfgB.Peers = []link.PeerAddr{{Addr: a.Addr(), FP: ida.Fingerprint()}}
 	b, err := daemon.NewWithIdentity(cfgB, idb, log.With("node", "b"))
@@ -192,6 +195,33 @@ func selftestDM(ctx context.Context, addrA string, fpA identity.Fingerprint, add
 		return fmt.Errorf("ack deleted %d envelopes (%v), want 1", n, err)
 	}
 	step("bob acknowledged it (receipt deletes copies)")
+
+	// A channel message: alice posts at a, bob (a member) reads it at b.
+	key := e2e.NewChannelKey()
+	payload, err := e2e.SealChannel(alice, key, []byte("selftest: channel hello"), time.Now())
+	if err != nil {
+		return err
+	}
+	chID := key.ID()
+	bc := gossip.Envelope{Kind: schemas.Envelope_Kind_broadcast, Destination: chID[:], TTLSeconds: 3600, HopLimit: 3, Payload: payload}
+	bc.ID = gossip.ComputeID(bc.Kind, bc.Destination, nil, bc.Payload)
+	if _, err := ca.Enqueue(ctx, bc); err != nil {
+		return err
+	}
+	var chGot []gossip.Envelope
+	for len(chGot) == 0 {
+		if chGot, err = cb.ChannelFetch(ctx, [][32]byte{chID}, nil, 16, 5*time.Second); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("the channel message never reached node b")
+		}
+	}
+	cm, err := e2e.OpenChannel(key, chGot[0].Payload)
+	if err != nil || string(cm.Body) != "selftest: channel hello" || cm.From != alice.Fingerprint() {
+		return fmt.Errorf("channel message at b: %q from %s (%v)", cm.Body, cm.From.Short(), err)
+	}
+	step("channel message posted at a, read at b")
 	return nil
 }
 

@@ -75,7 +75,7 @@ func startNode(t *testing.T, data string, args ...string) *proc {
 	if data == "" {
 		data = t.TempDir()
 	}
-	p := startProc(t, data, append([]string{"node", "--data", data}, args...)...)
+	p := startProc(t, data, append([]string{"node", "--data", data, "--mdns=false"}, args...)...)
 	waitFor(t, 15*time.Second, "node control socket", func() bool {
 		select {
 		case <-p.done:
@@ -92,6 +92,9 @@ func startProc(t *testing.T, data string, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, data: data, stdout: &syncBuf{}, stderr: &syncBuf{}, done: make(chan struct{})}
 	p.cmd = exec.Command(qpqBin, args...)
+	if len(args) > 0 && args[0] == "netns" {
+		p.cmd = exec.Command("ip", args...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	p.cmd.Env = cleanEnv()
 	if err := p.cmd.Start(); err != nil {
