@@ -5,7 +5,7 @@
 	name = $1; sub(/^Benchmark/, "", name); sub(/-[0-9]+$/, "", name)
 	n = split(name, part, "/")
 	group = part[1]; variant = (n > 1) ? part[2] : "-"
-	extra = ""
+	extra = ""; ns = ""
 	for (i = 3; i < NF; i += 2) {
 		if ($(i + 1) == "ns/op") ns = $(i)
 		else if ($(i + 1) != "B/op" && $(i + 1) != "allocs/op") extra = extra sprintf("  %s %s", $(i), $(i + 1))
@@ -16,17 +16,18 @@
 	vars[group] = vars[group] " " variant
 }
 END {
-	printf "%-18s %-6s %12s %8s  %s\n", "benchmark", "what", "time/op", "x bare", "metrics"
+	printf "%-26s %-12s %12s %8s  %s\n", "benchmark", "what", "time/op", "x bare", "metrics"
 	for (k = 1; k <= groups; k++) {
 		g = order[k]
 		base = val[g, "bare"]
 		m = split(vars[g], vs, " ")
 		for (j = 1; j <= m; j++) {
 			v = vs[j]; t = val[g, v]
+			ratio = (base > 0 && t != "") ? sprintf("%.2f", t / base) : ""
+			if (t == "") { printf "%-26s %-12s %12s %8s %s\n", g, v, "-", ratio, ext[g, v]; continue }
 			unit = "us"; shown = t / 1000
 			if (shown >= 1000) { unit = "ms"; shown = shown / 1000 }
-			ratio = (base > 0) ? sprintf("%.2f", t / base) : ""
-			printf "%-18s %-6s %9.2f %s %8s %s\n", g, v, shown, unit, ratio, ext[g, v]
+			printf "%-26s %-12s %9.2f %s %8s %s\n", g, v, shown, unit, ratio, ext[g, v]
 		}
 	}
 }

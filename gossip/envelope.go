@@ -200,3 +200,32 @@ func Unmarshal(b []byte) (Envelope, error) {
 	}
 	return FromCapnp(s)
 }
+
+// ToCapnpList writes envs into a list made by alloc (a generated
+// NewEnvelopes method).
+func ToCapnpList(envs []Envelope, alloc func(int32) (schemas.Envelope_List, error)) error {
+	list, err := alloc(int32(len(envs)))
+	if err != nil {
+		return err
+	}
+	for i := range envs {
+		if err := envs[i].ToCapnp(list.At(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FromCapnpList converts and checks every envelope of a received list;
+// the first bad one fails the whole list, naming its index.
+func FromCapnpList(list schemas.Envelope_List) ([]Envelope, error) {
+	out := make([]Envelope, 0, list.Len())
+	for i := 0; i < list.Len(); i++ {
+		env, err := FromCapnp(list.At(i))
+		if err != nil {
+			return nil, fmt.Errorf("envelope %d: %w", i, err)
+		}
+		out = append(out, env)
+	}
+	return out, nil
+}

@@ -213,22 +213,28 @@ func (s *PeerServer) Hello(ctx context.Context, call schemas.MeshPeer_hello) err
 	if err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
-	theirs, err := ReadHello(h)
-	if err != nil {
-		return err
-	}
-	if _, err := Negotiate(s.Local, theirs); err != nil {
-		return err
-	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
 	}
-	out, err := res.NewHello()
+	return AnswerHello(s.Local, h, res.NewHello)
+}
+
+// AnswerHello checks a received hello against local and writes local into
+// the answer made by alloc; node and client services share it.
+func AnswerHello(local Hello, theirs schemas.Hello, alloc func() (schemas.Hello, error)) error {
+	t, err := ReadHello(theirs)
 	if err != nil {
 		return err
 	}
-	return WriteHello(out, s.Local)
+	if _, err := Negotiate(local, t); err != nil {
+		return err
+	}
+	out, err := alloc()
+	if err != nil {
+		return err
+	}
+	return WriteHello(out, local)
 }
 
 // Health reports uptime and link count.

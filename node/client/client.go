@@ -254,13 +254,9 @@ func (m *Mailbox) Fetch(ctx context.Context, limit int, wait time.Duration) ([]g
 	if err != nil {
 		return nil, err
 	}
-	out := make([]gossip.Envelope, 0, list.Len())
-	for i := 0; i < list.Len(); i++ {
-		env, err := gossip.FromCapnp(list.At(i))
-		if err != nil {
-			return nil, fmt.Errorf("envelope %d from node: %w", i, err)
-		}
-		out = append(out, env)
+	out, err := gossip.FromCapnpList(list)
+	if err != nil {
+		return nil, fmt.Errorf("from node: %w", err)
 	}
 	return out, nil
 }
@@ -328,13 +324,9 @@ func (c *Client) ChannelFetch(ctx context.Context, ids [][32]byte, after []gossi
 	if err != nil {
 		return nil, err
 	}
-	out := make([]gossip.Envelope, 0, list.Len())
-	for i := 0; i < list.Len(); i++ {
-		env, err := gossip.FromCapnp(list.At(i))
-		if err != nil {
-			return nil, fmt.Errorf("envelope %d from node: %w", i, err)
-		}
-		out = append(out, env)
+	out, err := gossip.FromCapnpList(list)
+	if err != nil {
+		return nil, fmt.Errorf("from node: %w", err)
 	}
 	return out, nil
 }

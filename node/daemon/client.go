@@ -24,22 +24,11 @@ func (s nodeService) Hello(ctx context.Context, call schemas.Node_hello) error {
 	if err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
-	theirs, err := link.ReadHello(h)
-	if err != nil {
-		return err
-	}
-	if _, err := link.Negotiate(s.d.hello, theirs); err != nil {
-		return err
-	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
 	}
-	out, err := res.NewHello()
-	if err != nil {
-		return err
-	}
-	return link.WriteHello(out, s.d.hello)
+	return link.AnswerHello(s.d.hello, h, res.NewHello)
 }
 
 func (s nodeService) Health(ctx context.Context, call schemas.Node_health) error {

@@ -50,16 +50,7 @@ type linkPeer struct{ l *link.Link }
 
 func (p linkPeer) Push(ctx context.Context, envs []gossip.Envelope) (int, error) {
 	fut, release := p.l.Remote().Push(ctx, func(ps schemas.MeshPeer_push_Params) error {
-		list, err := ps.NewEnvelopes(int32(len(envs)))
-		if err != nil {
-			return err
-		}
-		for i := range envs {
-			if err := envs[i].ToCapnp(list.At(i)); err != nil {
-				return err
-			}
-		}
-		return nil
+		return gossip.ToCapnpList(envs, ps.NewEnvelopes)
 	})
 	defer release()
 	res, err := fut.Struct()
@@ -348,16 +339,7 @@ func (m *mailbox) Fetch(ctx context.Context, call schemas.Mailbox_fetch) error {
 	if err != nil {
 		return err
 	}
-	list, err := res.NewEnvelopes(int32(len(envs)))
-	if err != nil {
-		return err
-	}
-	for i := range envs {
-		if err := envs[i].ToCapnp(list.At(i)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return gossip.ToCapnpList(envs, res.NewEnvelopes)
 }
 
 func (m *mailbox) Ack(ctx context.Context, call schemas.Mailbox_ack) error {
@@ -460,14 +442,5 @@ func (s *clientSession) ChannelFetch(ctx context.Context, call schemas.Node_chan
 	if err != nil {
 		return err
 	}
-	out, err := res.NewEnvelopes(int32(len(envs)))
-	if err != nil {
-		return err
-	}
-	for i := range envs {
-		if err := envs[i].ToCapnp(out.At(i)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return gossip.ToCapnpList(envs, res.NewEnvelopes)
 }
