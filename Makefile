@@ -24,7 +24,8 @@ FUZZ := \
 	./node/e2e:FuzzParseShare \
 	./node/e2e:FuzzLoadUser \
 	./node/e2e:FuzzOpenChannel \
-	./mesh/discovery:FuzzParseTXT
+	./mesh/discovery:FuzzParseTXT \
+	./mesh/descriptor:FuzzVerify
 
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 

@@ -46,8 +46,9 @@ type Summary struct {
 	Count  uint32
 }
 
-// BundleVerifier checks a SignedBundle and returns whose it is and its
-// sequence number. The node passes the e2e package's verifier.
+// BundleVerifier checks a SignedBundle (or a SignedDescriptor) and
+// returns whose it is and its sequence number. The node passes the e2e
+// and descriptor packages' verifiers.
 type BundleVerifier func(signed []byte) (fp identity.Fingerprint, seq uint64, err error)
 
 // Errors Accept returns.
@@ -71,8 +72,12 @@ const (
 
 // Options configure an Engine.
 type Options struct {
-	Store        Store
-	VerifyBundle BundleVerifier
+	Store            Store
+	VerifyBundle     BundleVerifier
+	VerifyDescriptor BundleVerifier
+	// OnDescriptor is called (from Accept's goroutine; it must not block)
+	// with each node descriptor newly stored, for peer exchange.
+	OnDescriptor func(signed []byte)
 	Log          *slog.Logger
 	// PeerRate and PeerBurst bound envelopes accepted from one neighbour
 	// per second (token bucket). Defaults 200 and 2000.
@@ -272,7 +277,13 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 			e.log.Debug("receipt deleted envelopes", "count", n)
 		}
 	case schemas.Envelope_Kind_bundle:
-		if err := e.checkBundle(env); errors.Is(err, ErrStale) {
+		if err := e.checkSigned(env, e.o.VerifyBundle); errors.Is(err, ErrStale) {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+	case schemas.Envelope_Kind_descriptor:
+		if err := e.checkSigned(env, e.o.VerifyDescriptor); errors.Is(err, ErrStale) {
 			return false, nil
 		} else if err != nil {
 			return false, err
@@ -303,6 +314,11 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 	}
 	if env.Kind == schemas.Envelope_Kind_dm || env.Kind == schemas.Envelope_Kind_broadcast {
 		e.wake(env.Destination)
+	}
+	if env.Kind == schemas.Envelope_Kind_descriptor && e.o.OnDescriptor != nil {
+		if signed, err := gossip.SignedBytes(env); err == nil {
+			e.o.OnDescriptor(signed)
+		}
 	}
 	e.fanOut(env.ID, src.Peer)
 	return true, nil
@@ -336,25 +352,25 @@ func (e *Engine) improveHops(env gossip.Envelope, from identity.Fingerprint) {
 	e.fanOut(env.ID, from)
 }
 
-// checkBundle verifies a bundle envelope and drops older bundles of the
-// same user; an older or equal one than what is stored is refused as a
-// duplicate by returning ErrStale.
-func (e *Engine) checkBundle(env gossip.Envelope) error {
-	signed, err := gossip.BundleBytes(env)
+// checkSigned verifies a bundle or descriptor envelope and drops older
+// records of the same owner; one no newer than what is stored is refused
+// with ErrStale.
+func (e *Engine) checkSigned(env gossip.Envelope, verify BundleVerifier) error {
+	signed, err := gossip.SignedBytes(env)
 	if err != nil {
 		return err
 	}
-	if e.o.VerifyBundle == nil {
-		return fmt.Errorf("%w: node cannot verify bundles", ErrForged)
+	if verify == nil {
+		return fmt.Errorf("%w: node cannot verify %s envelopes", ErrForged, env.Kind)
 	}
-	fp, seq, err := e.o.VerifyBundle(signed)
+	fp, seq, err := verify(signed)
 	if err != nil {
-		return fmt.Errorf("%w: bundle: %v", ErrForged, err)
+		return fmt.Errorf("%w: %s: %v", ErrForged, env.Kind, err)
 	}
 	if !fp.Equal(identity.Fingerprint(env.Destination)) {
-		return fmt.Errorf("%w: bundle of %s addressed to %x", ErrForged, fp, env.Destination)
+		return fmt.Errorf("%w: %s of %s addressed to %x", ErrForged, env.Kind, fp, env.Destination)
 	}
-	old, err := e.bundles(env.Destination)
+	old, err := e.held(env.Destination, env.Kind)
 	if err != nil {
 		return err
 	}
@@ -362,11 +378,11 @@ func (e *Engine) checkBundle(env gossip.Envelope) error {
 		if o.ID == env.ID {
 			continue
 		}
-		b, err := gossip.BundleBytes(o)
+		b, err := gossip.SignedBytes(o)
 		if err != nil {
 			continue
 		}
-		if _, oseq, err := e.o.VerifyBundle(b); err == nil && oseq >= seq {
+		if _, oseq, err := verify(b); err == nil && oseq >= seq {
 			return ErrStale
 		}
 	}
@@ -378,17 +394,17 @@ func (e *Engine) checkBundle(env gossip.Envelope) error {
 	return nil
 }
 
-// ErrStale: a bundle no newer than one already held.
+// ErrStale: a bundle or descriptor no newer than one already held.
 var ErrStale = errors.New("an equal or newer bundle is held")
 
-func (e *Engine) bundles(dest []byte) ([]gossip.Envelope, error) {
+func (e *Engine) held(dest []byte, kind schemas.Envelope_Kind) ([]gossip.Envelope, error) {
 	all, err := e.o.Store.Mailbox(dest, 0)
 	if err != nil {
 		return nil, err
 	}
 	var out []gossip.Envelope
 	for _, x := range all {
-		if x.Kind == schemas.Envelope_Kind_bundle {
+		if x.Kind == kind {
 			out = append(out, x)
 		}
 	}
@@ -397,7 +413,7 @@ func (e *Engine) bundles(dest []byte) ([]gossip.Envelope, error) {
 
 // Bundle returns the newest SignedBundle held for a user, or nil.
 func (e *Engine) Bundle(fp identity.Fingerprint) ([]byte, error) {
-	bs, err := e.bundles(fp[:])
+	bs, err := e.held(fp[:], schemas.Envelope_Kind_bundle)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/store"
+	"github.com/quicproquo/qpq/mesh/descriptor"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/schemas"
@@ -314,5 +315,57 @@ func TestReceiptTagMatchesWhatSendersSeal(t *testing.T) {
 		if gossip.ReceiptTag(k[:]) != e2e.ReceiptTagOf(k) {
 			t.Fatal("gossip.ReceiptTag and e2e.ReceiptTagOf disagree")
 		}
+	}
+}
+
+func TestForgedAndStaleDescriptorsRefused(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	n := newTNode(t, clock)
+	verify := func(signed []byte) (identity.Fingerprint, uint64, error) {
+		d, err := descriptor.Verify(signed)
+		return d.FP, d.Seq, err
+	}
+	n.eng.o.VerifyDescriptor = verify
+	id, _ := identity.NewNode()
+	mk := func(seq uint64) gossip.Envelope {
+		b, err := descriptor.Sign(id, []string{"10.0.0.1:7443"}, "qpq", seq, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := gossip.NewSignedEnvelope(schemas.Envelope_Kind_descriptor, id.Fingerprint(), b, 3600, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	if added, err := n.eng.Accept(mk(2), Source{Client: "c"}); err != nil || !added {
+		t.Fatalf("descriptor seq 2: %v %v", added, err)
+	}
+	if added, err := n.eng.Accept(mk(1), Source{Client: "c"}); err != nil || added {
+		t.Fatalf("older descriptor stored: %v %v", added, err)
+	}
+	// Addressed to someone else: forged.
+	other, _ := identity.NewNode()
+	e := mk(3)
+	e.Destination = append([]byte(nil), other.Fingerprint().String()[:32]...)
+	e.ID = gossip.ComputeID(e.Kind, e.Destination, nil, e.Payload)
+	if _, err := n.eng.Accept(e, Source{Client: "c"}); !errors.Is(err, ErrForged) {
+		t.Fatalf("misaddressed descriptor: %v", err)
+	}
+	// Truncated record inside a well-formed envelope.
+	e = mk(4)
+	e.Payload[10] ^= 0xff
+	e.ID = gossip.ComputeID(e.Kind, e.Destination, nil, e.Payload)
+	if _, err := n.eng.Accept(e, Source{Client: "c"}); !errors.Is(err, ErrForged) {
+		t.Fatalf("damaged descriptor: %v", err)
+	}
+	// A newer one replaces the old.
+	if added, err := n.eng.Accept(mk(5), Source{Client: "c"}); err != nil || !added {
+		t.Fatalf("descriptor seq 5: %v %v", added, err)
+	}
+	fp := id.Fingerprint()
+	held, _ := n.eng.held(fp[:], schemas.Envelope_Kind_descriptor)
+	if len(held) != 1 {
+		t.Fatalf("%d descriptors held for one node, want the newest only", len(held))
 	}
 }

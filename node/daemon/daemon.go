@@ -121,7 +121,6 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		id:      id,
 		tr:      tr,
 		st:      st,
-		eng:     relay.New(relay.Options{Store: st, VerifyBundle: verifyBundle, Log: log, ReceiptHops: uint8(min(cfg.MaxHops, 16))}),
 		hello:   link.LocalHello(buildinfo.String(), cfg.Domain),
 		started: time.Now(),
 		ctx:     ctx,
@@ -132,6 +131,8 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		via:     map[identity.Fingerprint]string{},
 		dialing: map[identity.Fingerprint]struct{}{},
 	}
+	d.eng = relay.New(relay.Options{Store: st, VerifyBundle: verifyBundle, VerifyDescriptor: verifyDescriptor,
+		OnDescriptor: d.onDescriptor, Log: log, ReceiptHops: uint8(min(cfg.MaxHops, 16))})
 	if cfg.Control != "" {
 		d.ctl, err = control.Listen(cfg.Control, d.Status, log)
 		if err != nil {
@@ -154,10 +155,14 @@ func (d *Daemon) Addr() string { return d.tr.Addr().String() }
 // Run serves until ctx is cancelled or Close is called, then shuts down and
 // returns nil.
 func (d *Daemon) Run(ctx context.Context) error {
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go func() {
 		defer d.wg.Done()
 		d.acceptLoop()
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.publishLoop()
 	}()
 	go func() {
 		defer d.wg.Done()
@@ -188,7 +193,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 // for every goroutine. Safe to call more than once.
 func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
+		// Cancelled under mu: goroutines started under mu after checking
+		// ctx are counted in wg before Wait runs.
+		d.mu.Lock()
 		d.cancel()
+		d.mu.Unlock()
 		if d.disc != nil {
 			d.disc.Close()
 		}

@@ -67,9 +67,13 @@ func (d *Daemon) discovered(f discovery.Found) {
 		d.mu.Unlock()
 		return
 	}
+	if d.ctx.Err() != nil {
+		d.mu.Unlock()
+		return
+	}
 	d.dialing[f.FP] = struct{}{}
-	d.mu.Unlock()
 	d.wg.Add(1)
+	d.mu.Unlock()
 	go func() {
 		defer d.wg.Done()
 		defer func() {

@@ -19,11 +19,12 @@ trap cleanup EXIT INT TERM
 step() { printf '\n== %s\n' "$*"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-# start NAME [--peer ADDR#FP]: runs a node, waits for its control socket,
+# start NAME [--peer ADDR#FP]: runs a node (--max-links 1 keeps peer
+# exchange from adding shortcuts to the line), waits for its control socket,
 # and prints "ADDR#FP" for the next node to link to.
 start() {
 	local name=$1; shift
-	"$qpq" node --data "$work/$name" --listen 127.0.0.1:0 --mdns=false "$@" >"$work/$name.out" 2>"$work/$name.log" &
+	"$qpq" node --data "$work/$name" --listen 127.0.0.1:0 --mdns=false --max-links 1 "$@" >"$work/$name.out" 2>"$work/$name.log" &
 	pids+=($!)
 	for _ in $(seq 100); do
 		if st=$("$qpq" status --data "$work/$name" --json 2>/dev/null); then

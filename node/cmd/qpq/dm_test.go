@@ -27,12 +27,13 @@ import (
 var userEnv = []string{"QPQ_PASSPHRASE="}
 
 // lineOf starts k nodes, each linked by --peer to the one before, and
-// waits until every link is up.
+// waits until every link is up. --max-links 1 keeps peer exchange from
+// adding shortcuts, so the line stays a line.
 func lineOf(t *testing.T, k int, args ...string) []*proc {
 	t.Helper()
 	ns := make([]*proc, k)
 	for i := range ns {
-		a := append([]string{"--listen", loop}, args...)
+		a := append([]string{"--listen", loop, "--max-links", "1"}, args...)
 		if i > 0 {
 			a = append(a, "--peer", ns[i-1].peerArg())
 		}

@@ -1,0 +1,166 @@
+// Package descriptor makes and checks signed node descriptors: what a node
+// says about itself (keys, addresses, mesh domain), gossiped across links
+// so that nodes learn of nodes beyond one hop (peer exchange).
+package descriptor
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/link"
+	"github.com/quicproquo/qpq/schemas"
+)
+
+// signLabel separates descriptor signatures from every other signature.
+const signLabel = "qpq node descriptor v1\x00"
+
+// Limits a received descriptor must respect.
+const (
+	MaxSize     = 4096
+	MaxAddrs    = 8
+	MaxLifetime = 7 * 24 * time.Hour
+)
+
+// ErrBad is returned for a descriptor that is malformed, forged or out of
+// bounds; the message says which.
+var ErrBad = errors.New("bad node descriptor")
+
+var domainRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
+
+// Descriptor is a verified node descriptor.
+type Descriptor struct {
+	FP       identity.Fingerprint
+	Identity ed25519.PublicKey
+	Onion    []byte
+	Addrs    []string
+	Domain   string
+	Seq      uint64
+	Lifetime time.Duration
+}
+
+// Sign makes the node's SignedDescriptor.
+func Sign(id *identity.Node, addrs []string, domain string, seq uint64, lifetime time.Duration) ([]byte, error) {
+	if len(addrs) == 0 || len(addrs) > MaxAddrs {
+		return nil, fmt.Errorf("%w: %d addresses, want 1..%d", ErrBad, len(addrs), MaxAddrs)
+	}
+	inner, err := encode(func(seg *capnp.Segment) error {
+		d, err := schemas.NewRootNodeDescriptor(seg)
+		if err != nil {
+			return err
+		}
+		d.SetIdentityKey(id.Public())
+		d.SetOnionKey(id.Onion.PublicKey().Bytes())
+		l, err := d.NewAddresses(int32(len(addrs)))
+		if err != nil {
+			return err
+		}
+		for i, a := range addrs {
+			l.Set(i, a)
+		}
+		d.SetDomain(domain)
+		d.SetSequence(seq)
+		d.SetLifetimeSeconds(uint32(lifetime / time.Second))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sig := ed25519.Sign(id.Key, append([]byte(signLabel), inner...))
+	return encode(func(seg *capnp.Segment) error {
+		s, err := schemas.NewRootSignedDescriptor(seg)
+		if err != nil {
+			return err
+		}
+		if err := s.SetDescriptor(inner); err != nil {
+			return err
+		}
+		return s.SetSignature(sig)
+	})
+}
+
+func encode(fill func(*capnp.Segment) error) ([]byte, error) {
+	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+	if err != nil {
+		return nil, err
+	}
+	if err := fill(seg); err != nil {
+		return nil, err
+	}
+	return msg.Marshal()
+}
+
+// Verify checks a SignedDescriptor from the network: structure, bounds
+// and signature.
+func Verify(b []byte) (Descriptor, error) {
+	if len(b) > MaxSize {
+		return Descriptor{}, fmt.Errorf("%w: %d bytes, at most %d", ErrBad, len(b), MaxSize)
+	}
+	msg, err := schemas.Unmarshal(b)
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("%w: %v", ErrBad, err)
+	}
+	s, err := schemas.ReadRootSignedDescriptor(msg)
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("%w: %v", ErrBad, err)
+	}
+	inner, err := s.Descriptor()
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("%w: %v", ErrBad, err)
+	}
+	sig, err := s.Signature()
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return Descriptor{}, fmt.Errorf("%w: signature missing or not %d bytes", ErrBad, ed25519.SignatureSize)
+	}
+	im, err := schemas.Unmarshal(inner)
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("%w: %v", ErrBad, err)
+	}
+	d, err := schemas.ReadRootNodeDescriptor(im)
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("%w: %v", ErrBad, err)
+	}
+	var out Descriptor
+	idk, err := d.IdentityKey()
+	if err != nil || len(idk) != ed25519.PublicKeySize {
+		return Descriptor{}, fmt.Errorf("%w: identity key missing or not %d bytes", ErrBad, ed25519.PublicKeySize)
+	}
+	out.Identity = append(ed25519.PublicKey(nil), idk...)
+	if !ed25519.Verify(out.Identity, append([]byte(signLabel), inner...), sig) {
+		return Descriptor{}, fmt.Errorf("%w: signature does not verify", ErrBad)
+	}
+	out.FP = identity.FingerprintOf(out.Identity)
+	on, err := d.OnionKey()
+	if err != nil || len(on) != 32 {
+		return Descriptor{}, fmt.Errorf("%w: onion key missing or not 32 bytes", ErrBad)
+	}
+	out.Onion = append([]byte(nil), on...)
+	addrs, err := d.Addresses()
+	if err != nil || addrs.Len() == 0 || addrs.Len() > MaxAddrs {
+		return Descriptor{}, fmt.Errorf("%w: want 1..%d addresses", ErrBad, MaxAddrs)
+	}
+	for i := 0; i < addrs.Len(); i++ {
+		a, err := addrs.At(i)
+		if err != nil {
+			return Descriptor{}, fmt.Errorf("%w: address %d: %v", ErrBad, i, err)
+		}
+		if err := link.CheckHostPort(a); err != nil {
+			return Descriptor{}, fmt.Errorf("%w: address %d: %v", ErrBad, i, err)
+		}
+		out.Addrs = append(out.Addrs, a)
+	}
+	if out.Domain, err = d.Domain(); err != nil || !domainRE.MatchString(out.Domain) {
+		return Descriptor{}, fmt.Errorf("%w: domain %q", ErrBad, out.Domain)
+	}
+	out.Seq = d.Sequence()
+	out.Lifetime = time.Duration(d.LifetimeSeconds()) * time.Second
+	if out.Lifetime <= 0 || out.Lifetime > MaxLifetime {
+		return Descriptor{}, fmt.Errorf("%w: lifetime %v, want up to %v", ErrBad, out.Lifetime, MaxLifetime)
+	}
+	return out, nil
+}

@@ -1,0 +1,62 @@
+package descriptor
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/quicproquo/qpq/mesh/identity"
+)
+
+func TestSignVerifyRoundTrip(t *testing.T) {
+	id, _ := identity.NewNode()
+	b, err := Sign(id, []string{"10.0.0.1:7443", "[2001:db8::1]:7443"}, "qpq", 5, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Verify(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.FP != id.Fingerprint() || d.Seq != 5 || d.Domain != "qpq" || len(d.Addrs) != 2 || d.Lifetime != time.Hour {
+		t.Fatalf("got %+v", d)
+	}
+}
+
+func TestForgedAndTruncatedRefused(t *testing.T) {
+	id, _ := identity.NewNode()
+	b, _ := Sign(id, []string{"10.0.0.1:7443"}, "qpq", 1, time.Hour)
+	for i := 0; i < len(b); i += 7 {
+		if _, err := Verify(b[:i]); !errors.Is(err, ErrBad) {
+			t.Fatalf("truncated to %d bytes: %v", i, err)
+		}
+	}
+	for i := 0; i < len(b); i++ {
+		c := append([]byte(nil), b...)
+		c[i] ^= 0x01
+		d, err := Verify(c)
+		if err == nil && d.FP == id.Fingerprint() && d.Seq == 1 && d.Addrs[0] == "10.0.0.1:7443" {
+			// A flip in padding or an unused pointer bit can leave the
+			// signed bytes intact; anything else must fail.
+			continue
+		}
+		if err == nil {
+			t.Fatalf("byte %d flipped: accepted a changed descriptor %+v", i, d)
+		}
+	}
+	if _, err := Sign(id, nil, "qpq", 1, time.Hour); err == nil {
+		t.Fatal("a descriptor without addresses was made")
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	id, _ := identity.NewNode()
+	b, _ := Sign(id, []string{"10.0.0.1:7443"}, "qpq", 1, time.Hour)
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := Verify(b)
+		if err == nil && (len(d.Addrs) == 0 || d.FP.IsZero()) {
+			t.Fatalf("accepted an incomplete descriptor %+v", d)
+		}
+	})
+}
