@@ -76,7 +76,7 @@ func newUser(t *testing.T) user {
 // recvAll runs `qpq recv --json` once and returns the messages.
 func recvAll(t *testing.T, u user, node *proc) []recvJSON {
 	t.Helper()
-	code, out, errOut := runQPQ(t, userEnv, "recv", "--home", u.home, "--node", node.peerArg(), "--json")
+	code, out, errOut := runQPQIn(t, node.ns, userEnv, "recv", "--home", u.home, "--node", node.peerArg(), "--json")
 	if code != 0 {
 		t.Fatalf("recv: exit %d: %s", code, errOut)
 	}
@@ -100,7 +100,7 @@ func sendWhenKnown(t *testing.T, from user, node *proc, to user, text string, ex
 	var id, errOut string
 	waitFor(t, 30*time.Second, "the recipient's bundle to reach the sender's node", func() bool {
 		args := append([]string{"send", "--home", from.home, "--node", node.peerArg(), "--to", to.fp, "--text", text}, extra...)
-		code, out, e := runQPQ(t, userEnv, args...)
+		code, out, e := runQPQIn(t, node.ns, userEnv, args...)
 		id, errOut = strings.TrimSpace(out), e
 		return code == 0
 	})

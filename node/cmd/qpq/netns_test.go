@@ -75,6 +75,7 @@ func startNodeIn(t *testing.T, ns, listen string, args ...string) *proc {
 	t.Helper()
 	data := t.TempDir()
 	p := startProc(t, data, append([]string{"netns", "exec", ns, qpqBin, "node", "--data", data, "--listen", listen, "--mdns-iface", "^eth0$"}, args...)...)
+	p.ns = ns
 	waitFor(t, 15*time.Second, "node control socket in "+ns, func() bool {
 		_, err := p.status()
 		return err == nil
@@ -112,5 +113,88 @@ func TestNetnsNodesFindEachOtherByMDNS(t *testing.T) {
 	// Each of the 6 links was dialled by one side after an mDNS sighting.
 	if viaMDNS < 6 {
 		t.Fatalf("%d link ends say via mdns, want at least 6", viaMDNS)
+	}
+}
+
+// addBridge makes a second bridge namespace; addIface joins namespace ns
+// to it as ifname with addr.
+func (r *netnsRig) addBridge(name string) string {
+	ns := r.prefix + name
+	r.ip("netns", "add", ns)
+	r.nodes = append(r.nodes, ns)
+	r.ip("-n", ns, "link", "add", "br0", "type", "bridge")
+	r.ip("-n", ns, "link", "set", "br0", "up")
+	return ns
+}
+
+func (r *netnsRig) addIface(bridge, ns, veth, ifname, addr string) {
+	r.ip("-n", bridge, "link", "add", veth, "type", "veth", "peer", "name", ifname, "netns", ns)
+	r.ip("-n", bridge, "link", "set", veth, "master", "br0", "up")
+	r.ip("-n", ns, "addr", "add", addr, "dev", ifname)
+	r.ip("-n", ns, "link", "set", ifname, "up")
+}
+
+func TestNetnsFifthNodeBehindOneFoundByExchangeGetsADM(t *testing.T) {
+	r := needNetns(t)
+	var ps []*proc
+	for i := 1; i <= 4; i++ {
+		ns := r.addNode(i)
+		listen := fmt.Sprintf("10.78.0.%d:7443", i)
+		if i == 4 {
+			listen = "0.0.0.0:7443" // node 4 also serves the second segment
+		}
+		ps = append(ps, startNodeIn(t, ns, listen))
+	}
+	// Node 5 sits on a second segment that only node 4 also joins; node 4
+	// routes between them. mDNS does not cross; peer exchange does.
+	br2 := r.addBridge("br2")
+	n4 := r.prefix + "n4"
+	r.addIface(br2, n4, "qw4", "eth1", "10.79.0.4/24")
+	if out, err := exec.Command("ip", "netns", "exec", n4, "sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
+		t.Fatalf("enable forwarding: %v %s", err, out)
+	}
+	n5 := r.prefix + "n5"
+	r.ip("netns", "add", n5)
+	r.nodes = append(r.nodes, n5)
+	r.addIface(br2, n5, "qw5", "eth0", "10.79.0.5/24")
+	r.ip("-n", n5, "link", "set", "lo", "up")
+	r.ip("-n", n5, "route", "add", "224.0.0.0/4", "dev", "eth0")
+	r.ip("-n", n5, "route", "add", "10.78.0.0/24", "via", "10.79.0.4")
+	for i := 1; i <= 3; i++ {
+		r.ip("-n", fmt.Sprintf("%sn%d", r.prefix, i), "route", "add", "10.79.0.0/24", "via", "10.78.0.4")
+	}
+	// Node 4 needs mDNS on both of its interfaces.
+	ps[3].cmd.Process.Kill()
+	<-ps[3].done
+	ps[3] = startNodeIn(t, n4, "0.0.0.0:7443", "--mdns-iface", "^eth1$")
+	p5 := startNodeIn(t, n5, "10.79.0.5:7443")
+	fp5 := p5.fp()
+	waitFor(t, 90*time.Second, "node 1 to link to node 5 by peer exchange", func() bool { return ps[0].linkedTo(fp5) })
+	// Whichever of the two dialled, it did so from an exchanged descriptor:
+	// mDNS cannot cross between the segments.
+	fp1 := ps[0].fp()
+	ends := map[string]bool{}
+	for _, pair := range []struct {
+		p  *proc
+		fp string
+	}{{ps[0], fp5}, {p5, fp1}} {
+		for _, peer := range pair.p.mustStatus().Peers {
+			if peer.Fingerprint == pair.fp {
+				ends[peer.Via] = true
+			}
+		}
+	}
+	if !ends["exchange"] || ends["mdns"] || ends["static"] {
+		t.Fatalf("the node 1 - node 5 link ends say %v; want one via exchange", ends)
+	}
+
+	// A DM from a user at node 1 reaches a user at node 5.
+	alice, bob := newUser(t), newUser(t)
+	recvAll(t, bob, p5)
+	id := sendWhenKnown(t, alice, ps[0], bob, "across two segments")
+	waitFor(t, 30*time.Second, "the DM to reach node 5", func() bool { return p5.kind("dm") == 1 })
+	msgs := recvAll(t, bob, p5)
+	if len(msgs) != 1 || msgs[0].ID != id || msgs[0].Text != "across two segments" {
+		t.Fatalf("bob at node 5 got %+v", msgs)
 	}
 }

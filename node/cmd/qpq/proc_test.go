@@ -61,6 +61,7 @@ func (s *syncBuf) String() string {
 // proc is a qpq node running as a real process on loopback.
 type proc struct {
 	t              *testing.T
+	ns             string // network namespace the node runs in; "" for the host's loopback
 	cmd            *exec.Cmd
 	data           string
 	stdout, stderr *syncBuf
@@ -198,9 +199,28 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // runQPQ runs a short qpq command and returns its exit code and output.
 func runQPQ(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runQPQIn(t, "", env, args...)
+}
+
+// runQPQIn runs a short qpq command inside network namespace ns (a client
+// of a node in that namespace must be there too; "" is the host).
+func runQPQIn(t *testing.T, ns string, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	if ns == "" {
+		// Network safety: from the host's namespace a client may only
+		// talk to nodes on loopback.
+		for i, a := range args {
+			if a == "--node" && i+1 < len(args) && !strings.HasPrefix(args[i+1], "127.") {
+				t.Fatalf("test bug: a client in the host namespace was pointed at %s; run it in the node's namespace", args[i+1])
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, qpqBin, args...)
+	if ns != "" {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, qpqBin}, args...)...)
+	}
 	cmd.Env = append(cleanEnv(), env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
