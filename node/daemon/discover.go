@@ -54,42 +54,51 @@ func (d *Daemon) startDiscovery() error {
 	return nil
 }
 
-// discovered is discovery's callback: it must not block, so it hands the
-// sighting to a dialling goroutine when there is room.
+// discovered is discovery's callback: it must not block.
 func (d *Daemon) discovered(f discovery.Found) {
-	if d.ctx.Err() != nil || d.linkTo(f.FP) != nil || f.FP.Equal(d.id.Fingerprint()) {
+	d.dialLearnt(f.FP, []string{f.Addr}, viaMDNS)
+}
+
+// dialLearnt links to a node learnt by mDNS or peer exchange, in its own
+// goroutine, when the node is not linked or being dialled already, the
+// node has fewer than --max-links links, and few dials are under way. It
+// never blocks the caller.
+func (d *Daemon) dialLearnt(fp identity.Fingerprint, addrs []string, via string) {
+	if fp.Equal(d.id.Fingerprint()) || len(addrs) == 0 {
 		return
 	}
 	d.mu.Lock()
+	_, linked := d.links[fp]
+	_, busy := d.dialing[fp]
 	full := len(d.links) >= d.cfg.MaxLinks
-	_, busy := d.dialing[f.FP]
-	if full || busy || len(d.dialing) >= maxDialing {
+	// ctx is checked under mu: Close cancels under mu, so a goroutine
+	// counted here is counted before Close waits.
+	if linked || busy || full || len(d.dialing) >= maxDialing || d.ctx.Err() != nil {
 		d.mu.Unlock()
 		return
 	}
-	if d.ctx.Err() != nil {
-		d.mu.Unlock()
-		return
-	}
-	d.dialing[f.FP] = struct{}{}
+	d.dialing[fp] = struct{}{}
 	d.wg.Add(1)
 	d.mu.Unlock()
 	go func() {
 		defer d.wg.Done()
 		defer func() {
 			d.mu.Lock()
-			delete(d.dialing, f.FP)
+			delete(d.dialing, fp)
 			d.mu.Unlock()
 		}()
-		l, err := d.dial(link.PeerAddr{Addr: f.Addr, FP: f.FP})
-		if err != nil {
-			if d.ctx.Err() == nil {
-				d.log.Debug("discovered node not reachable", "peer", f.FP, "addr", f.Addr, "err", err)
+		for _, a := range addrs {
+			l, err := d.dial(link.PeerAddr{Addr: a, FP: fp})
+			if err != nil {
+				if d.ctx.Err() == nil {
+					d.log.Debug("learnt node not reachable", "peer", fp, "addr", a, "via", via, "err", err)
+				}
+				continue
 			}
+			d.setVia(fp, via)
+			d.runLink(l)
 			return
 		}
-		d.setVia(f.FP, viaMDNS)
-		d.runLink(l)
 	}()
 }
 

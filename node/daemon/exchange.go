@@ -14,7 +14,6 @@ import (
 	"github.com/quicproquo/qpq/gossip/relay"
 	"github.com/quicproquo/qpq/mesh/descriptor"
 	"github.com/quicproquo/qpq/mesh/identity"
-	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/schemas"
 )
 
@@ -130,36 +129,8 @@ func (d *Daemon) advertised() []string {
 // onDescriptor is the relay's callback for a newly stored descriptor.
 func (d *Daemon) onDescriptor(signed []byte) {
 	desc, err := descriptor.Verify(signed)
-	if err != nil || desc.FP.Equal(d.id.Fingerprint()) || desc.Domain != d.cfg.Domain {
+	if err != nil || desc.Domain != d.cfg.Domain {
 		return
 	}
-	d.mu.Lock()
-	_, linked := d.links[desc.FP]
-	_, busy := d.dialing[desc.FP]
-	full := len(d.links) >= d.cfg.MaxLinks
-	if linked || busy || full || len(d.dialing) >= maxDialing || d.ctx.Err() != nil {
-		d.mu.Unlock()
-		return
-	}
-	d.dialing[desc.FP] = struct{}{}
-	d.wg.Add(1)
-	d.mu.Unlock()
-	go func() {
-		defer d.wg.Done()
-		defer func() {
-			d.mu.Lock()
-			delete(d.dialing, desc.FP)
-			d.mu.Unlock()
-		}()
-		for _, a := range desc.Addrs {
-			l, err := d.dial(link.PeerAddr{Addr: a, FP: desc.FP})
-			if err != nil {
-				d.log.Debug("exchanged node not reachable", "peer", desc.FP, "addr", a, "err", err)
-				continue
-			}
-			d.setVia(desc.FP, viaExchange)
-			d.runLink(l)
-			return
-		}
-	}()
+	d.dialLearnt(desc.FP, desc.Addrs, viaExchange)
 }
