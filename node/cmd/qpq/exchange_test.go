@@ -22,7 +22,5 @@ func TestPeerExchangeLinksNodesBeyondOneHop(t *testing.T) {
 	if !via["exchange"] {
 		t.Fatalf("no link end says via exchange: %v", via)
 	}
-	if n := a.kind("descriptor"); n != 3 {
-		t.Fatalf("a holds %d node descriptors, want 3 (one per node)", n)
-	}
+	waitFor(t, 20*time.Second, "a to hold one descriptor per node (3)", func() bool { return a.kind("descriptor") == 3 })
 }
