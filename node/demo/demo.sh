@@ -20,15 +20,16 @@ step() { printf '\n== %s\n' "$*"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 # start NAME [--peer ADDR#FP]: runs a node (--max-links 1 keeps peer
-# exchange from adding shortcuts to the line), waits for its control socket,
-# and prints "ADDR#FP" for the next node to link to.
+# exchange from adding shortcuts to the line), waits for its control
+# socket, and sets $addr to "ADDR#FP" for the next node to link to. It runs
+# in this shell, not a $(...) subshell, so that cleanup knows every pid.
 start() {
 	local name=$1; shift
 	"$qpq" node --data "$work/$name" --listen 127.0.0.1:0 --mdns=false --max-links 1 "$@" >"$work/$name.out" 2>"$work/$name.log" &
 	pids+=($!)
 	for _ in $(seq 100); do
 		if st=$("$qpq" status --data "$work/$name" --json 2>/dev/null); then
-			echo "$st" | field 'd["listen"]+"#"+d["fingerprint"]'
+			addr=$(echo "$st" | field 'd["listen"]+"#"+d["fingerprint"]')
 			return
 		fi
 		sleep 0.1
@@ -40,10 +41,10 @@ links() { "$qpq" status --data "$work/$1" --json | field 'len(d["peers"])'; }
 held() { "$qpq" status --data "$work/$1" --json | field 'd["store"]["kinds"].get("'"$2"'", 0)'; }
 
 step "Starting four nodes in a line: A - B - C - D (loopback only)"
-A=$(start A)
-B=$(start B --peer "$A")
-C=$(start C --peer "$B")
-D=$(start D --peer "$C")
+start A; A=$addr
+start B --peer "$A"; B=$addr
+start C --peer "$B"; C=$addr
+start D --peer "$C"; D=$addr
 for _ in $(seq 100); do
 	[ "$(links A)" = 1 ] && [ "$(links B)" = 2 ] && [ "$(links C)" = 2 ] && [ "$(links D)" = 1 ] && break
 	sleep 0.1
@@ -63,7 +64,7 @@ step "bob connects once at D (publishes his key bundle), then goes offline"
 echo "bob is offline now"
 
 step "alice, at A, sends bob a message (the key bundle travels A<-B<-C<-D first)"
-for i in $(seq 50); do
+for _ in $(seq 50); do
 	if id=$("$qpq" send --home "$work/alice" --node "$A" --to bob --text "Hello bob, this crossed four routers while you were away." 2>"$work/send.err"); then
 		break
 	fi
