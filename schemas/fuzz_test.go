@@ -56,6 +56,16 @@ func walk(msg *capnp.Message) {
 		b.Sequence()
 		b.LifetimeSeconds()
 	}
+	if r, err := schemas.ReadRootHopRaise(msg); err == nil {
+		walkRaise(r)
+	}
+	if p, err := schemas.ReadRootMeshPeer_raise_Params(msg); err == nil {
+		if l, err := p.Raises(); err == nil {
+			for i := 0; i < l.Len() && i < 64; i++ {
+				walkRaise(l.At(i))
+			}
+		}
+	}
 	if s, err := schemas.ReadRootSignedBundle(msg); err == nil {
 		s.Signature()
 		if inner, err := s.Bundle(); err == nil && len(inner) < 1<<16 {
@@ -63,6 +73,57 @@ func walk(msg *capnp.Message) {
 				schemas.ReadRootUserKeyBundle(m)
 			}
 		}
+	}
+}
+
+func walkRaise(r schemas.HopRaise) {
+	r.Id()
+	r.HopLimit()
+}
+
+// seedRaise is a raise call's parameters: two entries, as a peer sends.
+func seedRaise(tb testing.TB) []byte {
+	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := schemas.NewRootMeshPeer_raise_Params(seg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l, err := p.NewRaises(2)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := range l.Len() {
+		id := make([]byte, 32)
+		id[0] = byte(i + 1)
+		l.At(i).SetId(id)
+		l.At(i).SetHopLimit(uint8(3 + i))
+	}
+	b, err := msg.Marshal()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func TestRaiseRoundTrip(t *testing.T) {
+	msg, err := schemas.Unmarshal(seedRaise(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := schemas.ReadRootMeshPeer_raise_Params(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := p.Raises()
+	if err != nil || l.Len() != 2 {
+		t.Fatalf("raises: %d entries, err %v", l.Len(), err)
+	}
+	id, _ := l.At(1).Id()
+	if len(id) != 32 || id[0] != 2 || l.At(1).HopLimit() != 4 {
+		t.Fatalf("raise round trip: id %x, hop limit %d", id, l.At(1).HopLimit())
 	}
 }
 
@@ -111,6 +172,7 @@ func TestDescriptorRoundTrip(t *testing.T) {
 // reads every schema type from the result.
 func FuzzDecodeMessages(f *testing.F) {
 	f.Add(seedDescriptor(f))
+	f.Add(seedRaise(f))
 	f.Add([]byte{})
 	f.Add([]byte{0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0})
 	f.Add([]byte{1, 0, 0, 0, 255, 255, 255, 255, 1, 0, 0, 0})

@@ -129,6 +129,18 @@ interface MeshPeer {
   # fresh per exchange and is prepended to each id before it is added, so a
   # false positive in one round is not repeated in the next.
   summary @3 (summary :Summary) -> ();
+
+  # raise tells the peer that the caller now holds broadcasts it already
+  # had with more hops left than before (a copy that came along a shorter
+  # path arrived after a longer one). It is a notice, never a resend: each
+  # entry names a broadcast the callee was pushed or pushed itself, and the
+  # hop limit the callee may now hold it with (the caller's raised limit,
+  # decremented for this hop). The callee caps it to its maximum, ignores
+  # ids it does not hold, and when its own limit rises offers the broadcast
+  # onward in the same way. At most 1024 entries; ids are 32 bytes. An old
+  # peer answers unimplemented; the caller then sends it no more raises on
+  # that link.
+  raise @4 (raises :List(HopRaise)) -> ();
 }
 
 # Summary is the anti-entropy digest of the ids a node holds.
@@ -136,6 +148,12 @@ struct Summary {
   filter @0 :Data; # a bits-and-blooms/bloom/v3 filter in its MarshalBinary form
   key @1 :Data;    # 16 random bytes, prepended to each 32-byte id before hashing
   count @2 :UInt32; # how many ids went in
+}
+
+# HopRaise is one entry of MeshPeer.raise.
+struct HopRaise {
+  id @0 :Data;        # the broadcast's envelope id, 32 bytes
+  hopLimit @1 :UInt8; # the hop limit the callee may now hold it with
 }
 
 # Node is the bootstrap capability a node offers a client (ALPN "capnp").

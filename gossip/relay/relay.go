@@ -1,6 +1,7 @@
 // Package relay is store and forward between linked nodes: it accepts
 // envelopes from clients and neighbours into the store, pushes each new
-// one once to every neighbour except the one it came from, runs
+// one once to every neighbour except the one it came from, raises the hop
+// limit neighbours hold a broadcast with when a better copy arrives, runs
 // anti-entropy summaries, applies receipts and bundle replacement, and
 // wakes clients waiting on their mailbox.
 package relay
@@ -37,6 +38,17 @@ type Store interface {
 type Peer interface {
 	Push(ctx context.Context, envs []gossip.Envelope) (accepted int, err error)
 	Summary(ctx context.Context, s Summary) error
+	// Raise tells the neighbour it may hold broadcasts it has with a
+	// higher hop limit. A neighbour that does not serve it (an older
+	// node) gives an error wrapping ErrRaiseUnsupported.
+	Raise(ctx context.Context, raises []HopRaise) error
+}
+
+// HopRaise says the receiver may hold the broadcast ID with HopLimit
+// (schemas.HopRaise in Go form).
+type HopRaise struct {
+	ID       gossip.ID
+	HopLimit uint8
 }
 
 // Summary is an anti-entropy digest (schemas.Summary in Go form).
@@ -51,10 +63,13 @@ type Summary struct {
 // and descriptor packages' verifiers.
 type BundleVerifier func(signed []byte) (fp identity.Fingerprint, seq uint64, err error)
 
-// Errors Accept returns.
+// Errors Accept and HandleRaise return, and one a Peer returns.
 var (
 	ErrRateLimited = errors.New("peer is sending too fast")
 	ErrForged      = errors.New("forged or mismatched envelope")
+	// ErrRaiseUnsupported is wrapped by Peer.Raise when the neighbour does
+	// not serve raise; the engine then sends it no more raises.
+	ErrRaiseUnsupported = errors.New("peer does not serve raise")
 )
 
 const (
@@ -68,6 +83,11 @@ const (
 	pushTimeout    = 20 * time.Second
 	peerQueueLen   = 4096
 	maxSentPerPeer = 1 << 17 // ids remembered per neighbour (~4 MiB at worst)
+	// raiseBatch bounds one raise call (the receiver takes up to 1024).
+	raiseBatch = 256
+	// knownAll is the level recorded for an id whose kind is never raised
+	// (everything but broadcasts): nothing is ever above it.
+	knownAll = ^uint8(0)
 )
 
 // Options configure an Engine.
@@ -151,40 +171,89 @@ func New(o Options) *Engine {
 func (e *Engine) SeenStats() seen.Stats { return e.seen.Stats() }
 
 // peer is one neighbour's sender: a bounded queue of ids drained by one
-// goroutine, and the ids it already has (sent to it, or received from it).
+// goroutine, and the ids it already has (sent to it, or received from it)
+// with the hop limit it is known to hold each with.
 type peer struct {
 	fp     identity.Fingerprint
 	p      Peer
 	queue  chan gossip.ID
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // guards the fields below
-	sent   map[gossip.ID]struct{}
-	tokens float64
-	last   time.Time
+	mu sync.Mutex // guards the fields below
+	// known maps an id the neighbour has to the least hop limit it holds
+	// it with: for one we sent, the decremented limit we sent; for one it
+	// sent us, the limit received plus one; knownAll for kinds that are
+	// never raised.
+	known   map[gossip.ID]uint8
+	noRaise bool // the neighbour does not serve raise
+	tokens  float64
+	last    time.Time
 }
 
-func (p *peer) knows(id gossip.ID) bool {
+// Outcomes of peer.offer.
+const (
+	offerNone  = iota // the neighbour holds it at least as well already
+	offerPush         // the neighbour lacks it: send the envelope
+	offerRaise        // the neighbour holds it with fewer hops: send a raise
+)
+
+// offer claims id for the neighbour at hop limit level and says what to
+// send: the claim is made before sending, so the same id queued twice
+// never goes out twice.
+func (p *peer) offer(id gossip.ID, level uint8) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	_, ok := p.sent[id]
-	return ok
+	have, ok := p.known[id]
+	switch {
+	case !ok:
+		p.rememberLocked(id, level)
+		return offerPush
+	case have < level && !p.noRaise:
+		p.known[id] = level
+		return offerRaise
+	}
+	return offerNone
 }
 
-func (p *peer) remember(id gossip.ID) {
+// settled reports that the neighbour holds id and can get nothing more
+// for it: a kind never raised, a limit no raise could beat, or a
+// neighbour that takes no raises.
+func (p *peer) settled(id gossip.ID, maxHops uint8) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.sent) >= maxSentPerPeer {
+	have, ok := p.known[id]
+	return ok && (have == knownAll || int(have)+1 >= int(maxHops) || p.noRaise)
+}
+
+// remember records that the neighbour holds id with at least level.
+func (p *peer) remember(id gossip.ID, level uint8) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if have, ok := p.known[id]; ok {
+		p.known[id] = max(have, level)
+		return
+	}
+	p.rememberLocked(id, level)
+}
+
+func (p *peer) rememberLocked(id gossip.ID, level uint8) {
+	if len(p.known) >= maxSentPerPeer {
 		// Forget everything rather than grow: the next summary tells us
 		// what the neighbour still lacks, and it drops duplicates itself.
-		clear(p.sent)
+		clear(p.known)
 	}
-	p.sent[id] = struct{}{}
+	p.known[id] = level
 }
 
 func (p *peer) forget(id gossip.ID) {
 	p.mu.Lock()
-	delete(p.sent, id)
+	delete(p.known, id)
+	p.mu.Unlock()
+}
+
+func (p *peer) stopRaises() {
+	p.mu.Lock()
+	p.noRaise = true
 	p.mu.Unlock()
 }
 
@@ -192,7 +261,7 @@ func (p *peer) forget(id gossip.ID) {
 // function that stops it (call it when the link goes down).
 func (e *Engine) AddPeer(fp identity.Fingerprint, p Peer) (remove func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	pe := &peer{fp: fp, p: p, queue: make(chan gossip.ID, peerQueueLen), cancel: cancel, sent: map[gossip.ID]struct{}{}, tokens: e.o.PeerBurst, last: e.o.Now()}
+	pe := &peer{fp: fp, p: p, queue: make(chan gossip.ID, peerQueueLen), cancel: cancel, known: map[gossip.ID]uint8{}, tokens: e.o.PeerBurst, last: e.o.Now()}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -296,21 +365,26 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 		env.HopLimit = min(env.HopLimit, e.o.MaxBroadcastHops)
 		if e.seen.CheckAndAdd(env.ID) {
 			if !src.Peer.IsZero() {
-				e.markKnown(src.Peer, env.ID)
+				e.markKnown(src.Peer, env.ID, heldBy(env))
 			}
-			e.improveHops(env, src.Peer)
+			e.raiseHops(env.ID, env.HopLimit, src.Peer, true)
 			return false, nil
 		}
 	}
 	added, err = e.o.Store.Put(env, src.quotaKey())
 	if err != nil || !added {
 		if !src.Peer.IsZero() && err == nil {
-			e.markKnown(src.Peer, env.ID)
+			e.markKnown(src.Peer, env.ID, heldBy(env))
+		}
+		if err == nil && env.Kind == schemas.Envelope_Kind_broadcast {
+			// Stored already though the seen-set had forgotten it (or
+			// tombstoned: raiseHops then finds it not held).
+			e.raiseHops(env.ID, env.HopLimit, src.Peer, false)
 		}
 		return added, err
 	}
 	if !src.Peer.IsZero() {
-		e.markKnown(src.Peer, env.ID)
+		e.markKnown(src.Peer, env.ID, heldBy(env))
 	}
 	if env.Kind == schemas.Envelope_Kind_dm || env.Kind == schemas.Envelope_Kind_broadcast {
 		e.wake(env.Destination)
@@ -324,32 +398,86 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 	return true, nil
 }
 
+// heldBy is the hop limit the neighbour that sent env holds it with: one
+// more than it sent, for a broadcast; knownAll for kinds never raised.
+func heldBy(env gossip.Envelope) uint8 {
+	if env.Kind != schemas.Envelope_Kind_broadcast {
+		return knownAll
+	}
+	return plusOne(env.HopLimit)
+}
+
+// plusOne is h+1, saturating.
+func plusOne(h uint8) uint8 {
+	if h == knownAll {
+		return h
+	}
+	return h + 1
+}
+
 // maxBoost bounds the broadcasts whose hop limit was raised; past it the
 // map is cleared (those broadcasts fall back to their stored hop limit).
 const maxBoost = 1 << 14
 
-// improveHops handles a broadcast that arrives again with more hops left
-// than the copy held: it first came along a longer path. The better limit
-// is remembered and the broadcast offered again to neighbours that do not
-// have it yet (those skipped for lack of hops), so a short path is never
-// starved by a long one; no neighbour gets it twice.
-func (e *Engine) improveHops(env gossip.Envelope, from identity.Fingerprint) {
-	held, ok, err := e.o.Store.Get(env.ID)
-	if err != nil || !ok {
+// raiseHops handles a broadcast that we may now hold with hop limit hops:
+// a copy arrived again with more hops left than the one held (the first
+// came along a longer path), or a neighbour sent a raise. When that is
+// more than we hold, the better limit is remembered and the id queued for
+// every neighbour but from: sendLoop pushes the envelope to those that
+// lack it (skipped before for lack of hops) and a raise to those that hold
+// it with fewer hops than it can now give them, so a short path is never
+// starved by a long one; no neighbour gets the envelope twice. Limits
+// only rise, to at most MaxBroadcastHops, so the raises end.
+//
+// With pending set (the seen-set knows the id) the limit is remembered
+// even when the store does not hold the id yet: a concurrent Accept of
+// the first copy may be about to store it, and its fan-out then reads
+// the raised limit.
+func (e *Engine) raiseHops(id gossip.ID, hops uint8, from identity.Fingerprint, pending bool) {
+	hops = min(hops, e.o.MaxBroadcastHops)
+	held, ok, err := e.o.Store.Get(id)
+	if err != nil || (!ok && !pending) {
 		return
 	}
 	e.mu.Lock()
-	cur := max(held.HopLimit, e.boost[env.ID])
-	if env.HopLimit <= cur {
+	cur := e.boost[id]
+	if ok {
+		cur = max(cur, held.HopLimit)
+	}
+	if hops <= cur {
 		e.mu.Unlock()
 		return
 	}
 	if len(e.boost) >= maxBoost {
 		clear(e.boost)
 	}
-	e.boost[env.ID] = env.HopLimit
+	e.boost[id] = hops
 	e.mu.Unlock()
-	e.fanOut(env.ID, from)
+	e.fanOut(id, from)
+}
+
+// HandleRaise applies a raise notice from neighbour fp: each entry costs
+// one token of its rate budget (ErrRateLimited ends the call); entries
+// for ids not held here, or not broadcasts, are ignored.
+func (e *Engine) HandleRaise(fp identity.Fingerprint, raises []HopRaise) error {
+	for _, r := range raises {
+		if err := e.take(fp); err != nil {
+			return err
+		}
+		env, ok, err := e.o.Store.Get(r.ID)
+		if err != nil {
+			return err
+		}
+		// Not stored yet but seen: the first copy is being stored right
+		// now (the seen-set holds broadcasts only).
+		if (ok && env.Kind != schemas.Envelope_Kind_broadcast) || (!ok && !e.seen.Seen(r.ID)) {
+			continue
+		}
+		hops := min(r.HopLimit, e.o.MaxBroadcastHops)
+		e.markKnown(fp, r.ID, plusOne(hops))
+		e.raiseHops(r.ID, hops, fp, true)
+	}
+	return nil
 }
 
 // checkSigned verifies a bundle or descriptor envelope and drops older
@@ -393,6 +521,10 @@ func (e *Engine) checkSigned(env gossip.Envelope, verify BundleVerifier) error {
 	}
 	return nil
 }
+
+// ErrNotLinked: a summary came from a neighbour whose link is not
+// registered (yet).
+var ErrNotLinked = errors.New("summary from a neighbour not linked yet")
 
 // ErrStale: a bundle or descriptor no newer than one already held.
 var ErrStale = errors.New("an equal or newer bundle is held")
@@ -569,12 +701,12 @@ func (e *Engine) take(fp identity.Fingerprint) error {
 	return nil
 }
 
-func (e *Engine) markKnown(fp identity.Fingerprint, id gossip.ID) {
+func (e *Engine) markKnown(fp identity.Fingerprint, id gossip.ID, level uint8) {
 	e.mu.Lock()
 	p := e.peers[fp]
 	e.mu.Unlock()
 	if p != nil {
-		p.remember(id)
+		p.remember(id, level)
 	}
 }
 
@@ -595,9 +727,13 @@ func (e *Engine) fanOut(id gossip.ID, except identity.Fingerprint) {
 	}
 }
 
-// sendLoop drains one neighbour's queue in batches.
+// sendLoop drains one neighbour's queue in batches: the envelopes it
+// lacks in one push, then the raises for those it holds with fewer hops
+// in one raise call. A raise therefore never overtakes the push of its
+// envelope, which the neighbour has stored by the time push returns.
 func (e *Engine) sendLoop(ctx context.Context, p *peer) {
 	batch := make([]gossip.Envelope, 0, pushBatch)
+	raises := make([]HopRaise, 0, raiseBatch)
 	for {
 		var id gossip.ID
 		select {
@@ -605,14 +741,17 @@ func (e *Engine) sendLoop(ctx context.Context, p *peer) {
 			return
 		case id = <-p.queue:
 		}
-		batch = batch[:0]
+		batch, raises = batch[:0], raises[:0]
 		size := 0
 		for {
-			if env, ok := e.forwardable(p, id); ok {
+			switch env, what := e.forwardable(p, id); what {
+			case offerPush:
 				batch = append(batch, env)
 				size += len(env.Payload)
+			case offerRaise:
+				raises = append(raises, HopRaise{ID: id, HopLimit: env.HopLimit})
 			}
-			if len(batch) == pushBatch || size >= pushBytes {
+			if len(batch) == pushBatch || size >= pushBytes || len(raises) == raiseBatch {
 				break
 			}
 			select {
@@ -622,45 +761,73 @@ func (e *Engine) sendLoop(ctx context.Context, p *peer) {
 			}
 			break
 		}
-		if len(batch) == 0 {
-			continue
+		if len(batch) > 0 {
+			e.push(ctx, p, batch)
 		}
-		pctx, cancel := context.WithTimeout(ctx, pushTimeout)
-		_, err := p.p.Push(pctx, batch)
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				e.log.Debug("push failed", "peer", p.fp, "count", len(batch), "err", err)
-			}
-			// The envelopes stay stored; the next summary asks again.
-			for _, env := range batch {
-				p.forget(env.ID)
-			}
+		if len(raises) > 0 {
+			e.raise(ctx, p, raises)
 		}
 	}
 }
 
-// forwardable returns the envelope as it should go to p: still stored,
-// not already known to p, with hops left, hop limit decremented.
-func (e *Engine) forwardable(p *peer, id gossip.ID) (gossip.Envelope, bool) {
-	if p.knows(id) {
-		return gossip.Envelope{}, false
+func (e *Engine) push(ctx context.Context, p *peer, batch []gossip.Envelope) {
+	pctx, cancel := context.WithTimeout(ctx, pushTimeout)
+	_, err := p.p.Push(pctx, batch)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Debug("push failed", "peer", p.fp, "count", len(batch), "err", err)
+		}
+		// The envelopes stay stored; the next summary asks again.
+		for _, env := range batch {
+			p.forget(env.ID)
+		}
+	}
+}
+
+func (e *Engine) raise(ctx context.Context, p *peer, raises []HopRaise) {
+	rctx, cancel := context.WithTimeout(ctx, pushTimeout)
+	err := p.p.Raise(rctx, raises)
+	cancel()
+	switch {
+	case err == nil || ctx.Err() != nil:
+	case errors.Is(err, ErrRaiseUnsupported):
+		// An older node: it keeps the hop limits it has, as before raises.
+		e.log.Debug("peer does not serve raise; sending it none", "peer", p.fp, "err", err)
+		p.stopRaises()
+	default:
+		// A raise is a hint, not a message: a lost one leaves the
+		// neighbour with the lower limit it already has.
+		e.log.Debug("raise failed", "peer", p.fp, "count", len(raises), "err", err)
+	}
+}
+
+// forwardable says what p should get for id, and returns the envelope as
+// it would go to p (still stored, with hops left, hop limit decremented):
+// offerPush when p lacks it, offerRaise when p holds a broadcast with
+// fewer hops than that, offerNone otherwise.
+func (e *Engine) forwardable(p *peer, id gossip.ID) (gossip.Envelope, int) {
+	if p.settled(id, e.o.MaxBroadcastHops) {
+		return gossip.Envelope{}, offerNone // no store read needed
 	}
 	env, ok, err := e.o.Store.Get(id)
 	if err != nil || !ok {
-		return gossip.Envelope{}, false
+		return gossip.Envelope{}, offerNone
 	}
 	e.mu.Lock()
 	env.HopLimit = max(env.HopLimit, e.boost[id])
 	e.mu.Unlock()
 	if env.HopLimit == 0 || env.TTLSeconds == 0 {
-		return gossip.Envelope{}, false
+		return gossip.Envelope{}, offerNone
 	}
 	env.HopLimit--
+	level := knownAll
+	if env.Kind == schemas.Envelope_Kind_broadcast {
+		level = env.HopLimit
+	}
 	// Claimed now, not after the push: the same id queued twice (a hop
 	// limit raised meanwhile) must not go out twice in one batch.
-	p.remember(id)
-	return env, true
+	return env, p.offer(id, level)
 }
 
 // MakeSummary builds a digest of every id held, under a fresh key.
@@ -729,7 +896,9 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 	p := e.peers[fp]
 	e.mu.Unlock()
 	if p == nil {
-		return nil
+		// The link is up on the sender's side but not yet registered on
+		// ours: the sender tries again shortly.
+		return ErrNotLinked
 	}
 	buf := make([]byte, summaryKeyLen+gossip.IDLen)
 	copy(buf, s.Key)

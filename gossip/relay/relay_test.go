@@ -99,6 +99,10 @@ func (p memPeer) Summary(ctx context.Context, s Summary) error {
 	return p.to.eng.HandleSummary(p.from, s)
 }
 
+func (p memPeer) Raise(ctx context.Context, raises []HopRaise) error {
+	return p.to.eng.HandleRaise(p.from, raises)
+}
+
 // connect links a and b both ways and returns a function that unlinks them.
 func connect(a, b *tnode) func() {
 	ra := a.eng.AddPeer(b.fp, memPeer{to: b, from: a.fp})

@@ -162,13 +162,17 @@ func truncate(s string, n int) string {
 }
 
 // PeerServer is the MeshPeer this node offers on every link. Hello and
-// health are answered here; push and summary go to the handlers, which
-// the store-and-forward layer provides (nil: refused).
+// health are answered here; push, summary and raise go to the handlers,
+// which the store-and-forward layer provides (nil: refused; a nil
+// RaiseHandler answers unimplemented, as a node that predates raise does).
 type PeerServer struct {
 	Local          Hello
 	Stats          func() (uptime time.Duration, links int)
 	PushHandler    func(ctx context.Context, envs schemas.Envelope_List) (accepted uint32, err error)
 	SummaryHandler func(ctx context.Context, s schemas.Summary) error
+	// RaiseHandler gets a raise already checked: at most MaxRaises
+	// entries, each id RaiseIDLen bytes.
+	RaiseHandler func(ctx context.Context, raises []HopRaise) error
 }
 
 // ErrNotServed is returned for a method this node does not serve.
@@ -205,6 +209,23 @@ func (s *PeerServer) Summary(ctx context.Context, call schemas.MeshPeer_summary)
 		return fmt.Errorf("summary: %w", err)
 	}
 	return s.SummaryHandler(ctx, sum)
+}
+
+// Raise checks a raise notice and hands it to RaiseHandler. A list over
+// MaxRaises or an id of the wrong length refuses the whole call.
+func (s *PeerServer) Raise(ctx context.Context, call schemas.MeshPeer_raise) error {
+	if s.RaiseHandler == nil {
+		return capnp.Unimplemented("raise: not served by this node")
+	}
+	list, err := call.Args().Raises()
+	if err != nil {
+		return fmt.Errorf("raise: %w", err)
+	}
+	raises, err := ReadRaises(list)
+	if err != nil {
+		return err
+	}
+	return s.RaiseHandler(ctx, raises)
 }
 
 // Hello answers a peer's hello, refusing an incompatible version.

@@ -44,8 +44,8 @@ func verifyBundle(signed []byte) (identity.Fingerprint, uint64, error) {
 	return b.Fingerprint, b.Sequence, nil
 }
 
-// linkPeer is the relay engine's view of a link: push and summary calls
-// on the neighbour's MeshPeer.
+// linkPeer is the relay engine's view of a link: push, summary and raise
+// calls on the neighbour's MeshPeer.
 type linkPeer struct{ l *link.Link }
 
 func (p linkPeer) Push(ctx context.Context, envs []gossip.Envelope) (int, error) {
@@ -78,6 +78,35 @@ func (p linkPeer) Summary(ctx context.Context, s relay.Summary) error {
 	defer release()
 	_, err := fut.Struct()
 	return err
+}
+
+// Raise sends a raise notice. A neighbour that predates raise answers
+// unimplemented, which the engine is told as relay.ErrRaiseUnsupported.
+func (p linkPeer) Raise(ctx context.Context, raises []relay.HopRaise) error {
+	out := make([]link.HopRaise, len(raises))
+	for i, r := range raises {
+		out[i] = link.HopRaise{ID: r.ID, HopLimit: r.HopLimit}
+	}
+	err := p.l.Raise(ctx, out)
+	if errors.Is(err, link.ErrNotServed) {
+		return fmt.Errorf("%w: %v", relay.ErrRaiseUnsupported, err)
+	}
+	return err
+}
+
+// raiseHandler applies a neighbour's raise notice (link.PeerServer has
+// checked its length and ids).
+func (d *Daemon) raiseHandler(from identity.Fingerprint) func(context.Context, []link.HopRaise) error {
+	return func(ctx context.Context, raises []link.HopRaise) error {
+		rs := make([]relay.HopRaise, len(raises))
+		for i, r := range raises {
+			rs[i] = relay.HopRaise{ID: gossip.ID(r.ID), HopLimit: r.HopLimit}
+		}
+		if err := d.eng.HandleRaise(from, rs); err != nil {
+			return fmt.Errorf("raise: %w", err)
+		}
+		return nil
+	}
 }
 
 // pushHandler stores what a neighbour pushes.
@@ -126,20 +155,28 @@ func (d *Daemon) summaryHandler(from identity.Fingerprint) func(context.Context,
 // syncLink runs anti-entropy with one neighbour: at once, then
 // periodically, until the link ends.
 func (d *Daemon) syncLink(l *link.Link) {
-	t := time.NewTicker(summaryInterval)
-	defer t.Stop()
+	// A failed summary is retried soon (1 s, doubling): the neighbour may
+	// not have registered the link yet when ours is up.
+	retry := time.Second
 	for {
 		ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
 		err := d.eng.SendSummary(ctx, l.Peer())
 		cancel()
+		wait := summaryInterval
 		if err != nil && d.ctx.Err() == nil {
 			d.log.Debug("summary failed", "peer", l.Peer(), "err", err)
+			if retry < summaryInterval {
+				wait, retry = retry, retry*2
+			}
 		}
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-l.Done():
+			t.Stop()
 			return
 		case <-d.ctx.Done():
+			t.Stop()
 			return
 		}
 	}
