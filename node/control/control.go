@@ -67,6 +67,10 @@ type Peer struct {
 	Via         string  `json:"via"`       // "static", "mdns", "exchange" or "inbound"
 	RTTMs       float64 `json:"rtt_ms"`
 	LinkedS     int64   `json:"linked_s"`
+	// Pick says why a link this node chose from its neighbour table is
+	// kept: "random" (one of its random picks), "rtt" (among the fastest
+	// it knows) or "trial" (dialled to compare its RTT); empty otherwise.
+	Pick string `json:"pick,omitempty"`
 }
 
 type request struct {

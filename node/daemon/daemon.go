@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/quicproquo/qpq/mesh/discovery"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
+	"github.com/quicproquo/qpq/mesh/neighbours"
 	"github.com/quicproquo/qpq/node/buildinfo"
 	"github.com/quicproquo/qpq/node/config"
 	"github.com/quicproquo/qpq/node/control"
@@ -31,7 +33,6 @@ import (
 // Limits that keep a flood of connections from growing memory.
 const (
 	maxPendingHandshakes = 32 // inbound connections still in hello
-	maxInboundLinks      = 32 // inbound node links held at once
 	maxClients           = 64 // client connections held at once
 	probeInterval        = 10 * time.Second
 	probeTimeout         = 10 * time.Second
@@ -62,10 +63,16 @@ type Daemon struct {
 
 	disc *discovery.Discovery // nil when mDNS is off
 
-	mu      sync.Mutex // guards links, via and dialing
-	links   map[identity.Fingerprint]*link.Link
-	via     map[identity.Fingerprint]string   // how each link came to be
-	dialing map[identity.Fingerprint]struct{} // discovered nodes being dialled
+	table *neighbours.Table // nodes learnt by mDNS and peer exchange
+	kick  chan struct{}     // wakes selectLoop
+
+	mu        sync.Mutex // guards the fields below
+	links     map[identity.Fingerprint]*link.Link
+	via       map[identity.Fingerprint]string   // how each link came to be
+	dialing   map[identity.Fingerprint]struct{} // learnt nodes being dialled
+	anchor    map[identity.Fingerprint]bool     // links that are random picks
+	trial     identity.Fingerprint              // a link dialled to compare its RTT
+	lastTrial time.Time
 
 	closeOnce sync.Once
 }
@@ -130,7 +137,12 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		links:   map[identity.Fingerprint]*link.Link{},
 		via:     map[identity.Fingerprint]string{},
 		dialing: map[identity.Fingerprint]struct{}{},
+		anchor:  map[identity.Fingerprint]bool{},
+		table:   neighbours.NewTable(maxCandidates, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
+		kick:    make(chan struct{}, 1),
 	}
+	// The first trial comes a full Explore after start, not at once.
+	d.lastTrial = d.started
 	d.eng = relay.New(relay.Options{Store: st, VerifyBundle: verifyBundle, VerifyDescriptor: verifyDescriptor,
 		OnDescriptor: d.onDescriptor, Log: log, ReceiptHops: uint8(min(cfg.MaxHops, 16))})
 	if cfg.Control != "" {
@@ -155,10 +167,14 @@ func (d *Daemon) Addr() string { return d.tr.Addr().String() }
 // Run serves until ctx is cancelled or Close is called, then shuts down and
 // returns nil.
 func (d *Daemon) Run(ctx context.Context) error {
-	d.wg.Add(3)
+	d.wg.Add(4)
 	go func() {
 		defer d.wg.Done()
 		d.acceptLoop()
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.selectLoop()
 	}()
 	go func() {
 		defer d.wg.Done()
@@ -278,9 +294,9 @@ func (d *Daemon) acceptPeer(conn *quic.Conn) {
 		d.log.Warn("refused inbound link", "addr", conn.RemoteAddr(), "err", err)
 		return
 	}
-	if d.inboundCount() >= maxInboundLinks {
+	if d.inboundCount() >= d.inboundCap() {
 		l.Close(link.CodeRefused, "too many inbound links")
-		d.log.Warn("refused inbound link: at the inbound cap", "peer", l.Peer(), "cap", maxInboundLinks)
+		d.log.Warn("refused inbound link: at the inbound cap", "peer", l.Peer(), "cap", d.inboundCap())
 		return
 	}
 	d.runLink(l)
@@ -305,6 +321,7 @@ func (d *Daemon) peerBootstrap(fp identity.Fingerprint) capnp.Client {
 		Stats:          d.stats,
 		PushHandler:    d.pushHandler(fp),
 		SummaryHandler: d.summaryHandler(fp),
+		RaiseHandler:   d.raiseHandler(fp),
 	}))
 }
 
@@ -352,8 +369,10 @@ func (d *Daemon) removeLink(l *link.Link) {
 	if d.links[l.Peer()] == l {
 		delete(d.links, l.Peer())
 		delete(d.via, l.Peer())
+		delete(d.anchor, l.Peer())
 	}
 	d.mu.Unlock()
+	d.kickSelect()
 }
 
 // linkTo returns the current link to fp, or nil.
@@ -473,6 +492,20 @@ func (d *Daemon) dial(p link.PeerAddr) (*link.Link, error) {
 	return link.Establish(ctx, conn, true, d.peerBootstrap(p.FP), d.hello, d.log)
 }
 
+// pick says why a link is kept, for status; d.mu is held.
+func (d *Daemon) pick(l *link.Link, via string) string {
+	switch {
+	case !l.Outbound() || (via != viaMDNS && via != viaExchange):
+		return ""
+	case l.Peer() == d.trial:
+		return "trial"
+	case d.anchor[l.Peer()]:
+		return "random"
+	default:
+		return "rtt"
+	}
+}
+
 // Status reports the node and its links for the control socket.
 func (d *Daemon) Status() control.Status {
 	fp := d.id.Fingerprint()
@@ -512,6 +545,7 @@ func (d *Daemon) Status() control.Status {
 			Direction:   dir,
 			RTTMs:       float64(l.RTT().Microseconds()) / 1000,
 			LinkedS:     int64(time.Since(l.Since()) / time.Second),
+			Pick:        d.pick(l, via),
 		})
 	}
 	d.mu.Unlock()

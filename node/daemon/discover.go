@@ -6,18 +6,16 @@ import (
 
 	"github.com/quicproquo/qpq/mesh/discovery"
 	"github.com/quicproquo/qpq/mesh/identity"
-	"github.com/quicproquo/qpq/mesh/link"
+	"github.com/quicproquo/qpq/mesh/neighbours"
 )
 
 // Ways a link came to be, shown as `via` in qpq status.
 const (
-	viaStatic  = "static"
-	viaMDNS    = "mdns"
-	viaInbound = "inbound"
+	viaStatic   = "static"
+	viaMDNS     = neighbours.ViaMDNS
+	viaExchange = neighbours.ViaExchange
+	viaInbound  = "inbound"
 )
-
-// maxDialing bounds concurrent dials to discovered nodes.
-const maxDialing = 4
 
 // listensOnLoopback reports whether addr's host is a loopback address:
 // mDNS there would announce addresses the node does not serve.
@@ -56,50 +54,7 @@ func (d *Daemon) startDiscovery() error {
 
 // discovered is discovery's callback: it must not block.
 func (d *Daemon) discovered(f discovery.Found) {
-	d.dialLearnt(f.FP, []string{f.Addr}, viaMDNS)
-}
-
-// dialLearnt links to a node learnt by mDNS or peer exchange, in its own
-// goroutine, when the node is not linked or being dialled already, the
-// node has fewer than --max-links links, and few dials are under way. It
-// never blocks the caller.
-func (d *Daemon) dialLearnt(fp identity.Fingerprint, addrs []string, via string) {
-	if fp.Equal(d.id.Fingerprint()) || len(addrs) == 0 {
-		return
-	}
-	d.mu.Lock()
-	_, linked := d.links[fp]
-	_, busy := d.dialing[fp]
-	full := len(d.links) >= d.cfg.MaxLinks
-	// ctx is checked under mu: Close cancels under mu, so a goroutine
-	// counted here is counted before Close waits.
-	if linked || busy || full || len(d.dialing) >= maxDialing || d.ctx.Err() != nil {
-		d.mu.Unlock()
-		return
-	}
-	d.dialing[fp] = struct{}{}
-	d.wg.Add(1)
-	d.mu.Unlock()
-	go func() {
-		defer d.wg.Done()
-		defer func() {
-			d.mu.Lock()
-			delete(d.dialing, fp)
-			d.mu.Unlock()
-		}()
-		for _, a := range addrs {
-			l, err := d.dial(link.PeerAddr{Addr: a, FP: fp})
-			if err != nil {
-				if d.ctx.Err() == nil {
-					d.log.Debug("learnt node not reachable", "peer", fp, "addr", a, "via", via, "err", err)
-				}
-				continue
-			}
-			d.setVia(fp, via)
-			d.runLink(l)
-			return
-		}
-	}()
+	d.learn(f.FP, []string{f.Addr}, viaMDNS)
 }
 
 // setVia records how the link to fp came to be.

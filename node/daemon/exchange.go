@@ -19,13 +19,12 @@ import (
 
 // Peer exchange: each node gossips its signed descriptor like an envelope
 // (its lifetime ages like a TTL); a node that learns of another it is not
-// linked to dials it while it has fewer than --max-links links.
+// linked to adds it to the neighbour table (select.go).
 const (
 	descriptorLifetime = 2 * time.Hour
 	descriptorRefresh  = 30 * time.Minute
 	descriptorHops     = 16
 	seqFile            = "descriptor.seq"
-	viaExchange        = "exchange"
 )
 
 func verifyDescriptor(signed []byte) (identity.Fingerprint, uint64, error) {
@@ -132,5 +131,5 @@ func (d *Daemon) onDescriptor(signed []byte) {
 	if err != nil || desc.Domain != d.cfg.Domain {
 		return
 	}
-	d.dialLearnt(desc.FP, desc.Addrs, viaExchange)
+	d.learn(desc.FP, desc.Addrs, viaExchange)
 }

@@ -59,8 +59,12 @@ func runStatus(env *cliEnv, args []string) int {
 		st.Store.Envelopes, st.Store.Bytes, st.Store.MaxBytes, st.Store.Tombstones, st.Store.Path)
 	fmt.Fprintf(w, "peers        %d\n", len(st.Peers))
 	for _, p := range st.Peers {
-		fmt.Fprintf(w, "  %s  %-22s %-8s rtt %6.2f ms  linked %s\n",
-			p.Fingerprint, p.Addr, p.Direction, p.RTTMs, time.Duration(p.LinkedS)*time.Second)
+		via := p.Via
+		if p.Pick != "" {
+			via += "/" + p.Pick
+		}
+		fmt.Fprintf(w, "  %s  %-22s %-8s %-15s rtt %6.2f ms  linked %s\n",
+			p.Fingerprint, p.Addr, p.Direction, via, p.RTTMs, time.Duration(p.LinkedS)*time.Second)
 	}
 	return exitOK
 }

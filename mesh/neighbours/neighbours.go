@@ -1,0 +1,319 @@
+// Package neighbours chooses which learnt nodes a node links to (DESIGN,
+// "Finding each other"): it keeps a bounded table of the nodes mDNS and
+// peer exchange reported, and plans dials and closes so that a node holds
+// about --max-links links, most of its own picks the lowest-RTT ones it
+// knows, a few picked at random so that a nearby attacker cannot take
+// every slot. It holds no links itself: the daemon runs the plan.
+package neighbours
+
+import (
+	"bytes"
+	"cmp"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/quicproquo/qpq/mesh/identity"
+)
+
+// Ways a candidate was learnt (the daemon's `via` names).
+const (
+	ViaMDNS     = "mdns"
+	ViaExchange = "exchange"
+)
+
+// Tunables of the plan.
+const (
+	// MaxAnchors is how many of its own picks a node makes at random and
+	// never drops for a faster one (fewer when --max-links is tiny).
+	MaxAnchors = 2
+	// JudgeAfter is how long a trial link runs before its RTT is compared.
+	JudgeAfter = 10 * time.Second
+	// Explore is how often a full node tries one more candidate, hoping
+	// for a faster link than its slowest.
+	Explore = 5 * time.Minute
+	// MaxDialling bounds dials under way at once.
+	MaxDialling = 4
+	// forget drops candidates not heard of for this long (descriptors
+	// are refreshed every 30 minutes, mDNS every minute or so).
+	forget = 3 * time.Hour
+	// retryMin and retryMax bound the backoff after failed dials.
+	retryMin = 30 * time.Second
+	retryMax = 30 * time.Minute
+)
+
+// better is how much faster a trial must be than the slowest replaceable
+// link to take its place (4/5 of its RTT), so links do not flap between
+// nodes of about equal RTT.
+const betterNum, betterDen = 4, 5
+
+// Candidate is a node the table may dial.
+type Candidate struct {
+	FP    identity.Fingerprint
+	Addrs []string
+	Via   string
+
+	seen    time.Time     // last learnt
+	rtt     time.Duration // last measured on a link; 0 unknown
+	fails   int           // dials failed in a row
+	nextTry time.Time     // no dial before this
+}
+
+// Table is the neighbour table: bounded, safe for concurrent use.
+type Table struct {
+	max int
+	rng *rand.Rand
+
+	mu sync.Mutex // guards c and rng
+	c  map[identity.Fingerprint]*Candidate
+}
+
+// NewTable returns a table of at most max candidates; rng orders random
+// picks (tests pass a seeded one).
+func NewTable(max int, rng *rand.Rand) *Table {
+	return &Table{max: max, rng: rng, c: map[identity.Fingerprint]*Candidate{}}
+}
+
+// Learn records (or refreshes) a node heard of by via. A node reported by
+// mDNS stays marked so for as long as mDNS keeps reporting it: it is on a
+// shared link, so likely near. When the table is full the candidate heard
+// of least recently makes room.
+func (t *Table) Learn(fp identity.Fingerprint, addrs []string, via string, now time.Time) {
+	if fp.IsZero() || len(addrs) == 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.c[fp]
+	if c == nil {
+		if len(t.c) >= t.max {
+			t.evictOldest()
+		}
+		c = &Candidate{FP: fp}
+		t.c[fp] = c
+	}
+	if via == ViaMDNS || c.Via != ViaMDNS || now.Sub(c.seen) > forget/2 {
+		c.Via = via
+	}
+	c.Addrs = slices.Clone(addrs)
+	c.seen = now
+}
+
+func (t *Table) evictOldest() {
+	var oldest *Candidate
+	for _, c := range t.c {
+		if oldest == nil || c.seen.Before(oldest.seen) {
+			oldest = c
+		}
+	}
+	if oldest != nil {
+		delete(t.c, oldest.FP)
+	}
+}
+
+// Measured records the RTT seen on a link to fp, and that it linked.
+func (t *Table) Measured(fp identity.Fingerprint, rtt time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.c[fp]; c != nil && rtt > 0 {
+		c.rtt = rtt
+		c.fails = 0
+		c.nextTry = time.Time{}
+	}
+}
+
+// Failed records a failed dial: fp is not tried again for a while,
+// doubling up to half an hour.
+func (t *Table) Failed(fp identity.Fingerprint, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.c[fp]
+	if c == nil {
+		return
+	}
+	wait := retryMin << min(c.fails, 10)
+	c.fails++
+	c.nextTry = now.Add(min(wait, retryMax))
+}
+
+// Len is the number of candidates held.
+func (t *Table) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.c)
+}
+
+// Link is one current link as the plan sees it.
+type Link struct {
+	FP       identity.Fingerprint
+	Outbound bool          // we dialled it
+	Static   bool          // a configured peer: always kept, never planned
+	Anchor   bool          // one of our random picks
+	Trial    bool          // dialled to compare its RTT
+	RTT      time.Duration // smoothed RTT
+	Age      time.Duration // how long it has been up
+}
+
+// replaceable reports whether we picked this link by RTT and may drop it
+// for a faster one.
+func (l Link) replaceable() bool { return l.Outbound && !l.Static && !l.Anchor && !l.Trial }
+
+// State is what the daemon holds when it asks for a plan.
+type State struct {
+	MaxLinks int
+	Links    []Link
+	Static   []identity.Fingerprint // configured peers, linked or not
+	Busy     []identity.Fingerprint // dials under way
+	// BusyAnchors is how many dials under way are random picks.
+	BusyAnchors int
+	LastTrial   time.Time // when the last trial was dialled
+	Now         time.Time
+}
+
+// Dial is a planned dial.
+type Dial struct {
+	FP     identity.Fingerprint
+	Addrs  []string
+	Via    string
+	Anchor bool // a random pick, kept however slow
+	Trial  bool // a trial: judged after JudgeAfter
+}
+
+// Plan is what the daemon should do now.
+type Plan struct {
+	Dial  []Dial
+	Close []identity.Fingerprint
+	// EndTrial: the trial link was judged; it is now an ordinary link
+	// (unless it is in Close).
+	EndTrial bool
+}
+
+// Anchors is how many random picks a node with maxLinks links keeps:
+// two by default, fewer when maxLinks is small (one link in four), so a
+// node told to keep one link keeps exactly the link it is given.
+func Anchors(maxLinks int) int { return min(MaxAnchors, maxLinks/4) }
+
+// Plan decides which candidates to dial and which links to drop:
+//   - while a node has fewer than MaxLinks links (dials under way count),
+//     it dials candidates: first random ones until it holds Anchors
+//     random picks, then the lowest known RTT, then nodes mDNS found (on
+//     a shared link), then the rest in random order;
+//   - the random picks are made even when inbound links fill every slot,
+//     so neighbours that dial in cannot leave the node only them;
+//   - a full node dials one trial every Explore; after JudgeAfter the
+//     trial replaces the slowest link the node picked by RTT if it is
+//     clearly faster (4/5), and is closed otherwise.
+func (t *Table) Plan(s State) Plan {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var p Plan
+	taken := map[identity.Fingerprint]bool{}
+	for _, fp := range s.Static {
+		taken[fp] = true
+	}
+	for _, fp := range s.Busy {
+		taken[fp] = true
+	}
+	anchors, inbound, hasTrial := s.BusyAnchors, 0, false
+	var trial Link
+	for _, l := range s.Links {
+		taken[l.FP] = true
+		if l.Anchor {
+			anchors++
+		}
+		if !l.Outbound {
+			inbound++
+		}
+		if l.Trial {
+			trial, hasTrial = l, true
+		}
+	}
+	var eligible []*Candidate
+	for fp, c := range t.c {
+		if s.Now.Sub(c.seen) > forget {
+			delete(t.c, fp)
+			continue
+		}
+		if !taken[fp] && !s.Now.Before(c.nextTry) {
+			eligible = append(eligible, c)
+		}
+	}
+	// Map order is random but not seeded: sort, then shuffle with rng.
+	slices.SortFunc(eligible, func(a, b *Candidate) int { return bytes.Compare(a.FP[:], b.FP[:]) })
+	t.rng.Shuffle(len(eligible), func(i, j int) { eligible[i], eligible[j] = eligible[j], eligible[i] })
+
+	room := MaxDialling - len(s.Busy)
+	free := s.MaxLinks - len(s.Links) - len(s.Busy)
+	take := func(c *Candidate, anchor, trial bool) {
+		p.Dial = append(p.Dial, Dial{FP: c.FP, Addrs: slices.Clone(c.Addrs), Via: c.Via, Anchor: anchor, Trial: trial})
+		eligible = slices.DeleteFunc(eligible, func(x *Candidate) bool { return x == c })
+		room--
+		free--
+	}
+	// Random picks beyond MaxLinks only to stop inbound links from
+	// filling every slot; configured peers alone never cause them.
+	for anchors+len(p.Dial) < Anchors(s.MaxLinks) && (free > 0 || inbound > 0) && room > 0 && len(eligible) > 0 {
+		take(eligible[0], true, false)
+	}
+	slices.SortStableFunc(eligible, rank)
+	for free > 0 && room > 0 && len(eligible) > 0 {
+		take(eligible[0], false, false)
+	}
+
+	// The slowest link we picked by RTT: what a trial would replace, and
+	// what goes first when we are over MaxLinks.
+	var worst *Link
+	for i := range s.Links {
+		l := &s.Links[i]
+		if l.replaceable() && (worst == nil || l.RTT > worst.RTT) {
+			worst = l
+		}
+	}
+	over := len(s.Links) > s.MaxLinks
+	switch {
+	case hasTrial && trial.Age >= JudgeAfter:
+		p.EndTrial = true
+		if !over {
+			break // room for both
+		}
+		if worst != nil && trial.RTT*betterDen < worst.RTT*betterNum {
+			p.Close = append(p.Close, worst.FP)
+		} else {
+			p.Close = append(p.Close, trial.FP)
+		}
+	case !hasTrial && free <= 0 && len(p.Dial) == 0 && len(s.Busy) == 0 && worst != nil && len(eligible) > 0 &&
+		s.Now.Sub(s.LastTrial) >= Explore:
+		// Try a node never measured first; else the fastest measured.
+		i := slices.IndexFunc(eligible, func(c *Candidate) bool { return c.rtt == 0 })
+		c := eligible[max(i, 0)]
+		if c.rtt == 0 || c.rtt*betterDen < worst.RTT*betterNum {
+			take(c, false, true)
+		}
+	}
+	return p
+}
+
+// rank orders candidates for RTT picks: measured ones by RTT, then those
+// mDNS found, then the rest (stable: random order within each group).
+func rank(a, b *Candidate) int {
+	ga, gb := group(a), group(b)
+	if ga != gb {
+		return ga - gb
+	}
+	if ga == 0 {
+		return cmp.Compare(a.rtt, b.rtt)
+	}
+	return 0
+}
+
+func group(c *Candidate) int {
+	switch {
+	case c.rtt > 0:
+		return 0
+	case c.Via == ViaMDNS:
+		return 1
+	default:
+		return 2
+	}
+}
