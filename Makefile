@@ -122,7 +122,7 @@ smoke: cross
 # Debian packages the tests need (the same list .ci/run installs).
 deps:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq capnproto qemu-user-static busybox shellcheck xz-utils iproute2 avahi-daemon
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq capnproto qemu-user-static busybox shellcheck xz-utils iproute2 avahi-daemon avahi-utils dbus-daemon
 
 clean:
 	rm -rf qpq build
