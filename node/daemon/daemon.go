@@ -291,6 +291,12 @@ func (d *Daemon) acceptPeer(conn *quic.Conn) {
 	cancel()
 	<-d.pending
 	if err != nil {
+		if closedAsDuplicate(err) || closedAsDuplicate(context.Cause(conn.Context())) {
+			// Both sides dialled at once and the peer kept the other
+			// connection: routine, not a warning.
+			d.log.Debug("inbound link superseded by our own dial", "addr", conn.RemoteAddr())
+			return
+		}
 		d.log.Warn("refused inbound link", "addr", conn.RemoteAddr(), "err", err)
 		return
 	}
@@ -421,6 +427,13 @@ func (d *Daemon) runLink(l *link.Link) {
 			}
 		}
 	}
+}
+
+// closedAsDuplicate reports whether err is the peer closing a connection
+// because it keeps another one to us.
+func closedAsDuplicate(err error) bool {
+	var app *quic.ApplicationError
+	return errors.As(err, &app) && app.Remote && app.ErrorCode == link.CodeDuplicate
 }
 
 func linkEndReason(err error) string {
