@@ -32,8 +32,8 @@ const (
 
 // runStarvation builds the graph, spreads one broadcast with the direct
 // link held back, checks the starved state, releases it and settles.
-// oldPeers marks the links past Y as older nodes that do not serve raise.
-func runStarvation(t *testing.T, oldPeers bool) (*sim, gossip.ID) {
+// past adjusts the links past Y (older nodes, lost raises).
+func runStarvation(t *testing.T, past func(*simLink)) (*sim, gossip.ID) {
 	t.Helper()
 	h := newSim(t, 6, simOptions{})
 	hold := make(chan struct{})
@@ -41,7 +41,7 @@ func runStarvation(t *testing.T, oldPeers bool) (*sim, gossip.ID) {
 	h.link(0, 1)
 	h.link(1, 2)
 	for i := starveY; i < starveLast; i++ {
-		h.linkWith(i, i+1, func(l *simLink) { l.oldPeer = oldPeers })
+		h.linkWith(i, i+1, past)
 	}
 	e := broadcast(rand.New(rand.NewPCG(6, 6)), starveHops)
 	h.inject(starveOrigin, e)
@@ -63,7 +63,7 @@ func runStarvation(t *testing.T, oldPeers bool) (*sim, gossip.ID) {
 }
 
 func TestRaiseEndsStarvationByLongerPath(t *testing.T) {
-	h, id := runStarvation(t, false)
+	h, id := runStarvation(t, func(*simLink) {})
 	for _, nd := range h.nodes {
 		if got, most := nd.deliveredOf([]gossip.ID{id}); got != 1 || most != 1 {
 			t.Errorf("node %d delivered the broadcast %d times, want once", nd.idx, most)
@@ -94,7 +94,7 @@ func TestRaiseOldPeerKeepsWorking(t *testing.T) {
 	// The same race against nodes that do not serve raise: nothing
 	// breaks, and the limit stays as it was before raises existed (node 5
 	// is starved, the gap raises close).
-	h, id := runStarvation(t, true)
+	h, id := runStarvation(t, func(l *simLink) { l.oldPeer = true })
 	if got, _ := h.nodes[starveLast].deliveredOf([]gossip.ID{id}); got != 0 {
 		t.Errorf("node %d got the broadcast though no raise could reach it", starveLast)
 	}
@@ -236,5 +236,28 @@ func TestHandleRaise(t *testing.T) {
 	defer op.mu.Unlock()
 	if len(rp.raised) != 0 || len(op.raised) != 1 {
 		t.Errorf("raiser got %d raises, other %d; want 0 and 1", len(rp.raised), len(op.raised))
+	}
+}
+
+func TestLostRaiseIsOfferedAgainBySummary(t *testing.T) {
+	// Y's raise to node 3 is lost once: node 5 stays starved until the
+	// next summary round, which finds node 3 holding the broadcast with
+	// fewer hops than Y can give and raises it again.
+	h, id := runStarvation(t, func(l *simLink) {
+		if l.from.idx == starveY {
+			l.failRaises = 1
+		}
+	})
+	if got, _ := h.nodes[starveLast].deliveredOf([]gossip.ID{id}); got != 0 {
+		t.Fatalf("node %d got the broadcast though the raise towards it was lost", starveLast)
+	}
+	h.antiEntropy()
+	for _, nd := range h.nodes {
+		if got, most := nd.deliveredOf([]gossip.ID{id}); got != 1 || most != 1 {
+			t.Errorf("after a summary round node %d delivered the broadcast %d times, want once", nd.idx, most)
+		}
+	}
+	if c := h.counts(); c.maxPerLink > 1 {
+		t.Errorf("a link carried the envelope %d times, want at most once", c.maxPerLink)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -200,19 +201,38 @@ const (
 // offer claims id for the neighbour at hop limit level and says what to
 // send: the claim is made before sending, so the same id queued twice
 // never goes out twice.
-func (p *peer) offer(id gossip.ID, level uint8) int {
+func (p *peer) offer(id gossip.ID, level uint8) (what int, prev uint8) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	have, ok := p.known[id]
 	switch {
 	case !ok:
 		p.rememberLocked(id, level)
-		return offerPush
+		return offerPush, 0
 	case have < level && !p.noRaise:
 		p.known[id] = level
-		return offerRaise
+		return offerRaise, have
 	}
-	return offerNone
+	return offerNone, 0
+}
+
+// unclaim undoes a raise claim that was not delivered, unless something
+// raised the record since: the next summary round offers it again.
+func (p *peer) unclaim(id gossip.ID, claimed, prev uint8) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if have, ok := p.known[id]; ok && have == claimed {
+		p.known[id] = prev
+	}
+}
+
+// below reports whether the neighbour is known to hold id with a hop
+// limit under level, and takes raises.
+func (p *peer) below(id gossip.ID, level uint8) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	have, ok := p.known[id]
+	return ok && have < level && !p.noRaise
 }
 
 // settled reports that the neighbour holds id and can get nothing more
@@ -734,6 +754,7 @@ func (e *Engine) fanOut(id gossip.ID, except identity.Fingerprint) {
 func (e *Engine) sendLoop(ctx context.Context, p *peer) {
 	batch := make([]gossip.Envelope, 0, pushBatch)
 	raises := make([]HopRaise, 0, raiseBatch)
+	prev := make([]uint8, 0, raiseBatch) // each raise's level before its claim
 	for {
 		var id gossip.ID
 		select {
@@ -741,15 +762,16 @@ func (e *Engine) sendLoop(ctx context.Context, p *peer) {
 			return
 		case id = <-p.queue:
 		}
-		batch, raises = batch[:0], raises[:0]
+		batch, raises, prev = batch[:0], raises[:0], prev[:0]
 		size := 0
 		for {
-			switch env, what := e.forwardable(p, id); what {
+			switch env, what, was := e.forwardable(p, id); what {
 			case offerPush:
 				batch = append(batch, env)
 				size += len(env.Payload)
 			case offerRaise:
 				raises = append(raises, HopRaise{ID: id, HopLimit: env.HopLimit})
+				prev = append(prev, was)
 			}
 			if len(batch) == pushBatch || size >= pushBytes || len(raises) == raiseBatch {
 				break
@@ -765,7 +787,7 @@ func (e *Engine) sendLoop(ctx context.Context, p *peer) {
 			e.push(ctx, p, batch)
 		}
 		if len(raises) > 0 {
-			e.raise(ctx, p, raises)
+			e.raise(ctx, p, raises, prev)
 		}
 	}
 }
@@ -785,7 +807,7 @@ func (e *Engine) push(ctx context.Context, p *peer, batch []gossip.Envelope) {
 	}
 }
 
-func (e *Engine) raise(ctx context.Context, p *peer, raises []HopRaise) {
+func (e *Engine) raise(ctx context.Context, p *peer, raises []HopRaise, prev []uint8) {
 	rctx, cancel := context.WithTimeout(ctx, pushTimeout)
 	err := p.p.Raise(rctx, raises)
 	cancel()
@@ -796,9 +818,14 @@ func (e *Engine) raise(ctx context.Context, p *peer, raises []HopRaise) {
 		e.log.Debug("peer does not serve raise; sending it none", "peer", p.fp, "err", err)
 		p.stopRaises()
 	default:
-		// A raise is a hint, not a message: a lost one leaves the
-		// neighbour with the lower limit it already has.
+		// Lost or refused (rate limit): our record goes back to what the
+		// neighbour is known to hold, and the next summary round, which
+		// looks for boosted broadcasts held with fewer hops, offers it
+		// again.
 		e.log.Debug("raise failed", "peer", p.fp, "count", len(raises), "err", err)
+		for i, r := range raises {
+			p.unclaim(r.ID, r.HopLimit, prev[i])
+		}
 	}
 }
 
@@ -806,19 +833,19 @@ func (e *Engine) raise(ctx context.Context, p *peer, raises []HopRaise) {
 // it would go to p (still stored, with hops left, hop limit decremented):
 // offerPush when p lacks it, offerRaise when p holds a broadcast with
 // fewer hops than that, offerNone otherwise.
-func (e *Engine) forwardable(p *peer, id gossip.ID) (gossip.Envelope, int) {
+func (e *Engine) forwardable(p *peer, id gossip.ID) (env gossip.Envelope, what int, prev uint8) {
 	if p.settled(id, e.o.MaxBroadcastHops) {
-		return gossip.Envelope{}, offerNone // no store read needed
+		return gossip.Envelope{}, offerNone, 0 // no store read needed
 	}
 	env, ok, err := e.o.Store.Get(id)
 	if err != nil || !ok {
-		return gossip.Envelope{}, offerNone
+		return gossip.Envelope{}, offerNone, 0
 	}
 	e.mu.Lock()
 	env.HopLimit = max(env.HopLimit, e.boost[id])
 	e.mu.Unlock()
 	if env.HopLimit == 0 || env.TTLSeconds == 0 {
-		return gossip.Envelope{}, offerNone
+		return gossip.Envelope{}, offerNone, 0
 	}
 	env.HopLimit--
 	level := knownAll
@@ -827,7 +854,8 @@ func (e *Engine) forwardable(p *peer, id gossip.ID) (gossip.Envelope, int) {
 	}
 	// Claimed now, not after the push: the same id queued twice (a hop
 	// limit raised meanwhile) must not go out twice in one batch.
-	return env, p.offer(id, level)
+	what, prev = p.offer(id, level)
+	return env, what, prev
 }
 
 // MakeSummary builds a digest of every id held, under a fresh key.
@@ -900,6 +928,12 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 		// ours: the sender tries again shortly.
 		return ErrNotLinked
 	}
+	// Broadcasts whose limit rose here (bounded by maxBoost): one the
+	// neighbour holds with fewer hops than we can now give it gets a
+	// raise again, in case the first was lost.
+	e.mu.Lock()
+	boosted := maps.Clone(e.boost)
+	e.mu.Unlock()
 	buf := make([]byte, summaryKeyLen+gossip.IDLen)
 	copy(buf, s.Key)
 	return e.o.Store.IDs(func(id gossip.ID, kind schemas.Envelope_Kind) bool {
@@ -907,6 +941,13 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 		if f.Test(buf) {
 			// It has it, or this is a false positive: not remembered, so
 			// the next round, under a fresh key, catches it.
+			if b := boosted[id]; b > 0 && p.below(id, b-1) {
+				select {
+				case p.queue <- id:
+				default:
+					return false
+				}
+			}
 			return true
 		}
 		// The digest is fresher than our record of what we sent: a push

@@ -110,6 +110,8 @@ type simLink struct {
 	hold chan struct{}
 	// oldPeer makes the receiver answer raise as a node that predates it.
 	oldPeer bool
+	// failRaises is how many raise calls fail as lost before any arrives.
+	failRaises int
 
 	mu         sync.Mutex // guards the fields below
 	rng        *rand.Rand
@@ -193,6 +195,11 @@ func (l *simLink) Raise(ctx context.Context, raises []HopRaise) error {
 	l.h.progress.Add(1)
 	l.mu.Lock()
 	l.raiseCalls++
+	if l.failRaises > 0 {
+		l.failRaises--
+		l.mu.Unlock()
+		return errors.New("simulated lost raise")
+	}
 	old := l.oldPeer
 	if !old {
 		l.raises += len(raises)
