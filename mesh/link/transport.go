@@ -27,6 +27,7 @@ const (
 	CodeClosing   quic.ApplicationErrorCode = 0 // normal shutdown
 	CodeDuplicate quic.ApplicationErrorCode = 1 // another connection to this peer is kept
 	CodeRefused   quic.ApplicationErrorCode = 2 // hello failed or the peer is not wanted
+	CodeReplaced  quic.ApplicationErrorCode = 3 // dropped for a faster link: do not redial at once
 )
 
 func quicConfig() *quic.Config {

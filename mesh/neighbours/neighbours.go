@@ -100,10 +100,14 @@ func (t *Table) Learn(fp identity.Fingerprint, addrs []string, via string, now t
 	c.seen = now
 }
 
+// evictOldest makes room. Nodes only heard of by peer exchange and never
+// linked go first (oldest first), so a flood of made-up descriptors
+// cannot push out the nodes mDNS found or the node has linked to.
 func (t *Table) evictOldest() {
 	var oldest *Candidate
 	for _, c := range t.c {
-		if oldest == nil || c.seen.Before(oldest.seen) {
+		if oldest == nil || evictRank(c) < evictRank(oldest) ||
+			(evictRank(c) == evictRank(oldest) && c.seen.Before(oldest.seen)) {
 			oldest = c
 		}
 	}
@@ -112,14 +116,42 @@ func (t *Table) evictOldest() {
 	}
 }
 
-// Measured records the RTT seen on a link to fp, and that it linked.
-func (t *Table) Measured(fp identity.Fingerprint, rtt time.Duration) {
+func evictRank(c *Candidate) int {
+	switch {
+	case c.rtt > 0:
+		return 2
+	case c.Via == ViaMDNS:
+		return 1
+	default:
+		return 0
+	}
+}
+
+// Measured records the RTT seen on a link to fp; stable says the link has
+// lasted long enough to clear fp's record of failures.
+func (t *Table) Measured(fp identity.Fingerprint, rtt time.Duration, stable bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if c := t.c[fp]; c != nil && rtt > 0 {
+	c := t.c[fp]
+	if c == nil {
+		return
+	}
+	if rtt > 0 {
 		c.rtt = rtt
+	}
+	if stable {
 		c.fails = 0
 		c.nextTry = time.Time{}
+	}
+}
+
+// Cooldown keeps fp from being dialled for d (a node that dropped our
+// link for a faster one).
+func (t *Table) Cooldown(fp identity.Fingerprint, d time.Duration, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.c[fp]; c != nil && c.nextTry.Before(now.Add(d)) {
+		c.nextTry = now.Add(d)
 	}
 }
 

@@ -82,8 +82,8 @@ func TestPicksByRTTThenMDNSThenRest(t *testing.T) {
 	tb := table(10, ViaExchange)
 	tb.Learn(fp(9), addr(9), ViaMDNS, t0)
 	tb.Learn(fp(10), addr(10), ViaMDNS, t0)
-	tb.Measured(fp(3), 30*time.Millisecond)
-	tb.Measured(fp(5), 5*time.Millisecond)
+	tb.Measured(fp(3), 30*time.Millisecond, true)
+	tb.Measured(fp(5), 5*time.Millisecond, true)
 	// Random picks are held already; one slot free at a time.
 	links := []Link{{FP: fp(100), Outbound: true, Anchor: true}, {FP: fp(101), Outbound: true, Anchor: true}}
 	var order []identity.Fingerprint
@@ -266,5 +266,46 @@ func TestMDNSMarkSurvivesExchangeReports(t *testing.T) {
 	p := tb.Plan(State{MaxLinks: 8, Now: t0.Add(time.Minute)})
 	if len(p.Dial) != 1 || p.Dial[0].Via != ViaMDNS {
 		t.Errorf("a node found by mDNS and then by exchange is dialled via %+v, want mdns", p.Dial)
+	}
+}
+
+func TestFloodOfExchangeNodesKeepsMDNSAndLinkedOnes(t *testing.T) {
+	tb := NewTable(16, rand.New(rand.NewPCG(5, 6)))
+	tb.Learn(fp(1), addr(1), ViaMDNS, t0)
+	tb.Learn(fp(2), addr(2), ViaExchange, t0)
+	tb.Measured(fp(2), 3*time.Millisecond, true) // linked once
+	for i := 100; i < 1100; i++ {
+		tb.Learn(fp(i), addr(i), ViaExchange, t0.Add(time.Duration(i)*time.Second))
+	}
+	now := t0.Add(1100 * time.Second)
+	// With the random picks held, the RTT and mDNS picks come first.
+	tb2 := tb.Plan(State{MaxLinks: 100, Links: []Link{{FP: fp(500), Outbound: true, Anchor: true}, {FP: fp(501), Outbound: true, Anchor: true}}, Now: now})
+	d := dialled(tb2)
+	if _, ok := d[fp(1)]; !ok {
+		t.Errorf("a node mDNS found was evicted by 1000 nodes learnt by exchange")
+	}
+	if _, ok := d[fp(2)]; !ok {
+		t.Errorf("a measured node was evicted by 1000 nodes learnt by exchange")
+	}
+}
+
+func TestCooldownAndUnstableLinks(t *testing.T) {
+	tb := table(1, ViaExchange)
+	tb.Cooldown(fp(1), Explore, t0)
+	if p := tb.Plan(State{MaxLinks: 8, Now: t0.Add(Explore - time.Second)}); len(p.Dial) != 0 {
+		t.Errorf("dialled a node that dropped us for a faster link before its cooldown")
+	}
+	if p := tb.Plan(State{MaxLinks: 8, Now: t0.Add(Explore)}); len(p.Dial) != 1 {
+		t.Errorf("did not dial it after the cooldown")
+	}
+	// A link that does not last does not clear the backoff.
+	tb.Failed(fp(1), t0)
+	tb.Measured(fp(1), time.Millisecond, false)
+	if p := tb.Plan(State{MaxLinks: 8, Now: t0.Add(time.Second)}); len(p.Dial) != 0 {
+		t.Errorf("a short-lived link cleared the backoff")
+	}
+	tb.Measured(fp(1), time.Millisecond, true)
+	if p := tb.Plan(State{MaxLinks: 8, Now: t0.Add(time.Second)}); len(p.Dial) != 1 {
+		t.Errorf("a stable link did not clear the backoff")
 	}
 }

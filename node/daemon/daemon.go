@@ -68,10 +68,11 @@ type Daemon struct {
 
 	mu        sync.Mutex // guards the fields below
 	links     map[identity.Fingerprint]*link.Link
-	via       map[identity.Fingerprint]string   // how each link came to be
-	dialing   map[identity.Fingerprint]struct{} // learnt nodes being dialled
-	anchor    map[identity.Fingerprint]bool     // links that are random picks
-	trial     identity.Fingerprint              // a link dialled to compare its RTT
+	via       map[identity.Fingerprint]string // how each link came to be
+	dialing   map[identity.Fingerprint]bool   // learnt nodes being dialled: true for random picks
+	anchor    map[identity.Fingerprint]bool   // links that are random picks
+	capWarned time.Time                       // last inbound-cap warning (one a minute)
+	trial     identity.Fingerprint            // a link dialled to compare its RTT
 	lastTrial time.Time
 
 	closeOnce sync.Once
@@ -136,7 +137,7 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		clients: make(chan struct{}, maxClients),
 		links:   map[identity.Fingerprint]*link.Link{},
 		via:     map[identity.Fingerprint]string{},
-		dialing: map[identity.Fingerprint]struct{}{},
+		dialing: map[identity.Fingerprint]bool{},
 		anchor:  map[identity.Fingerprint]bool{},
 		table:   neighbours.NewTable(maxCandidates, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
 		kick:    make(chan struct{}, 1),
@@ -287,6 +288,15 @@ func (d *Daemon) acceptPeer(conn *quic.Conn) {
 		conn.CloseWithError(link.CodeRefused, err.Error())
 		return
 	}
+	// Checked before hello, so the dialler sees a failed dial (and backs
+	// off) rather than a link that dies at once.
+	if !d.inboundAllowed(fp) {
+		cancel()
+		<-d.pending
+		conn.CloseWithError(link.CodeRefused, "too many inbound links")
+		d.warnCap(fp)
+		return
+	}
 	l, err := link.Establish(ctx, conn, false, d.peerBootstrap(fp), d.hello, d.log)
 	cancel()
 	<-d.pending
@@ -300,24 +310,50 @@ func (d *Daemon) acceptPeer(conn *quic.Conn) {
 		d.log.Warn("refused inbound link", "addr", conn.RemoteAddr(), "err", err)
 		return
 	}
-	if d.inboundCount() >= d.inboundCap() {
+	if !d.inboundAllowed(fp) {
 		l.Close(link.CodeRefused, "too many inbound links")
-		d.log.Warn("refused inbound link: at the inbound cap", "peer", l.Peer(), "cap", d.inboundCap())
+		d.warnCap(fp)
 		return
 	}
-	d.runLink(l)
+	d.runLink(l, linkInfo{})
 }
 
-func (d *Daemon) inboundCount() int {
+// inboundAllowed reports whether an inbound link from fp may be held:
+// static peers, and nodes linked already (a reconnect replaces the old
+// link), always; others while inbound links are under the cap.
+func (d *Daemon) inboundAllowed(fp identity.Fingerprint) bool {
+	for _, p := range d.cfg.Peers {
+		if p.FP == fp {
+			return true
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.links[fp] != nil {
+		return true
+	}
 	n := 0
 	for _, l := range d.links {
 		if !l.Outbound() {
 			n++
 		}
 	}
-	return n
+	return n < d.inboundCap()
+}
+
+// warnCap logs a refusal at the inbound cap, at most once a minute.
+func (d *Daemon) warnCap(fp identity.Fingerprint) {
+	d.mu.Lock()
+	warn := time.Since(d.capWarned) >= time.Minute
+	if warn {
+		d.capWarned = time.Now()
+	}
+	d.mu.Unlock()
+	if warn {
+		d.log.Warn("refused inbound link: at the inbound cap (logged once a minute)", "peer", fp, "cap", d.inboundCap())
+	} else {
+		d.log.Debug("refused inbound link: at the inbound cap", "peer", fp)
+	}
 }
 
 // peerBootstrap is the MeshPeer offered to the neighbour fp.
@@ -345,17 +381,40 @@ func (d *Daemon) dialler(l *link.Link) identity.Fingerprint {
 	return l.Peer()
 }
 
+// linkInfo is how a link came to be, recorded when it is registered.
+type linkInfo struct {
+	via     string // viaStatic, viaMDNS or viaExchange; "" for inbound
+	anchor  bool   // one of the neighbour plan's random picks
+	planned bool   // dialled by the neighbour plan: clears its dialling mark
+}
+
 // addLink registers l, resolving a second connection to the same peer:
 // when two nodes dial each other at once, both keep the connection dialled
 // by the lower fingerprint; a newer connection from the same dialler
 // replaces the older (the peer restarted before we noticed). It returns
-// false when l lost and was closed.
-func (d *Daemon) addLink(l *link.Link) bool {
+// false when l lost and was closed. A planned dial stops counting as under
+// way in the same step, so the plan never sees it neither dialling nor
+// linked.
+func (d *Daemon) addLink(l *link.Link, in linkInfo) bool {
+	fp := l.Peer()
 	d.mu.Lock()
-	old := d.links[l.Peer()]
+	if in.planned {
+		delete(d.dialing, fp)
+	}
+	old := d.links[fp]
 	keepNew := old == nil || d.dialler(l) == d.dialler(old) || d.dialler(l).Less(d.dialler(old))
 	if keepNew {
-		d.links[l.Peer()] = l
+		d.links[fp] = l
+		if in.via != "" {
+			d.via[fp] = in.via
+		} else {
+			delete(d.via, fp)
+		}
+		if in.anchor {
+			d.anchor[fp] = true
+		} else {
+			delete(d.anchor, fp)
+		}
 	}
 	d.mu.Unlock()
 	if !keepNew {
@@ -389,8 +448,8 @@ func (d *Daemon) linkTo(fp identity.Fingerprint) *link.Link {
 }
 
 // runLink keeps l registered and probed until it ends.
-func (d *Daemon) runLink(l *link.Link) {
-	if !d.addLink(l) {
+func (d *Daemon) runLink(l *link.Link, in linkInfo) {
+	if !d.addLink(l, in) {
 		return
 	}
 	dir := "inbound"
@@ -415,6 +474,11 @@ func (d *Daemon) runLink(l *link.Link) {
 			return
 		case <-l.Done():
 			d.log.Info("link down", "peer", l.Peer(), "addr", l.RemoteAddr(), "reason", linkEndReason(l.Err()))
+			if closedBy(l.Err(), link.CodeReplaced) {
+				// It chose a faster link than ours: dialling it again at
+				// once would undo that.
+				d.table.Cooldown(l.Peer(), neighbours.Explore, time.Now())
+			}
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(d.ctx, probeTimeout)
@@ -429,12 +493,16 @@ func (d *Daemon) runLink(l *link.Link) {
 	}
 }
 
+// closedBy reports whether err is the peer closing the connection with
+// code.
+func closedBy(err error, code quic.ApplicationErrorCode) bool {
+	var app *quic.ApplicationError
+	return errors.As(err, &app) && app.Remote && app.ErrorCode == code
+}
+
 // closedAsDuplicate reports whether err is the peer closing a connection
 // because it keeps another one to us.
-func closedAsDuplicate(err error) bool {
-	var app *quic.ApplicationError
-	return errors.As(err, &app) && app.Remote && app.ErrorCode == link.CodeDuplicate
-}
+func closedAsDuplicate(err error) bool { return closedBy(err, link.CodeDuplicate) }
 
 func linkEndReason(err error) string {
 	var app *quic.ApplicationError
@@ -483,10 +551,14 @@ func (d *Daemon) keepStatic(p link.PeerAddr) {
 			}
 			continue
 		}
-		b.reset()
-		d.setVia(p.FP, viaStatic)
-		d.runLink(l)
-		// Pause before redialling so a link that flaps cannot spin.
+		up := time.Now()
+		d.runLink(l, linkInfo{via: viaStatic})
+		if time.Since(up) >= stableLink {
+			b.reset()
+		}
+		// Pause before redialling so a link that flaps cannot spin; a
+		// link that ended soon after it came up (refused, replaced) keeps
+		// the backoff growing.
 		select {
 		case <-time.After(b.next()):
 		case <-d.ctx.Done():

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 
 	"github.com/quicproquo/qpq/mesh/discovery"
-	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/neighbours"
 )
 
@@ -55,11 +54,4 @@ func (d *Daemon) startDiscovery() error {
 // discovered is discovery's callback: it must not block.
 func (d *Daemon) discovered(f discovery.Found) {
 	d.learn(f.FP, []string{f.Addr}, viaMDNS)
-}
-
-// setVia records how the link to fp came to be.
-func (d *Daemon) setVia(fp identity.Fingerprint, via string) {
-	d.mu.Lock()
-	d.via[fp] = via
-	d.mu.Unlock()
 }

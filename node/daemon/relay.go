@@ -168,6 +168,8 @@ func (d *Daemon) syncLink(l *link.Link) {
 			if retry < summaryInterval {
 				wait, retry = retry, retry*2
 			}
+		} else {
+			retry = time.Second
 		}
 		t := time.NewTimer(wait)
 		select {

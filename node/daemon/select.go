@@ -14,6 +14,9 @@ import (
 const (
 	selectInterval = 15 * time.Second
 	maxCandidates  = 256
+	// stableLink is how long a link must last to count as a success: one
+	// that ends sooner (refused, replaced, flapping) backs its redial off.
+	stableLink = 30 * time.Second
 )
 
 // inboundCap is how many inbound node links the node holds: its own
@@ -68,7 +71,7 @@ func (d *Daemon) selectOnce() {
 	trialUp := false
 	for fp, l := range d.links {
 		rtt := l.RTT()
-		d.table.Measured(fp, rtt)
+		d.table.Measured(fp, rtt, now.Sub(l.Since()) >= stableLink)
 		trial := fp == d.trial
 		trialUp = trialUp || trial
 		s.Links = append(s.Links, neighbours.Link{
@@ -76,9 +79,9 @@ func (d *Daemon) selectOnce() {
 			Anchor: d.anchor[fp], Trial: trial, RTT: rtt, Age: now.Sub(l.Since()),
 		})
 	}
-	for fp := range d.dialing {
+	for fp, anchor := range d.dialing {
 		s.Busy = append(s.Busy, fp)
-		if d.anchor[fp] {
+		if anchor {
 			s.BusyAnchors++
 		}
 	}
@@ -101,18 +104,20 @@ func (d *Daemon) selectOnce() {
 	for _, l := range closing {
 		if l.Peer() == trial {
 			d.log.Info("trial link no faster than the links held; dropping it", "peer", l.Peer(), "rtt", l.RTT())
-			l.Close(link.CodeClosing, "trial link not kept")
+			l.Close(link.CodeReplaced, "trial link not kept")
 			continue
 		}
 		d.log.Info("dropping the slowest link for a faster one", "peer", l.Peer(), "rtt", l.RTT(), "faster", trial)
-		l.Close(link.CodeClosing, "replaced by a faster link")
+		l.Close(link.CodeReplaced, "replaced by a faster link")
 	}
 	for _, dl := range plan.Dial {
 		d.dialPlanned(dl)
 	}
 }
 
-// dialPlanned dials one planned candidate in its own goroutine.
+// dialPlanned dials one planned candidate in its own goroutine. A dial
+// that fails, or a link that ends before stableLink, backs the candidate
+// off; the plan is asked again once the dial ends.
 func (d *Daemon) dialPlanned(dl neighbours.Dial) {
 	d.mu.Lock()
 	_, linked := d.links[dl.FP]
@@ -123,10 +128,7 @@ func (d *Daemon) dialPlanned(dl neighbours.Dial) {
 		d.mu.Unlock()
 		return
 	}
-	d.dialing[dl.FP] = struct{}{}
-	if dl.Anchor {
-		d.anchor[dl.FP] = true // counted while the dial is under way
-	}
+	d.dialing[dl.FP] = dl.Anchor
 	if dl.Trial {
 		d.trial, d.lastTrial = dl.FP, time.Now()
 	}
@@ -135,21 +137,20 @@ func (d *Daemon) dialPlanned(dl neighbours.Dial) {
 	go func() {
 		defer d.wg.Done()
 		l := d.dialAny(dl)
-		d.mu.Lock()
-		delete(d.dialing, dl.FP)
-		if l == nil && d.links[dl.FP] == nil {
-			delete(d.anchor, dl.FP)
-		}
-		d.mu.Unlock()
 		if l == nil {
+			d.mu.Lock()
+			delete(d.dialing, dl.FP)
+			d.mu.Unlock()
 			d.table.Failed(dl.FP, time.Now())
-		}
-		d.kickSelect()
-		if l == nil {
+			d.kickSelect()
 			return
 		}
-		d.setVia(dl.FP, dl.Via)
-		d.runLink(l)
+		up := time.Now()
+		// runLink clears the dialling mark as it registers the link.
+		d.runLink(l, linkInfo{via: dl.Via, anchor: dl.Anchor, planned: true})
+		if time.Since(up) < stableLink && d.ctx.Err() == nil {
+			d.table.Failed(dl.FP, time.Now())
+		}
 	}()
 }
 
