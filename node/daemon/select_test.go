@@ -1,0 +1,124 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/link"
+	"github.com/quicproquo/qpq/node/config"
+)
+
+// countingHandler counts log records whose message contains substr, at
+// every level.
+type countingHandler struct {
+	substr string
+	n      *atomic.Int64
+}
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.substr) {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// startDaemon runs a daemon on loopback (real QUIC, real bbolt) until the
+// test ends.
+func startDaemon(t *testing.T, maxLinks int, peers []link.PeerAddr, log *slog.Logger) *Daemon {
+	t.Helper()
+	id, err := identity.NewNode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.MDNS = false
+	cfg.MaxLinks = maxLinks
+	cfg.Store = filepath.Join(t.TempDir(), "store.db")
+	cfg.Peers = peers
+	d, err := NewWithIdentity(cfg, id, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return d
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A node learnt by exchange that refuses us at its inbound cap is dialled
+// once, then left alone for the backoff: no storm of handshakes.
+func TestRefusedAtCapIsNotRedialledAtOnce(t *testing.T) {
+	var refusals atomic.Int64
+	hub := startDaemon(t, 1, nil, slog.New(countingHandler{substr: "at the inbound cap", n: &refusals}))
+	hubAddr := link.PeerAddr{Addr: hub.Addr(), FP: hub.Fingerprint()}
+	for range hub.inboundCap() {
+		startDaemon(t, 1, []link.PeerAddr{hubAddr}, nil)
+	}
+	waitUntil(t, 20*time.Second, "the hub to fill its inbound cap", func() bool { return len(hub.Status().Peers) == hub.inboundCap() })
+
+	x := startDaemon(t, 8, nil, nil)
+	x.learn(hub.Fingerprint(), []string{hub.Addr()}, viaExchange)
+	waitUntil(t, 10*time.Second, "the hub to refuse x", func() bool { return refusals.Load() > 0 })
+	// Kicks (finished dials, more nodes learnt) must not bring it back.
+	for range 20 {
+		x.kickSelect()
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := refusals.Load(); n != 1 {
+		t.Errorf("the hub refused x %d times in 2 s, want once (then 30 s of backoff)", n)
+	}
+	if st := x.Status(); len(st.Peers) != 0 {
+		t.Errorf("x holds %d links to a hub at its cap", len(st.Peers))
+	}
+}
+
+// A planned dial is never seen as neither dialling nor linked: with a
+// node learnt and linked, nothing is counted as under way, and the link
+// says how it came to be.
+func TestPlannedLinkIsRegisteredWithItsPick(t *testing.T) {
+	a := startDaemon(t, 8, nil, nil)
+	b := startDaemon(t, 8, nil, nil)
+	a.learn(b.Fingerprint(), []string{b.Addr()}, viaMDNS)
+	waitUntil(t, 10*time.Second, "a to link to b", func() bool { return len(a.Status().Peers) == 1 })
+	a.mu.Lock()
+	dialling := len(a.dialing)
+	a.mu.Unlock()
+	if dialling != 0 {
+		t.Errorf("%d dials still counted as under way after the link came up", dialling)
+	}
+	p := a.Status().Peers[0]
+	if p.Via != viaMDNS || p.Pick != "random" || p.Direction != "outbound" {
+		t.Errorf("a's link to b: via %q pick %q direction %q; want mdns, random (the first pick), outbound", p.Via, p.Pick, p.Direction)
+	}
+	if bp := b.Status().Peers; len(bp) != 1 || bp[0].Via != viaInbound || bp[0].Pick != "" {
+		t.Errorf("b's view of the link: %+v; want one inbound link with no pick", bp)
+	}
+}
