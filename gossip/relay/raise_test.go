@@ -261,3 +261,35 @@ func TestLostRaiseIsOfferedAgainBySummary(t *testing.T) {
 		t.Errorf("a link carried the envelope %d times, want at most once", c.maxPerLink)
 	}
 }
+
+func TestPruneBoostsForgetsBroadcastsNoLongerHeld(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	n := newTNode(t, clock)
+	peerA := identity.Fingerprint{1}
+	defer n.eng.AddPeer(peerA, newRecPeer())()
+	r := rand.New(rand.NewPCG(8, 8))
+	kept, gone := broadcast(r, 1), broadcast(r, 1)
+	for _, e := range []gossip.Envelope{kept, gone} {
+		if added, err := n.eng.Accept(e, Source{Peer: peerA}); err != nil || !added {
+			t.Fatalf("accept: %v %v", added, err)
+		}
+		// A better copy raises the limit held.
+		better := e
+		better.HopLimit = 5
+		if _, err := n.eng.Accept(better, Source{Peer: peerA}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.st.Delete(gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if dropped := n.eng.PruneBoosts(); dropped != 1 {
+		t.Errorf("PruneBoosts dropped %d, want 1 (the deleted broadcast)", dropped)
+	}
+	n.eng.mu.Lock()
+	_, keptBoost := n.eng.boost[kept.ID]
+	n.eng.mu.Unlock()
+	if !keptBoost {
+		t.Errorf("the raised limit of a broadcast still held was forgotten")
+	}
+}

@@ -435,8 +435,10 @@ func plusOne(h uint8) uint8 {
 	return h + 1
 }
 
-// maxBoost bounds the broadcasts whose hop limit was raised; past it the
-// map is cleared (those broadcasts fall back to their stored hop limit).
+// maxBoost bounds the broadcasts whose hop limit was raised. When it is
+// reached, boosts of broadcasts no longer held are dropped first; only if
+// that frees nothing is the map cleared (those broadcasts fall back to
+// their stored hop limit).
 const maxBoost = 1 << 14
 
 // raiseHops handles a broadcast that we may now hold with hop limit hops:
@@ -469,11 +471,34 @@ func (e *Engine) raiseHops(id gossip.ID, hops uint8, from identity.Fingerprint, 
 		return
 	}
 	if len(e.boost) >= maxBoost {
-		clear(e.boost)
+		e.pruneBoostsLocked()
+		if len(e.boost) >= maxBoost {
+			clear(e.boost)
+		}
 	}
 	e.boost[id] = hops
 	e.mu.Unlock()
 	e.fanOut(id, from)
+}
+
+// PruneBoosts forgets raised hop limits of broadcasts no longer held
+// (expired or deleted, or never stored); the node calls it after each
+// purge.
+func (e *Engine) PruneBoosts() (dropped int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.pruneBoostsLocked()
+}
+
+func (e *Engine) pruneBoostsLocked() (dropped int) {
+	for id := range e.boost {
+		// Get, not Has: Has also answers for tombstones.
+		if _, ok, err := e.o.Store.Get(id); err == nil && !ok {
+			delete(e.boost, id)
+			dropped++
+		}
+	}
+	return dropped
 }
 
 // HandleRaise applies a raise notice from neighbour fp: each entry costs

@@ -197,6 +197,9 @@ func (d *Daemon) purgeLoop() {
 			} else if exp+tomb > 0 {
 				d.log.Debug("purged", "expired", exp, "tombstones", tomb)
 			}
+			if n := d.eng.PruneBoosts(); n > 0 {
+				d.log.Debug("forgot raised hop limits of broadcasts no longer held", "count", n)
+			}
 		case <-d.ctx.Done():
 			return
 		}
