@@ -113,6 +113,33 @@ func TestNetnsNodesFindEachOtherByMDNS(t *testing.T) {
 	if via["mdns"] == 0 || via["mdns"]+via["exchange"] < 6 || via["static"] != 0 {
 		t.Fatalf("link ends by origin %v; want 6 dialled after mDNS or exchange, the first by mDNS", via)
 	}
+
+	// A channel message sent at node 1 reaches a member at every node.
+	alice := newUser(t)
+	code, share, e := runQPQ(t, userEnv, "channel", "new", "segment", "--home", alice.home)
+	if code != 0 {
+		t.Fatalf("channel new: %s", e)
+	}
+	var members []user
+	for range ps[1:] {
+		m := newUser(t)
+		if code, _, e := runQPQ(t, userEnv, "channel", "join", strings.TrimSpace(share), "--home", m.home); code != 0 {
+			t.Fatalf("channel join: %s", e)
+		}
+		members = append(members, m)
+	}
+	code, idOut, e := runQPQIn(t, ps[0].ns, userEnv, "send", "--home", alice.home, "--node", ps[0].peerArg(), "--channel", "segment", "--text", "meeting at the water tower")
+	if code != 0 {
+		t.Fatalf("send --channel: %s", e)
+	}
+	for i, m := range members {
+		node := ps[i+1]
+		waitFor(t, 20*time.Second, "the channel message to reach every node", func() bool { return node.kind("broadcast") == 1 })
+		msgs := recvAll(t, m, node)
+		if len(msgs) != 1 || msgs[0].Channel != "segment" || msgs[0].ID != strings.TrimSpace(idOut) || msgs[0].Text != "meeting at the water tower" {
+			t.Fatalf("member at node %d got %+v", i+2, msgs)
+		}
+	}
 }
 
 // addBridge makes a second bridge namespace; addIface joins namespace ns
