@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/server"
+
 	"github.com/quicproquo/qpq/schemas"
 )
 
@@ -107,5 +110,33 @@ func TestRaiseNotServedOverALink(t *testing.T) {
 	}
 	if err := la.Probe(ctxT(t)); err != nil {
 		t.Fatalf("link after an unserved raise: %v", err)
+	}
+}
+
+func TestRaiseToANodeThatPredatesIt(t *testing.T) {
+	// A node built before raise existed has no method @4 at all: its
+	// server table ends at summary. The call comes back unimplemented,
+	// which callers see as ErrNotServed, and the other methods still work.
+	impl := &PeerServer{Local: LocalHello("old", "qpq")}
+	methods := schemas.MeshPeer_Methods(nil, impl)
+	var old []server.Method
+	for _, m := range methods {
+		if m.MethodID < 4 {
+			old = append(old, m)
+		}
+	}
+	if len(old) != len(methods)-1 {
+		t.Fatalf("expected exactly one method (raise, @4) to remove; have %d of %d", len(old), len(methods))
+	}
+	peer := schemas.MeshPeer(capnp.NewClient(server.New(old, impl, nil)))
+	defer peer.Release()
+	err := CallRaise(ctxT(t), peer, []HopRaise{{ID: [32]byte{1}, HopLimit: 1}})
+	if !errors.Is(err, ErrNotServed) {
+		t.Fatalf("raise to a node without the method: got %v, want ErrNotServed", err)
+	}
+	fut, release := peer.Health(ctxT(t), nil)
+	defer release()
+	if _, err := fut.Struct(); err != nil {
+		t.Fatalf("health on the old node after the raise: %v", err)
 	}
 }
