@@ -241,8 +241,7 @@ func TestHandleRaise(t *testing.T) {
 
 func TestLostRaiseIsOfferedAgainBySummary(t *testing.T) {
 	// Y's raise to node 3 is lost once: node 5 stays starved until the
-	// next summary round, which finds node 3 holding the broadcast with
-	// fewer hops than Y can give and raises it again.
+	// next summary round node 3 sends Y, when Y offers the lost raise again.
 	h, id := runStarvation(t, func(l *simLink) {
 		if l.from.idx == starveY {
 			l.failRaises = 1

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"sync"
 	"time"
 
@@ -86,6 +85,9 @@ const (
 	maxSentPerPeer = 1 << 17 // ids remembered per neighbour (~4 MiB at worst)
 	// raiseBatch bounds one raise call (the receiver takes up to 1024).
 	raiseBatch = 256
+	// maxRetryRaises bounds the raises remembered per neighbour for the
+	// next summary round; past it a lost raise is not offered again.
+	maxRetryRaises = 4096
 	// knownAll is the level recorded for an id whose kind is never raised
 	// (everything but broadcasts): nothing is ever above it.
 	knownAll = ^uint8(0)
@@ -186,7 +188,8 @@ type peer struct {
 	// sent us, the limit received plus one; knownAll for kinds that are
 	// never raised.
 	known   map[gossip.ID]uint8
-	noRaise bool // the neighbour does not serve raise
+	retry   map[gossip.ID]struct{} // raises to offer again (lost or refused)
+	noRaise bool                   // the neighbour does not serve raise
 	tokens  float64
 	last    time.Time
 }
@@ -223,16 +226,22 @@ func (p *peer) unclaim(id gossip.ID, claimed, prev uint8) {
 	defer p.mu.Unlock()
 	if have, ok := p.known[id]; ok && have == claimed {
 		p.known[id] = prev
+		if len(p.retry) < maxRetryRaises {
+			p.retry[id] = struct{}{}
+		}
 	}
 }
 
-// below reports whether the neighbour is known to hold id with a hop
-// limit under level, and takes raises.
-func (p *peer) below(id gossip.ID, level uint8) bool {
+// takeRetries empties the set of raises to offer again.
+func (p *peer) takeRetries() []gossip.ID {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	have, ok := p.known[id]
-	return ok && have < level && !p.noRaise
+	ids := make([]gossip.ID, 0, len(p.retry))
+	for id := range p.retry {
+		ids = append(ids, id)
+	}
+	clear(p.retry)
+	return ids
 }
 
 // settled reports that the neighbour holds id and can get nothing more
@@ -281,7 +290,7 @@ func (p *peer) stopRaises() {
 // function that stops it (call it when the link goes down).
 func (e *Engine) AddPeer(fp identity.Fingerprint, p Peer) (remove func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	pe := &peer{fp: fp, p: p, queue: make(chan gossip.ID, peerQueueLen), cancel: cancel, known: map[gossip.ID]uint8{}, tokens: e.o.PeerBurst, last: e.o.Now()}
+	pe := &peer{fp: fp, p: p, queue: make(chan gossip.ID, peerQueueLen), cancel: cancel, known: map[gossip.ID]uint8{}, retry: map[gossip.ID]struct{}{}, tokens: e.o.PeerBurst, last: e.o.Now()}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -471,10 +480,8 @@ func (e *Engine) raiseHops(id gossip.ID, hops uint8, from identity.Fingerprint, 
 		return
 	}
 	if len(e.boost) >= maxBoost {
-		e.pruneBoostsLocked()
-		if len(e.boost) >= maxBoost {
-			clear(e.boost)
-		}
+		// Rare: PruneBoosts runs after every purge.
+		clear(e.boost)
 	}
 	e.boost[id] = hops
 	e.mu.Unlock()
@@ -483,22 +490,27 @@ func (e *Engine) raiseHops(id gossip.ID, hops uint8, from identity.Fingerprint, 
 
 // PruneBoosts forgets raised hop limits of broadcasts no longer held
 // (expired or deleted, or never stored); the node calls it after each
-// purge.
+// purge. The store is read without holding the engine's lock.
 func (e *Engine) PruneBoosts() (dropped int) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.pruneBoostsLocked()
-}
-
-func (e *Engine) pruneBoostsLocked() (dropped int) {
+	ids := make([]gossip.ID, 0, len(e.boost))
 	for id := range e.boost {
+		ids = append(ids, id)
+	}
+	e.mu.Unlock()
+	var gone []gossip.ID
+	for _, id := range ids {
 		// Get, not Has: Has also answers for tombstones.
 		if _, ok, err := e.o.Store.Get(id); err == nil && !ok {
-			delete(e.boost, id)
-			dropped++
+			gone = append(gone, id)
 		}
 	}
-	return dropped
+	e.mu.Lock()
+	for _, id := range gone {
+		delete(e.boost, id)
+	}
+	e.mu.Unlock()
+	return len(gone)
 }
 
 // HandleRaise applies a raise notice from neighbour fp: each entry costs
@@ -953,12 +965,14 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 		// ours: the sender tries again shortly.
 		return ErrNotLinked
 	}
-	// Broadcasts whose limit rose here (bounded by maxBoost): one the
-	// neighbour holds with fewer hops than we can now give it gets a
-	// raise again, in case the first was lost.
-	e.mu.Lock()
-	boosted := maps.Clone(e.boost)
-	e.mu.Unlock()
+	// Raises that were lost or refused since the last round go again;
+	// sendLoop sends each only if the neighbour still holds fewer hops.
+	for _, id := range p.takeRetries() {
+		select {
+		case p.queue <- id:
+		default:
+		}
+	}
 	buf := make([]byte, summaryKeyLen+gossip.IDLen)
 	copy(buf, s.Key)
 	return e.o.Store.IDs(func(id gossip.ID, kind schemas.Envelope_Kind) bool {
@@ -966,13 +980,6 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 		if f.Test(buf) {
 			// It has it, or this is a false positive: not remembered, so
 			// the next round, under a fresh key, catches it.
-			if b := boosted[id]; b > 0 && p.below(id, b-1) {
-				select {
-				case p.queue <- id:
-				default:
-					return false
-				}
-			}
 			return true
 		}
 		// The digest is fresher than our record of what we sent: a push

@@ -54,10 +54,11 @@ type Candidate struct {
 	Addrs []string
 	Via   string
 
-	seen    time.Time     // last learnt
-	rtt     time.Duration // last measured on a link; 0 unknown
-	fails   int           // dials failed in a row
-	nextTry time.Time     // no dial before this
+	seen      time.Time     // last learnt
+	rtt       time.Duration // last measured on a link we dialled; 0 unknown
+	fails     int           // dials failed in a row
+	nextTry   time.Time     // no dial before this (backoff after failures)
+	coolUntil time.Time     // no dial before this (it dropped us for a faster link)
 }
 
 // Table is the neighbour table: bounded, safe for concurrent use.
@@ -146,12 +147,12 @@ func (t *Table) Measured(fp identity.Fingerprint, rtt time.Duration, stable bool
 }
 
 // Cooldown keeps fp from being dialled for d (a node that dropped our
-// link for a faster one).
+// link for a faster one). A stable link does not clear it.
 func (t *Table) Cooldown(fp identity.Fingerprint, d time.Duration, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if c := t.c[fp]; c != nil && c.nextTry.Before(now.Add(d)) {
-		c.nextTry = now.Add(d)
+	if c := t.c[fp]; c != nil && c.coolUntil.Before(now.Add(d)) {
+		c.coolUntil = now.Add(d)
 	}
 }
 
@@ -267,7 +268,7 @@ func (t *Table) Plan(s State) Plan {
 			delete(t.c, fp)
 			continue
 		}
-		if !taken[fp] && !s.Now.Before(c.nextTry) {
+		if !taken[fp] && !s.Now.Before(c.nextTry) && !s.Now.Before(c.coolUntil) {
 			eligible = append(eligible, c)
 		}
 	}

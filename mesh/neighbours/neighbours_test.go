@@ -298,6 +298,13 @@ func TestCooldownAndUnstableLinks(t *testing.T) {
 	if p := tb.Plan(State{MaxLinks: 8, Now: t0.Add(Explore)}); len(p.Dial) != 1 {
 		t.Errorf("did not dial it after the cooldown")
 	}
+	// A stable link does not clear a cooldown.
+	tb.Cooldown(fp(1), Explore, t0)
+	tb.Measured(fp(1), time.Millisecond, true)
+	if p := tb.Plan(State{MaxLinks: 8, Now: t0.Add(time.Second)}); len(p.Dial) != 0 {
+		t.Errorf("a stable link cleared the cooldown")
+	}
+	t0 := t0.Add(Explore)
 	// A link that does not last does not clear the backoff.
 	tb.Failed(fp(1), t0)
 	tb.Measured(fp(1), time.Millisecond, false)

@@ -417,6 +417,9 @@ func (d *Daemon) addLink(l *link.Link, in linkInfo) bool {
 		}
 	}
 	d.mu.Unlock()
+	if in.planned {
+		d.kickSelect() // the dial is over: the plan may go on
+	}
 	if !keepNew {
 		l.Close(link.CodeDuplicate, "duplicate link")
 		d.log.Debug("dropped duplicate link", "peer", l.Peer())
@@ -447,10 +450,11 @@ func (d *Daemon) linkTo(fp identity.Fingerprint) *link.Link {
 	return d.links[fp]
 }
 
-// runLink keeps l registered and probed until it ends.
-func (d *Daemon) runLink(l *link.Link, in linkInfo) {
+// runLink keeps l registered and probed until it ends. It returns false
+// at once when l lost to another connection to the same peer.
+func (d *Daemon) runLink(l *link.Link, in linkInfo) (registered bool) {
 	if !d.addLink(l, in) {
-		return
+		return false
 	}
 	dir := "inbound"
 	if l.Outbound() {
@@ -471,7 +475,7 @@ func (d *Daemon) runLink(l *link.Link, in linkInfo) {
 		select {
 		case <-d.ctx.Done():
 			l.Close(link.CodeClosing, "node shutting down")
-			return
+			return true
 		case <-l.Done():
 			d.log.Info("link down", "peer", l.Peer(), "addr", l.RemoteAddr(), "reason", linkEndReason(l.Err()))
 			if closedBy(l.Err(), link.CodeReplaced) {
@@ -479,7 +483,7 @@ func (d *Daemon) runLink(l *link.Link, in linkInfo) {
 				// once would undo that.
 				d.table.Cooldown(l.Peer(), neighbours.Explore, time.Now())
 			}
-			return
+			return true
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(d.ctx, probeTimeout)
 			err := l.Probe(ctx)
@@ -487,7 +491,7 @@ func (d *Daemon) runLink(l *link.Link, in linkInfo) {
 			if err != nil && d.ctx.Err() == nil {
 				d.log.Info("link down: probe failed", "peer", l.Peer(), "err", err)
 				l.Close(link.CodeClosing, "probe failed")
-				return
+				return true
 			}
 		}
 	}
@@ -534,7 +538,9 @@ func (d *Daemon) keepStatic(p link.PeerAddr) {
 			case <-d.ctx.Done():
 				return
 			}
-			b.reset()
+			if time.Since(l.Since()) >= stableLink {
+				b.reset()
+			}
 			continue
 		}
 		l, err := d.dial(p)

@@ -71,8 +71,14 @@ func (d *Daemon) selectOnce() {
 	trialUp := false
 	for fp, l := range d.links {
 		rtt := l.RTT()
-		d.table.Measured(fp, rtt, now.Sub(l.Since()) >= stableLink)
-		trial := fp == d.trial
+		if l.Outbound() {
+			// Only links we dialled rank a node as measured: inbound ones
+			// are the other side's choice (and cheap for it to make).
+			d.table.Measured(fp, rtt, now.Sub(l.Since()) >= stableLink)
+		}
+		// A trial dial that lost to the peer's own connection leaves an
+		// inbound link: not a trial, so never dropped as one.
+		trial := fp == d.trial && l.Outbound()
 		trialUp = trialUp || trial
 		s.Links = append(s.Links, neighbours.Link{
 			FP: fp, Outbound: l.Outbound(), Static: static[fp],
@@ -147,8 +153,8 @@ func (d *Daemon) dialPlanned(dl neighbours.Dial) {
 		}
 		up := time.Now()
 		// runLink clears the dialling mark as it registers the link.
-		d.runLink(l, linkInfo{via: dl.Via, anchor: dl.Anchor, planned: true})
-		if time.Since(up) < stableLink && d.ctx.Err() == nil {
+		if d.runLink(l, linkInfo{via: dl.Via, anchor: dl.Anchor, planned: true}) &&
+			time.Since(up) < stableLink && d.ctx.Err() == nil {
 			d.table.Failed(dl.FP, time.Now())
 		}
 	}()
