@@ -49,8 +49,11 @@ test: lint check-generated unit fuzz smoke size
 demo: build
 	node/demo/demo.sh
 
+# The 50-node broadcast simulation runs on its own with -v so that its
+# counts (transmissions, raises, deliveries) show in every test log.
 unit:
-	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -timeout 15m -skip '^TestBroadcast50NodesExactlyOnce$$' ./...
+	$(GO) test -count=1 -timeout 5m -run '^TestBroadcast50NodesExactlyOnce$$' -v ./gossip/relay
 
 fuzz:
 	@set -e; for t in $(FUZZ); do \
