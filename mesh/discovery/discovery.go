@@ -193,18 +193,24 @@ func start(cfg Config, found func(Found), src ifaceSource) (*Discovery, error) {
 	return d, nil
 }
 
+// interfaces returns the interfaces in use now, so announcing (which
+// sends) happens without holding mu.
+func (d *Discovery) interfaces() []*ifaceInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	infos := make([]*ifaceInfo, 0, len(d.ifaces))
+	for _, info := range d.ifaces {
+		infos = append(infos, info)
+	}
+	return infos
+}
+
 // Close says goodbye on every interface, stops every goroutine Start began
 // and waits for them. It is safe to call more than once.
 func (d *Discovery) Close() error {
 	d.closeOnce.Do(func() {
 		d.cancel()
-		d.mu.Lock()
-		infos := make([]*ifaceInfo, 0, len(d.ifaces))
-		for _, info := range d.ifaces {
-			infos = append(infos, info)
-		}
-		d.mu.Unlock()
-		for _, info := range infos {
+		for _, info := range d.interfaces() {
 			d.announce(info, true)
 		}
 		var errs []error
@@ -265,13 +271,7 @@ func (d *Discovery) run() {
 			}
 			fresh = fresh[:0]
 		case <-browse.C:
-			d.mu.Lock()
-			infos := make([]*ifaceInfo, 0, len(d.ifaces))
-			for _, info := range d.ifaces {
-				infos = append(infos, info)
-			}
-			d.mu.Unlock()
-			for _, info := range infos {
+			for _, info := range d.interfaces() {
 				d.announce(info, false)
 			}
 			d.kickBrowse()

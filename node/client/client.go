@@ -250,15 +250,7 @@ func (m *Mailbox) Fetch(ctx context.Context, limit int, wait time.Duration) ([]g
 	if err != nil {
 		return nil, err
 	}
-	list, err := res.Envelopes()
-	if err != nil {
-		return nil, err
-	}
-	out, err := gossip.FromCapnpList(list)
-	if err != nil {
-		return nil, fmt.Errorf("from node: %w", err)
-	}
-	return out, nil
+	return envelopesOf(res)
 }
 
 // Ack reveals receipt secrets, deleting those messages mesh-wide.
@@ -320,6 +312,13 @@ func (c *Client) ChannelFetch(ctx context.Context, ids [][32]byte, after []gossi
 	if err != nil {
 		return nil, err
 	}
+	return envelopesOf(res)
+}
+
+// envelopesOf checks and converts the envelopes of a fetch result.
+func envelopesOf(res interface {
+	Envelopes() (schemas.Envelope_List, error)
+}) ([]gossip.Envelope, error) {
 	list, err := res.Envelopes()
 	if err != nil {
 		return nil, err
