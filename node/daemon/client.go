@@ -2,19 +2,36 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
 	"github.com/quic-go/quic-go"
 
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/gossip/relay"
+	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
+	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/schemas"
 )
 
-// clientIdle closes a client connection that never opens its RPC stream.
-const clientIdle = 30 * time.Second
+const (
+	// clientIdle closes a client connection that never opens its RPC stream.
+	clientIdle = 30 * time.Second
+	// maxFetch bounds envelopes returned by one fetch, fetchBytes their
+	// payloads (under the RPC message bound).
+	maxFetch   = 256
+	fetchBytes = 128 << 10
+	// maxWait bounds a fetch's long poll.
+	maxWait = 5 * time.Minute
+	// maxAckSecrets bounds one ack call.
+	maxAckSecrets = 1024
+)
 
 // nodeService is the Node capability a client gets (ALPN "capnp").
 type nodeService struct{ d *Daemon }
@@ -69,4 +86,285 @@ func (d *Daemon) serveClient(conn *quic.Conn) {
 	}
 	rc.Close()
 	conn.CloseWithError(link.CodeClosing, "")
+}
+
+// clientSession is the Node service for one client connection: it holds
+// the challenge it issued, bound to this TLS session.
+type clientSession struct {
+	d     *Daemon
+	conn  *quic.Conn
+	label string // per-connection quota key; kept in memory only
+
+	mu    sync.Mutex // guards nonce
+	nonce []byte
+}
+
+func (s *clientSession) Hello(ctx context.Context, call schemas.Node_hello) error {
+	return nodeService{s.d}.Hello(ctx, call)
+}
+
+func (s *clientSession) Health(ctx context.Context, call schemas.Node_health) error {
+	return nodeService{s.d}.Health(ctx, call)
+}
+
+func (s *clientSession) Enqueue(ctx context.Context, call schemas.Node_enqueue) error {
+	e, err := call.Args().Envelope()
+	if err != nil {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	env, err := gossip.FromCapnp(e)
+	if err != nil {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	if env.Kind == schemas.Envelope_Kind_receipt {
+		return errors.New("enqueue: receipts come from ack, not enqueue")
+	}
+	added, err := s.d.eng.Accept(env, relay.Source{Client: s.label})
+	if err != nil {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	res.SetStored(added)
+	return nil
+}
+
+func (s *clientSession) Challenge(ctx context.Context, call schemas.Node_challenge) error {
+	nonce := make([]byte, link.NonceLen)
+	rand.Read(nonce)
+	s.mu.Lock()
+	s.nonce = nonce
+	s.mu.Unlock()
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetNonce(nonce)
+}
+
+// ErrAuth is returned for a failed authentication.
+var ErrAuth = errors.New("authentication failed")
+
+func (s *clientSession) Authenticate(ctx context.Context, call schemas.Node_authenticate) error {
+	args := call.Args()
+	signed, err := args.Bundle()
+	if err != nil {
+		return fmt.Errorf("authenticate: %w", err)
+	}
+	nonce, _ := args.Nonce()
+	sig, _ := args.Signature()
+	s.mu.Lock()
+	want := s.nonce
+	s.nonce = nil // one use
+	s.mu.Unlock()
+	if want == nil || string(nonce) != string(want) {
+		return fmt.Errorf("%w: no such challenge (call challenge first, on this connection)", ErrAuth)
+	}
+	b, err := e2e.VerifyBundle(signed)
+	if err != nil {
+		return fmt.Errorf("%w: bundle: %v", ErrAuth, err)
+	}
+	exp, err := link.Exporter(s.conn.ConnectionState().TLS)
+	if err != nil {
+		return err
+	}
+	msg := link.AuthMessage(link.PurposeMailbox, s.d.id.Fingerprint(), exp, nonce)
+	if !e2e.VerifyPurpose(b.Identity, link.AuthSigLabel, msg, sig) {
+		return fmt.Errorf("%w: signature does not match this node and session", ErrAuth)
+	}
+	if err := s.d.publish(signed, b.Fingerprint); err != nil {
+		s.d.log.Debug("bundle not published", "user", b.Fingerprint, "err", err)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetMailbox(schemas.Mailbox_ServerToClient(&mailbox{d: s.d, user: b.Fingerprint}))
+}
+
+func (s *clientSession) PublishBundle(ctx context.Context, call schemas.Node_publishBundle) error {
+	signed, err := call.Args().Bundle()
+	if err != nil {
+		return fmt.Errorf("publishBundle: %w", err)
+	}
+	b, err := e2e.VerifyBundle(signed)
+	if err != nil {
+		return fmt.Errorf("publishBundle: %w", err)
+	}
+	return s.d.publish(signed, b.Fingerprint)
+}
+
+func (s *clientSession) LookupBundle(ctx context.Context, call schemas.Node_lookupBundle) error {
+	raw, err := call.Args().Fingerprint()
+	if err != nil || len(raw) != len(identity.Fingerprint{}) {
+		return fmt.Errorf("lookupBundle: want a 32-byte fingerprint")
+	}
+	signed, err := s.d.eng.Bundle(identity.Fingerprint(raw))
+	if err != nil {
+		return err
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetBundle(signed)
+}
+
+// bundleTTL is how long a published bundle lives in the mesh.
+const bundleTTL = 30 * 24 * time.Hour
+
+// publish stores a verified bundle as an envelope and spreads it.
+func (d *Daemon) publish(signed []byte, fp identity.Fingerprint) error {
+	env, err := gossip.NewBundleEnvelope(fp, signed, uint32(bundleTTL/time.Second), uint8(d.cfg.MaxHops))
+	if err != nil {
+		return err
+	}
+	_, err = d.eng.Accept(env, relay.Source{Client: "local"})
+	return err
+}
+
+// mailbox is one authenticated user's Mailbox capability.
+type mailbox struct {
+	d    *Daemon
+	user identity.Fingerprint
+}
+
+func (m *mailbox) Fetch(ctx context.Context, call schemas.Mailbox_fetch) error {
+	limit := int(call.Args().Limit())
+	if limit <= 0 || limit > maxFetch {
+		limit = maxFetch
+	}
+	wait := min(time.Duration(call.Args().WaitSeconds())*time.Second, maxWait)
+	// Register before looking, so an arrival in between is not missed.
+	ch, stop := m.d.eng.Wait(m.user[:])
+	defer stop()
+	envs, err := m.d.eng.Mailbox(m.user, limit, fetchBytes)
+	if err != nil {
+		return err
+	}
+	if len(envs) == 0 && wait > 0 {
+		call.Go() // let other calls on this connection proceed while we wait
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.d.ctx.Done():
+		}
+		if envs, err = m.d.eng.Mailbox(m.user, limit, fetchBytes); err != nil {
+			return err
+		}
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return gossip.ToCapnpList(envs, res.NewEnvelopes)
+}
+
+func (m *mailbox) Ack(ctx context.Context, call schemas.Mailbox_ack) error {
+	list, err := call.Args().Secrets()
+	if err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	if list.Len() > maxAckSecrets {
+		return fmt.Errorf("ack: %d secrets, at most %d", list.Len(), maxAckSecrets)
+	}
+	secrets := make([][]byte, 0, list.Len())
+	for i := 0; i < list.Len(); i++ {
+		k, err := list.At(i)
+		if err != nil || len(k) != gossip.SecretLen {
+			return fmt.Errorf("ack: secret %d is not %d bytes", i, gossip.SecretLen)
+		}
+		secrets = append(secrets, append([]byte(nil), k...))
+	}
+	n, err := m.d.eng.Ack(secrets)
+	if err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	res.SetDeleted(uint32(n))
+	return nil
+}
+
+// maxChannels bounds the channel ids of one channelFetch.
+const maxChannels = 64
+
+func (s *clientSession) ChannelFetch(ctx context.Context, call schemas.Node_channelFetch) error {
+	list, err := call.Args().Channels()
+	if err != nil {
+		return fmt.Errorf("channelFetch: %w", err)
+	}
+	if list.Len() > maxChannels {
+		return fmt.Errorf("channelFetch: %d channels, at most %d", list.Len(), maxChannels)
+	}
+	ids := make([][32]byte, 0, list.Len())
+	for i := 0; i < list.Len(); i++ {
+		b, err := list.At(i)
+		if err != nil || len(b) != 32 {
+			return fmt.Errorf("channelFetch: channel id %d is not 32 bytes", i)
+		}
+		ids = append(ids, [32]byte(b))
+	}
+	afterList, _ := call.Args().After()
+	after := make([]gossip.ID, len(ids))
+	for i := 0; i < afterList.Len() && i < len(ids); i++ {
+		if b, err := afterList.At(i); err == nil && len(b) == gossip.IDLen {
+			after[i] = gossip.ID(b)
+		}
+	}
+	limit := int(call.Args().Limit())
+	if limit <= 0 || limit > maxFetch {
+		limit = maxFetch
+	}
+	wait := min(time.Duration(call.Args().WaitSeconds())*time.Second, maxWait)
+	var wake []<-chan struct{}
+	for _, id := range ids {
+		ch, stop := s.d.eng.Wait(id[:])
+		defer stop()
+		wake = append(wake, ch)
+	}
+	envs, err := s.d.eng.Channel(ids, after, limit, fetchBytes)
+	if err != nil {
+		return err
+	}
+	if len(envs) == 0 && wait > 0 && len(ids) > 0 {
+		call.Go()
+		any := make(chan struct{}, 1)
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		for _, ch := range wake {
+			go func() {
+				select {
+				case <-ch:
+					select {
+					case any <- struct{}{}:
+					default:
+					}
+				case <-wctx.Done():
+				}
+			}()
+		}
+		select {
+		case <-any:
+		case <-wctx.Done():
+		case <-s.d.ctx.Done():
+		}
+		cancel()
+		if envs, err = s.d.eng.Channel(ids, after, limit, fetchBytes); err != nil {
+			return err
+		}
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return gossip.ToCapnpList(envs, res.NewEnvelopes)
 }
