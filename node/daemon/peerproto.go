@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/relay"
 	"github.com/quicproquo/qpq/mesh/identity"
@@ -194,4 +193,3 @@ func (d *Daemon) purgeLoop() {
 		}
 	}
 }
-
