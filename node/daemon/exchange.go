@@ -200,10 +200,26 @@ func (d *Daemon) advertised() []string {
 }
 
 // onDescriptor is the relay's callback for a newly stored descriptor.
+// The relay does not say which neighbour the descriptor came from, so
+// dials to its new addresses are charged to its signer (which costs an
+// attacker nothing to make up) and, what bounds them, to the node-wide
+// budget (neighbours.NewAddrBurstAll).
 func (d *Daemon) onDescriptor(signed []byte) {
+	d.onDescriptorFrom(signed, identity.Fingerprint{})
+}
+
+// onDescriptorFrom learns the node a descriptor describes; from is the
+// neighbour it arrived from, zero when unknown. Dials to addresses never
+// reached are budgeted per from, so one neighbour relaying made-up
+// descriptors cannot spend the budget of the others.
+func (d *Daemon) onDescriptorFrom(signed []byte, from identity.Fingerprint) {
 	desc, err := descriptor.Verify(signed)
 	if err != nil || desc.Domain != d.cfg.Domain {
 		return
 	}
-	d.learn(desc.FP, desc.Addrs, viaExchange)
+	src := "link " + from.String()
+	if from.IsZero() {
+		src = "signer " + desc.FP.String()
+	}
+	d.learnFrom(desc.FP, desc.Addrs, viaExchange, src)
 }

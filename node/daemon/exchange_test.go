@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,6 +10,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/quicproquo/qpq/mesh/descriptor"
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/neighbours"
 )
 
 // The sequence rises by one per call, lives in a 0600 file, and is
@@ -96,5 +101,98 @@ func TestNextSeqDamagedFileNeverGoesBack(t *testing.T) {
 		if next, err := nextSeq(path, now, log); err != nil || next != after+1 {
 			t.Errorf("damaged %q: then %d, %v; want %d", damaged, next, err, after+1)
 		}
+	}
+}
+
+// refuser is a UDP socket that answers any QUIC Initial with a Version
+// Negotiation offering only a version nobody speaks, so a dial to it
+// fails at once; it records whether it was dialled.
+type refuser struct {
+	conn   *net.UDPConn
+	hit    atomic.Bool
+	closed chan struct{}
+}
+
+func newRefuser(t *testing.T) *refuser {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &refuser{conn: c, closed: make(chan struct{})}
+	go func() {
+		defer close(r.closed)
+		b := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFromUDP(b)
+			if err != nil {
+				return
+			}
+			r.hit.Store(true)
+			if n < 7 || b[0]&0x80 == 0 {
+				continue
+			}
+			dl := int(b[5])
+			if n < 7+dl || n < 7+dl+int(b[6+dl]) {
+				continue
+			}
+			dcid := b[6 : 6+dl]
+			scid := b[7+dl : 7+dl+int(b[6+dl])]
+			vn := []byte{0x80, 0, 0, 0, 0, byte(len(scid))}
+			vn = append(vn, scid...)
+			vn = append(vn, byte(len(dcid)))
+			vn = append(vn, dcid...)
+			vn = append(vn, 0x1a, 0x2a, 0x3a, 0x4a)
+			c.WriteToUDP(vn, from)
+		}
+	}()
+	t.Cleanup(func() { c.Close(); <-r.closed })
+	return r
+}
+
+// A neighbour pushing signed descriptors of identities it made up, each
+// naming an address it chose (issue 9: 24 dials in 50 s), makes the node
+// dial only the node-wide budget of never-reached addresses; once those
+// dials have failed, planning again dials nothing more.
+func TestMadeUpDescriptorsDialOnlyTheBudget(t *testing.T) {
+	d := startDaemon(t, 8, nil, nil)
+	var targets []*refuser
+	for i := range 30 {
+		r := newRefuser(t)
+		targets = append(targets, r)
+		id, err := identity.NewNode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed, err := descriptor.Sign(id, []string{r.conn.LocalAddr().String()}, d.cfg.Domain, uint64(i+1), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.onDescriptor(signed)
+	}
+	hits := func() int {
+		n := 0
+		for _, r := range targets {
+			if r.hit.Load() {
+				n++
+			}
+		}
+		return n
+	}
+	idle := func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.dialing) == 0
+	}
+	waitUntil(t, 10*time.Second, "the budgeted dials to be made and to fail", func() bool {
+		return hits() >= neighbours.NewAddrBurstAll && idle()
+	})
+	d.selectOnce()
+	if !idle() {
+		t.Errorf("with the budget spent, a new plan still dials a made-up node")
+	}
+	// The node-wide budget earns one more every NewAddrEveryAll.
+	if n := hits(); n > neighbours.NewAddrBurstAll+1 {
+		t.Errorf("made-up descriptors made the node dial %d addresses, want at most %d", n, neighbours.NewAddrBurstAll+1)
 	}
 }
