@@ -214,3 +214,20 @@ func (a *admission) inProgress() (unverified, verified int) {
 	defer a.mu.Unlock()
 	return a.unverified, a.verified
 }
+
+// HandshakeStats describes incoming handshakes since Listen.
+type HandshakeStats struct {
+	InProgress int    // counted now (validated or not), until accepted or ended
+	Retries    uint64 // Initials answered with a Retry
+	Refused    uint64 // handshakes refused at a bound
+}
+
+// HandshakeStats reports the handshake bounds at work (zero for a
+// transport that does not listen), for status output and logs.
+func (t *Transport) HandshakeStats() HandshakeStats {
+	if t.adm == nil {
+		return HandshakeStats{}
+	}
+	unv, ver := t.adm.inProgress()
+	return HandshakeStats{InProgress: unv + ver, Retries: t.adm.retries.Load(), Refused: t.adm.refused.Load()}
+}

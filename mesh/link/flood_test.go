@@ -170,6 +170,9 @@ func TestInitialFloodStaysBoundedAndLetsADialThrough(t *testing.T) {
 	if retries.Load() == 0 {
 		t.Errorf("the honest client got no Retry while the server was flooded")
 	}
+	if st := srv.tr.HandshakeStats(); st.Retries < flood/2 || st.InProgress > RetryAbove+MaxHandshakes {
+		t.Errorf("handshake stats %+v: want most of the %d Initials answered with Retry", st, flood)
+	}
 	unv, ver := adm.inProgress()
 	if unv > RetryAbove || ver > MaxHandshakes {
 		t.Errorf("handshakes in progress: %d unvalidated, %d validated; bounds %d and %d", unv, ver, RetryAbove, MaxHandshakes)
