@@ -53,6 +53,7 @@ type Transport struct {
 	udp  *net.UDPConn
 	tr   *quic.Transport
 	ln   *quic.Listener // nil when not listening (clients)
+	adm  *admission     // bounds incoming handshakes; nil when not listening
 
 	closeOnce sync.Once
 	closeErr  error
@@ -65,6 +66,10 @@ func Listen(addr string, id *identity.Node) (*Transport, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Set before the first Listen or Dial: quic-go reads them once.
+	t.adm = newAdmission()
+	t.tr.VerifySourceAddress = t.adm.retry
+	t.tr.ConnContext = t.adm.connContext
 	ln, err := t.tr.Listen(serverTLS(t.cert), quicConfig())
 	if err != nil {
 		t.Close()
@@ -109,11 +114,18 @@ func (t *Transport) Addr() *net.UDPAddr { return t.udp.LocalAddr().(*net.UDPAddr
 // Accept waits for the next connection whose handshake completed. For
 // ALPNPeer the client certificate is checked only after the client's side
 // of the handshake, so callers treat a link as up only once hello answers.
+// A connection stops counting against the handshake bounds once accepted:
+// the caller bounds what follows (hello, client slots).
 func (t *Transport) Accept(ctx context.Context) (*quic.Conn, error) {
 	if t.ln == nil {
 		return nil, errors.New("accept: transport is not listening")
 	}
-	return t.ln.Accept(ctx)
+	conn, err := t.ln.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	accepted(conn)
+	return conn, nil
 }
 
 // Dial connects to addr over alpn and requires the peer to prove the key

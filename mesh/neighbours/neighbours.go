@@ -43,6 +43,29 @@ const (
 	retryMax = 30 * time.Minute
 )
 
+// Dials to addresses never reached before are budgeted (issue 9, defect
+// 19): anyone linked to us can relay signed descriptors of identities it
+// made up, naming any address, and each would become a dial, so the node
+// could be used to knock on addresses an attacker chose. An address
+// costs nothing once a link to it came up, or when mDNS reported it on a
+// shared link; a new one costs a token from the bucket of the source the
+// descriptor came through, and one from a node-wide bucket.
+const (
+	// NewAddrBurst and NewAddrEvery: never-reached addresses one source
+	// may have dialled at once, and how often it earns another.
+	NewAddrBurst = 4
+	NewAddrEvery = time.Minute
+	// NewAddrBurstAll and NewAddrEveryAll: the same for the whole node,
+	// whatever the sources; this bounds made-up sources too.
+	NewAddrBurstAll = 8
+	NewAddrEveryAll = 30 * time.Second
+	// maxKnownAddrs bounds the addresses remembered as reached.
+	maxKnownAddrs = 1024
+	// maxSources bounds the per-source buckets; past it sources share
+	// the unnamed one.
+	maxSources = 256
+)
+
 // better is how much faster a trial must be than the slowest replaceable
 // link to take its place (4/5 of its RTT), so links do not flap between
 // nodes of about equal RTT.
@@ -53,6 +76,10 @@ type Candidate struct {
 	FP    identity.Fingerprint
 	Addrs []string
 	Via   string
+	// Src is who told us of it (the neighbour that relayed its
+	// descriptor, or its signer when that is unknown); "" for mDNS.
+	// Dials to its never-reached addresses spend Src's budget.
+	Src string
 
 	seen      time.Time     // last learnt
 	rtt       time.Duration // last measured on a link we dialled; 0 unknown
@@ -66,14 +93,38 @@ type Table struct {
 	max int
 	rng *rand.Rand
 
-	mu sync.Mutex // guards c and rng
-	c  map[identity.Fingerprint]*Candidate
+	mu      sync.Mutex // guards the fields below
+	c       map[identity.Fingerprint]*Candidate
+	known   map[string]time.Time // addresses reached (or on a shared link), when last
+	budgets map[string]*budget   // per source, for never-reached addresses
+	all     budget               // node-wide, for never-reached addresses
+}
+
+// budget is a token bucket; a zero budget is full.
+type budget struct {
+	spent float64 // tokens below full
+	at    time.Time
+}
+
+// level is how many tokens b holds at now, of burst, earning one every.
+func (b *budget) level(now time.Time, burst int, every time.Duration) float64 {
+	spent := b.spent
+	if !b.at.IsZero() {
+		spent -= float64(now.Sub(b.at)) / float64(every)
+	}
+	return float64(burst) - max(spent, 0)
+}
+
+func (b *budget) spend(now time.Time, burst int, every time.Duration) {
+	b.spent = float64(burst) - b.level(now, burst, every) + 1
+	b.at = now
 }
 
 // NewTable returns a table of at most max candidates; rng orders random
 // picks (tests pass a seeded one).
 func NewTable(max int, rng *rand.Rand) *Table {
-	return &Table{max: max, rng: rng, c: map[identity.Fingerprint]*Candidate{}}
+	return &Table{max: max, rng: rng, c: map[identity.Fingerprint]*Candidate{},
+		known: map[string]time.Time{}, budgets: map[string]*budget{}}
 }
 
 // Learn records (or refreshes) a node heard of by via. A node reported by
@@ -81,11 +132,22 @@ func NewTable(max int, rng *rand.Rand) *Table {
 // shared link, so likely near. When the table is full the candidate heard
 // of least recently makes room.
 func (t *Table) Learn(fp identity.Fingerprint, addrs []string, via string, now time.Time) {
+	t.LearnFrom(fp, addrs, via, "", now)
+}
+
+// LearnFrom is Learn for a node that src told us of (see Candidate.Src).
+// Addresses mDNS reports count as reached: they are on a shared link.
+func (t *Table) LearnFrom(fp identity.Fingerprint, addrs []string, via, src string, now time.Time) {
 	if fp.IsZero() || len(addrs) == 0 {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if via == ViaMDNS {
+		for _, a := range addrs {
+			t.reachedLocked(a, now)
+		}
+	}
 	c := t.c[fp]
 	if c == nil {
 		if len(t.c) >= t.max {
@@ -98,7 +160,80 @@ func (t *Table) Learn(fp identity.Fingerprint, addrs []string, via string, now t
 		c.Via = via
 	}
 	c.Addrs = slices.Clone(addrs)
+	c.Src = src
 	c.seen = now
+}
+
+// Reached records that a link to addr came up: dialling it again costs
+// no budget.
+func (t *Table) Reached(addr string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.reachedLocked(addr, now)
+}
+
+func (t *Table) reachedLocked(addr string, now time.Time) {
+	if _, ok := t.known[addr]; !ok && len(t.known) >= maxKnownAddrs {
+		var oldest string
+		var at time.Time
+		for a, when := range t.known {
+			if oldest == "" || when.Before(at) {
+				oldest, at = a, when
+			}
+		}
+		delete(t.known, oldest)
+	}
+	t.known[addr] = now
+}
+
+// admitLocked returns the addresses of c the plan may dial now: those
+// reached before, then never-reached ones while c's source and the node
+// have budget, each spending one token of both. None means wait.
+func (t *Table) admitLocked(c *Candidate, now time.Time) []string {
+	var out, fresh []string
+	for _, a := range c.Addrs {
+		if _, ok := t.known[a]; ok {
+			out = append(out, a)
+		} else {
+			fresh = append(fresh, a)
+		}
+	}
+	if len(fresh) == 0 {
+		return out
+	}
+	src := t.budgets[c.Src]
+	if src == nil {
+		if len(t.budgets) >= maxSources {
+			t.pruneBudgetsLocked(now)
+		}
+		name := c.Src
+		if len(t.budgets) >= maxSources {
+			name = "" // shared by the sources that do not fit
+		}
+		if src = t.budgets[name]; src == nil {
+			src = &budget{}
+			t.budgets[name] = src
+		}
+	}
+	for _, a := range fresh {
+		if src.level(now, NewAddrBurst, NewAddrEvery) < 1 || t.all.level(now, NewAddrBurstAll, NewAddrEveryAll) < 1 {
+			break
+		}
+		src.spend(now, NewAddrBurst, NewAddrEvery)
+		t.all.spend(now, NewAddrBurstAll, NewAddrEveryAll)
+		out = append(out, a)
+	}
+	return out
+}
+
+// pruneBudgetsLocked forgets budgets that have refilled: a full one means
+// the same as none.
+func (t *Table) pruneBudgetsLocked(now time.Time) {
+	for name, b := range t.budgets {
+		if b.level(now, NewAddrBurst, NewAddrEvery) >= NewAddrBurst {
+			delete(t.budgets, name)
+		}
+	}
 }
 
 // evictOldest makes room. Nodes only heard of by peer exchange and never
@@ -236,7 +371,10 @@ func Anchors(maxLinks int) int { return min(MaxAnchors, maxLinks/4) }
 //     so neighbours that dial in cannot leave the node only them;
 //   - a full node dials one trial every Explore; after JudgeAfter the
 //     trial replaces the slowest link the node picked by RTT if it is
-//     clearly faster (4/5), and is closed otherwise.
+//     clearly faster (4/5), and is closed otherwise;
+//   - addresses never reached are dialled only within their source's
+//     and the node's budget (NewAddrBurst...); a candidate left with no
+//     address to dial waits for a later plan.
 func (t *Table) Plan(s State) Plan {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -278,9 +416,15 @@ func (t *Table) Plan(s State) Plan {
 
 	room := MaxDialling - len(s.Busy)
 	free := s.MaxLinks - len(s.Links) - len(s.Busy)
+	// take plans a dial of c if its addresses' budget allows; either way
+	// c is not considered again in this plan.
 	take := func(c *Candidate, anchor, trial bool) {
-		p.Dial = append(p.Dial, Dial{FP: c.FP, Addrs: slices.Clone(c.Addrs), Via: c.Via, Anchor: anchor, Trial: trial})
 		eligible = slices.DeleteFunc(eligible, func(x *Candidate) bool { return x == c })
+		addrs := t.admitLocked(c, s.Now)
+		if len(addrs) == 0 {
+			return
+		}
+		p.Dial = append(p.Dial, Dial{FP: c.FP, Addrs: addrs, Via: c.Via, Anchor: anchor, Trial: trial})
 		room--
 		free--
 	}

@@ -20,11 +20,14 @@ func fp(i int) identity.Fingerprint {
 
 func addr(i int) []string { return []string{fmt.Sprintf("10.0.%d.%d:7443", i/250, i%250+1)} }
 
-// table returns a table holding candidates 1..n, learnt by via.
+// table returns a table holding candidates 1..n, learnt by via, at
+// addresses reached before (so the budget for new addresses, tested in
+// budget_test.go, leaves these plans alone).
 func table(n int, via string) *Table {
 	t := NewTable(256, rand.New(rand.NewPCG(1, 2)))
 	for i := 1; i <= n; i++ {
 		t.Learn(fp(i), addr(i), via, t0)
+		t.Reached(addr(i)[0], t0)
 	}
 	return t
 }

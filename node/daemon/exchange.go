@@ -2,6 +2,10 @@ package daemon
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -79,16 +83,86 @@ func (d *Daemon) nextSeq() (uint64, error) {
 	if d.cfg.DataDir == "" {
 		return uint64(time.Now().UnixNano()), nil
 	}
-	path := filepath.Join(d.cfg.DataDir, seqFile)
+	return nextSeq(filepath.Join(d.cfg.DataDir, seqFile), time.Now(), d.log)
+}
+
+// seqFloor is the least sequence number used after the seq file was
+// found damaged. Counted sequences grow by about 50 a day, so they never
+// come near it; the clock only raises it further.
+const seqFloor = 1 << 61
+
+// nextSeq reads the last sequence number from path, writes the next one
+// back atomically and returns it. A missing file is a first start (1). A
+// damaged one must never make the node reuse a lower number, which
+// neighbours would drop as stale: it is kept aside as path.bad and the
+// count continues from the larger of seqFloor and the clock, with a
+// warning.
+func nextSeq(path string, now time.Time, log *slog.Logger) (uint64, error) {
 	var seq uint64
-	if b, err := os.ReadFile(path); err == nil {
-		seq, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return 0, fmt.Errorf("read descriptor sequence: %w", err)
+	default:
+		last, perr := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if perr == nil && last == math.MaxUint64 {
+			return 0, fmt.Errorf("descriptor sequence in %s is exhausted", path)
+		}
+		if perr == nil {
+			seq = last
+			break
+		}
+		seq = max(uint64(max(now.UnixNano(), 0)), seqFloor)
+		if rerr := os.Rename(path, path+".bad"); rerr != nil {
+			log.Warn("damaged descriptor sequence file not kept aside", "path", path, "err", rerr)
+		}
+		log.Warn("descriptor sequence file is damaged; continuing from a higher number so no older one is reused",
+			"path", path, "err", perr, "content", strconv.QuoteToASCII(string(b[:min(len(b), 32)])), "seq", seq+1)
 	}
 	seq++
-	if err := os.WriteFile(path, []byte(strconv.FormatUint(seq, 10)+"\n"), 0o600); err != nil {
-		return 0, err
+	if err := writeFileAtomic(path, []byte(strconv.FormatUint(seq, 10)+"\n"), 0o600); err != nil {
+		return 0, fmt.Errorf("write descriptor sequence: %w", err)
 	}
 	return seq, nil
+}
+
+// writeFileAtomic replaces path with data so that a crash or power cut
+// leaves either the old content or the new, never a torn file: a
+// temporary file in the same directory, synced, then renamed over path,
+// and the directory synced so the rename itself survives.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // fails harmlessly once renamed
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	dh, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer dh.Close()
+	return dh.Sync()
 }
 
 // advertised lists where others can reach this node: the listen address
@@ -126,10 +200,26 @@ func (d *Daemon) advertised() []string {
 }
 
 // onDescriptor is the relay's callback for a newly stored descriptor.
+// The relay does not say which neighbour the descriptor came from, so
+// dials to its new addresses are charged to its signer (which costs an
+// attacker nothing to make up) and, what bounds them, to the node-wide
+// budget (neighbours.NewAddrBurstAll).
 func (d *Daemon) onDescriptor(signed []byte) {
+	d.onDescriptorFrom(signed, identity.Fingerprint{})
+}
+
+// onDescriptorFrom learns the node a descriptor describes; from is the
+// neighbour it arrived from, zero when unknown. Dials to addresses never
+// reached are budgeted per from, so one neighbour relaying made-up
+// descriptors cannot spend the budget of the others.
+func (d *Daemon) onDescriptorFrom(signed []byte, from identity.Fingerprint) {
 	desc, err := descriptor.Verify(signed)
 	if err != nil || desc.Domain != d.cfg.Domain {
 		return
 	}
-	d.learn(desc.FP, desc.Addrs, viaExchange)
+	src := "link " + from.String()
+	if from.IsZero() {
+		src = "signer " + desc.FP.String()
+	}
+	d.learnFrom(desc.FP, desc.Addrs, viaExchange, src)
 }

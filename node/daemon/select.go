@@ -27,10 +27,16 @@ func (d *Daemon) inboundCap() int { return max(d.cfg.MaxLinks, 8) }
 // learn records a node found by mDNS or peer exchange and wakes the
 // selection loop. It never blocks.
 func (d *Daemon) learn(fp identity.Fingerprint, addrs []string, via string) {
+	d.learnFrom(fp, addrs, via, "")
+}
+
+// learnFrom is learn for a node src told us of: dials to its addresses
+// never reached spend src's budget (neighbours.Candidate.Src).
+func (d *Daemon) learnFrom(fp identity.Fingerprint, addrs []string, via, src string) {
 	if fp.Equal(d.id.Fingerprint()) {
 		return
 	}
-	d.table.Learn(fp, addrs, via, time.Now())
+	d.table.LearnFrom(fp, addrs, via, src, time.Now())
 	d.kickSelect()
 }
 
@@ -165,6 +171,7 @@ func (d *Daemon) dialAny(dl neighbours.Dial) *link.Link {
 	for _, a := range dl.Addrs {
 		l, err := d.dial(link.PeerAddr{Addr: a, FP: dl.FP})
 		if err == nil {
+			d.table.Reached(a, time.Now()) // later dials to it cost no budget
 			return l
 		}
 		if d.ctx.Err() != nil {
