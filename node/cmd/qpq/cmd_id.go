@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -85,7 +84,9 @@ func runID(env *cliEnv, args []string) int {
 		}
 	}
 	if *asJSON {
-		json.NewEncoder(env.stdout).Encode(map[string]string{"fingerprint": fp.String(), "short": fp.Short()})
+		if code := writeJSON(env, "id", idJSON{Fingerprint: fp.String(), Short: fp.Short()}); code != exitOK {
+			return code
+		}
 	} else {
 		fmt.Fprintf(env.stdout, "fingerprint  %s\nshort code   %s\n", fp, fp.Short())
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,8 +48,7 @@ func runStatus(env *cliEnv, args []string) int {
 		return exitFailure
 	}
 	if *asJSON {
-		json.NewEncoder(env.stdout).Encode(st)
-		return exitOK
+		return writeJSON(env, "status", st)
 	}
 	w := env.stdout
 	fmt.Fprintf(w, "fingerprint  %s\nshort code   %s\nversion      %s\nlisten       %s\nuptime       %s\n",
