@@ -27,7 +27,7 @@ func runConfig(env *cliEnv, args []string) int {
 			return code
 		}
 		fmt.Fprintln(env.stderr, "qpq config: want `qpq config check FILE`")
-		fs.Usage()
+		usageHint(env, fs)
 		return exitUsage
 	}
 	if code, ok := parseArgs(env, fs, fs.Parse(args[1:]), 1, "FILE"); !ok {

@@ -33,7 +33,7 @@ func runID(env *cliEnv, args []string) int {
 			return code
 		}
 		fmt.Fprintln(env.stderr, "qpq id: want `qpq id new` or `qpq id show`")
-		fs.Usage()
+		usageHint(env, fs)
 		return exitUsage
 	}
 	sub := args[0]
