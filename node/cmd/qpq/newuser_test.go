@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -248,4 +249,55 @@ func TestNodeBannerLinkLineCanBePasted(t *testing.T) {
 		st, err := second.status()
 		return err == nil && len(st.Peers) == 1 && st.Peers[0].Fingerprint == afp
 	})
+}
+
+func repoRoot() string {
+	_, here, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(here), "..", "..", "..")
+}
+
+func TestMakeTestChecksItsToolsFirst(t *testing.T) {
+	root := repoRoot()
+	// make test runs the check before anything else.
+	cmd := exec.Command("make", "-n", "test")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("make -n test: %v", err)
+	}
+	if first, _, _ := strings.Cut(string(out), "\n"); first != ".ci/deps" {
+		t.Fatalf("make test starts with %q, want .ci/deps", first)
+	}
+	// As a user, on a machine without the tools, one line says what to
+	// run. (A stub id says "not root"; the PATH has nothing else, so
+	// nothing could be installed even by mistake.)
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "id"), []byte("#!/bin/sh\necho 1000\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	check := exec.Command("/bin/bash", filepath.Join(root, ".ci", "deps"))
+	check.Env = []string{"PATH=" + bin}
+	var stdout, stderr strings.Builder
+	check.Stdout, check.Stderr = &stdout, &stderr
+	err = check.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf(".ci/deps without tools: %v, want exit 1; stderr %q", err, stderr.String())
+	}
+	msg := stderr.String()
+	if stdout.Len() != 0 || strings.Count(msg, "\n") != 1 {
+		t.Fatalf("want one line on stderr, got stdout %q stderr %q", stdout.String(), msg)
+	}
+	for _, want := range []string{"capnp", "qemu-mips-static", "shellcheck", "sudo apt-get install -y ", "capnproto", "qemu-user-static", "xz-utils"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the line lacks %q: %s", want, msg)
+		}
+	}
+	if strings.Count(msg, "qemu-user-static") != 1 {
+		t.Errorf("a package named twice: %s", msg)
+	}
+	// .ci/run uses the same check.
+	ci, err := os.ReadFile(filepath.Join(root, ".ci", "run"))
+	if err != nil || !strings.Contains(string(ci), "\n.ci/deps\n") {
+		t.Fatalf(".ci/run does not call .ci/deps: %v", err)
+	}
 }
