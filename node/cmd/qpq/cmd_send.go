@@ -41,7 +41,7 @@ contact's fingerprint. The recipient must have connected to the mesh once
 
 Examples:
   qpq send --node 127.0.0.1:7443 --to bob --text "meet at the water tower"
-  echo "status: ok" | qpq send --to 4xq7 --ttl 2d --hops 8`
+  echo "status: ok" | QPQ_NODE=127.0.0.1:7443 qpq send --to 4xq7 --ttl 2d --hops 8`
 
 func runSend(env *cliEnv, args []string) int {
 	fs := newFlags(env, "send", "send [--node ADDR[#FP]] [--home DIR] --to WHO | --channel NAME [--ttl DURATION] [--hops N] [--text TEXT] [--json]", sendAbout)

@@ -301,3 +301,26 @@ func TestMakeTestChecksItsToolsFirst(t *testing.T) {
 		t.Fatalf(".ci/run does not call .ci/deps: %v", err)
 	}
 }
+
+func TestREADMEClientExamplesNameTheirNode(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		cmd, _, _ := strings.Cut(strings.TrimSpace(line), "#")
+		f := strings.Fields(cmd)
+		if len(f) < 2 || (f[0] != "./qpq" && f[0] != "qpq") || (f[1] != "send" && f[1] != "recv") {
+			continue
+		}
+		n++
+		// Without --node (or QPQ_NODE set on the line) the command exits 2.
+		if !strings.Contains(cmd, "--node ") && !strings.Contains(cmd, "QPQ_NODE=") {
+			t.Errorf("README example exits 2 for want of a node: %s", strings.TrimSpace(line))
+		}
+	}
+	if n == 0 {
+		t.Fatal("no send or recv example found in README.md")
+	}
+}
