@@ -324,3 +324,24 @@ func TestREADMEClientExamplesNameTheirNode(t *testing.T) {
 		t.Fatal("no send or recv example found in README.md")
 	}
 }
+
+func TestJSONThatCannotBeWrittenFails(t *testing.T) {
+	data := t.TempDir()
+	if code, _, e := runQPQ(t, nil, "node", "id", "--data", data, "--create"); code != 0 {
+		t.Fatal(e)
+	}
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	defer full.Close()
+	cmd := exec.Command(qpqBin, "node", "id", "--data", data, "--json")
+	cmd.Env = cleanEnv()
+	cmd.Stdout = full
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "write JSON") {
+		t.Fatalf("node id --json into a full disk: %v, stderr %q; want exit 1 saying write JSON", err, stderr.String())
+	}
+}

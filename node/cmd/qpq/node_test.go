@@ -192,6 +192,10 @@ func TestKeyFileReadableByOthersStopsStart(t *testing.T) {
 			t.Fatalf("stderr lacks %q:\n%s", want, errOut)
 		}
 	}
+	// Said once: one log line, not a log line and a second copy.
+	if n := strings.Count(errOut, "readable by group or others"); n != 1 {
+		t.Fatalf("the error is reported %d times:\n%s", n, errOut)
+	}
 }
 
 func TestSignalsStopWithinFiveSeconds(t *testing.T) {
