@@ -36,7 +36,7 @@ func (c Config) Warnings() []Warning {
 	if share := PerSourceShare(c.StoreMaxBytes); share < LargestStoredMessage {
 		need := int64(LargestStoredMessage) * perSourceDivisor
 		ws = append(ws, Warning{Option: "store-max-bytes", Msg: fmt.Sprintf(
-			"%s gives each source a share of %s (1/%d of the store), less than the largest message (%s): every large message will be refused with \"source over its store quota\"; set at least %s",
+			"%s gives each source a share of %s (1/%d of the store), less than the largest sealed message (%s): every large message will be refused with \"source over its store quota\"; set at least %s",
 			formatSize(c.StoreMaxBytes), formatSize(share), perSourceDivisor, formatSize(LargestStoredMessage), formatSize(roundUpK(need)))})
 	}
 	return ws

@@ -75,7 +75,7 @@ func runID(env *cliEnv, args []string) int {
 	case "show":
 		fp, err = e2e.ReadFingerprint(path)
 		if errors.Is(err, os.ErrNotExist) {
-			fmt.Fprintf(env.stderr, "qpq id show: no identity in %s: create one with `qpq id new`\n", h.Dir)
+			fmt.Fprintf(env.stderr, "qpq id show: %v\n", noIdentity(h))
 			return exitFailure
 		}
 		if err != nil {
