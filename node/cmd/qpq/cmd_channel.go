@@ -23,12 +23,6 @@ key, each once, and keep them a few hours for people who join late.
 Post with qpq send --channel NAME --text TEXT; qpq recv shows channel
 messages with kind "broadcast".`
 
-// channelJSON is one line of `qpq channel list --json`.
-type channelJSON struct {
-	Name string `json:"name"`
-	ID   string `json:"id"`
-}
-
 func runChannel(env *cliEnv, args []string) int {
 	fs := newFlags(env, "channel", "channel new NAME | join SHARE [--name NAME [--rename]] | list [--json]  [--home DIR]", channelAbout)
 	homeDir := fs.String("home", "", "client home dir [$QPQ_HOME]")

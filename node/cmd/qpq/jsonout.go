@@ -32,3 +32,9 @@ type contactJSON struct {
 type sendJSON struct {
 	ID string `json:"id"`
 }
+
+// channelJSON is one line of `qpq channel list --json`.
+type channelJSON struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
+}
