@@ -1,5 +1,7 @@
 # qpq: build, run, test. `make run` and `make test` are the two commands a
-# fresh Debian machine needs (after .ci/run's installs, or `make deps`).
+# fresh Debian machine needs: `make test` first checks for the tools it
+# needs (.ci/deps) and installs what is missing when run as root, or says in
+# one line what to run.
 
 VERSION ?= 0.1.0
 GO      ?= go
@@ -42,8 +44,10 @@ run: build
 	./qpq node --data ./.qpq --listen 127.0.0.1:7443 --mdns=false
 
 # Everything CI runs: static checks, unit and process tests, fuzz smoke,
-# the router binaries under qemu, and the flash budget.
-test: lint check-generated unit fuzz smoke size
+# the router binaries under qemu, and the flash budget. The tool check runs
+# first, and alone, even under -j.
+test: deps
+	@$(MAKE) --no-print-directory lint check-generated unit fuzz smoke size
 
 # Four nodes in a line on loopback carry a DM to a user who is offline.
 demo: build
@@ -122,10 +126,11 @@ size: ipk
 smoke: cross
 	cross/smoke.sh
 
-# Debian packages the tests need (the same list .ci/run installs).
+# The tools the tests need (capnp, qemu-*-static, busybox, shellcheck, xz,
+# ip, avahi, dbus): installs the missing ones as root, else says what to run.
+# .ci/run calls the same script.
 deps:
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq capnproto qemu-user-static busybox shellcheck xz-utils iproute2 avahi-daemon avahi-utils dbus-daemon
+	.ci/deps
 
 clean:
 	rm -rf qpq build

@@ -26,6 +26,9 @@ const maxKeyFile = 16 << 10
 // ErrKeyFileMode is returned when a key file can be read by group or others.
 var ErrKeyFileMode = errors.New("key file is readable by group or others")
 
+// ErrNoNodeIdentity is returned by LoadNode when the dir holds no node key.
+var ErrNoNodeIdentity = errors.New("no node identity")
+
 // Node is a node's identity: the long-term Ed25519 key that names it and
 // signs its TLS certificate and descriptor, and the X25519 onion key.
 type Node struct {
@@ -97,6 +100,30 @@ func LoadOrCreateNode(dir string) (n *Node, created bool, err error) {
 		return nil, false, fmt.Errorf("key file %s: not an X25519 key", onionPath)
 	}
 	return newNode(key, onion), created, nil
+}
+
+// LoadNode reads the node identity from dir and never creates one: it
+// returns ErrNoNodeIdentity (wrapped with the key file's path) when dir has
+// no node key, so a command that only shows who a node is cannot invent a
+// node that does not exist.
+func LoadNode(dir string) (*Node, error) {
+	keyPath := filepath.Join(dir, NodeKeyFile)
+	onionPath := filepath.Join(dir, OnionKeyFile)
+	key, err := readKey[ed25519.PrivateKey](keyPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w in %s (no %s)", ErrNoNodeIdentity, dir, NodeKeyFile)
+	}
+	if err != nil {
+		return nil, err
+	}
+	onion, err := readKey[*ecdh.PrivateKey](onionPath)
+	if err != nil {
+		return nil, err
+	}
+	if onion.Curve() != ecdh.X25519() {
+		return nil, fmt.Errorf("key file %s: not an X25519 key", onionPath)
+	}
+	return newNode(key, onion), nil
 }
 
 // CheckKeyFileMode returns ErrKeyFileMode (wrapped with the path and the

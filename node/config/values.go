@@ -62,13 +62,26 @@ func ParseDuration(s string) (time.Duration, error) {
 	return total, nil
 }
 
-// ParseBool accepts uci's spellings of true and false.
+// Boolean spellings ParseBool accepts, as uci's config_get_bool does;
+// its error lists them, so the message and the accepted set cannot drift.
+var (
+	trueWords  = []string{"1", "yes", "on", "true", "enabled"}
+	falseWords = []string{"0", "no", "off", "false", "disabled"}
+)
+
+// ParseBool accepts uci's spellings of true and false, in any case.
 func ParseBool(s string) (bool, error) {
-	switch strings.ToLower(s) {
-	case "1", "on", "true", "yes", "enabled":
-		return true, nil
-	case "0", "off", "false", "no", "disabled":
-		return false, nil
+	l := strings.ToLower(s)
+	for _, w := range trueWords {
+		if l == w {
+			return true, nil
+		}
 	}
-	return false, errors.New("want 0 or 1")
+	for _, w := range falseWords {
+		if l == w {
+			return false, nil
+		}
+	}
+	return false, fmt.Errorf("want a boolean: %s for true, %s for false",
+		strings.Join(trueWords, "/"), strings.Join(falseWords, "/"))
 }

@@ -17,7 +17,10 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 step() { printf '\n== %s\n' "$*"; }
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# str KEY: the first string value of KEY in the JSON on stdin (the
+# top-level one: qpq prints a struct's own fields before its lists). Plain
+# grep, so the demo needs nothing beyond coreutils.
+str() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4; }
 
 # start NAME [--peer ADDR#FP]: runs a node (--max-links 1 keeps peer
 # exchange from adding shortcuts to the line), waits for its control
@@ -29,7 +32,7 @@ start() {
 	pids+=($!)
 	for _ in $(seq 100); do
 		if st=$("$qpq" status --data "$work/$name" --json 2>/dev/null); then
-			addr=$(echo "$st" | field 'd["listen"]+"#"+d["fingerprint"]')
+			addr=$(echo "$st" | str listen)#$(echo "$st" | str fingerprint)
 			return
 		fi
 		sleep 0.1
@@ -37,8 +40,13 @@ start() {
 	echo "node $name did not start:" >&2; cat "$work/$name.log" >&2; exit 1
 }
 
-links() { "$qpq" status --data "$work/$1" --json | field 'len(d["peers"])'; }
-held() { "$qpq" status --data "$work/$1" --json | field 'd["store"]["kinds"].get("'"$2"'", 0)'; }
+links() { "$qpq" status --data "$work/$1" | awk '$1 == "peers" { print $2 }'; }
+# held NODE KIND: how many envelopes of KIND the node's store holds.
+held() {
+	local n
+	n=$("$qpq" status --data "$work/$1" --json | grep -o '"kinds":{[^}]*}' | grep -o "\"$2\":[0-9]*" | cut -d : -f 2)
+	echo "${n:-0}"
+}
 
 step "Starting four nodes in a line: A - B - C - D (loopback only)"
 start A; A=$addr
@@ -55,7 +63,7 @@ step "Creating two users: alice (will use node A) and bob (will use node D)"
 export QPQ_PASSPHRASE=  # demo keys are stored unencrypted
 "$qpq" id new --home "$work/alice" 2>/dev/null | sed 's/^/alice /'
 "$qpq" id new --home "$work/bob" 2>/dev/null | sed 's/^/bob   /'
-bob=$("$qpq" id show --home "$work/bob" --json | field 'd["fingerprint"]')
+bob=$("$qpq" id show --home "$work/bob" --json | str fingerprint)
 "$qpq" contact add "$bob" bob --home "$work/alice" >/dev/null
 echo "alice added bob as a contact"
 

@@ -2,7 +2,7 @@ package main
 
 import (
 	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/quicproquo/qpq/node/e2e"
@@ -16,18 +16,20 @@ key, each once, and keep them a few hours for people who join late.
   qpq channel new NAME        make a channel; prints its share string alone on
                               stdout (explanations on stderr; --qr adds a QR code)
   qpq channel join SHARE      join from a share string, under the name inside it
-                              or --name NAME
+                              or --name NAME; a channel you already joined keeps
+                              its name unless you add --rename (with --name)
   qpq channel list [--json]   your channels: name and channel id
 
 Post with qpq send --channel NAME --text TEXT; qpq recv shows channel
 messages with kind "broadcast".`
 
 func runChannel(env *cliEnv, args []string) int {
-	fs := newFlags(env, "channel", "channel new NAME | join SHARE [--name NAME] | list [--json]  [--home DIR]", channelAbout)
+	fs := newFlags(env, "channel", "channel new NAME | join SHARE [--name NAME [--rename]] | list [--json]  [--home DIR]", channelAbout)
 	homeDir := fs.String("home", "", "client home dir [$QPQ_HOME]")
 	asJSON := fs.Bool("json", false, "list as one JSON object per line: name, id")
 	name := fs.String("name", "", "local name for a joined channel")
 	showQR := fs.Bool("qr", false, "also print the share string as a QR code (new)")
+	rename := fs.Bool("rename", false, "with join --name: rename a channel you already joined")
 	if len(args) == 0 || (args[0] != "new" && args[0] != "join" && args[0] != "list") {
 		if code, ok := parseStatus(env, fs, fs.Parse(args)); !ok {
 			return code
@@ -59,6 +61,10 @@ func runChannel(env *cliEnv, args []string) int {
 			return exitUsage
 		}
 		if err := h.JoinChannel(pos[0], key); err != nil {
+			if errors.Is(err, home.ErrChannelName) && e2e.CheckChannelName(pos[0]) == nil {
+				fmt.Fprintf(env.stderr, "qpq channel new: you already have a channel named %q (qpq channel list); choose another name: qpq channel new OTHER-NAME\n", pos[0])
+				return exitFailure
+			}
 			fmt.Fprintf(env.stderr, "qpq channel new: %v\n", err)
 			return exitFailure
 		}
@@ -82,8 +88,30 @@ func runChannel(env *cliEnv, args []string) int {
 		}
 		if *name != "" {
 			n = *name
+		} else if *rename {
+			fmt.Fprintln(env.stderr, "qpq channel join: --rename needs --name NEW")
+			return exitUsage
 		}
-		if err := h.JoinChannel(n, key); err != nil {
+		err = h.JoinChannel(n, key)
+		var joined *home.JoinedError
+		switch {
+		case errors.As(err, &joined) && *rename:
+			if err := h.RenameChannel(key, n); err != nil {
+				fmt.Fprintf(env.stderr, "qpq channel join: %v\n", err)
+				return exitFailure
+			}
+			fmt.Fprintf(env.stdout, "renamed channel %q to %q\n", joined.Name, n)
+			return exitOK
+		case errors.As(err, &joined) && *name == "":
+			fmt.Fprintf(env.stderr, "qpq channel join: you already joined this channel as %q; nothing changed (to rename it: qpq channel join SHARE --name NEW --rename)\n", joined.Name)
+			return exitOK
+		case errors.As(err, &joined):
+			fmt.Fprintf(env.stderr, "qpq channel join: you already joined this channel as %q; nothing changed; to rename it to %q, run again with --rename\n", joined.Name, n)
+			return exitFailure
+		case errors.Is(err, home.ErrChannelName) && e2e.CheckChannelName(n) == nil:
+			fmt.Fprintf(env.stderr, "qpq channel join: you already have another channel named %q; join this one under another name: qpq channel join SHARE --name OTHER-NAME\n", n)
+			return exitFailure
+		case err != nil:
 			fmt.Fprintf(env.stderr, "qpq channel join: %v\n", err)
 			return exitFailure
 		}
@@ -97,7 +125,9 @@ func runChannel(env *cliEnv, args []string) int {
 		for _, c := range cs {
 			id := c.Key.ID()
 			if *asJSON {
-				json.NewEncoder(env.stdout).Encode(map[string]string{"name": c.Name, "id": hex.EncodeToString(id[:])})
+				if code := writeJSON(env, "channel list", channelJSON{Name: c.Name, ID: hex.EncodeToString(id[:])}); code != exitOK {
+					return code
+				}
 			} else {
 				fmt.Fprintf(env.stdout, "%-20s %x\n", c.Name, id)
 			}

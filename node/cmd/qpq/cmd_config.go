@@ -10,7 +10,10 @@ import (
 
 const configAbout = `Check a uci file (normally /etc/config/qpq) before the service uses it.
 Prints one line per problem, FILE:LINE: section.option: problem, and exits 1
-when there is any; prints "FILE: ok" and exits 0 otherwise. The init script
+when there is any; prints "FILE: ok" and exits 0 otherwise. A valid setting
+that will misbehave (a store too small to take a large message from one
+source) is printed as "FILE:LINE: section.option: warning: ..." and does not
+change the exit status. The init script
 runs it before every start, so a bad value leaves the service stopped with
 the reason in the log (logread -e qpq).
 
@@ -24,7 +27,7 @@ func runConfig(env *cliEnv, args []string) int {
 			return code
 		}
 		fmt.Fprintln(env.stderr, "qpq config: want `qpq config check FILE`")
-		fs.Usage()
+		usageHint(env, fs)
 		return exitUsage
 	}
 	if code, ok := parseArgs(env, fs, fs.Parse(args[1:]), 1, "FILE"); !ok {
@@ -37,7 +40,7 @@ func runConfig(env *cliEnv, args []string) int {
 		return exitFailure
 	}
 	// Syntax problems and value problems together, so one run shows all.
-	_, valueProbs := config.FromUCI(f)
+	cfg, valueProbs := config.FromUCI(f)
 	probs = append(probs, valueProbs...)
 	sort.SliceStable(probs, func(i, j int) bool { return probs[i].Line < probs[j].Line })
 	for _, p := range probs {
@@ -45,6 +48,16 @@ func runConfig(env *cliEnv, args []string) int {
 	}
 	if len(probs) > 0 {
 		return exitFailure
+	}
+	// Warnings describe a valid file that will misbehave: printed, but
+	// the service still starts (the init script runs this check).
+	warns := config.UCIWarnings(f, cfg)
+	for _, p := range warns {
+		fmt.Fprintln(env.stdout, p.Format(path))
+	}
+	if len(warns) > 0 {
+		fmt.Fprintf(env.stdout, "%s: ok, with %d warning(s)\n", path, len(warns))
+		return exitOK
 	}
 	fmt.Fprintf(env.stdout, "%s: ok\n", path)
 	return exitOK

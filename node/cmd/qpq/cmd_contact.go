@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/quicproquo/qpq/mesh/identity"
@@ -74,7 +73,9 @@ func runContact(env *cliEnv, args []string) int {
 		}
 		for _, c := range cs {
 			if *asJSON {
-				json.NewEncoder(env.stdout).Encode(map[string]string{"name": c.Name, "fingerprint": c.Fingerprint.String()})
+				if code := writeJSON(env, "contact list", contactJSON{Name: c.Name, Fingerprint: c.Fingerprint.String()}); code != exitOK {
+					return code
+				}
 			} else {
 				fmt.Fprintf(env.stdout, "%-16s %s  %s\n", c.Name, c.Fingerprint, c.Fingerprint.Short())
 			}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -34,7 +33,7 @@ func runID(env *cliEnv, args []string) int {
 			return code
 		}
 		fmt.Fprintln(env.stderr, "qpq id: want `qpq id new` or `qpq id show`")
-		fs.Usage()
+		usageHint(env, fs)
 		return exitUsage
 	}
 	sub := args[0]
@@ -76,7 +75,7 @@ func runID(env *cliEnv, args []string) int {
 	case "show":
 		fp, err = e2e.ReadFingerprint(path)
 		if errors.Is(err, os.ErrNotExist) {
-			fmt.Fprintf(env.stderr, "qpq id show: no identity in %s: create one with `qpq id new`\n", h.Dir)
+			fmt.Fprintf(env.stderr, "qpq id show: %v\n", noIdentity(h))
 			return exitFailure
 		}
 		if err != nil {
@@ -85,7 +84,9 @@ func runID(env *cliEnv, args []string) int {
 		}
 	}
 	if *asJSON {
-		json.NewEncoder(env.stdout).Encode(map[string]string{"fingerprint": fp.String(), "short": fp.Short()})
+		if code := writeJSON(env, "id", idJSON{Fingerprint: fp.String(), Short: fp.Short()}); code != exitOK {
+			return code
+		}
 	} else {
 		fmt.Fprintf(env.stdout, "fingerprint  %s\nshort code   %s\n", fp, fp.Short())
 	}

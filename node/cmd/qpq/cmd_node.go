@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,33 +44,35 @@ func runNode(env *cliEnv, args []string) int {
 		return code
 	}
 	log := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	for _, w := range cfg.Warnings() {
+		log.Warn(w.Msg, "option", "--"+w.Option)
+	}
 
 	d, err := daemon.New(cfg, log)
 	if err != nil {
 		log.Error("node did not start", "err", err)
-		fmt.Fprintf(env.stderr, "qpq node: %v\n", err)
 		return exitFailure
 	}
-	printBanner(env.stdout, d, cfg)
+	printBanner(env.stdout, d, cfg, executablePath())
 	log.Info("node running", "fingerprint", d.Fingerprint(), "listen", d.Addr(), "static_peers", len(cfg.Peers))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// Run returns only once ctx is cancelled (nothing else closes d), after
+	// it has shut the node down; its error, if it ever has one, is
+	// reported here and nowhere else.
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
+	<-ctx.Done()
+	log.Info("shutting down")
 	select {
 	case err = <-done:
-	case <-ctx.Done():
-		log.Info("shutting down")
-		select {
-		case err = <-done:
-		case <-time.After(shutdownGrace):
-			log.Error("shutdown took longer than the grace period; exiting anyway", "grace", shutdownGrace)
-			return exitFailure
-		}
+	case <-time.After(shutdownGrace):
+		log.Error("shutdown took longer than the grace period; exiting anyway", "grace", shutdownGrace)
+		return exitFailure
 	}
 	if err != nil {
-		log.Error("node stopped", "err", err)
+		log.Error("node did not shut down cleanly", "err", err)
 		return exitFailure
 	}
 	log.Info("node stopped")
@@ -75,8 +80,10 @@ func runNode(env *cliEnv, args []string) int {
 }
 
 // printBanner tells a person who just started a node who it is and how to
-// link a second node to it.
-func printBanner(w io.Writer, d *daemon.Daemon, cfg config.Config) {
+// link a second node to it, with a command line that can be pasted as it
+// is: bin is the path of this binary, and the second data dir is a real
+// one beside this node's.
+func printBanner(w io.Writer, d *daemon.Daemon, cfg config.Config, bin string) {
 	fp := d.Fingerprint()
 	addr := d.Addr()
 	host, port, _ := net.SplitHostPort(addr)
@@ -89,8 +96,45 @@ func printBanner(w io.Writer, d *daemon.Daemon, cfg config.Config) {
 	fmt.Fprintf(w, "  data dir    %s\n", cfg.DataDir)
 	fmt.Fprintf(w, "  control     %s\n", cfg.Control)
 	fmt.Fprintf(w, "Link a second node to this one:\n")
-	fmt.Fprintf(w, "  qpq node --data DIR2 --listen %s --peer %s#%s\n", suggestListen(host, port), addr, fp)
-	fmt.Fprintf(w, "Check links: qpq status --control %s\n", cfg.Control)
+	mdns := ""
+	if !cfg.MDNS {
+		mdns = " --mdns=false" // as this node runs (tests and make run keep mDNS off)
+	}
+	fmt.Fprintf(w, "  %s node --data %s --listen %s --peer %s#%s%s\n",
+		shellQuote(bin), shellQuote(secondDataDir(cfg.DataDir)), suggestListen(host, port), addr, fp, mdns)
+	fmt.Fprintf(w, "Check links: %s status --control %s\n", shellQuote(bin), shellQuote(cfg.Control))
+}
+
+// executablePath is the path this binary was started from, for printed
+// command lines; "qpq" when the system cannot say.
+func executablePath() string {
+	p, err := os.Executable()
+	if err != nil {
+		return "qpq"
+	}
+	return p
+}
+
+// secondDataDir proposes a data dir for a second node beside dir: the same
+// path with "2" appended (./.qpq becomes ./.qpq2).
+func secondDataDir(dir string) string {
+	c := filepath.Clean(dir)
+	if c == "/" || c == "." {
+		return filepath.Join(c, "qpq2")
+	}
+	if !filepath.IsAbs(c) && !strings.HasPrefix(c, ".") {
+		c = "./" + c
+	}
+	return c + "2"
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but the
+// characters paths usually have.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:@%+=,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // suggestListen proposes a listen address for a second node on the same
@@ -104,30 +148,44 @@ func suggestListen(host, port string) string {
 	return net.JoinHostPort(host, fmt.Sprint(p+1))
 }
 
-const nodeIDAbout = `Print the node's fingerprint and short code, creating the identity in the
-data dir when it does not exist yet. Compare the short code read aloud with
-what another node's operator sees before pinning it with --peer.`
+const nodeIDAbout = `Print the node's fingerprint and short code. Compare the short code read
+aloud with what another node's operator sees before pinning it with --peer.
+
+It reads the identity the node uses and never invents one: when the data dir
+holds no node key it says so and exits 1 (check --data: on OpenWrt the keys
+live in /etc/qpq). --create makes a new identity there instead, as the
+node's first start would.`
 
 func runNodeID(env *cliEnv, args []string) int {
-	fs := newFlags(env, "node id", "node id [--data DIR] [--json]", nodeIDAbout)
+	fs := newFlags(env, "node id", "node id [--data DIR] [--create] [--json]", nodeIDAbout)
 	b := config.Bind(fs, "data")
 	asJSON := fs.Bool("json", false, "print one JSON object with keys fingerprint and short")
+	create := fs.Bool("create", false, "create the node identity in the data dir when it has none")
 	cfg, err := b.Parse(args, env.getenv)
 	if code, ok := parseStatus(env, fs, err); !ok {
 		return code
 	}
-	id, created, err := identity.LoadOrCreateNode(cfg.DataDir)
+	var id *identity.Node
+	if *create {
+		var created bool
+		id, created, err = identity.LoadOrCreateNode(cfg.DataDir)
+		if err == nil && created {
+			fmt.Fprintf(env.stderr, "created a new node identity in %s\n", cfg.DataDir)
+		}
+	} else {
+		id, err = identity.LoadNode(cfg.DataDir)
+		if errors.Is(err, identity.ErrNoNodeIdentity) {
+			fmt.Fprintf(env.stderr, "qpq node id: no node identity in %s: is this the node's data dir? Pass the one the node runs with (--data DIR or QPQ_DATA; OpenWrt: --data /etc/qpq), or add --create to make a new identity there\n", cfg.DataDir)
+			return exitFailure
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(env.stderr, "qpq node id: %v\n", err)
 		return exitFailure
 	}
-	if created {
-		fmt.Fprintf(env.stderr, "created a new node identity in %s\n", cfg.DataDir)
-	}
 	fp := id.Fingerprint()
 	if *asJSON {
-		json.NewEncoder(env.stdout).Encode(map[string]string{"fingerprint": fp.String(), "short": fp.Short()})
-		return exitOK
+		return writeJSON(env, "node id", idJSON{Fingerprint: fp.String(), Short: fp.Short()})
 	}
 	fmt.Fprintf(env.stdout, "fingerprint  %s\nshort code   %s\n", fp, fp.Short())
 	return exitOK

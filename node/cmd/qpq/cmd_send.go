@@ -1,8 +1,8 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,7 +41,7 @@ contact's fingerprint. The recipient must have connected to the mesh once
 
 Examples:
   qpq send --node 127.0.0.1:7443 --to bob --text "meet at the water tower"
-  echo "status: ok" | qpq send --to 4xq7 --ttl 2d --hops 8`
+  echo "status: ok" | QPQ_NODE=127.0.0.1:7443 qpq send --to 4xq7 --ttl 2d --hops 8`
 
 func runSend(env *cliEnv, args []string) int {
 	fs := newFlags(env, "send", "send [--node ADDR[#FP]] [--home DIR] --to WHO | --channel NAME [--ttl DURATION] [--hops N] [--text TEXT] [--json]", sendAbout)
@@ -93,6 +93,10 @@ func runSend(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
 		return exitUsage
 	}
+	if err := requireIdentity(h); err != nil {
+		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
+		return exitFailure
+	}
 	var toFP [32]byte
 	var ch home.Channel
 	if *channel != "" {
@@ -111,6 +115,14 @@ func runSend(env *cliEnv, args []string) int {
 			fmt.Fprintf(env.stderr, "qpq send: read standard input: %v\n", err)
 			return exitFailure
 		}
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if textGiven {
+			fmt.Fprintln(env.stderr, "qpq send: --text is empty: there is nothing to send")
+			return exitUsage
+		}
+		fmt.Fprintln(env.stderr, "qpq send: standard input was empty: there is nothing to send (give --text TEXT or pipe the text in)")
+		return exitFailure
 	}
 	if len(body) > gossip.MaxBody {
 		fmt.Fprintf(env.stderr, "qpq send: the message is over %d bytes (16 KiB), the most one message carries; split it\n", gossip.MaxBody)
@@ -132,10 +144,9 @@ func runSend(env *cliEnv, args []string) int {
 		return exitFailure
 	}
 	if *asJSON {
-		json.NewEncoder(env.stdout).Encode(map[string]string{"id": id.String()})
-	} else {
-		fmt.Fprintln(env.stdout, id)
+		return writeJSON(env, "send", sendJSON{ID: id.String()})
 	}
+	fmt.Fprintln(env.stdout, id)
 	return exitOK
 }
 

@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"reflect"
+	"strings"
 	"time"
 
 	"github.com/quicproquo/qpq/node/config"
@@ -15,7 +16,36 @@ import (
 const statusAbout = `Ask the running node, over its control socket (DATA/qpq.sock unless
 --control; with neither flag nor variable set it also tries the OpenWrt
 service's /var/run/qpq.sock), for its fingerprint, listen address, uptime
-and linked peers. Exits 1 when no node answers.`
+linked peers (how each was found and why it is kept), its store's fill by
+kind, and its broadcast seen-set. Exits 1 when no node answers.`
+
+// jsonShape lists a struct's JSON keys as --json help shows them, nested
+// objects in parentheses, lists marked [] and maps {}: derived from the
+// type that is printed, so the help cannot fall behind it.
+func jsonShape(t reflect.Type) string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" || !f.IsExported() {
+			continue
+		}
+		ft := f.Type
+		switch ft.Kind() {
+		case reflect.Slice:
+			name += "[]"
+			ft = ft.Elem()
+		case reflect.Map:
+			name += "{}"
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct {
+			name += " (" + jsonShape(ft) + ")"
+		}
+		keys = append(keys, name)
+	}
+	return strings.Join(keys, ", ")
+}
 
 // routerSocket is where the OpenWrt init script puts the control socket.
 const routerSocket = "/var/run/qpq.sock"
@@ -30,7 +60,7 @@ func explicitControl(env *cliEnv, fs *flag.FlagSet) bool {
 func runStatus(env *cliEnv, args []string) int {
 	fs := newFlags(env, "status", "status [--data DIR] [--control PATH] [--json]", statusAbout)
 	b := config.Bind(fs, "data", "control")
-	asJSON := fs.Bool("json", false, "print one JSON object: fingerprint, short, version, listen, uptime_s, peers[] (fingerprint, addr, direction, rtt_ms, linked_s), store (path, envelopes, bytes, max_bytes, tombstones)")
+	asJSON := fs.Bool("json", false, "print one JSON object: "+jsonShape(reflect.TypeFor[control.Status]()))
 	cfg, err := b.Parse(args, env.getenv)
 	if code, ok := parseStatus(env, fs, err); !ok {
 		return code
@@ -49,8 +79,7 @@ func runStatus(env *cliEnv, args []string) int {
 		return exitFailure
 	}
 	if *asJSON {
-		json.NewEncoder(env.stdout).Encode(st)
-		return exitOK
+		return writeJSON(env, "status", st)
 	}
 	w := env.stdout
 	fmt.Fprintf(w, "fingerprint  %s\nshort code   %s\nversion      %s\nlisten       %s\nuptime       %s\n",

@@ -17,8 +17,16 @@ func TestDemoDeliversAndStopsEveryProcess(t *testing.T) {
 	tmp := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// The README lists no python3 (or jq): a python3 first on PATH that
+	// fails shows that the demo does not use it.
+	stubs := t.TempDir()
+	for _, tool := range []string{"python3", "python", "jq"} {
+		if err := os.WriteFile(filepath.Join(stubs, tool), []byte("#!/bin/sh\necho \"$0 is not a prerequisite\" >&2\nexit 127\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cmd := exec.CommandContext(ctx, "bash", script)
-	cmd.Env = append(cleanEnv(), "QPQ_BIN="+qpqBin, "TMPDIR="+tmp)
+	cmd.Env = append(cleanEnv(), "QPQ_BIN="+qpqBin, "TMPDIR="+tmp, "PATH="+stubs+":"+os.Getenv("PATH"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)

@@ -108,9 +108,10 @@ func runHelp(env *cliEnv, args []string) int {
 func newFlags(env *cliEnv, name, usage, about string) *flag.FlagSet {
 	fs := flag.NewFlagSet("qpq "+name, flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(env.stderr, "Run 'qpq %s -h' for usage.\n", name)
-	}
+	// The flag package calls Usage for -h as well as for errors, so it
+	// prints nothing: parseStatus prints the full usage for -h and
+	// usageHint the pointer to it after an error.
+	fs.Usage = func() {}
 	usages[fs] = func(w io.Writer) {
 		fmt.Fprintf(w, "Usage: qpq %s\n\n%s\n", usage, strings.TrimSpace(about))
 		printFlags(w, fs)
@@ -137,6 +138,9 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 			arg = ""
 		}
 		head := "  --" + f.Name
+		if len(f.Name) == 1 {
+			head = "  -" + f.Name // one-letter flags are typed -v
+		}
 		if arg != "" {
 			head += " " + arg
 		}
@@ -169,7 +173,7 @@ func parseArgs(env *cliEnv, fs *flag.FlagSet, err error, n int, names string) (i
 	}
 	if fs.NArg() != n {
 		fmt.Fprintf(env.stderr, "%s: want %s, got %d arguments\n", fs.Name(), names, fs.NArg())
-		fs.Usage()
+		usageHint(env, fs)
 		return exitUsage, false
 	}
 	return exitOK, true
@@ -192,8 +196,14 @@ func parseStatus(env *cliEnv, fs *flag.FlagSet, err error) (int, bool) {
 	var oe *config.OptionError
 	if errors.As(err, &oe) {
 		fmt.Fprintf(env.stderr, "%s: %v\n", fs.Name(), err)
-		fs.Usage()
 	}
-	// The flag package has already printed its own error naming the flag.
+	// Otherwise the flag package has already printed its own error naming
+	// the flag.
+	usageHint(env, fs)
 	return exitUsage, false
+}
+
+// usageHint points from an error to the command's full usage.
+func usageHint(env *cliEnv, fs *flag.FlagSet) {
+	fmt.Fprintf(env.stderr, "Run '%s -h' for usage.\n", fs.Name())
 }

@@ -176,7 +176,7 @@ func TestStaticPeerRedialledWhenItComesBack(t *testing.T) {
 
 func TestKeyFileReadableByOthersStopsStart(t *testing.T) {
 	data := t.TempDir()
-	if code, _, errOut := runQPQ(t, nil, "node", "id", "--data", data); code != 0 {
+	if code, _, errOut := runQPQ(t, nil, "node", "id", "--data", data, "--create"); code != 0 {
 		t.Fatalf("node id: %d %s", code, errOut)
 	}
 	key := filepath.Join(data, "node.key")
@@ -191,6 +191,10 @@ func TestKeyFileReadableByOthersStopsStart(t *testing.T) {
 		if !strings.Contains(errOut, want) {
 			t.Fatalf("stderr lacks %q:\n%s", want, errOut)
 		}
+	}
+	// Said once: one log line, not a log line and a second copy.
+	if n := strings.Count(errOut, "readable by group or others"); n != 1 {
+		t.Fatalf("the error is reported %d times:\n%s", n, errOut)
 	}
 }
 
@@ -247,7 +251,7 @@ func TestStatusWithoutNodeExits1(t *testing.T) {
 
 func TestNodeIDJSONAndHelp(t *testing.T) {
 	data := t.TempDir()
-	code, out, _ := runQPQ(t, nil, "node", "id", "--data", data, "--json")
+	code, out, _ := runQPQ(t, nil, "node", "id", "--data", data, "--create", "--json")
 	var id struct{ Fingerprint, Short string }
 	if code != 0 || json.Unmarshal([]byte(out), &id) != nil || len(id.Fingerprint) != 52 || len(id.Short) != 34 {
 		t.Fatalf("node id --json: exit %d %q", code, out)

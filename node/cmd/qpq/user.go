@@ -41,7 +41,7 @@ func loadUser(env *cliEnv, h home.Home) (*e2e.User, error) {
 	path := h.Path(home.KeyFile)
 	enc, err := e2e.IsEncrypted(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no identity in %s: create one with `qpq id new --home %s`", h.Dir, h.Dir)
+		return nil, noIdentity(h)
 	}
 	if err != nil {
 		return nil, err
@@ -63,6 +63,20 @@ func loadUser(env *cliEnv, h home.Home) (*e2e.User, error) {
 		return nil, fmt.Errorf("load identity: %w", err)
 	}
 	return u, nil
+}
+
+// requireIdentity checks that h holds a user identity before a command
+// looks anything else up, so that a wrong --home is named as such rather
+// than showing up as an unknown contact or channel.
+func requireIdentity(h home.Home) error {
+	if _, err := os.Stat(h.Path(home.KeyFile)); errors.Is(err, os.ErrNotExist) {
+		return noIdentity(h)
+	}
+	return nil
+}
+
+func noIdentity(h home.Home) error {
+	return fmt.Errorf("no identity in %s (no %s): check --home or QPQ_HOME, or create one with `qpq id new --home %s`", h.Dir, home.KeyFile, h.Dir)
 }
 
 // nodeTarget is --node ADDR[#FP] parsed.

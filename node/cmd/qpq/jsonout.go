@@ -1,0 +1,40 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// idJSON is what `qpq id --json` and `qpq node id --json` print.
+type idJSON struct {
+	Fingerprint string `json:"fingerprint"`
+	Short       string `json:"short"`
+}
+
+// writeJSON prints v as one JSON line on stdout. A failed write (a closed
+// pipe, a full disk) is a failure the caller must see, not a silent
+// truncation: it returns exitFailure after saying so on stderr.
+func writeJSON(env *cliEnv, cmd string, v any) int {
+	if err := json.NewEncoder(env.stdout).Encode(v); err != nil {
+		fmt.Fprintf(env.stderr, "qpq %s: write JSON: %v\n", cmd, err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// contactJSON is one line of `qpq contact list --json`.
+type contactJSON struct {
+	Name        string `json:"name"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+// sendJSON is what `qpq send --json` prints.
+type sendJSON struct {
+	ID string `json:"id"`
+}
+
+// channelJSON is one line of `qpq channel list --json`.
+type channelJSON struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
+}
