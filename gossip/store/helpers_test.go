@@ -122,7 +122,7 @@ func checkFile(t testing.TB, path string) {
 			if err != nil {
 				return err
 			}
-			e, err := gossip.Unmarshal(body)
+			e, err := recordEnvelope(h, body)
 			if err != nil {
 				return err
 			}

@@ -26,7 +26,9 @@ func (ts *testStore) assertHeld(es ...gossip.Envelope) {
 
 func TestQuotaFull(t *testing.T) {
 	size := sizeOneBlock(t)
-	s := openTest(t, Options{MaxBytes: 3 * size, MaxPerSource: 100 * size, MaxPerMailbox: 100 * size})
+	// Messages get all but 3 bytes (the other kinds' budgets).
+	s := openTest(t, Options{MaxBytes: 3*size + 3, MaxReceiptBytes: 1, MaxBundleBytes: 1, MaxDescriptorBytes: 1,
+		MaxPerSource: 100 * size, MaxPerMailbox: 100 * size})
 	var held []gossip.Envelope
 	for i := range 3 {
 		e := dm(nil, nil, 60, 1)
@@ -116,7 +118,7 @@ func TestQuotaPerSource(t *testing.T) {
 
 func TestQuotaPerMailbox(t *testing.T) {
 	size := sizeOneBlock(t)
-	s := openTest(t, Options{MaxBytes: 100 * size, MaxPerMailbox: 2 * size})
+	s := openTest(t, Options{MaxBytes: 100 * size, MaxPerMailbox: 2 * size, MaxPerMailboxSource: 100 * size})
 	victim := random(gossip.DestLen)
 	m1, m2 := dm(victim, nil, 60, 1), dm(victim, nil, 60, 1)
 	s.mustPut(m1, "flooder-1")
