@@ -25,8 +25,8 @@ type sources struct {
 	mac    hash.Hash
 	byName map[string]*source
 	bySlot map[uint64]*source
-	last   uint64          // last slot handed out; slots are never reused
-	active [numPools]int   // sources holding bytes of each pool
+	last   uint64            // last slot handed out; slots are never reused
+	active [numPools]int     // sources holding bytes of each pool
 	inMbox map[mboxKey]int64 // bytes a source holds in one mailbox
 }
 

@@ -92,14 +92,14 @@ type Stats struct {
 	MessageBytes, ReceiptBytes, BundleBytes, DescriptorBytes int64
 
 	// The limits in force: Options with their defaults filled in.
-	MaxBytes                                                         int64
+	MaxBytes                                                             int64
 	MaxMessageBytes, MaxReceiptBytes, MaxBundleBytes, MaxDescriptorBytes int64
-	MaxPerSource                                                     int64
-	MaxPerMailbox                                                    int64
-	MaxPerMailboxSource                                              int64
-	MaxTombstones                                                    int64
-	MaxTTL                                                           time.Duration
-	MaxHops                                                          uint8
+	MaxPerSource                                                         int64
+	MaxPerMailbox                                                        int64
+	MaxPerMailboxSource                                                  int64
+	MaxTombstones                                                        int64
+	MaxTTL                                                               time.Duration
+	MaxHops                                                              uint8
 }
 
 // Open opens or creates the store file at path (mode 0600 when created;
@@ -435,9 +435,9 @@ func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{
-		Envelopes:     s.envelopes,
-		Bytes:         s.bytes,
-		Tombstones:    s.tombstones,
+		Envelopes:           s.envelopes,
+		Bytes:               s.bytes,
+		Tombstones:          s.tombstones,
 		Sources:             s.src.count(),
 		Elapsed:             el,
 		Damaged:             s.damaged,
