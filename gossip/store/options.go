@@ -41,8 +41,10 @@ type Options struct {
 	// MaxReceiptBytes, MaxBundleBytes and MaxDescriptorBytes are the
 	// budgets of receipts, key bundles and node descriptors, carved out
 	// of MaxBytes so that neither they nor messages can starve the
-	// other. Zero means MaxBytes/8, MaxBytes/8 and MaxBytes/32. Messages
-	// (dm, broadcast, onion) get what is left.
+	// other. Zero means MaxBytes/4, MaxBytes/8 and MaxBytes/32. Messages
+	// (dm, broadcast, onion) get what is left (19/32). Receipts get the
+	// most for their size (60 bytes each) because every delivered DM
+	// leaves one for MaxTTL.
 	MaxReceiptBytes    int64
 	MaxBundleBytes     int64
 	MaxDescriptorBytes int64
@@ -110,7 +112,7 @@ func (o Options) populate() (Options, error) {
 		o.MaxBytes = DefaultMaxBytes
 	}
 	if o.MaxReceiptBytes == 0 {
-		o.MaxReceiptBytes = max(o.MaxBytes/8, 1)
+		o.MaxReceiptBytes = max(o.MaxBytes/4, 1)
 	}
 	if o.MaxBundleBytes == 0 {
 		o.MaxBundleBytes = max(o.MaxBytes/8, 1)

@@ -25,9 +25,9 @@ import (
 // own budget. Within a budget, a source may hold at most MaxPerSource of
 // messages, and at most MaxPerMailboxSource in any one mailbox; once a
 // budget is more than half full, a source may hold only its fair share
-// of it (the budget divided by the sources holding some of it), so the
-// greediest source is refused first and the others still get in while
-// room remains. A refusal wraps ErrSourceFull (the source holds its
+// of it (seven eighths of the budget divided by the sources holding some
+// of it), so the greediest source is refused first and the others still
+// get in while room remains. A refusal wraps ErrSourceFull (the source holds its
 // share), ErrMailboxQuota (the mailbox is full) or ErrFull (the budget
 // or the store is full). An envelope that fails gossip's checks, or has
 // no TTL left (ErrExpired), is refused too.
@@ -106,8 +106,10 @@ func (s *Store) admitLocked(st *txState, p pool, dest []byte, mboxUsed, size int
 			ErrFull, st.bytes, size, s.opt.MaxBytes)
 	}
 	if st.pools[p]+size > budget/2 {
-		// Contended: the greediest sources are refused first.
-		fair := budget / int64(s.src.users(source, p))
+		// Contended: the greediest sources are refused first. An eighth
+		// of the budget is kept back from the sharing, so that a source
+		// arriving when the others hold their shares still gets in.
+		fair := (budget - budget/8) / int64(s.src.users(source, p))
 		if used+size > fair {
 			return fmt.Errorf("%w: %s take %d of their %d bytes and the source holds %d, the envelope needs %d, its fair share is %d",
 				ErrSourceFull, p, st.pools[p], budget, used, size, fair)
