@@ -110,10 +110,10 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 	// budget shared fairly once half full: no one source can starve the
 	// others.
 	st, err := store.Open(cfg.Store, store.Options{
-		MaxBytes:      cfg.StoreMaxBytes,
-		MaxTTL:        cfg.MaxTTL,
-		MaxHops:       uint8(min(cfg.MaxHops, config.HardMaxHops)),
-		Logger:        log,
+		MaxBytes: cfg.StoreMaxBytes,
+		MaxTTL:   cfg.MaxTTL,
+		MaxHops:  uint8(min(cfg.MaxHops, config.HardMaxHops)),
+		Logger:   log,
 	})
 	if err != nil {
 		return nil, err
