@@ -14,7 +14,12 @@ import (
 // (nanoseconds the store has been holding things, see Store), never wall
 // clock times, except metaWall. Integers are big-endian so keys sort.
 // Nothing in the file says who handed an envelope to this node.
-const formatVersion = 1
+//
+// Format 2 adds compact receipt records (record format 2 below). A
+// format 1 file is read as it is and marked format 2 at Open, so that an
+// older build, which cannot read those records, refuses the file instead
+// of failing on them later.
+const formatVersion = 2
 
 // Buckets.
 var (

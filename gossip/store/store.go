@@ -204,6 +204,9 @@ func (s *Store) load() (err error) {
 		if err := checkFormat(meta.Get(metaFormat)); err != nil {
 			return err
 		}
+		if err := meta.Put(metaFormat, []byte{0, 0, 0, formatVersion}); err != nil {
+			return err
+		}
 		for _, name := range allBuckets {
 			if tx.Bucket(name) == nil {
 				return fmt.Errorf("%w: bucket %q missing", ErrCorrupt, name)
@@ -271,8 +274,8 @@ func checkFormat(v []byte) error {
 	if len(v) != 4 {
 		return fmt.Errorf("%w: no format version", ErrCorrupt)
 	}
-	if f := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3]); f != formatVersion {
-		return fmt.Errorf("%w: format %d, this build reads %d", ErrCorrupt, f, formatVersion)
+	if f := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3]); f < 1 || f > formatVersion {
+		return fmt.Errorf("%w: format %d, this build reads 1 to %d", ErrCorrupt, f, formatVersion)
 	}
 	return nil
 }
