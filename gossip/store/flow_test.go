@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -18,7 +19,8 @@ import (
 // bundles and both nodes' descriptors are republished as they would be.
 // The stores have the daemon's old shares (16 MiB, a sixteenth per
 // source, a quarter per mailbox), with which the node-local receipts
-// stopped everything after 2,597 messages.
+// stopped everything after 2,597 messages. As on two real nodes, A and B
+// work at the same time: A's part runs in its own goroutine, in order.
 func TestFlowTwoNodes(t *testing.T) {
 	const (
 		total   = 30000
@@ -31,10 +33,38 @@ func TestFlowTwoNodes(t *testing.T) {
 	bob, alice := random(gossip.DestLen), random(gossip.DestLen)
 	nodeA, nodeB := random(gossip.DestLen), random(gossip.DestLen)
 
-	put := func(s *testStore, e gossip.Envelope, src string, i int) {
-		t.Helper()
+	// Node A's work, in arrival order; the first error stops it.
+	atA := make(chan func() error, 1024)
+	doneA := make(chan error, 1)
+	go func() {
+		var first error
+		for op := range atA {
+			if first == nil {
+				first = op()
+			}
+		}
+		doneA <- first
+	}()
+	stopA := func() error {
+		if atA == nil {
+			return nil
+		}
+		close(atA)
+		atA = nil
+		return <-doneA
+	}
+	defer stopA()
+
+	put := func(s *testStore, e gossip.Envelope, src string, i int) error {
 		if added, err := s.Put(e, src); err != nil || !added {
-			t.Fatalf("message %d: put %s from %s: added=%v err=%v", i, e.Kind, src, added, err)
+			return fmt.Errorf("message %d: put %s from %s: added=%v err=%v", i, e.Kind, src, added, err)
+		}
+		return nil
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 	// republish replaces what a node holds of kind for dest, as relay does
@@ -46,28 +76,38 @@ func TestFlowTwoNodes(t *testing.T) {
 		e.Destination = dest
 		e.ID = gossip.ComputeID(e.Kind, e.Destination, nil, e.Payload)
 		key := kind.String() + string(dest)
-		for _, s := range []*testStore{a, b} {
-			if old, ok := held[key]; ok {
+		old, replace := held[key]
+		held[key] = e.ID
+		at := func(s *testStore) error {
+			if replace {
 				if _, err := s.Delete(old); err != nil {
-					t.Fatalf("message %d: replace %s: %v", i, kind, err)
+					return fmt.Errorf("message %d: replace %s: %w", i, kind, err)
 				}
 			}
 			src := "link other"
 			if s == home {
 				src = "client local"
 			}
-			put(s, e, src, i)
+			return put(s, e, src, i)
 		}
-		held[key] = e.ID
+		atA <- func() error { return at(a) }
+		must(at(b))
+	}
+	// receipt is an ack's receipt arriving at s from src: it deletes the
+	// DM and is stored.
+	receipt := func(s *testStore, r gossip.Envelope, src string, i int) error {
+		if n, err := s.DeleteByReceiptTag(r.Destination); err != nil || n != 1 {
+			return fmt.Errorf("message %d: receipt deleted %d (%v), want 1", i, n, err)
+		}
+		return put(s, r, src, i)
 	}
 
 	secrets := map[gossip.ID][]byte{}
 	delivered := 0
 	fetch := func(i int) {
+		t.Helper()
 		got, err := b.Mailbox(bob, 256)
-		if err != nil {
-			t.Fatalf("message %d: fetch: %v", i, err)
-		}
+		must(err)
 		for _, e := range got {
 			if e.Kind != schemas.Envelope_Kind_dm {
 				continue
@@ -79,19 +119,9 @@ func TestFlowTwoNodes(t *testing.T) {
 			delete(secrets, e.ID)
 			delivered++
 			r, err := gossip.NewReceipt(k, 7*24*3600, 16)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The ack at B, then the receipt's push to A.
-			for _, hop := range []struct {
-				s   *testStore
-				src string
-			}{{b, "client local"}, {a, "link B"}} {
-				if n, err := hop.s.DeleteByReceiptTag(r.Destination); err != nil || n != 1 {
-					t.Fatalf("message %d: receipt deleted %d (%v), want 1", i, n, err)
-				}
-				put(hop.s, r, hop.src, i)
-			}
+			must(err)
+			must(receipt(b, r, "client local", i))                   // the ack at B
+			atA <- func() error { return receipt(a, r, "link B", i) } // its push to A
 		}
 	}
 
@@ -109,21 +139,23 @@ func TestFlowTwoNodes(t *testing.T) {
 		tag := gossip.ReceiptTag(k)
 		e := dm(bob, tag[:], 7*24*3600, 6)
 		secrets[e.ID] = k
-		put(a, e, "client 127.0.0.1", i)
-		put(b, e, "link A", i)
+		atA <- func() error { return put(a, e, "client 127.0.0.1", i) }
+		must(put(b, e, "link A", i))
 		clock.Advance(time.Second / rate)
 		if i%fetchAt == fetchAt-1 {
 			fetch(i)
 		}
 		if i%(60*rate) == 0 {
-			for _, s := range []*testStore{a, b} {
-				if _, _, err := s.Purge(); err != nil {
-					t.Fatal(err)
-				}
-			}
+			atA <- func() error { _, _, err := a.Purge(); return err }
+			_, _, err := b.Purge()
+			must(err)
+		}
+		if len(doneA) > 0 {
+			break // A failed: stopA reports it
 		}
 	}
 	fetch(total)
+	must(stopA())
 	if delivered != total || len(secrets) != 0 {
 		t.Fatalf("delivered %d of %d", delivered, total)
 	}
@@ -133,6 +165,6 @@ func TestFlowTwoNodes(t *testing.T) {
 		}
 	}
 	st := a.Stats()
-	t.Logf("%d messages in %v; A holds %d receipts in %d of %d receipt bytes, %d tombstones",
+	t.Logf("%d messages in %v; A holds %d envelopes, %d of %d receipt bytes, %d tombstones",
 		total, time.Since(start).Round(time.Millisecond), st.Envelopes, st.ReceiptBytes, st.MaxReceiptBytes, st.Tombstones)
 }
