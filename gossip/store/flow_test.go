@@ -120,7 +120,7 @@ func TestFlowTwoNodes(t *testing.T) {
 			delivered++
 			r, err := gossip.NewReceipt(k, 7*24*3600, 16)
 			must(err)
-			must(receipt(b, r, "client local", i))                   // the ack at B
+			must(receipt(b, r, "client local", i))                    // the ack at B
 			atA <- func() error { return receipt(a, r, "link B", i) } // its push to A
 		}
 	}
