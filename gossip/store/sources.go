@@ -16,10 +16,12 @@ import (
 // its id under a key made at Open and never written, so the file alone
 // does not even tell which records came from the same source. After a
 // restart the key is gone and older records count against no source
-// (the total and mailbox quotas, which are persisted, still hold them).
+// (the total, kind and mailbox budgets, which are counted from the file,
+// still hold them).
 //
-// Memory is bounded: a source is forgotten once it holds nothing, so
-// there are at most as many entries as envelopes put since Open.
+// Memory is bounded: a source, and its share of a mailbox, is forgotten
+// once it holds nothing, so there are at most as many entries as
+// envelopes put since Open.
 // The Store's mutex guards everything here.
 type sources struct {
 	mac    hash.Hash

@@ -2,9 +2,9 @@
 // TTLs that age by the time the node has held an envelope (never by wall
 // clock timestamps, which are wrong on routers without NTP), TTL and hop
 // limit caps, byte budgets per kind, per source, per mailbox and per
-// source in a mailbox that refuse rather than evict (see Put), tombstones for delivered and expired ids, and the
-// indexes the node needs (by id, by destination, by receipt tag, by
-// expiry).
+// source in a mailbox that refuse rather than evict (see Put), tombstones
+// for delivered and expired ids, and the indexes the node needs (by id,
+// by destination, by receipt tag, by expiry).
 //
 // Time. The store keeps one "elapsed" counter: the elapsed value persisted
 // at the last write, plus the monotonic time since Open. Each envelope
