@@ -46,6 +46,9 @@ type testStore struct {
 	path  string
 	clock *fakeClock
 	opt   Options
+	// noSync skips fsync at commit: for tests that write thousands of
+	// envelopes and are not about durability.
+	noSync bool
 }
 
 func openTest(t testing.TB, o Options) *testStore {
@@ -79,7 +82,17 @@ func (ts *testStore) reopen() {
 	if err != nil {
 		ts.t.Fatalf("open: %v", err)
 	}
+	s.db.NoSync = ts.noSync
 	ts.Store = s
+}
+
+// openFast is openTest without fsync at commit.
+func openFast(t testing.TB, o Options) *testStore {
+	t.Helper()
+	ts := openTest(t, o)
+	ts.noSync = true
+	ts.db.NoSync = true
+	return ts
 }
 
 func (ts *testStore) mustPut(e gossip.Envelope, source string) {
@@ -122,7 +135,7 @@ func checkFile(t testing.TB, path string) {
 			if err != nil {
 				return err
 			}
-			e, err := gossip.Unmarshal(body)
+			e, err := recordEnvelope(h, body)
 			if err != nil {
 				return err
 			}

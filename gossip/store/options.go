@@ -38,12 +38,29 @@ type Options struct {
 	// because of indexes, tombstones and free pages). Zero means
 	// DefaultMaxBytes (64 MiB).
 	MaxBytes int64
-	// MaxPerSource bounds what one source (a client or a link, as named
-	// to Put) may hold. Zero means MaxBytes/8.
+	// MaxReceiptBytes, MaxBundleBytes and MaxDescriptorBytes are the
+	// budgets of receipts, key bundles and node descriptors, carved out
+	// of MaxBytes so that neither they nor messages can starve the
+	// other. Zero means MaxBytes/4, MaxBytes/8 and MaxBytes/32. Messages
+	// (dm, broadcast, onion) get what is left (19/32). Receipts get the
+	// most for their size (60 bytes each) because every delivered DM
+	// leaves one for MaxTTL.
+	MaxReceiptBytes    int64
+	MaxBundleBytes     int64
+	MaxDescriptorBytes int64
+	// MaxPerSource bounds the messages one source (a client or a link,
+	// as named to Put) may hold. Zero means an eighth of the message
+	// budget. Every budget is also shared fairly: once one is more than
+	// half full, a source holding more than the budget divided by the
+	// sources using it is refused (see Put).
 	MaxPerSource int64
 	// MaxPerMailbox bounds what one destination may hold. Zero means
-	// MaxBytes/8.
+	// MaxBytes/4.
 	MaxPerMailbox int64
+	// MaxPerMailboxSource bounds what one source may hold in one
+	// mailbox, so no one sender fills someone's mailbox. Zero means
+	// MaxPerMailbox/4.
+	MaxPerMailboxSource int64
 	// MaxTombstones bounds the remembered ids of delivered and expired
 	// envelopes; past it the oldest are forgotten early. Zero means
 	// MaxBytes/1024, at least 1024.
@@ -70,7 +87,9 @@ func (o Options) populate() (Options, error) {
 	for _, f := range []struct {
 		name string
 		v    int64
-	}{{"MaxBytes", o.MaxBytes}, {"MaxPerSource", o.MaxPerSource}, {"MaxPerMailbox", o.MaxPerMailbox}, {"MaxTombstones", o.MaxTombstones}} {
+	}{{"MaxBytes", o.MaxBytes}, {"MaxReceiptBytes", o.MaxReceiptBytes}, {"MaxBundleBytes", o.MaxBundleBytes},
+		{"MaxDescriptorBytes", o.MaxDescriptorBytes}, {"MaxPerSource", o.MaxPerSource}, {"MaxPerMailbox", o.MaxPerMailbox},
+		{"MaxPerMailboxSource", o.MaxPerMailboxSource}, {"MaxTombstones", o.MaxTombstones}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s is %d, must not be negative", f.name, f.v))
 		}
@@ -92,11 +111,27 @@ func (o Options) populate() (Options, error) {
 	if o.MaxBytes == 0 {
 		o.MaxBytes = DefaultMaxBytes
 	}
+	if o.MaxReceiptBytes == 0 {
+		o.MaxReceiptBytes = max(o.MaxBytes/4, 1)
+	}
+	if o.MaxBundleBytes == 0 {
+		o.MaxBundleBytes = max(o.MaxBytes/8, 1)
+	}
+	if o.MaxDescriptorBytes == 0 {
+		o.MaxDescriptorBytes = max(o.MaxBytes/32, 1)
+	}
+	if o.messageBytes() <= 0 {
+		return o, fmt.Errorf("store options: MaxReceiptBytes, MaxBundleBytes and MaxDescriptorBytes (%d, %d, %d) leave nothing of MaxBytes (%d) for messages",
+			o.MaxReceiptBytes, o.MaxBundleBytes, o.MaxDescriptorBytes, o.MaxBytes)
+	}
 	if o.MaxPerSource == 0 {
-		o.MaxPerSource = o.MaxBytes / 8
+		o.MaxPerSource = max(o.messageBytes()/8, 1)
 	}
 	if o.MaxPerMailbox == 0 {
-		o.MaxPerMailbox = o.MaxBytes / 8
+		o.MaxPerMailbox = max(o.MaxBytes/4, 1)
+	}
+	if o.MaxPerMailboxSource == 0 {
+		o.MaxPerMailboxSource = max(o.MaxPerMailbox/4, 1)
 	}
 	if o.MaxTombstones == 0 {
 		o.MaxTombstones = max(o.MaxBytes/1024, minTombstones)
@@ -117,4 +152,49 @@ func (o Options) populate() (Options, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o, nil
+}
+
+// messageBytes is the budget left for messages once the other kinds have
+// theirs.
+func (o Options) messageBytes() int64 {
+	return o.MaxBytes - o.MaxReceiptBytes - o.MaxBundleBytes - o.MaxDescriptorBytes
+}
+
+// budget is what the envelopes of pool p may take together.
+func (o Options) budget(p pool) int64 {
+	switch p {
+	case poolReceipt:
+		return o.MaxReceiptBytes
+	case poolBundle:
+		return o.MaxBundleBytes
+	case poolDescriptor:
+		return o.MaxDescriptorBytes
+	}
+	return o.messageBytes()
+}
+
+// perSource is the most one source may hold of pool p, however empty the
+// store: messages have MaxPerSource; the other kinds, which replace or
+// delete each other and mostly come from the node itself, are bounded by
+// their budget and the fair share only.
+func (o Options) perSource(p pool) int64 {
+	if p == poolMessage {
+		return o.MaxPerSource
+	}
+	return o.budget(p)
+}
+
+// PerSourceShare is the most one source (a client address or a link)
+// can hold in one mailbox of a store of maxBytes opened with the default
+// Options: the smaller of MaxPerSource and MaxPerMailboxSource. An
+// envelope larger than this is refused from every source, so a node
+// whose store is this small cannot carry the largest sealed messages;
+// the CLI warns about it. It is 0 when maxBytes is too small to open a
+// store at all.
+func PerSourceShare(maxBytes int64) int64 {
+	o, err := Options{MaxBytes: maxBytes}.populate()
+	if err != nil || maxBytes <= 0 {
+		return 0
+	}
+	return min(o.MaxPerSource, o.MaxPerMailboxSource)
 }

@@ -26,12 +26,22 @@ func (ts *testStore) assertHeld(es ...gossip.Envelope) {
 
 func TestQuotaFull(t *testing.T) {
 	size := sizeOneBlock(t)
-	s := openTest(t, Options{MaxBytes: 3 * size, MaxPerSource: 100 * size, MaxPerMailbox: 100 * size})
+	// Messages get all but 3 bytes (the other kinds' budgets): 64 dms.
+	s := openTest(t, Options{MaxBytes: 64*size + 3, MaxReceiptBytes: 1, MaxBundleBytes: 1, MaxDescriptorBytes: 1,
+		MaxPerSource: 100 * size, MaxPerMailbox: 100 * size, MaxPerMailboxSource: 100 * size})
 	var held []gossip.Envelope
-	for i := range 3 {
+	put := func(src string) {
 		e := dm(nil, nil, 60, 1)
-		s.mustPut(e, fmt.Sprint("src", i))
+		s.mustPut(e, src)
 		held = append(held, e)
+	}
+	// One source takes what it likes while the store is under half
+	// full; then many take their fair share each until it is full.
+	for range 31 {
+		put("early")
+	}
+	for i := range 33 {
+		put(fmt.Sprint("src", i))
 	}
 	before := s.Stats()
 	extra := dm(nil, nil, 60, 1)
@@ -39,7 +49,7 @@ func TestQuotaFull(t *testing.T) {
 	if added || !errors.Is(err, ErrFull) {
 		t.Fatalf("put into a full store: added=%v err=%v", added, err)
 	}
-	for _, want := range []string{"store full", fmt.Sprint(3 * size), fmt.Sprint(size)} {
+	for _, want := range []string{"store full", fmt.Sprint(64 * size), fmt.Sprint(size)} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
@@ -61,7 +71,7 @@ func TestQuotaFull(t *testing.T) {
 	if _, err := s.Put(dm(nil, nil, 60, 1), "fresh"); !errors.Is(err, ErrFull) {
 		t.Fatalf("after reopen, put into a full store: %v", err)
 	}
-	s.assertHeld(held[1], held[2], extra)
+	s.assertHeld(append(held[1:], extra)...)
 }
 
 func TestQuotaPerSource(t *testing.T) {
@@ -116,7 +126,7 @@ func TestQuotaPerSource(t *testing.T) {
 
 func TestQuotaPerMailbox(t *testing.T) {
 	size := sizeOneBlock(t)
-	s := openTest(t, Options{MaxBytes: 100 * size, MaxPerMailbox: 2 * size})
+	s := openTest(t, Options{MaxBytes: 100 * size, MaxPerMailbox: 2 * size, MaxPerMailboxSource: 100 * size})
 	victim := random(gossip.DestLen)
 	m1, m2 := dm(victim, nil, 60, 1), dm(victim, nil, 60, 1)
 	s.mustPut(m1, "flooder-1")

@@ -12,20 +12,25 @@ import (
 )
 
 // Get returns the envelope with the given id, its TTLSeconds set to the
-// time it has left. An expired envelope not purged yet is not found.
+// time it has left. An expired envelope not purged yet is not found, nor
+// is a damaged one (it is removed, see dropDamaged).
 func (s *Store) Get(id gossip.ID) (gossip.Envelope, bool, error) {
 	now, _ := s.now()
 	var e gossip.Envelope
 	var found bool
+	var bad []suspect
 	err := s.view(func(tx *bolt.Tx) error {
 		rec := tx.Bucket(bucketEnv).Get(id[:])
 		if rec == nil {
 			return nil
 		}
 		var err error
-		e, found, err = decodeRecord(id[:], rec, now)
-		return err
+		if e, found, err = decodeRecord(id[:], rec, now); err != nil {
+			bad = append(bad, suspect{id: id, err: err})
+		}
+		return nil
 	})
+	s.dropDamaged(bad)
 	if err != nil {
 		return gossip.Envelope{}, false, fmt.Errorf("store: get %v: %w", id, err)
 	}
@@ -34,24 +39,32 @@ func (s *Store) Get(id gossip.ID) (gossip.Envelope, bool, error) {
 
 // Mailbox returns the unexpired envelopes addressed to dest, oldest
 // first, at most limit of them (all when limit <= 0, which the mailbox
-// quota bounds). The result is never nil.
+// quota bounds). The result is never nil. A damaged record is skipped
+// and removed (see dropDamaged): the rest is delivered.
 func (s *Store) Mailbox(dest []byte, limit int) ([]gossip.Envelope, error) {
 	out := []gossip.Envelope{}
 	if len(dest) != gossip.DestLen {
 		return out, fmt.Errorf("store: mailbox: destination is %d bytes, want %d", len(dest), gossip.DestLen)
 	}
 	now, _ := s.now()
+	var bad []suspect
 	err := s.view(func(tx *bolt.Tx) error {
 		env := tx.Bucket(bucketEnv)
 		c := tx.Bucket(bucketDest).Cursor()
 		for k, id := c.Seek(dest); k != nil && bytes.HasPrefix(k, dest); k, id = c.Next() {
+			if len(id) != gossip.IDLen || len(k) != len(dest)+8 {
+				bad = append(bad, suspect{destKey: clone(k), err: fmt.Errorf("%w: mailbox index entry of %d+%d bytes", ErrCorrupt, len(k), len(id))})
+				continue
+			}
 			rec := env.Get(id)
 			if rec == nil {
-				return fmt.Errorf("%w: mailbox index names missing envelope %x", ErrCorrupt, id)
+				bad = append(bad, suspect{id: gossip.ID(id), destKey: clone(k)})
+				continue
 			}
 			e, ok, err := decodeRecord(id, rec, now)
 			if err != nil {
-				return err
+				bad = append(bad, suspect{id: gossip.ID(id), destKey: clone(k), err: err})
+				continue
 			}
 			if !ok {
 				continue
@@ -63,6 +76,7 @@ func (s *Store) Mailbox(dest []byte, limit int) ([]gossip.Envelope, error) {
 		}
 		return nil
 	})
+	s.dropDamaged(bad)
 	if err != nil {
 		return []gossip.Envelope{}, fmt.Errorf("store: mailbox: %w", err)
 	}

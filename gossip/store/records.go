@@ -14,7 +14,12 @@ import (
 // (nanoseconds the store has been holding things, see Store), never wall
 // clock times, except metaWall. Integers are big-endian so keys sort.
 // Nothing in the file says who handed an envelope to this node.
-const formatVersion = 1
+//
+// Format 2 adds compact receipt records (record format 2 below). A
+// format 1 file is read as it is and marked format 2 at Open, so that an
+// older build, which cannot read those records, refuses the file instead
+// of failing on them later.
+const formatVersion = 2
 
 // Buckets.
 var (
@@ -41,21 +46,27 @@ var (
 	metaTombstones = []byte("tombstones") // entries in bucketTomb
 )
 
-// Record header, in front of the encoded envelope (gossip Marshal form,
-// holding the capped TTL at receipt and the capped hop limit):
+// Record header, in front of the record's body:
 //
 //	offset size
-//	0      1    record format (1)
+//	0      1    record format: 1, the body is the encoded envelope (gossip
+//	            Marshal form, holding the capped TTL at receipt and the
+//	            capped hop limit); 2, a receipt, whose body is its hop
+//	            limit (1 byte) and secret (gossip.SecretLen): every other
+//	            field follows from the secret (gossip.NewReceipt), so a
+//	            receipt takes 60 bytes instead of about 400
 //	1      2    kind
 //	3      8    expiresAt (elapsed)
 //	11     8    seq (arrival order in this file)
 //	19     8    source slot masked with a per-process key (see sources)
 const (
-	recFormat    = 1
-	recHeaderLen = 27
+	recFormat        = 1
+	recFormatReceipt = 2
+	recHeaderLen     = 27
 )
 
 type recHeader struct {
+	format    byte // recFormat unless set
 	kind      schemas.Envelope_Kind
 	expiresAt time.Duration
 	seq       uint64
@@ -64,7 +75,10 @@ type recHeader struct {
 
 func (h *recHeader) encode(body []byte) []byte {
 	b := make([]byte, recHeaderLen, recHeaderLen+len(body))
-	b[0] = recFormat
+	b[0] = h.format
+	if b[0] == 0 {
+		b[0] = recFormat
+	}
 	binary.BigEndian.PutUint16(b[1:], uint16(h.kind))
 	binary.BigEndian.PutUint64(b[3:], uint64(h.expiresAt))
 	binary.BigEndian.PutUint64(b[11:], h.seq)
@@ -74,9 +88,10 @@ func (h *recHeader) encode(body []byte) []byte {
 
 // parseRecord splits a record; body aliases rec.
 func parseRecord(rec []byte) (h recHeader, body []byte, err error) {
-	if len(rec) < recHeaderLen || rec[0] != recFormat {
+	if len(rec) < recHeaderLen || (rec[0] != recFormat && rec[0] != recFormatReceipt) {
 		return h, nil, fmt.Errorf("%w: record of %d bytes with format %d", ErrCorrupt, len(rec), firstByte(rec))
 	}
+	h.format = rec[0]
 	h.kind = schemas.Envelope_Kind(binary.BigEndian.Uint16(rec[1:]))
 	h.expiresAt = time.Duration(binary.BigEndian.Uint64(rec[3:]))
 	h.seq = binary.BigEndian.Uint64(rec[11:])
@@ -104,9 +119,9 @@ func decodeRecord(id []byte, rec []byte, now time.Duration) (gossip.Envelope, bo
 	if h.expiresAt <= now {
 		return gossip.Envelope{}, false, nil
 	}
-	e, err := gossip.Unmarshal(body)
+	e, err := recordEnvelope(h, body)
 	if err != nil {
-		return gossip.Envelope{}, false, fmt.Errorf("%w: record %x: %v", ErrCorrupt, id, err)
+		return gossip.Envelope{}, false, fmt.Errorf("record %x: %w", id, err)
 	}
 	if string(e.ID[:]) != string(id) {
 		return gossip.Envelope{}, false, fmt.Errorf("%w: record %x holds envelope %v", ErrCorrupt, id, e.ID)
@@ -115,10 +130,50 @@ func decodeRecord(id []byte, rec []byte, now time.Duration) (gossip.Envelope, bo
 	return e, true, nil
 }
 
-// indexFields reads the destination and receipt tag of an encoded
-// envelope without checking its id (deletes only need the index keys).
-// The results are copies.
-func indexFields(body []byte) (dest, tag []byte, err error) {
+// recordBody is the header format and body a record of e takes.
+func recordBody(e *gossip.Envelope) (byte, []byte, error) {
+	if e.Kind == schemas.Envelope_Kind_receipt && len(e.ReceiptTag) == 0 {
+		if k, err := gossip.ReceiptSecret(*e); err == nil {
+			if r, err := gossip.NewReceipt(k, 0, e.HopLimit); err == nil && r.ID == e.ID {
+				return recFormatReceipt, append([]byte{e.HopLimit}, k...), nil
+			}
+		}
+	}
+	body, err := e.Marshal()
+	return recFormat, body, err
+}
+
+// recordEnvelope decodes a record's body (its TTL is left to the caller;
+// the id is not checked).
+func recordEnvelope(h recHeader, body []byte) (gossip.Envelope, error) {
+	if h.format == recFormatReceipt {
+		if len(body) != 1+gossip.SecretLen {
+			return gossip.Envelope{}, fmt.Errorf("%w: receipt record body of %d bytes", ErrCorrupt, len(body))
+		}
+		e, err := gossip.NewReceipt(body[1:], 0, body[0])
+		if err != nil {
+			return gossip.Envelope{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		return e, nil
+	}
+	e, err := gossip.Unmarshal(body)
+	if err != nil {
+		return gossip.Envelope{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return e, nil
+}
+
+// indexFields reads the destination and receipt tag of a record's body
+// without checking its id (deletes only need the index keys). The
+// results are copies.
+func indexFields(h recHeader, body []byte) (dest, tag []byte, err error) {
+	if h.format == recFormatReceipt {
+		if len(body) != 1+gossip.SecretLen {
+			return nil, nil, fmt.Errorf("%w: receipt record body of %d bytes", ErrCorrupt, len(body))
+		}
+		t := gossip.ReceiptTag(body[1:])
+		return t[:], nil, nil
+	}
 	msg, err := schemas.Unmarshal(body)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrCorrupt, err)

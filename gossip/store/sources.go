@@ -16,22 +16,33 @@ import (
 // its id under a key made at Open and never written, so the file alone
 // does not even tell which records came from the same source. After a
 // restart the key is gone and older records count against no source
-// (the total and mailbox quotas, which are persisted, still hold them).
+// (the total, kind and mailbox budgets, which are counted from the file,
+// still hold them).
 //
-// Memory is bounded: a source is forgotten once it holds nothing, so
-// there are at most as many entries as envelopes put since Open.
+// Memory is bounded: a source, and its share of a mailbox, is forgotten
+// once it holds nothing, so there are at most as many entries as
+// envelopes put since Open.
 // The Store's mutex guards everything here.
 type sources struct {
 	mac    hash.Hash
 	byName map[string]*source
 	bySlot map[uint64]*source
-	last   uint64 // last slot handed out; slots are never reused
+	last   uint64            // last slot handed out; slots are never reused
+	active [numPools]int     // sources holding bytes of each pool
+	inMbox map[mboxKey]int64 // bytes a source holds in one mailbox
 }
 
 type source struct {
 	name  string
 	slot  uint64
-	bytes int64
+	bytes [numPools]int64
+	total int64
+}
+
+// mboxKey names what one source (by slot) holds in one mailbox.
+type mboxKey struct {
+	dest string
+	slot uint64
 }
 
 func newSources() *sources {
@@ -41,14 +52,31 @@ func newSources() *sources {
 		mac:    hmac.New(sha256.New, key),
 		byName: make(map[string]*source),
 		bySlot: make(map[uint64]*source),
+		inMbox: make(map[mboxKey]int64),
 	}
 }
 
-func (ss *sources) usage(name string) int64 {
+// usage is what name holds of pool p.
+func (ss *sources) usage(name string, p pool) int64 {
 	if s := ss.byName[name]; s != nil {
-		return s.bytes
+		return s.bytes[p]
 	}
 	return 0
+}
+
+// inMailbox is what the source with slot holds in dest's mailbox.
+func (ss *sources) inMailbox(dest []byte, slot uint64) int64 {
+	return ss.inMbox[mboxKey{string(dest), slot}]
+}
+
+// users is how many sources would hold bytes of pool p if name put some:
+// the fair share of a budget is the budget divided by it.
+func (ss *sources) users(name string, p pool) int {
+	n := ss.active[p]
+	if ss.usage(name, p) == 0 {
+		n++
+	}
+	return n
 }
 
 // slotFor returns name's slot, or the one add will give it.
@@ -73,31 +101,52 @@ func (ss *sources) unmask(id gossip.ID, m uint64) uint64 { return m ^ ss.pad(id)
 
 func (ss *sources) count() int { return len(ss.byName) }
 
-// charge adds n bytes to name, creating its entry under slot if new.
-func (ss *sources) charge(name string, slot uint64, n int64) { ss.entry(name, slot).bytes += n }
-
-func (ss *sources) entry(name string, slot uint64) *source {
-	if s := ss.byName[name]; s != nil {
-		return s
+// charge adds n bytes of pool p in dest's mailbox (none when dest is
+// empty) to name, creating its entry under slot if new.
+func (ss *sources) charge(c charge) {
+	s := ss.byName[c.name]
+	if s == nil {
+		s = &source{name: c.name, slot: c.slot}
+		ss.byName[c.name] = s
+		ss.bySlot[c.slot] = s
+		if c.slot > ss.last {
+			ss.last = c.slot
+		}
 	}
-	s := &source{name: name, slot: slot}
-	ss.byName[name] = s
-	ss.bySlot[slot] = s
-	if slot > ss.last {
-		ss.last = slot
+	if s.bytes[c.pool] == 0 {
+		ss.active[c.pool]++
 	}
-	return s
+	s.bytes[c.pool] += c.n
+	s.total += c.n
+	if len(c.dest) > 0 {
+		ss.inMbox[mboxKey{string(c.dest), c.slot}] += c.n
+	}
 }
 
-// release gives back n bytes held under slot, forgetting a source that
-// holds nothing any more.
-func (ss *sources) release(slot uint64, n int64) {
-	s := ss.bySlot[slot]
+// release gives back n bytes of pool p in dest's mailbox held under
+// slot, forgetting what holds nothing any more.
+func (ss *sources) release(r release) {
+	s := ss.bySlot[r.slot]
 	if s == nil {
 		return
 	}
-	s.bytes -= n
-	if s.bytes <= 0 {
+	if len(r.dest) > 0 {
+		k := mboxKey{string(r.dest), r.slot}
+		if left := ss.inMbox[k] - r.n; left > 0 {
+			ss.inMbox[k] = left
+		} else {
+			delete(ss.inMbox, k)
+		}
+	}
+	if s.bytes[r.pool] > 0 {
+		s.bytes[r.pool] -= r.n
+		if s.bytes[r.pool] <= 0 {
+			s.bytes[r.pool] = 0
+			ss.active[r.pool]--
+		}
+	}
+	s.total -= r.n
+	if s.total <= 0 {
 		delete(ss.byName, s.name)
 		delete(ss.bySlot, s.slot)
 	}

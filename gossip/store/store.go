@@ -1,10 +1,10 @@
 // Package store keeps envelopes for store and forward in one bbolt file:
 // TTLs that age by the time the node has held an envelope (never by wall
 // clock timestamps, which are wrong on routers without NTP), TTL and hop
-// limit caps, byte quotas in total, per source and per mailbox that refuse
-// rather than evict, tombstones for delivered and expired ids, and the
-// indexes the node needs (by id, by destination, by receipt tag, by
-// expiry).
+// limit caps, byte budgets per kind, per source, per mailbox and per
+// source in a mailbox that refuse rather than evict (see Put), tombstones
+// for delivered and expired ids, and the indexes the node needs (by id,
+// by destination, by receipt tag, by expiry).
 //
 // Time. The store keeps one "elapsed" counter: the elapsed value persisted
 // at the last write, plus the monotonic time since Open. Each envelope
@@ -73,6 +73,8 @@ type Store struct {
 	envelopes  int64
 	bytes      int64
 	tombstones int64
+	pools      [numPools]int64 // bytes each pool's records take (not persisted: counted at Open)
+	damaged    int64           // damaged records removed since Open
 	src        *sources
 }
 
@@ -83,14 +85,21 @@ type Stats struct {
 	Tombstones int64         // remembered ids of delivered and expired envelopes
 	Sources    int           // sources holding bytes put since Open
 	Elapsed    time.Duration // the store's elapsed counter now
+	Damaged    int64         // damaged records found and removed since Open (each logged)
+
+	// What messages, receipts, bundles and descriptors take, each
+	// bounded by its budget below.
+	MessageBytes, ReceiptBytes, BundleBytes, DescriptorBytes int64
 
 	// The limits in force: Options with their defaults filled in.
-	MaxBytes      int64
-	MaxPerSource  int64
-	MaxPerMailbox int64
-	MaxTombstones int64
-	MaxTTL        time.Duration
-	MaxHops       uint8
+	MaxBytes                                                             int64
+	MaxMessageBytes, MaxReceiptBytes, MaxBundleBytes, MaxDescriptorBytes int64
+	MaxPerSource                                                         int64
+	MaxPerMailbox                                                        int64
+	MaxPerMailboxSource                                                  int64
+	MaxTombstones                                                        int64
+	MaxTTL                                                               time.Duration
+	MaxHops                                                              uint8
 }
 
 // Open opens or creates the store file at path (mode 0600 when created;
@@ -98,11 +107,17 @@ type Stats struct {
 // structure, then counts plausible downtime into the elapsed counter. It
 // fails with ErrLocked when another process holds the file, and with
 // ErrCorrupt when the file is not a store or is damaged; every error
-// names the path.
+// names the path. An existing file of 0 bytes is started afresh with a
+// warning: it is what a store lost before its first commit (or wiped)
+// looks like, never a normal first start.
 func Open(path string, o Options) (*Store, error) {
 	opt, err := o.populate()
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+		opt.Logger.Warn("store: the existing store file is empty (0 bytes); whatever it held is lost, starting a fresh store",
+			"path", path)
 	}
 	db, err := openBolt(path, opt.LockTimeout)
 	if err != nil {
@@ -189,6 +204,9 @@ func (s *Store) load() (err error) {
 		if err := checkFormat(meta.Get(metaFormat)); err != nil {
 			return err
 		}
+		if err := meta.Put(metaFormat, []byte{0, 0, 0, formatVersion}); err != nil {
+			return err
+		}
 		for _, name := range allBuckets {
 			if tx.Bucket(name) == nil {
 				return fmt.Errorf("%w: bucket %q missing", ErrCorrupt, name)
@@ -216,6 +234,9 @@ func (s *Store) load() (err error) {
 			elapsed += downtime
 		}
 		s.base, s.last = elapsed, elapsed
+		if err := s.countPoolsLocked(tx); err != nil {
+			return err
+		}
 		return putMeta(tx, elapsed, now, s.seq, s.envelopes, s.bytes, s.tombstones)
 	})
 	if err != nil {
@@ -235,12 +256,26 @@ func (s *Store) load() (err error) {
 	return nil
 }
 
+// countPoolsLocked adds up what each pool's records take; pool usage is
+// not persisted (the format predates it), and the records are read once
+// at Open anyway.
+func (s *Store) countPoolsLocked(tx *bolt.Tx) error {
+	return tx.Bucket(bucketEnv).ForEach(func(_, rec []byte) error {
+		p := poolMessage
+		if h, _, err := parseRecord(rec); err == nil {
+			p = poolOf(h.kind)
+		}
+		s.pools[p] += int64(len(rec))
+		return nil
+	})
+}
+
 func checkFormat(v []byte) error {
 	if len(v) != 4 {
 		return fmt.Errorf("%w: no format version", ErrCorrupt)
 	}
-	if f := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3]); f != formatVersion {
-		return fmt.Errorf("%w: format %d, this build reads %d", ErrCorrupt, f, formatVersion)
+	if f := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3]); f < 1 || f > formatVersion {
+		return fmt.Errorf("%w: format %d, this build reads 1 to %d", ErrCorrupt, f, formatVersion)
 	}
 	return nil
 }
@@ -309,20 +344,31 @@ type txState struct {
 	envelopes  int64
 	bytes      int64
 	tombstones int64
+	pools      [numPools]int64
 	released   []release // source bytes freed by deletes
 	charged    *charge   // source bytes taken by a put
 	tombsLost  int       // tombstones dropped early to stay under MaxTombstones
+	damaged    []damage  // damaged records removed, logged after commit
 }
 
 type release struct {
 	slot uint64
+	pool pool
+	dest []byte
 	n    int64
 }
 
 type charge struct {
 	name string
 	slot uint64
+	pool pool
+	dest []byte
 	n    int64
+}
+
+type damage struct {
+	id  []byte
+	err error
 }
 
 // update runs fn in a write transaction that also persists the clock and
@@ -332,7 +378,7 @@ func (s *Store) updateLocked(fn func(tx *bolt.Tx, st *txState) error) (*txState,
 		return nil, ErrClosed
 	}
 	now, wall := s.now()
-	st := &txState{now: now, seq: s.seq, envelopes: s.envelopes, bytes: s.bytes, tombstones: s.tombstones}
+	st := &txState{now: now, seq: s.seq, envelopes: s.envelopes, bytes: s.bytes, tombstones: s.tombstones, pools: s.pools}
 	err := s.safely(func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
 			if err := fn(tx, st); err != nil {
@@ -344,12 +390,16 @@ func (s *Store) updateLocked(fn func(tx *bolt.Tx, st *txState) error) (*txState,
 	if err != nil {
 		return nil, err
 	}
-	s.seq, s.envelopes, s.bytes, s.tombstones = st.seq, st.envelopes, st.bytes, st.tombstones
+	s.seq, s.envelopes, s.bytes, s.tombstones, s.pools = st.seq, st.envelopes, st.bytes, st.tombstones, st.pools
 	for _, r := range st.released {
-		s.src.release(r.slot, r.n)
+		s.src.release(r)
 	}
 	if c := st.charged; c != nil {
-		s.src.charge(c.name, c.slot, c.n)
+		s.src.charge(*c)
+	}
+	for _, d := range st.damaged {
+		s.damaged++
+		s.log.Error("store: removed a damaged record; the rest is delivered", "path", s.path, "id", fmt.Sprintf("%x", d.id), "err", d.err)
 	}
 	if st.tombsLost > 0 {
 		s.log.Debug("store: tombstones forgotten early to stay under the limit", "n", st.tombsLost, "max", s.opt.MaxTombstones)
@@ -388,17 +438,27 @@ func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{
-		Envelopes:     s.envelopes,
-		Bytes:         s.bytes,
-		Tombstones:    s.tombstones,
-		Sources:       s.src.count(),
-		Elapsed:       el,
-		MaxBytes:      s.opt.MaxBytes,
-		MaxPerSource:  s.opt.MaxPerSource,
-		MaxPerMailbox: s.opt.MaxPerMailbox,
-		MaxTombstones: s.opt.MaxTombstones,
-		MaxTTL:        s.opt.MaxTTL,
-		MaxHops:       s.opt.MaxHops,
+		Envelopes:           s.envelopes,
+		Bytes:               s.bytes,
+		Tombstones:          s.tombstones,
+		Sources:             s.src.count(),
+		Elapsed:             el,
+		Damaged:             s.damaged,
+		MessageBytes:        s.pools[poolMessage],
+		ReceiptBytes:        s.pools[poolReceipt],
+		BundleBytes:         s.pools[poolBundle],
+		DescriptorBytes:     s.pools[poolDescriptor],
+		MaxBytes:            s.opt.MaxBytes,
+		MaxMessageBytes:     s.opt.messageBytes(),
+		MaxReceiptBytes:     s.opt.MaxReceiptBytes,
+		MaxBundleBytes:      s.opt.MaxBundleBytes,
+		MaxDescriptorBytes:  s.opt.MaxDescriptorBytes,
+		MaxPerSource:        s.opt.MaxPerSource,
+		MaxPerMailbox:       s.opt.MaxPerMailbox,
+		MaxPerMailboxSource: s.opt.MaxPerMailboxSource,
+		MaxTombstones:       s.opt.MaxTombstones,
+		MaxTTL:              s.opt.MaxTTL,
+		MaxHops:             s.opt.MaxHops,
 	}
 }
 

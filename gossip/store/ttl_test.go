@@ -111,7 +111,12 @@ func TestCaps(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	s := openTest(t, Options{})
 	st := s.Stats()
-	if st.MaxBytes != 64<<20 || st.MaxPerSource != 8<<20 || st.MaxPerMailbox != 8<<20 ||
+	// Receipts a quarter, bundles an eighth, descriptors a 32nd, messages
+	// the rest (19/32); one source an eighth of that; a mailbox a quarter
+	// of the store, one source a quarter of a mailbox.
+	if st.MaxBytes != 64<<20 || st.MaxReceiptBytes != 16<<20 || st.MaxBundleBytes != 8<<20 ||
+		st.MaxDescriptorBytes != 2<<20 || st.MaxMessageBytes != 38<<20 || st.MaxPerSource != 38<<20/8 ||
+		st.MaxPerMailbox != 16<<20 || st.MaxPerMailboxSource != 4<<20 ||
 		st.MaxTTL != 7*24*time.Hour || st.MaxHops != 32 || st.MaxTombstones != 65536 {
 		t.Fatalf("defaults: %+v", st)
 	}

@@ -16,11 +16,21 @@ import (
 // Put stores e, received from source (a client or a link, named however
 // the caller likes; the name is kept in memory only). The TTL is capped
 // to MaxTTL and the hop limit to MaxHops. It returns added=false with no
-// error when the id is already stored or tombstoned. A refusal wraps
-// ErrSourceQuota, ErrMailboxQuota or ErrFull; nothing held is evicted
-// for it (expired envelopes are purged first, though). An envelope that
-// fails gossip's checks, or has no TTL left (ErrExpired), is refused too.
-// When Put returns added=true the envelope is on disk.
+// error when the id is already stored or tombstoned. When Put returns
+// added=true the envelope is on disk.
+//
+// Room is shared so that no one source starves the others, and nothing
+// held is ever evicted for it (expired envelopes are purged first,
+// though). Messages, receipts, bundles and descriptors each have their
+// own budget. Within a budget, a source may hold at most MaxPerSource of
+// messages, and at most MaxPerMailboxSource in any one mailbox; once a
+// budget is more than half full, a source may hold only its fair share
+// of it (seven eighths of the budget divided by the sources holding some
+// of it), so the greediest source is refused first and the others still
+// get in while room remains. A refusal wraps ErrSourceFull (the source holds its
+// share), ErrMailboxQuota (the mailbox is full) or ErrFull (the budget
+// or the store is full). An envelope that fails gossip's checks, or has
+// no TTL left (ErrExpired), is refused too.
 func (s *Store) Put(e gossip.Envelope, source string) (added bool, err error) {
 	if err := e.Check(); err != nil {
 		return false, fmt.Errorf("store: put: %w", err)
@@ -30,18 +40,18 @@ func (s *Store) Put(e gossip.Envelope, source string) (added bool, err error) {
 	}
 	e.TTLSeconds = ttlSeconds(min(time.Duration(e.TTLSeconds)*time.Second, s.opt.MaxTTL))
 	e.HopLimit = min(e.HopLimit, s.opt.MaxHops)
-	body, err := e.Marshal()
+	format, body, err := recordBody(&e)
 	if err != nil {
 		return false, fmt.Errorf("store: put %v: %w", e.ID, err)
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	added, err = s.putLocked(&e, body, source)
+	added, err = s.putLocked(&e, format, body, source)
 	if isQuota(err) && s.anyExpired() {
 		// Room held by expired envelopes is free for the taking.
 		if n, _, perr := s.purgeLocked(); perr == nil && n > 0 {
-			added, err = s.putLocked(&e, body, source)
+			added, err = s.putLocked(&e, format, body, source)
 		}
 	}
 	if err != nil {
@@ -64,10 +74,51 @@ func (s *Store) anyExpired() bool {
 }
 
 func isQuota(err error) bool {
-	return errors.Is(err, ErrFull) || errors.Is(err, ErrSourceQuota) || errors.Is(err, ErrMailboxQuota)
+	return errors.Is(err, ErrFull) || errors.Is(err, ErrSourceFull) || errors.Is(err, ErrMailboxQuota)
 }
 
-func (s *Store) putLocked(e *gossip.Envelope, body []byte, source string) (bool, error) {
+// admitLocked says why an envelope of size bytes in pool p for dest
+// (empty for none) from source may not be stored, or returns nil;
+// mboxUsed is what dest's mailbox holds. Errors never name the source.
+func (s *Store) admitLocked(st *txState, p pool, dest []byte, mboxUsed, size int64, source string, slot uint64) error {
+	used := s.src.usage(source, p)
+	if limit := s.opt.perSource(p); used+size > limit {
+		return fmt.Errorf("%w: the source holds %d bytes of %s, the envelope needs %d, the limit is %d",
+			ErrSourceFull, used, p, size, limit)
+	}
+	if len(dest) > 0 {
+		if mboxUsed+size > s.opt.MaxPerMailbox {
+			return fmt.Errorf("%w: the mailbox holds %d bytes, the envelope needs %d, the limit is %d",
+				ErrMailboxQuota, mboxUsed, size, s.opt.MaxPerMailbox)
+		}
+		if in := s.src.inMailbox(dest, slot); in+size > s.opt.MaxPerMailboxSource {
+			return fmt.Errorf("%w: %w: the source holds %d bytes of this mailbox, the envelope needs %d, one source's limit is %d",
+				ErrSourceFull, ErrMailboxQuota, in, size, s.opt.MaxPerMailboxSource)
+		}
+	}
+	budget := s.opt.budget(p)
+	if st.pools[p]+size > budget {
+		return fmt.Errorf("%w: %s take %d bytes, the envelope needs %d, their limit is %d",
+			ErrFull, p, st.pools[p], size, budget)
+	}
+	if st.bytes+size > s.opt.MaxBytes {
+		return fmt.Errorf("%w: it holds %d bytes, the envelope needs %d, the limit is %d",
+			ErrFull, st.bytes, size, s.opt.MaxBytes)
+	}
+	if st.pools[p]+size > budget/2 {
+		// Contended: the greediest sources are refused first. An eighth
+		// of the budget is kept back from the sharing, so that a source
+		// arriving when the others hold their shares still gets in.
+		fair := (budget - budget/8) / int64(s.src.users(source, p))
+		if used+size > fair {
+			return fmt.Errorf("%w: %s take %d of their %d bytes and the source holds %d, the envelope needs %d, its fair share is %d",
+				ErrSourceFull, p, st.pools[p], budget, used, size, fair)
+		}
+	}
+	return nil
+}
+
+func (s *Store) putLocked(e *gossip.Envelope, format byte, body []byte, source string) (bool, error) {
 	added := false
 	_, err := s.updateLocked(func(tx *bolt.Tx, st *txState) error {
 		env := tx.Bucket(bucketEnv)
@@ -76,6 +127,7 @@ func (s *Store) putLocked(e *gossip.Envelope, body []byte, source string) (bool,
 		}
 		slot := s.src.slotFor(source)
 		h := recHeader{
+			format:    format,
 			kind:      e.Kind,
 			expiresAt: st.now + time.Duration(e.TTLSeconds)*time.Second,
 			seq:       st.seq + 1,
@@ -83,23 +135,14 @@ func (s *Store) putLocked(e *gossip.Envelope, body []byte, source string) (bool,
 		}
 		rec := h.encode(body)
 		size := int64(len(rec))
-
-		if used := s.src.usage(source); used+size > s.opt.MaxPerSource {
-			return fmt.Errorf("%w: the source holds %d bytes, the envelope needs %d, the limit is %d",
-				ErrSourceQuota, used, size, s.opt.MaxPerSource)
-		}
+		p := poolOf(e.Kind)
 		mbox := tx.Bucket(bucketMbox)
 		var mboxUsed int64
 		if len(e.Destination) > 0 {
 			mboxUsed = int64(getU64(mbox.Get(e.Destination)))
-			if mboxUsed+size > s.opt.MaxPerMailbox {
-				return fmt.Errorf("%w: the mailbox holds %d bytes, the envelope needs %d, the limit is %d",
-					ErrMailboxQuota, mboxUsed, size, s.opt.MaxPerMailbox)
-			}
 		}
-		if st.bytes+size > s.opt.MaxBytes {
-			return fmt.Errorf("%w: it holds %d bytes, the envelope needs %d, the limit is %d",
-				ErrFull, st.bytes, size, s.opt.MaxBytes)
+		if err := s.admitLocked(st, p, e.Destination, mboxUsed, size, source, slot); err != nil {
+			return err
 		}
 
 		id := clone(e.ID[:])
@@ -125,7 +168,8 @@ func (s *Store) putLocked(e *gossip.Envelope, body []byte, source string) (bool,
 		st.seq = h.seq
 		st.envelopes++
 		st.bytes += size
-		st.charged = &charge{name: source, slot: slot, n: size}
+		st.pools[p] += size
+		st.charged = &charge{name: source, slot: slot, pool: p, dest: clone(e.Destination), n: size}
 		added = true
 		return nil
 	})
@@ -140,13 +184,25 @@ func kindBytes(k schemas.Envelope_Kind) []byte {
 // entries, gives its bytes back to its source and mailbox, and
 // tombstones the id.
 func (s *Store) deleteLocked(tx *bolt.Tx, st *txState, id gossip.ID, rec []byte) error {
+	if err := s.removeLocked(tx, st, id, rec, nil); err != nil {
+		return err
+	}
+	return s.tombstoneLocked(tx, st, id)
+}
+
+// removeLocked removes the record rec of envelope id and its index
+// entries and gives its bytes back to its source, pool and mailbox. A
+// record too damaged to name its index entries is removed as far as it
+// can be (see removeDamagedLocked); destKey, when known, is its entry in
+// the destination index.
+func (s *Store) removeLocked(tx *bolt.Tx, st *txState, id gossip.ID, rec, destKey []byte) error {
 	h, body, err := parseRecord(rec)
 	if err != nil {
-		return fmt.Errorf("record %v: %w", id, err)
+		return s.removeDamagedLocked(tx, st, id, rec, destKey, err)
 	}
-	dest, tag, err := indexFields(body)
+	dest, tag, err := indexFields(h, body)
 	if err != nil {
-		return fmt.Errorf("record %v: %w", id, err)
+		return s.removeDamagedLocked(tx, st, id, rec, destKey, err)
 	}
 	size := int64(len(rec))
 	if err := tx.Bucket(bucketEnv).Delete(id[:]); err != nil {
@@ -177,10 +233,58 @@ func (s *Store) deleteLocked(tx *bolt.Tx, st *txState, id gossip.ID, rec []byte)
 	}
 	st.envelopes--
 	st.bytes -= size
+	p := poolOf(h.kind)
+	st.pools[p] -= size
 	if h.seq >= s.openSeq {
-		st.released = append(st.released, release{slot: s.src.unmask(id, h.srcMask), n: size})
+		st.released = append(st.released, release{slot: s.src.unmask(id, h.srcMask), pool: p, dest: dest, n: size})
 	}
-	return s.tombstoneLocked(tx, st, id)
+	return nil
+}
+
+// removeDamagedLocked removes a record that cannot be decoded: the
+// record, its expiry entry when its header is whole, and its destination
+// entry when destKey names it (the mailbox's usage drops by its size
+// then). Index entries it cannot name are left behind; every reader
+// skips and drops an entry whose record is missing. The removal is
+// counted and logged once the transaction commits.
+func (s *Store) removeDamagedLocked(tx *bolt.Tx, st *txState, id gossip.ID, rec, destKey []byte, why error) error {
+	rec = clone(rec) // read after the delete below
+	size := int64(len(rec))
+	if err := tx.Bucket(bucketEnv).Delete(id[:]); err != nil {
+		return err
+	}
+	var dest []byte
+	if len(destKey) > 8 {
+		dest = clone(destKey[:len(destKey)-8])
+	}
+	p := poolMessage
+	if h, _, err := parseRecord(rec); err == nil {
+		p = poolOf(h.kind)
+		if err := tx.Bucket(bucketExp).Delete(cat(u64(uint64(h.expiresAt)), id[:])); err != nil {
+			return err
+		}
+		if h.seq >= s.openSeq {
+			st.released = append(st.released, release{slot: s.src.unmask(id, h.srcMask), pool: p, dest: dest, n: size})
+		}
+	}
+	if dest != nil {
+		if err := tx.Bucket(bucketDest).Delete(clone(destKey)); err != nil {
+			return err
+		}
+		mbox := tx.Bucket(bucketMbox)
+		if left := int64(getU64(mbox.Get(dest))) - size; left > 0 {
+			if err := mbox.Put(dest, u64(uint64(left))); err != nil {
+				return err
+			}
+		} else if err := mbox.Delete(dest); err != nil {
+			return err
+		}
+	}
+	st.envelopes--
+	st.bytes -= size
+	st.pools[p] -= size
+	st.damaged = append(st.damaged, damage{id: clone(id[:]), err: why})
+	return nil
 }
 
 // tombstoneLocked remembers id for MaxTTL, forgetting the oldest
@@ -268,13 +372,17 @@ func (s *Store) DeleteByReceiptTag(tag []byte) (int, error) {
 		for _, id := range ids {
 			rec := env.Get(id[:])
 			if rec == nil {
-				return fmt.Errorf("%w: receipt tag index names missing envelope %v", ErrCorrupt, id)
+				// Left behind by a damaged record's removal.
+				if err := tx.Bucket(bucketTag).Delete(cat(tag, id[:])); err != nil {
+					return err
+				}
+				continue
 			}
 			if err := s.deleteLocked(tx, st, id, rec); err != nil {
 				return err
 			}
+			n++
 		}
-		n = len(ids)
 		return nil
 	})
 	if err != nil {
@@ -305,28 +413,33 @@ func (s *Store) purgeLocked() (expired, dropped int, err error) {
 		var e, d int
 		_, err := s.updateLocked(func(tx *bolt.Tx, st *txState) error {
 			e, d = 0, 0
-			var ids []gossip.ID
+			var keys [][]byte
 			c := tx.Bucket(bucketExp).Cursor()
-			for k, _ := c.First(); k != nil && len(ids) < purgeBatch; k, _ = c.Next() {
+			for k, _ := c.First(); k != nil && len(keys) < purgeBatch; k, _ = c.Next() {
 				if len(k) != 8+gossip.IDLen {
 					return fmt.Errorf("%w: expiry index key of %d bytes", ErrCorrupt, len(k))
 				}
 				if time.Duration(binary.BigEndian.Uint64(k)) > st.now {
 					break
 				}
-				ids = append(ids, gossip.ID(k[8:]))
+				keys = append(keys, clone(k))
 			}
 			env := tx.Bucket(bucketEnv)
-			for _, id := range ids {
+			for _, k := range keys {
+				id := gossip.ID(k[8:])
 				rec := env.Get(id[:])
 				if rec == nil {
-					return fmt.Errorf("%w: expiry index names missing envelope %v", ErrCorrupt, id)
+					// Left behind by a damaged record's removal.
+					if err := tx.Bucket(bucketExp).Delete(k); err != nil {
+						return err
+					}
+					continue
 				}
 				if err := s.deleteLocked(tx, st, id, rec); err != nil {
 					return err
 				}
 			}
-			e = len(ids)
+			e = len(keys)
 
 			tomb, texp := tx.Bucket(bucketTomb), tx.Bucket(bucketTombExp)
 			var old [][]byte

@@ -103,16 +103,17 @@ func NewWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 }
 
 func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*Daemon, error) {
-	// One source (a client's address or a link) may hold a sixteenth of
-	// the store, one mailbox a quarter: a client sending without pause
-	// can neither fill the store nor another user's mailbox.
+	// The store's default shares: receipts, bundles and descriptors have
+	// budgets of their own; one source (a client's address or a link) may
+	// hold an eighth of the messages, a mailbox a quarter of the store and
+	// one source a quarter of a mailbox (store.PerSourceShare), each
+	// budget shared fairly once half full: no one source can starve the
+	// others.
 	st, err := store.Open(cfg.Store, store.Options{
-		MaxBytes:      cfg.StoreMaxBytes,
-		MaxPerSource:  cfg.StoreMaxBytes / 16,
-		MaxPerMailbox: cfg.StoreMaxBytes / 4,
-		MaxTTL:        cfg.MaxTTL,
-		MaxHops:       uint8(min(cfg.MaxHops, config.HardMaxHops)),
-		Logger:        log,
+		MaxBytes: cfg.StoreMaxBytes,
+		MaxTTL:   cfg.MaxTTL,
+		MaxHops:  uint8(min(cfg.MaxHops, config.HardMaxHops)),
+		Logger:   log,
 	})
 	if err != nil {
 		return nil, err
