@@ -184,6 +184,10 @@ func (o Options) perSource(p pool) int64 {
 	return o.budget(p)
 }
 
+// RecordOverhead is what the store charges for an envelope beyond its
+// encoded size (the record header).
+const RecordOverhead = recHeaderLen
+
 // PerSourceShare is the most one source (a client address or a link)
 // can hold in one mailbox of a store of maxBytes opened with the default
 // Options: the smaller of MaxPerSource and MaxPerMailboxSource. An

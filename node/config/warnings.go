@@ -4,23 +4,36 @@ import (
 	"fmt"
 
 	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/gossip/store"
 	"github.com/quicproquo/qpq/node/uci"
 )
 
 // LargestStoredMessage is what the store charges for the largest message a
 // client can send: an envelope whose sealed payload is gossip.MaxPayload
 // (a 16 KiB body plus the sealing overhead, padded to 256 bytes), with its
-// fixed fields, bounded by gossip.MaxEnvelope.
-const LargestStoredMessage = gossip.MaxEnvelope
-
-// perSourceDivisor is how many equal shares of the store one source gets.
-const perSourceDivisor = 16
+// fixed fields, bounded by gossip.MaxEnvelope, plus the store's record
+// header.
+const LargestStoredMessage = gossip.MaxEnvelope + store.RecordOverhead
 
 // PerSourceShare is the most one source (one link or one client address)
-// may hold in a store of maxBytes. It must equal the MaxPerSource the node
-// gives its store (node/daemon: StoreMaxBytes/16), or the warning below
-// would describe a store other than the one that runs.
-func PerSourceShare(maxBytes int64) int64 { return maxBytes / perSourceDivisor }
+// may hold in one mailbox of a store of maxBytes, as the node opens its
+// store (the store's defaults).
+func PerSourceShare(maxBytes int64) int64 { return store.PerSourceShare(maxBytes) }
+
+// minStoreFor returns the smallest store size, in whole KiB, whose
+// per-source share holds a message of msg bytes.
+func minStoreFor(msg int64) int64 {
+	lo, hi := int64(1), int64(1<<30) // in KiB; hi always suffices
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if PerSourceShare(mid<<10) >= msg {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo << 10
+}
 
 // Warning is a valid setting that will hurt: the node starts, but behaves
 // in a way its operator probably did not intend.
@@ -34,10 +47,9 @@ type Warning struct {
 func (c Config) Warnings() []Warning {
 	ws := []Warning{}
 	if share := PerSourceShare(c.StoreMaxBytes); share < LargestStoredMessage {
-		need := int64(LargestStoredMessage) * perSourceDivisor
 		ws = append(ws, Warning{Option: "store-max-bytes", Msg: fmt.Sprintf(
-			"%s gives each source a share of %s (1/%d of the store), less than the largest sealed message (%s): every large message will be refused with \"source over its store quota\"; set at least %s",
-			formatSize(c.StoreMaxBytes), formatSize(share), perSourceDivisor, formatSize(LargestStoredMessage), formatSize(roundUpK(need)))})
+			"%s gives each source a share of %s, less than the largest sealed message (%s): every large message will be refused with \"store full for this source\"; set at least %s",
+			formatSize(c.StoreMaxBytes), formatSize(share), formatSize(LargestStoredMessage), formatSize(minStoreFor(LargestStoredMessage)))})
 	}
 	return ws
 }
@@ -85,4 +97,3 @@ func formatSize(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-func roundUpK(n int64) int64 { return (n + 1<<10 - 1) &^ (1<<10 - 1) }

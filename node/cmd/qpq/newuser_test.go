@@ -139,16 +139,16 @@ func TestStoreTooSmallForOneLargeMessageWarns(t *testing.T) {
 	}
 	code, out, _ := runQPQ(t, nil, "config", "check", path)
 	want := path + ":3: main.store_max_bytes: warning: 256K gives each source a share of 16K"
-	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, "source over its store quota") || !strings.Contains(out, "set at least 336K") {
+	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, "store full for this source") || !strings.Contains(out, "set at least 337K") {
 		t.Fatalf("config check: exit %d\n%s\nwant 0 and a line starting %q", code, out, want)
 	}
 	// The node starts, and says the same in its log.
 	p := startNode(t, "", "--listen", loop, "--store-max-bytes", "256K")
-	if !strings.Contains(p.stderr.String(), "level=WARN") || !strings.Contains(p.stderr.String(), "set at least 336K") {
+	if !strings.Contains(p.stderr.String(), "level=WARN") || !strings.Contains(p.stderr.String(), "set at least 337K") {
 		t.Fatalf("node log lacks the warning:\n%s", p.stderr)
 	}
 	// A store with room for one large message per source is quiet.
-	q := startNode(t, "", "--listen", loop, "--store-max-bytes", "336K")
+	q := startNode(t, "", "--listen", loop, "--store-max-bytes", "337K")
 	if strings.Contains(q.stderr.String(), "level=WARN") {
 		t.Fatalf("warning for a store that fits:\n%s", q.stderr)
 	}
