@@ -73,18 +73,12 @@ var (
 )
 
 const (
-	summaryKeyLen = 16
-	maxSummaryIDs = 1 << 20
-	summaryFPRate = 0.01
-	pushBatch     = 32
-	// pushBytes bounds one push's payloads, well under the RPC message
-	// bound (link.MaxRPCMessage) even with one maximal envelope added.
-	pushBytes      = 96 << 10
+	summaryKeyLen  = 16
+	maxSummaryIDs  = 1 << 20
+	summaryFPRate  = 0.01
 	pushTimeout    = 20 * time.Second
 	peerQueueLen   = 4096
 	maxSentPerPeer = 1 << 17 // ids remembered per neighbour (~4 MiB at worst)
-	// raiseBatch bounds one raise call (the receiver takes up to 1024).
-	raiseBatch = 256
 	// maxRetryRaises bounds the raises remembered per neighbour for the
 	// next summary round; past it a lost raise is not offered again.
 	maxRetryRaises = 4096
@@ -937,18 +931,14 @@ func (e *Engine) SendSummary(ctx context.Context, fp identity.Fingerprint) error
 	return p.p.Summary(ctx, s)
 }
 
-// maxFilterBytes bounds a received filter (a million ids at 1% is ~1.2 MB;
-// the RPC message bound is lower still).
-const maxFilterBytes = 2 << 20
-
 // HandleSummary queues for neighbour fp every envelope its digest shows
 // it lacks.
 func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 	if len(s.Key) != summaryKeyLen {
 		return fmt.Errorf("summary key is %d bytes, want %d", len(s.Key), summaryKeyLen)
 	}
-	if len(s.Filter) > maxFilterBytes {
-		return fmt.Errorf("summary filter is %d bytes, over %d", len(s.Filter), maxFilterBytes)
+	if len(s.Filter) > MaxFilterBytes {
+		return fmt.Errorf("summary filter is %d bytes, over %d", len(s.Filter), MaxFilterBytes)
 	}
 	var f bloom.BloomFilter
 	if err := f.UnmarshalBinary(s.Filter); err != nil {

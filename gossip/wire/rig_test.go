@@ -1,0 +1,113 @@
+package wire
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/gossip/relay"
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/link"
+	"github.com/quicproquo/qpq/schemas"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// recHandler records what a Server hands it.
+type recHandler struct {
+	raises    [][]relay.HopRaise
+	summaries []relay.Summary
+	accepted  []gossip.Envelope
+	panicOn   string // a method that panics instead
+}
+
+func (h *recHandler) Accept(env gossip.Envelope, src relay.Source) (bool, error) {
+	if h.panicOn == "push" {
+		panic("test panic in accept")
+	}
+	h.accepted = append(h.accepted, env)
+	return true, nil
+}
+
+func (h *recHandler) HandleSummary(from identity.Fingerprint, s relay.Summary) error {
+	if h.panicOn == "summary" {
+		var m map[string]int
+		m["boom"]++ // a nil map write: a runtime panic, as a decoder bug would be
+	}
+	h.summaries = append(h.summaries, s)
+	return nil
+}
+
+func (h *recHandler) HandleRaise(from identity.Fingerprint, raises []relay.HopRaise) error {
+	if h.panicOn == "raise" {
+		panic("test panic in raise")
+	}
+	h.raises = append(h.raises, raises)
+	return nil
+}
+
+// serve returns a local MeshPeer client over a Server with handler h.
+func serve(t *testing.T, h Handler, o ServerOptions) schemas.MeshPeer {
+	t.Helper()
+	o.Local = link.LocalHello("test", "qpq")
+	o.Handler = h
+	c := schemas.MeshPeer(NewServer(identity.Fingerprint{1}, o).Client())
+	t.Cleanup(c.Release)
+	return c
+}
+
+// linkPair links two nodes over real loopback QUIC; each offers the given
+// bootstrap.
+func linkPair(t *testing.T, boot func() capnp.Client) (*link.Link, *link.Link) {
+	t.Helper()
+	ctx := ctxT(t)
+	newTr := func() (*identity.Node, *link.Transport) {
+		id, err := identity.NewNode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := link.Listen("127.0.0.1:0", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		return id, tr
+	}
+	_, a := newTr()
+	bid, b := newTr()
+	type res struct {
+		l   *link.Link
+		err error
+	}
+	accepted := make(chan res, 1)
+	go func() {
+		c, err := b.Accept(ctx)
+		if err != nil {
+			accepted <- res{nil, err}
+			return
+		}
+		l, err := link.Establish(ctx, c, false, boot(), link.LocalHello("test", "qpq"), nil)
+		accepted <- res{l, err}
+	}()
+	c, err := a.Dial(ctx, b.Addr().String(), bid.Fingerprint(), link.ALPNPeer)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	la, err := link.Establish(ctx, c, true, boot(), link.LocalHello("test", "qpq"), nil)
+	if err != nil {
+		t.Fatalf("establish outbound: %v", err)
+	}
+	r := <-accepted
+	if r.err != nil {
+		t.Fatalf("establish inbound: %v", r.err)
+	}
+	t.Cleanup(func() { la.Close(link.CodeClosing, "test done"); r.l.Close(link.CodeClosing, "test done") })
+	return la, r.l
+}
