@@ -114,9 +114,9 @@ func TestRaiseOldPeerKeepsWorking(t *testing.T) {
 	}
 	// The refusal is remembered: a second improvement sends no raise.
 	y := h.nodes[starveY]
-	y.eng.mu.Lock()
+	y.eng.peersMu.Lock()
 	p := y.eng.peers[h.nodes[starveY+1].fp]
-	y.eng.mu.Unlock()
+	y.eng.peersMu.Unlock()
 	p.mu.Lock()
 	stopped := p.noRaise
 	p.mu.Unlock()
@@ -285,9 +285,9 @@ func TestPruneBoostsForgetsBroadcastsNoLongerHeld(t *testing.T) {
 	if dropped := n.eng.PruneBoosts(); dropped != 1 {
 		t.Errorf("PruneBoosts dropped %d, want 1 (the deleted broadcast)", dropped)
 	}
-	n.eng.mu.Lock()
+	n.eng.boostMu.Lock()
 	_, keptBoost := n.eng.boost[kept.ID]
-	n.eng.mu.Unlock()
+	n.eng.boostMu.Unlock()
 	if !keptBoost {
 		t.Errorf("the raised limit of a broadcast still held was forgotten")
 	}

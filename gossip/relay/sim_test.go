@@ -323,11 +323,11 @@ func (h *sim) settle() {
 func (h *sim) queued() int {
 	total := 0
 	for _, n := range h.nodes {
-		n.eng.mu.Lock()
+		n.eng.peersMu.Lock()
 		for _, p := range n.eng.peers {
 			total += len(p.queue)
 		}
-		n.eng.mu.Unlock()
+		n.eng.peersMu.Unlock()
 	}
 	return total
 }
