@@ -27,6 +27,8 @@ type Store interface {
 	DeleteByReceiptTag(tag []byte) (int, error)
 	Has(id gossip.ID) bool
 	IDs(fn func(id gossip.ID, kind schemas.Envelope_Kind) bool) error
+	// Purge removes expired envelopes and old tombstones.
+	Purge() (expired, tombstones int, err error)
 }
 
 // Peer is a linked neighbour as the engine sees it.
@@ -66,10 +68,16 @@ type Options struct {
 	MaxBroadcastHops uint8
 	// Seen configures the broadcast seen-set; its Confirm is the store.
 	Seen seen.Options
+	// PurgeInterval paces Run's purge of the store and pruning of raised
+	// hop limits. Default 1 minute.
+	PurgeInterval time.Duration
+	// SummaryInterval paces Run's anti-entropy with each neighbour (one
+	// summary when it links, then one per interval). Default 1 minute.
+	SummaryInterval time.Duration
 }
 
-// Engine owns propagation state. Create with New; Close stops every
-// peer's sender.
+// Engine owns propagation state and its schedule. Create with New, run
+// its housekeeping with Run; Close stops every goroutine it started.
 type Engine struct {
 	o    Options
 	log  *slog.Logger
@@ -78,6 +86,10 @@ type Engine struct {
 	peersMu sync.Mutex // guards the fields below
 	peers   map[identity.Fingerprint]*peer
 	closed  bool
+	// runCtx is Run's context while it runs (nil before): each
+	// neighbour's summary loop is started under it.
+	runCtx    context.Context
+	runCancel context.CancelFunc
 
 	boostMu sync.Mutex          // guards boost
 	boost   map[gossip.ID]uint8 // broadcasts that later arrived with more hops left
@@ -108,6 +120,12 @@ func New(o Options) *Engine {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.PurgeInterval <= 0 {
+		o.PurgeInterval = time.Minute
+	}
+	if o.SummaryInterval <= 0 {
+		o.SummaryInterval = time.Minute
+	}
 	if o.MaxBroadcastHops == 0 {
 		o.MaxBroadcastHops = 7
 	}
@@ -128,6 +146,50 @@ func New(o Options) *Engine {
 // SeenStats reports the broadcast seen-set.
 func (e *Engine) SeenStats() seen.Stats { return e.seen.Stats() }
 
+// Run keeps the engine's schedule until ctx is cancelled or Close is
+// called: every PurgeInterval it purges the store and forgets raised hop
+// limits of broadcasts no longer held, and with each neighbour it runs
+// anti-entropy (see syncLoop). Call it once; a second call, or one after
+// Close, returns at once.
+func (e *Engine) Run(ctx context.Context) {
+	e.peersMu.Lock()
+	if e.closed || e.runCtx != nil {
+		e.peersMu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	e.runCtx, e.runCancel = ctx, cancel
+	for _, p := range e.peers {
+		e.startSyncLocked(p)
+	}
+	e.peersMu.Unlock()
+	t := time.NewTicker(e.o.PurgeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			e.purge()
+		}
+	}
+}
+
+// purge removes expired envelopes and tombstones, then the boosts of
+// broadcasts that went with them.
+func (e *Engine) purge() {
+	exp, tomb, err := e.o.Store.Purge()
+	if err != nil {
+		e.log.Error("purge failed", "err", err)
+	} else if exp+tomb > 0 {
+		e.log.Debug("purged", "expired", exp, "tombstones", tomb)
+	}
+	if n := e.PruneBoosts(); n > 0 {
+		e.log.Debug("forgot raised hop limits of broadcasts no longer held", "count", n)
+	}
+}
+
 // Close stops every sender and wakes every waiter. Safe to call twice.
 func (e *Engine) Close() {
 	e.peersMu.Lock()
@@ -136,6 +198,9 @@ func (e *Engine) Close() {
 		return
 	}
 	e.closed = true
+	if e.runCancel != nil {
+		e.runCancel()
+	}
 	for _, p := range e.peers {
 		p.cancel()
 	}

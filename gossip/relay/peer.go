@@ -30,6 +30,7 @@ type peer struct {
 	fp     identity.Fingerprint
 	p      Peer
 	queue  chan gossip.ID
+	ctx    context.Context // done when the neighbour is removed
 	cancel context.CancelFunc
 
 	mu sync.Mutex // guards the fields below
@@ -140,7 +141,7 @@ func (p *peer) stopRaises() {
 // function that stops it (call it when the link goes down).
 func (e *Engine) AddPeer(fp identity.Fingerprint, p Peer) (remove func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	pe := &peer{fp: fp, p: p, queue: make(chan gossip.ID, peerQueueLen), cancel: cancel, known: map[gossip.ID]uint8{}, retry: map[gossip.ID]struct{}{}, tokens: e.o.PeerBurst, last: e.o.Now()}
+	pe := &peer{fp: fp, p: p, queue: make(chan gossip.ID, peerQueueLen), ctx: ctx, cancel: cancel, known: map[gossip.ID]uint8{}, retry: map[gossip.ID]struct{}{}, tokens: e.o.PeerBurst, last: e.o.Now()}
 	e.peersMu.Lock()
 	if e.closed {
 		e.peersMu.Unlock()
@@ -151,6 +152,9 @@ func (e *Engine) AddPeer(fp identity.Fingerprint, p Peer) (remove func()) {
 		old.cancel()
 	}
 	e.peers[fp] = pe
+	if e.runCtx != nil {
+		e.startSyncLocked(pe)
+	}
 	e.peersMu.Unlock()
 	e.wg.Add(1)
 	go func() {

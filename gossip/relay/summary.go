@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
 
@@ -13,9 +14,14 @@ import (
 )
 
 const (
-	summaryKeyLen = 16
-	maxSummaryIDs = 1 << 20
-	summaryFPRate = 0.01
+	// summaryRetry is the first wait after a failed summary (doubling up
+	// to SummaryInterval): the neighbour may not have registered the link
+	// yet when ours is up.
+	summaryRetry   = time.Second
+	summaryTimeout = 30 * time.Second
+	summaryKeyLen  = 16
+	maxSummaryIDs  = 1 << 20
+	summaryFPRate  = 0.01
 )
 
 // Summary is an anti-entropy digest (schemas.Summary in Go form).
@@ -51,6 +57,48 @@ func (e *Engine) MakeSummary() (Summary, error) {
 	return Summary{Filter: b, Key: key, Count: uint32(len(ids))}, nil
 }
 
+// startSyncLocked starts p's summary loop under Run's context; peersMu
+// is held, so Close cannot run between the check and wg.Add.
+func (e *Engine) startSyncLocked(p *peer) {
+	ctx := e.runCtx
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.syncLoop(ctx, p)
+	}()
+}
+
+// syncLoop runs anti-entropy with one neighbour: a summary at once, then
+// one every SummaryInterval, until the neighbour is removed or Run ends.
+// A failed summary is retried soon (1 s, doubling).
+func (e *Engine) syncLoop(ctx context.Context, p *peer) {
+	retry := summaryRetry
+	for {
+		sctx, cancel := context.WithTimeout(ctx, summaryTimeout)
+		err := e.sendSummary(sctx, p)
+		cancel()
+		wait := e.o.SummaryInterval
+		if err != nil && ctx.Err() == nil && p.ctx.Err() == nil {
+			e.log.Debug("summary failed", "peer", p.fp, "err", err)
+			if retry < e.o.SummaryInterval {
+				wait, retry = retry, retry*2
+			}
+		} else {
+			retry = summaryRetry
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-p.ctx.Done():
+			t.Stop()
+			return
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
 // SendSummary offers our digest to a neighbour, which pushes back what we
 // lack.
 func (e *Engine) SendSummary(ctx context.Context, fp identity.Fingerprint) error {
@@ -58,6 +106,10 @@ func (e *Engine) SendSummary(ctx context.Context, fp identity.Fingerprint) error
 	if p == nil {
 		return nil
 	}
+	return e.sendSummary(ctx, p)
+}
+
+func (e *Engine) sendSummary(ctx context.Context, p *peer) error {
 	s, err := e.MakeSummary()
 	if err != nil {
 		return err

@@ -184,7 +184,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer d.wg.Done()
-		d.purgeLoop()
+		d.eng.Run(d.ctx) // purge, boost pruning, anti-entropy with every link
 	}()
 	if err := d.startDiscovery(); err != nil {
 		d.log.Error("mDNS discovery did not start; static peers still work", "err", err)
@@ -470,11 +470,6 @@ func (d *Daemon) runLink(l *link.Link, in linkInfo) (registered bool) {
 	defer d.removeLink(l)
 	stopRelay := d.eng.AddPeer(l.Peer(), wire.NewPeer(l.Remote()))
 	defer stopRelay()
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		d.syncLink(l)
-	}()
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
 	for {
