@@ -152,15 +152,17 @@ func (e *Engine) AddPeer(fp identity.Fingerprint, p Peer) (remove func()) {
 		old.cancel()
 	}
 	e.peers[fp] = pe
-	if e.runCtx != nil {
-		e.startSyncLocked(pe)
-	}
-	e.peersMu.Unlock()
+	// Counted under the lock, after the closed check: Close cannot reach
+	// its Wait between them, so no sender outlives it.
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
 		e.sendLoop(ctx, pe)
 	}()
+	if e.runCtx != nil {
+		e.startSyncLocked(pe)
+	}
+	e.peersMu.Unlock()
 	return func() {
 		cancel()
 		e.peersMu.Lock()
