@@ -70,6 +70,11 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 		}
 	}
 	added, err = e.o.Store.Put(env, src.quotaKey())
+	if err != nil && env.Kind == schemas.Envelope_Kind_broadcast {
+		// Refused (quota, store full): not handled after all, so a later
+		// copy, once there is room, must not be dropped as seen.
+		e.seen.Forget(env.ID)
+	}
 	if err != nil || !added {
 		if !src.Peer.IsZero() && err == nil {
 			e.markKnown(src.Peer, env.ID, heldBy(env))
