@@ -19,3 +19,7 @@ var ErrNotLinked = errors.New("summary from a neighbour not linked yet")
 
 // ErrStale: a bundle or descriptor no newer than one already held.
 var ErrStale = errors.New("an equal or newer bundle is held")
+
+// ErrBadSummary: a summary whose key or filter is malformed, or whose
+// filter claims more than it holds or than a summary may hold.
+var ErrBadSummary = errors.New("malformed summary")

@@ -121,17 +121,11 @@ func (e *Engine) sendSummary(ctx context.Context, p *peer) error {
 // it lacks.
 func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 	if len(s.Key) != summaryKeyLen {
-		return fmt.Errorf("summary key is %d bytes, want %d", len(s.Key), summaryKeyLen)
+		return fmt.Errorf("%w: key is %d bytes, want %d", ErrBadSummary, len(s.Key), summaryKeyLen)
 	}
-	if len(s.Filter) > MaxFilterBytes {
-		return fmt.Errorf("summary filter is %d bytes, over %d", len(s.Filter), MaxFilterBytes)
-	}
-	var f bloom.BloomFilter
-	if err := f.UnmarshalBinary(s.Filter); err != nil {
-		return fmt.Errorf("summary filter: %w", err)
-	}
-	if f.Cap() == 0 || f.K() == 0 || f.K() > 64 {
-		return fmt.Errorf("summary filter has %d bits and %d hashes", f.Cap(), f.K())
+	f, err := decodeFilter(s.Filter)
+	if err != nil {
+		return err
 	}
 	p := e.peer(fp)
 	if p == nil {
