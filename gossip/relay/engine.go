@@ -74,6 +74,13 @@ type Options struct {
 	// SummaryInterval paces Run's anti-entropy with each neighbour (one
 	// summary when it links, then one per interval). Default 1 minute.
 	SummaryInterval time.Duration
+	// SummaryGap is the least time between summaries handled from one
+	// neighbour, after a burst of summaryBurst; one sooner is refused
+	// with ErrRateLimited (the sender retries). Default 10 s.
+	SummaryGap time.Duration
+	// MaxSummaryPush bounds the envelopes one received summary queues for
+	// the neighbour; the rest wait for the next round. Default 8192.
+	MaxSummaryPush int
 }
 
 // Engine owns propagation state and its schedule. Create with New, run
@@ -125,6 +132,12 @@ func New(o Options) *Engine {
 	}
 	if o.SummaryInterval <= 0 {
 		o.SummaryInterval = time.Minute
+	}
+	if o.SummaryGap <= 0 {
+		o.SummaryGap = 10 * time.Second
+	}
+	if o.MaxSummaryPush <= 0 {
+		o.MaxSummaryPush = 8192
 	}
 	if o.MaxBroadcastHops == 0 {
 		o.MaxBroadcastHops = 7

@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"github.com/bits-and-blooms/bloom/v3"
 )
@@ -48,4 +49,19 @@ func decodeFilter(b []byte) (*bloom.BloomFilter, error) {
 		return nil, fmt.Errorf("%w: filter: %v", ErrBadSummary, err)
 	}
 	return f, nil
+}
+
+// plausible checks a filter's fill against the ids it says it holds:
+// count ids under k hashes set about m(1-e^(-k*count/m)) of its m bits.
+// Far fewer bits set claims to lack what it holds (asking for everything
+// again); far more claims to hold what it does not. Honest filters sit
+// close to the estimate, so a factor of four either way is refused.
+func plausible(f *bloom.BloomFilter, count uint32) error {
+	m, k := float64(f.Cap()), float64(f.K())
+	want := m * (1 - math.Exp(-k*float64(count)/m))
+	set := float64(f.BitSet().Count())
+	if set < want/4 || set > 4*want+k {
+		return fmt.Errorf("%w: filter has %d of %d bits set, implausible for %d ids", ErrBadSummary, uint64(set), f.Cap(), count)
+	}
+	return nil
 }

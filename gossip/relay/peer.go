@@ -41,8 +41,25 @@ type peer struct {
 	known   map[gossip.ID]uint8
 	retry   map[gossip.ID]struct{} // raises to offer again (lost or refused)
 	noRaise bool                   // the neighbour does not serve raise
-	tokens  float64
-	last    time.Time
+	tokens  float64                // envelope and raise budget (PeerRate, PeerBurst)
+	last    time.Time              // when tokens was last refilled
+	// sumTokens is the summary budget: summaryBurst, one more per
+	// SummaryGap.
+	sumTokens float64
+	sumLast   time.Time
+}
+
+// takeSummary spends one summary token, if there is one.
+func (p *peer) takeSummary(now time.Time, gap time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sumTokens = min(summaryBurst, p.sumTokens+now.Sub(p.sumLast).Seconds()/gap.Seconds())
+	p.sumLast = now
+	if p.sumTokens < 1 {
+		return false
+	}
+	p.sumTokens--
+	return true
 }
 
 // Outcomes of peer.offer.
@@ -141,7 +158,7 @@ func (p *peer) stopRaises() {
 // function that stops it (call it when the link goes down).
 func (e *Engine) AddPeer(fp identity.Fingerprint, p Peer) (remove func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	pe := &peer{fp: fp, p: p, queue: make(chan gossip.ID, peerQueueLen), ctx: ctx, cancel: cancel, known: map[gossip.ID]uint8{}, retry: map[gossip.ID]struct{}{}, tokens: e.o.PeerBurst, last: e.o.Now()}
+	pe := &peer{fp: fp, p: p, queue: make(chan gossip.ID, peerQueueLen), ctx: ctx, cancel: cancel, known: map[gossip.ID]uint8{}, retry: map[gossip.ID]struct{}{}, tokens: e.o.PeerBurst, last: e.o.Now(), sumTokens: summaryBurst, sumLast: e.o.Now()}
 	e.peersMu.Lock()
 	if e.closed {
 		e.peersMu.Unlock()

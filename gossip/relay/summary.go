@@ -19,9 +19,12 @@ const (
 	// yet when ours is up.
 	summaryRetry   = time.Second
 	summaryTimeout = 30 * time.Second
-	summaryKeyLen  = 16
-	maxSummaryIDs  = 1 << 20
-	summaryFPRate  = 0.01
+	// summaryBurst is how many summaries a neighbour may send at once
+	// (link-up and quick retries) before SummaryGap paces it.
+	summaryBurst  = 3
+	summaryKeyLen = 16
+	maxSummaryIDs = 1 << 20
+	summaryFPRate = 0.01
 )
 
 // Summary is an anti-entropy digest (schemas.Summary in Go form).
@@ -127,11 +130,20 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 	if err != nil {
 		return err
 	}
+	if err := plausible(f, s.Count); err != nil {
+		return err
+	}
 	p := e.peer(fp)
 	if p == nil {
 		// The link is up on the sender's side but not yet registered on
 		// ours: the sender tries again shortly.
 		return ErrNotLinked
+	}
+	// Each summary can make us resend what the neighbour lacks: paced per
+	// neighbour, and bounded per call, so a peer that claims to lack
+	// everything cannot turn the node into a firehose.
+	if !p.takeSummary(e.o.Now(), e.o.SummaryGap) {
+		return fmt.Errorf("%w: summaries more often than one per %v", ErrRateLimited, e.o.SummaryGap)
 	}
 	// Raises that were lost or refused since the last round go again;
 	// sendLoop sends each only if the neighbour still holds fewer hops.
@@ -143,6 +155,7 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 	}
 	buf := make([]byte, summaryKeyLen+gossip.IDLen)
 	copy(buf, s.Key)
+	queued := 0
 	return e.o.Store.IDs(func(id gossip.ID, kind schemas.Envelope_Kind) bool {
 		copy(buf[summaryKeyLen:], id[:])
 		if f.Test(buf) {
@@ -155,7 +168,8 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 		p.forget(id)
 		select {
 		case p.queue <- id:
-			return true
+			queued++
+			return queued < e.o.MaxSummaryPush // the rest: next round
 		default:
 			return false // queue full: the next round continues
 		}
