@@ -152,12 +152,19 @@ func (e *Engine) checkSigned(env gossip.Envelope, verify BundleVerifier) error {
 			return ErrStale
 		}
 	}
+	// Every older record is dropped, or the newer one is refused: the
+	// sender keeps its copy and offers it again, and the next try deletes
+	// what is left.
+	var errs []error
 	for _, o := range old {
-		if o.ID != env.ID {
-			e.o.Store.Delete(o.ID)
+		if o.ID == env.ID {
+			continue
+		}
+		if _, err := e.o.Store.Delete(o.ID); err != nil {
+			errs = append(errs, fmt.Errorf("drop older %s %s: %w", env.Kind, o.ID, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (e *Engine) held(dest []byte, kind schemas.Envelope_Kind) ([]gossip.Envelope, error) {

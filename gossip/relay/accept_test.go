@@ -9,6 +9,7 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/store"
+	"github.com/quicproquo/qpq/mesh/identity"
 )
 
 func TestBroadcastRefusedForQuotaIsAcceptedOnceThereIsRoom(t *testing.T) {
@@ -52,5 +53,47 @@ func TestBroadcastRefusedForQuotaIsAcceptedOnceThereIsRoom(t *testing.T) {
 	// And a third copy is the duplicate.
 	if added, err := eng.Accept(b, src); err != nil || added {
 		t.Fatalf("third copy: added %v, err %v; want a duplicate", added, err)
+	}
+}
+
+// failingDelete is a store whose Delete fails.
+type failingDelete struct{ *store.Store }
+
+var errDiskGone = errors.New("disk gone")
+
+func (failingDelete) Delete(gossip.ID) (bool, error) { return false, errDiskGone }
+
+func TestNewerBundleRefusedWhenTheOlderCannotBeDropped(t *testing.T) {
+	// Replacing a bundle deletes the older one; when that fails the
+	// newer one is refused with the store's error, not stored beside it
+	// as if all were well.
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"), store.Options{MaxBytes: 1 << 20, MaxTTL: 7 * 24 * time.Hour, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var owner [32]byte
+	owner[0] = 5
+	// The fake signed record is the owner's fingerprint then a sequence
+	// byte.
+	verify := func(signed []byte) (identity.Fingerprint, uint64, error) {
+		return identity.Fingerprint(signed[:32]), uint64(signed[32]), nil
+	}
+	eng := New(Options{Store: failingDelete{st}, Now: clock.Now, VerifyBundle: verify})
+	defer eng.Close()
+	bundle := func(seq byte) gossip.Envelope {
+		e, err := gossip.NewBundleEnvelope(owner, append(owner[:], seq), 3600, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	if added, err := eng.Accept(bundle(1), Source{Client: "c"}); err != nil || !added {
+		t.Fatalf("first bundle: %v %v", added, err)
+	}
+	added, err := eng.Accept(bundle(2), Source{Client: "c"})
+	if !errors.Is(err, errDiskGone) || added {
+		t.Fatalf("newer bundle when the older cannot be deleted: added %v, err %v; want the store's error", added, err)
 	}
 }
