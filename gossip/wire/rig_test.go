@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -41,6 +42,7 @@ func (h *recHandler) HandleSummary(from identity.Fingerprint, s relay.Summary) e
 		var m map[string]int
 		m["boom"]++ // a nil map write: a runtime panic, as a decoder bug would be
 	}
+	s.Filter, s.Key = bytes.Clone(s.Filter), bytes.Clone(s.Key) // they point into the message
 	h.summaries = append(h.summaries, s)
 	return nil
 }

@@ -18,7 +18,8 @@ import (
 )
 
 // Handler takes the calls a neighbour makes, decoded and checked;
-// *relay.Engine is the node's.
+// *relay.Engine is the node's. Byte slices it is given point into the
+// RPC message: they are valid only until the method returns.
 type Handler interface {
 	Accept(env gossip.Envelope, src relay.Source) (added bool, err error)
 	HandleSummary(from identity.Fingerprint, s relay.Summary) error
