@@ -3,7 +3,13 @@
 // one once to every neighbour except the one it came from, raises the hop
 // limit neighbours hold a broadcast with when a better copy arrives, runs
 // anti-entropy summaries, applies receipts and bundle replacement, and
-// wakes clients waiting on their mailbox.
+// wakes clients waiting on their mailbox. Engine.Run keeps its schedule
+// (purge, boost pruning, summaries). Files: engine.go (the engine and its
+// schedule), accept.go (admission), peer.go (per-neighbour state and
+// sending), raise.go (hop raises), summary.go and filter.go
+// (anti-entropy), mailbox.go (mailbox, channels, acks, waiters),
+// limits.go (the neighbour protocol's limits), errors.go. The wire form
+// of the calls is gossip/wire's.
 package relay
 
 import (

@@ -85,7 +85,7 @@ func TestRunSendsSummariesAtLinkUpAndRetries(t *testing.T) {
 		defer close(done)
 		n.eng.Run(context.Background())
 	}()
-	p := &summaryPeer{recPeer: *newRecPeer(), fail: 1, got: make(chan time.Time, 4)}
+	p := &summaryPeer{recPeer: recPeer{wake: make(chan struct{}, 1)}, fail: 1, got: make(chan time.Time, 4)}
 	defer n.eng.AddPeer(identity.Fingerprint{1}, p)()
 	first := <-p.got // at link-up; it fails
 	select {
