@@ -250,7 +250,7 @@ func TestLostRaiseIsOfferedAgainBySummary(t *testing.T) {
 	if got, _ := h.nodes[starveLast].deliveredOf([]gossip.ID{id}); got != 0 {
 		t.Fatalf("node %d got the broadcast though the raise towards it was lost", starveLast)
 	}
-	h.antiEntropy()
+	h.antiEntropyOneByOne()
 	for _, nd := range h.nodes {
 		if got, most := nd.deliveredOf([]gossip.ID{id}); got != 1 || most != 1 {
 			t.Errorf("after a summary round node %d delivered the broadcast %d times, want once", nd.idx, most)
