@@ -94,9 +94,10 @@ func TestRaiseNotServedOverALink(t *testing.T) {
 	// A node without a Handler answers as one that predates raise:
 	// unimplemented, which the caller sees as ErrRaiseUnsupported, and the
 	// link stays up.
-	la, _ := linkPair(t, func() capnp.Client {
+	boot := func() capnp.Client {
 		return NewServer(identity0, ServerOptions{Local: link.LocalHello("test", "qpq")}).Client()
-	})
+	}
+	la, _ := linkPair(t, newID(t), newID(t), boot, boot)
 	err := NewPeer(la.Remote()).Raise(ctxT(t), []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 1}})
 	if !errors.Is(err, relay.ErrRaiseUnsupported) {
 		t.Fatalf("raise to a node that does not serve it: got %v, want ErrRaiseUnsupported", err)

@@ -65,44 +65,39 @@ func serve(t *testing.T, h Handler, o ServerOptions) schemas.MeshPeer {
 	return c
 }
 
-// linkPair links two nodes over real loopback QUIC; each offers the given
-// bootstrap.
-func linkPair(t *testing.T, boot func() capnp.Client) (*link.Link, *link.Link) {
+// linkPair links node a (dialling) to node b over real loopback QUIC;
+// each offers the bootstrap its function makes.
+func linkPair(t *testing.T, a, b *identity.Node, bootA, bootB func() capnp.Client) (*link.Link, *link.Link) {
 	t.Helper()
 	ctx := ctxT(t)
-	newTr := func() (*identity.Node, *link.Transport) {
-		id, err := identity.NewNode()
-		if err != nil {
-			t.Fatal(err)
-		}
+	listen := func(id *identity.Node) *link.Transport {
 		tr, err := link.Listen("127.0.0.1:0", id)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { tr.Close() })
-		return id, tr
+		return tr
 	}
-	_, a := newTr()
-	bid, b := newTr()
+	ta, tb := listen(a), listen(b)
 	type res struct {
 		l   *link.Link
 		err error
 	}
 	accepted := make(chan res, 1)
 	go func() {
-		c, err := b.Accept(ctx)
+		c, err := tb.Accept(ctx)
 		if err != nil {
 			accepted <- res{nil, err}
 			return
 		}
-		l, err := link.Establish(ctx, c, false, boot(), link.LocalHello("test", "qpq"), nil)
+		l, err := link.Establish(ctx, c, false, bootB(), link.LocalHello("test", "qpq"), nil)
 		accepted <- res{l, err}
 	}()
-	c, err := a.Dial(ctx, b.Addr().String(), bid.Fingerprint(), link.ALPNPeer)
+	c, err := ta.Dial(ctx, tb.Addr().String(), b.Fingerprint(), link.ALPNPeer)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	la, err := link.Establish(ctx, c, true, boot(), link.LocalHello("test", "qpq"), nil)
+	la, err := link.Establish(ctx, c, true, bootA(), link.LocalHello("test", "qpq"), nil)
 	if err != nil {
 		t.Fatalf("establish outbound: %v", err)
 	}
@@ -112,4 +107,13 @@ func linkPair(t *testing.T, boot func() capnp.Client) (*link.Link, *link.Link) {
 	}
 	t.Cleanup(func() { la.Close(link.CodeClosing, "test done"); r.l.Close(link.CodeClosing, "test done") })
 	return la, r.l
+}
+
+func newID(t *testing.T) *identity.Node {
+	t.Helper()
+	id, err := identity.NewNode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
