@@ -81,3 +81,36 @@ func TestEnginesRelayOverQUIC(t *testing.T) {
 	}
 	waitStored(t, b, late.ID)
 }
+
+func TestPanickingCallDropsTheLinkOverQUIC(t *testing.T) {
+	// As the node wires it: Drop aborts the link the call came on, from
+	// inside the call, without waiting for the call to end.
+	a, b := newID(t), newID(t)
+	var lb *link.Link
+	ready := make(chan struct{})
+	bootB := func() capnp.Client {
+		return NewServer(a.Fingerprint(), ServerOptions{
+			Local:   link.LocalHello("test", "qpq"),
+			Handler: &recHandler{panicOn: "raise"},
+			Drop: func(reason string) {
+				<-ready
+				lb.Abort(link.CodeRefused, reason)
+			},
+		}).Client()
+	}
+	bootA := func() capnp.Client {
+		return NewServer(b.Fingerprint(), ServerOptions{Local: link.LocalHello("test", "qpq")}).Client()
+	}
+	la, l := linkPair(t, a, b, bootA, bootB)
+	lb = l
+	close(ready)
+	err := NewPeer(la.Remote()).Raise(ctxT(t), []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 2}})
+	if err == nil {
+		t.Fatal("a raise whose handler panicked succeeded")
+	}
+	select {
+	case <-la.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the link stayed up after a call panicked")
+	}
+}
