@@ -114,9 +114,9 @@ func TestRaiseOldPeerKeepsWorking(t *testing.T) {
 	}
 	// The refusal is remembered: a second improvement sends no raise.
 	y := h.nodes[starveY]
-	y.eng.mu.Lock()
+	y.eng.peersMu.Lock()
 	p := y.eng.peers[h.nodes[starveY+1].fp]
-	y.eng.mu.Unlock()
+	y.eng.peersMu.Unlock()
 	p.mu.Lock()
 	stopped := p.noRaise
 	p.mu.Unlock()
@@ -250,7 +250,7 @@ func TestLostRaiseIsOfferedAgainBySummary(t *testing.T) {
 	if got, _ := h.nodes[starveLast].deliveredOf([]gossip.ID{id}); got != 0 {
 		t.Fatalf("node %d got the broadcast though the raise towards it was lost", starveLast)
 	}
-	h.antiEntropy()
+	h.antiEntropyOneByOne()
 	for _, nd := range h.nodes {
 		if got, most := nd.deliveredOf([]gossip.ID{id}); got != 1 || most != 1 {
 			t.Errorf("after a summary round node %d delivered the broadcast %d times, want once", nd.idx, most)
@@ -285,9 +285,9 @@ func TestPruneBoostsForgetsBroadcastsNoLongerHeld(t *testing.T) {
 	if dropped := n.eng.PruneBoosts(); dropped != 1 {
 		t.Errorf("PruneBoosts dropped %d, want 1 (the deleted broadcast)", dropped)
 	}
-	n.eng.mu.Lock()
+	n.eng.boostMu.Lock()
 	_, keptBoost := n.eng.boost[kept.ID]
-	n.eng.mu.Unlock()
+	n.eng.boostMu.Unlock()
 	if !keptBoost {
 		t.Errorf("the raised limit of a broadcast still held was forgotten")
 	}

@@ -84,6 +84,14 @@ func (e *exactSet) insert(id gossip.ID) {
 	}
 }
 
+// forget drops id if it is held; its ring position becomes dead.
+func (e *exactSet) forget(id gossip.ID) {
+	if s, ok := e.find(&id); ok {
+		e.remove(s)
+		e.n--
+	}
+}
+
 // remove empties slot s and shifts later entries of its probe run back,
 // so every remaining id is still reachable from its home slot.
 func (e *exactSet) remove(s uint64) {

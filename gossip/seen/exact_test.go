@@ -82,3 +82,43 @@ func randomID(r *rand.Rand) gossip.ID {
 	}
 	return id
 }
+
+// TestExactSetForgetModel mixes forgets into the model: a forgotten id is
+// not held until it is inserted again, and every other id is unaffected.
+func TestExactSetForgetModel(t *testing.T) {
+	for _, capacity := range []int{1, 2, 7, 64} {
+		r := rand.New(rand.NewPCG(uint64(capacity), 2))
+		e := newExactSet(capacity)
+		last := map[gossip.ID]int{} // id -> insertion number of its last insert
+		ins := 0                    // insertions so far (forgets are not)
+		universe := make([]gossip.ID, 3*capacity+5)
+		for i := range universe {
+			universe[i] = randomID(r)
+		}
+		for n := range 20 * len(universe) {
+			id := universe[r.IntN(len(universe))]
+			if r.IntN(4) == 0 {
+				e.forget(id)
+				delete(last, id)
+			} else {
+				e.insert(id)
+				last[id] = ins
+				ins++
+			}
+			live := 0
+			for _, u := range universe {
+				l, ok := last[u]
+				want := ok && l >= ins-capacity
+				if want {
+					live++
+				}
+				if got := e.has(u); got != want {
+					t.Fatalf("cap %d after %d steps: has(%v) = %v, want %v", capacity, n+1, u, got, want)
+				}
+			}
+			if e.n != live {
+				t.Fatalf("cap %d after %d steps: n = %d, want %d", capacity, n+1, e.n, live)
+			}
+		}
+	}
+}

@@ -237,6 +237,16 @@ func (s *Set) CheckAndAdd(id gossip.ID) (dup bool) {
 	return false
 }
 
+// Forget undoes the record of id that CheckAndAdd or Add made, for an id
+// that could not be handled after all (the store refused it): a later
+// copy is then not called a duplicate. The filters keep its bits, so that
+// copy costs one exact lookup and counts as a false positive.
+func (s *Set) Forget(id gossip.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.exact.forget(id)
+}
+
 // Stats returns a snapshot of the counters and the filters' state.
 func (s *Set) Stats() Stats {
 	s.mu.Lock()

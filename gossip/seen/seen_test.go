@@ -419,3 +419,24 @@ func BenchmarkCheckAndAdd(b *testing.B) {
 		})
 	})
 }
+
+func TestForgetLetsALaterCopyThrough(t *testing.T) {
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := gossip.ID{7}
+	if s.CheckAndAdd(id) {
+		t.Fatal("a new id was called a duplicate")
+	}
+	s.Forget(id) // the store refused it
+	if s.Seen(id) {
+		t.Fatal("a forgotten id is still seen")
+	}
+	if s.CheckAndAdd(id) {
+		t.Fatal("the copy after Forget was called a duplicate")
+	}
+	if !s.CheckAndAdd(id) {
+		t.Fatal("the copy recorded after Forget was not remembered")
+	}
+}

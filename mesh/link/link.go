@@ -2,7 +2,6 @@ package link
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -149,6 +148,13 @@ func (l *Link) Close(code quic.ApplicationErrorCode, reason string) {
 	})
 }
 
+// Abort ends the connection with code and reason without waiting for
+// RPC calls in progress, so a call's own handler may use it; whoever runs
+// the link sees Done and calls Close.
+func (l *Link) Abort(code quic.ApplicationErrorCode, reason string) {
+	l.conn.CloseWithError(code, reason)
+}
+
 func (l *Link) closeRPC() {
 	l.remote.Release()
 	l.rpc.Close()
@@ -161,71 +167,28 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// PeerServer is the MeshPeer this node offers on every link. Hello and
-// health are answered here; push, summary and raise go to the handlers,
-// which the store-and-forward layer provides (nil: refused; a nil
-// RaiseHandler answers unimplemented, as a node that predates raise does).
+// PeerServer is the part of the MeshPeer every link needs: hello and
+// health. Store and forward's calls (push, summary, raise) are
+// gossip/wire's, whose server embeds this one; on its own it answers them
+// unimplemented, as a node that does not relay would.
 type PeerServer struct {
-	Local          Hello
-	Stats          func() (uptime time.Duration, links int)
-	PushHandler    func(ctx context.Context, envs schemas.Envelope_List) (accepted uint32, err error)
-	SummaryHandler func(ctx context.Context, s schemas.Summary) error
-	// RaiseHandler gets a raise already checked: at most MaxRaises
-	// entries, each id RaiseIDLen bytes.
-	RaiseHandler func(ctx context.Context, raises []HopRaise) error
+	Local Hello
+	Stats func() (uptime time.Duration, links int)
 }
 
-// ErrNotServed is returned for a method this node does not serve.
-var ErrNotServed = errors.New("not served by this node")
-
-// Push hands envelopes to PushHandler.
+// Push is not served here (gossip/wire serves it).
 func (s *PeerServer) Push(ctx context.Context, call schemas.MeshPeer_push) error {
-	if s.PushHandler == nil {
-		return fmt.Errorf("push: %w", ErrNotServed)
-	}
-	envs, err := call.Args().Envelopes()
-	if err != nil {
-		return fmt.Errorf("push: %w", err)
-	}
-	n, err := s.PushHandler(ctx, envs)
-	if err != nil {
-		return err
-	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	res.SetAccepted(n)
-	return nil
+	return capnp.Unimplemented("push: not served by this node")
 }
 
-// Summary hands a digest to SummaryHandler.
+// Summary is not served here (gossip/wire serves it).
 func (s *PeerServer) Summary(ctx context.Context, call schemas.MeshPeer_summary) error {
-	if s.SummaryHandler == nil {
-		return fmt.Errorf("summary: %w", ErrNotServed)
-	}
-	sum, err := call.Args().Summary()
-	if err != nil {
-		return fmt.Errorf("summary: %w", err)
-	}
-	return s.SummaryHandler(ctx, sum)
+	return capnp.Unimplemented("summary: not served by this node")
 }
 
-// Raise checks a raise notice and hands it to RaiseHandler. A list over
-// MaxRaises or an id of the wrong length refuses the whole call.
+// Raise is not served here (gossip/wire serves it).
 func (s *PeerServer) Raise(ctx context.Context, call schemas.MeshPeer_raise) error {
-	if s.RaiseHandler == nil {
-		return capnp.Unimplemented("raise: not served by this node")
-	}
-	list, err := call.Args().Raises()
-	if err != nil {
-		return fmt.Errorf("raise: %w", err)
-	}
-	raises, err := ReadRaises(list)
-	if err != nil {
-		return err
-	}
-	return s.RaiseHandler(ctx, raises)
+	return capnp.Unimplemented("raise: not served by this node")
 }
 
 // Hello answers a peer's hello, refusing an incompatible version.

@@ -20,6 +20,7 @@ import (
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/relay"
 	"github.com/quicproquo/qpq/gossip/store"
+	"github.com/quicproquo/qpq/gossip/wire"
 	"github.com/quicproquo/qpq/mesh/discovery"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
@@ -184,7 +185,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer d.wg.Done()
-		d.purgeLoop()
+		d.eng.Run(d.ctx) // purge, boost pruning, anti-entropy with every link
 	}()
 	if err := d.startDiscovery(); err != nil {
 		d.log.Error("mDNS discovery did not start; static peers still work", "err", err)
@@ -357,15 +358,20 @@ func (d *Daemon) warnCap(fp identity.Fingerprint) {
 	}
 }
 
-// peerBootstrap is the MeshPeer offered to the neighbour fp.
+// peerBootstrap is the MeshPeer offered to the neighbour fp. A call
+// from it that panics drops its link (Abort: the call is still running).
 func (d *Daemon) peerBootstrap(fp identity.Fingerprint) capnp.Client {
-	return capnp.Client(schemas.MeshPeer_ServerToClient(&link.PeerServer{
-		Local:          d.hello,
-		Stats:          d.stats,
-		PushHandler:    d.pushHandler(fp),
-		SummaryHandler: d.summaryHandler(fp),
-		RaiseHandler:   d.raiseHandler(fp),
-	}))
+	return wire.NewServer(fp, wire.ServerOptions{
+		Local:   d.hello,
+		Stats:   d.stats,
+		Handler: d.eng,
+		Log:     d.log,
+		Drop: func(reason string) {
+			if l := d.linkTo(fp); l != nil {
+				l.Abort(link.CodeRefused, reason)
+			}
+		},
+	}).Client()
 }
 
 func (d *Daemon) stats() (time.Duration, int) {
@@ -463,13 +469,8 @@ func (d *Daemon) runLink(l *link.Link, in linkInfo) (registered bool) {
 	}
 	d.log.Info("link up", "peer", l.Peer(), "addr", l.RemoteAddr(), "direction", dir, "peer_software", l.PeerHello().Software)
 	defer d.removeLink(l)
-	stopRelay := d.eng.AddPeer(l.Peer(), linkPeer{l})
+	stopRelay := d.eng.AddPeer(l.Peer(), wire.NewPeer(l.Remote()))
 	defer stopRelay()
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		d.syncLink(l)
-	}()
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
 	for {

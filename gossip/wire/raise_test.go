@@ -1,4 +1,4 @@
-package link
+package wire
 
 import (
 	"context"
@@ -9,22 +9,12 @@ import (
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/server"
 
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/gossip/relay"
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/schemas"
 )
-
-// raiseServer is a MeshPeer whose RaiseHandler records what it is given.
-func raiseServer(t *testing.T, got *[][]HopRaise) schemas.MeshPeer {
-	t.Helper()
-	c := schemas.MeshPeer_ServerToClient(&PeerServer{
-		Local: LocalHello("test", "qpq"),
-		RaiseHandler: func(ctx context.Context, raises []HopRaise) error {
-			*got = append(*got, raises)
-			return nil
-		},
-	})
-	t.Cleanup(c.Release)
-	return c
-}
 
 // rawRaise calls raise with entries written as given, bypassing the
 // checks WriteRaises makes, as a faulty or hostile peer could.
@@ -48,25 +38,27 @@ func rawRaise(ctx context.Context, peer schemas.MeshPeer, ids [][]byte) error {
 }
 
 func TestRaiseRoundTrip(t *testing.T) {
-	var got [][]HopRaise
-	peer := raiseServer(t, &got)
-	want := []HopRaise{{ID: [32]byte{1}, HopLimit: 2}, {ID: [32]byte{2, 3}, HopLimit: 6}}
-	if err := CallRaise(ctxT(t), peer, want); err != nil {
+	h := &recHandler{}
+	peer := NewPeer(serve(t, h, ServerOptions{}))
+	want := []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 2}, {ID: gossip.ID{2, 3}, HopLimit: 6}}
+	if err := peer.Raise(ctxT(t), want); err != nil {
 		t.Fatalf("raise: %v", err)
 	}
+	got := h.raises
 	if len(got) != 1 || len(got[0]) != 2 || got[0][0] != want[0] || got[0][1] != want[1] {
 		t.Fatalf("handler got %v, want [%v]", got, want)
 	}
-	if err := CallRaise(ctxT(t), peer, nil); err != nil {
+	if err := peer.Raise(ctxT(t), nil); err != nil {
 		t.Fatalf("empty raise: %v", err)
 	}
 }
 
 func TestRaiseMalformedRefused(t *testing.T) {
-	var got [][]HopRaise
-	peer := raiseServer(t, &got)
-	id := make([]byte, RaiseIDLen)
-	tooMany := make([][]byte, MaxRaises+1)
+	h := &recHandler{}
+	remote := serve(t, h, ServerOptions{})
+	peer := NewPeer(remote)
+	id := make([]byte, gossip.IDLen)
+	tooMany := make([][]byte, relay.MaxRaises+1)
 	for i := range tooMany {
 		tooMany[i] = id
 	}
@@ -80,33 +72,35 @@ func TestRaiseMalformedRefused(t *testing.T) {
 		{"empty id", [][]byte{nil}, "entry 0: id is 0 bytes, want 32"},
 		{"too many", tooMany, "1025 entries, at most 1024"},
 	} {
-		err := rawRaise(ctxT(t), peer, c.ids)
+		err := rawRaise(ctxT(t), remote, c.ids)
 		if err == nil || !strings.Contains(err.Error(), "malformed raise") || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%s: got %v, want an error saying %q", c.name, err, c.msg)
 		}
 	}
-	if len(got) != 0 {
-		t.Errorf("the handler was called with %d malformed raises", len(got))
+	if len(h.raises) != 0 {
+		t.Errorf("the handler was called with %d malformed raises", len(h.raises))
 	}
 	// The sender refuses an over-long list before it goes out.
-	if err := CallRaise(ctxT(t), peer, make([]HopRaise, MaxRaises+1)); !errors.Is(err, ErrBadRaise) {
-		t.Errorf("sending %d raises: got %v, want ErrBadRaise", MaxRaises+1, err)
+	if err := peer.Raise(ctxT(t), make([]relay.HopRaise, relay.MaxRaises+1)); !errors.Is(err, ErrBadRaise) {
+		t.Errorf("sending %d raises: got %v, want ErrBadRaise", relay.MaxRaises+1, err)
 	}
 	// Exactly MaxRaises is fine.
-	if err := CallRaise(ctxT(t), peer, make([]HopRaise, MaxRaises)); err != nil || len(got) != 1 {
-		t.Errorf("sending %d raises: %v", MaxRaises, err)
+	if err := peer.Raise(ctxT(t), make([]relay.HopRaise, relay.MaxRaises)); err != nil || len(h.raises) != 1 {
+		t.Errorf("sending %d raises: %v", relay.MaxRaises, err)
 	}
 }
 
 func TestRaiseNotServedOverALink(t *testing.T) {
-	// A node without a RaiseHandler answers as one that predates raise:
-	// unimplemented, which the caller sees as ErrNotServed, and the link
-	// stays up.
-	a, b := newNode(t), newNode(t)
-	la, _ := linkPair(t, a, b)
-	err := la.Raise(ctxT(t), []HopRaise{{ID: [32]byte{1}, HopLimit: 1}})
-	if !errors.Is(err, ErrNotServed) {
-		t.Fatalf("raise to a node that does not serve it: got %v, want ErrNotServed", err)
+	// A node without a Handler answers as one that predates raise:
+	// unimplemented, which the caller sees as ErrRaiseUnsupported, and the
+	// link stays up.
+	boot := func() capnp.Client {
+		return NewServer(identity0, ServerOptions{Local: link.LocalHello("test", "qpq")}).Client()
+	}
+	la, _ := linkPair(t, newID(t), newID(t), boot, boot)
+	err := NewPeer(la.Remote()).Raise(ctxT(t), []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 1}})
+	if !errors.Is(err, relay.ErrRaiseUnsupported) {
+		t.Fatalf("raise to a node that does not serve it: got %v, want ErrRaiseUnsupported", err)
 	}
 	if err := la.Probe(ctxT(t)); err != nil {
 		t.Fatalf("link after an unserved raise: %v", err)
@@ -116,8 +110,9 @@ func TestRaiseNotServedOverALink(t *testing.T) {
 func TestRaiseToANodeThatPredatesIt(t *testing.T) {
 	// A node built before raise existed has no method @4 at all: its
 	// server table ends at summary. The call comes back unimplemented,
-	// which callers see as ErrNotServed, and the other methods still work.
-	impl := &PeerServer{Local: LocalHello("old", "qpq")}
+	// which callers see as ErrRaiseUnsupported, and the other methods
+	// still work.
+	impl := NewServer(identity0, ServerOptions{Local: link.LocalHello("old", "qpq"), Handler: &recHandler{}})
 	methods := schemas.MeshPeer_Methods(nil, impl)
 	var old []server.Method
 	for _, m := range methods {
@@ -128,15 +123,18 @@ func TestRaiseToANodeThatPredatesIt(t *testing.T) {
 	if len(old) != len(methods)-1 {
 		t.Fatalf("expected exactly one method (raise, @4) to remove; have %d of %d", len(old), len(methods))
 	}
-	peer := schemas.MeshPeer(capnp.NewClient(server.New(old, impl, nil)))
-	defer peer.Release()
-	err := CallRaise(ctxT(t), peer, []HopRaise{{ID: [32]byte{1}, HopLimit: 1}})
-	if !errors.Is(err, ErrNotServed) {
-		t.Fatalf("raise to a node without the method: got %v, want ErrNotServed", err)
+	remote := schemas.MeshPeer(capnp.NewClient(server.New(old, impl, nil)))
+	defer remote.Release()
+	err := NewPeer(remote).Raise(ctxT(t), []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 1}})
+	if !errors.Is(err, relay.ErrRaiseUnsupported) {
+		t.Fatalf("raise to a node without the method: got %v, want ErrRaiseUnsupported", err)
 	}
-	fut, release := peer.Health(ctxT(t), nil)
+	fut, release := remote.Health(ctxT(t), nil)
 	defer release()
 	if _, err := fut.Struct(); err != nil {
 		t.Fatalf("health on the old node after the raise: %v", err)
 	}
 }
+
+// identity0 is the neighbour a test server believes it serves.
+var identity0 = identity.Fingerprint{9}

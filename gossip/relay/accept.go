@@ -1,0 +1,202 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/schemas"
+)
+
+// Source names where an envelope came from, for quotas and for not
+// echoing it back. Exactly one of Peer and Client is set.
+type Source struct {
+	Peer   identity.Fingerprint
+	Client string // a per-connection label; never written to disk
+}
+
+func (s Source) quotaKey() string {
+	if s.Client != "" {
+		return "client " + s.Client
+	}
+	return "link " + s.Peer.String()
+}
+
+// Accept checks and stores an envelope and, when it is new, queues it for
+// every neighbour except its source. added is false for duplicates.
+func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error) {
+	if src.Client == "" {
+		if err := e.take(src.Peer); err != nil {
+			return false, err
+		}
+	}
+	switch env.Kind {
+	case schemas.Envelope_Kind_receipt:
+		secret, err := gossip.ReceiptSecret(env)
+		if err != nil {
+			return false, fmt.Errorf("%w: %v", ErrForged, err)
+		}
+		tag := gossip.ReceiptTag(secret)
+		if n, err := e.o.Store.DeleteByReceiptTag(tag[:]); err != nil {
+			return false, err
+		} else if n > 0 {
+			e.log.Debug("receipt deleted envelopes", "count", n)
+		}
+	case schemas.Envelope_Kind_bundle:
+		if err := e.checkSigned(env, e.o.VerifyBundle); errors.Is(err, ErrStale) {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+	case schemas.Envelope_Kind_descriptor:
+		if err := e.checkSigned(env, e.o.VerifyDescriptor); errors.Is(err, ErrStale) {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+	case schemas.Envelope_Kind_decoy:
+		return false, nil // cover traffic: dropped on arrival
+	case schemas.Envelope_Kind_broadcast:
+		// Each broadcast is relayed once: a seen id is dropped before it
+		// costs a store lookup (the set confirms a bloom hit exactly).
+		env.HopLimit = min(env.HopLimit, e.o.MaxBroadcastHops)
+		if e.seen.CheckAndAdd(env.ID) {
+			if !src.Peer.IsZero() {
+				e.markKnown(src.Peer, env.ID, heldBy(env))
+			}
+			e.raiseHops(env.ID, env.HopLimit, src.Peer, true)
+			return false, nil
+		}
+	}
+	added, err = e.o.Store.Put(env, src.quotaKey())
+	if err != nil && env.Kind == schemas.Envelope_Kind_broadcast {
+		// Refused (quota, store full): not handled after all, so a later
+		// copy, once there is room, must not be dropped as seen.
+		e.seen.Forget(env.ID)
+	}
+	if err != nil || !added {
+		if !src.Peer.IsZero() && err == nil {
+			e.markKnown(src.Peer, env.ID, heldBy(env))
+		}
+		if err == nil && env.Kind == schemas.Envelope_Kind_broadcast {
+			// Stored already though the seen-set had forgotten it (or
+			// tombstoned: raiseHops then finds it not held).
+			e.raiseHops(env.ID, env.HopLimit, src.Peer, false)
+		}
+		return added, err
+	}
+	if !src.Peer.IsZero() {
+		e.markKnown(src.Peer, env.ID, heldBy(env))
+	}
+	if env.Kind == schemas.Envelope_Kind_dm || env.Kind == schemas.Envelope_Kind_broadcast {
+		e.wake(env.Destination)
+	}
+	if env.Kind == schemas.Envelope_Kind_descriptor && e.o.OnDescriptor != nil {
+		if signed, err := gossip.SignedBytes(env); err == nil {
+			e.o.OnDescriptor(signed)
+		}
+	}
+	e.fanOut(env.ID, src.Peer)
+	return true, nil
+}
+
+// heldBy is the hop limit the neighbour that sent env holds it with: one
+// more than it sent, for a broadcast; knownAll for kinds never raised.
+func heldBy(env gossip.Envelope) uint8 {
+	if env.Kind != schemas.Envelope_Kind_broadcast {
+		return knownAll
+	}
+	return plusOne(env.HopLimit)
+}
+
+// plusOne is h+1, saturating.
+func plusOne(h uint8) uint8 {
+	if h == knownAll {
+		return h
+	}
+	return h + 1
+}
+
+// checkSigned verifies a bundle or descriptor envelope and drops older
+// records of the same owner; one no newer than what is stored is refused
+// with ErrStale.
+func (e *Engine) checkSigned(env gossip.Envelope, verify BundleVerifier) error {
+	signed, err := gossip.SignedBytes(env)
+	if err != nil {
+		return err
+	}
+	if verify == nil {
+		return fmt.Errorf("%w: node cannot verify %s envelopes", ErrForged, env.Kind)
+	}
+	fp, seq, err := verify(signed)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrForged, env.Kind, err)
+	}
+	if !fp.Equal(identity.Fingerprint(env.Destination)) {
+		return fmt.Errorf("%w: %s of %s addressed to %x", ErrForged, env.Kind, fp, env.Destination)
+	}
+	old, err := e.held(env.Destination, env.Kind)
+	if err != nil {
+		return err
+	}
+	for _, o := range old {
+		if o.ID == env.ID {
+			continue
+		}
+		b, err := gossip.SignedBytes(o)
+		if err != nil {
+			continue
+		}
+		if _, oseq, err := verify(b); err == nil && oseq >= seq {
+			return ErrStale
+		}
+	}
+	// Every older record is dropped, or the newer one is refused: the
+	// sender keeps its copy and offers it again, and the next try deletes
+	// what is left.
+	var errs []error
+	for _, o := range old {
+		if o.ID == env.ID {
+			continue
+		}
+		if _, err := e.o.Store.Delete(o.ID); err != nil {
+			errs = append(errs, fmt.Errorf("drop older %s %s: %w", env.Kind, o.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Engine) held(dest []byte, kind schemas.Envelope_Kind) ([]gossip.Envelope, error) {
+	all, err := e.o.Store.Mailbox(dest, 0)
+	if err != nil {
+		return nil, err
+	}
+	var out []gossip.Envelope
+	for _, x := range all {
+		if x.Kind == kind {
+			out = append(out, x)
+		}
+	}
+	return out, nil
+}
+
+// Bundle returns the newest SignedBundle held for a user, or nil.
+func (e *Engine) Bundle(fp identity.Fingerprint) ([]byte, error) {
+	bs, err := e.held(fp[:], schemas.Envelope_Kind_bundle)
+	if err != nil {
+		return nil, err
+	}
+	var best []byte
+	var bestSeq uint64
+	for _, b := range bs {
+		signed, err := gossip.BundleBytes(b)
+		if err != nil {
+			continue
+		}
+		if _, seq, err := e.o.VerifyBundle(signed); err == nil && (best == nil || seq > bestSeq) {
+			best, bestSeq = signed, seq
+		}
+	}
+	return best, nil
+}

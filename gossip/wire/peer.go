@@ -1,0 +1,79 @@
+// Package wire is the neighbour protocol's one home: the MeshPeer calls
+// push, summary and raise that carry store and forward between linked
+// nodes. Peer is the client side, the relay engine's relay.Peer over a
+// neighbour's MeshPeer capability; Server is the MeshPeer a node offers a
+// neighbour, which decodes each call, checks it against the limits in
+// gossip/relay and hands it to the engine. Hello and health, which every
+// link needs whatever it carries, stay in mesh/link.
+package wire
+
+import (
+	"context"
+	"fmt"
+
+	"capnproto.org/go/capnp/v3"
+
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/gossip/relay"
+	"github.com/quicproquo/qpq/schemas"
+)
+
+// Peer is a neighbour's MeshPeer as the relay engine sees it.
+type Peer struct{ remote schemas.MeshPeer }
+
+var _ relay.Peer = Peer{}
+
+// NewPeer wraps a neighbour's MeshPeer capability (borrowed: the link
+// owns and releases it).
+func NewPeer(remote schemas.MeshPeer) Peer { return Peer{remote: remote} }
+
+// Push sends envelopes and returns how many the neighbour newly stored.
+func (p Peer) Push(ctx context.Context, envs []gossip.Envelope) (int, error) {
+	if len(envs) > relay.MaxPush {
+		return 0, fmt.Errorf("push of %d envelopes, at most %d", len(envs), relay.MaxPush)
+	}
+	fut, release := p.remote.Push(ctx, func(ps schemas.MeshPeer_push_Params) error {
+		return gossip.ToCapnpList(envs, ps.NewEnvelopes)
+	})
+	defer release()
+	res, err := fut.Struct()
+	if err != nil {
+		return 0, err
+	}
+	return int(res.Accepted()), nil
+}
+
+// Summary offers the neighbour our digest.
+func (p Peer) Summary(ctx context.Context, s relay.Summary) error {
+	fut, release := p.remote.Summary(ctx, func(ps schemas.MeshPeer_summary_Params) error {
+		sum, err := ps.NewSummary()
+		if err != nil {
+			return err
+		}
+		if err := sum.SetFilter(s.Filter); err != nil {
+			return err
+		}
+		if err := sum.SetKey(s.Key); err != nil {
+			return err
+		}
+		sum.SetCount(s.Count)
+		return nil
+	})
+	defer release()
+	_, err := fut.Struct()
+	return err
+}
+
+// Raise sends a raise notice. A neighbour that predates raise answers
+// unimplemented, which is returned wrapping relay.ErrRaiseUnsupported.
+func (p Peer) Raise(ctx context.Context, raises []relay.HopRaise) error {
+	fut, release := p.remote.Raise(ctx, func(ps schemas.MeshPeer_raise_Params) error {
+		return WriteRaises(raises, ps.NewRaises)
+	})
+	defer release()
+	_, err := fut.Struct()
+	if capnp.IsUnimplemented(err) {
+		return fmt.Errorf("raise: %w: %v", relay.ErrRaiseUnsupported, err)
+	}
+	return err
+}
