@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3"
-	"github.com/quic-go/quic-go"
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/relay"
@@ -63,7 +62,7 @@ func (s nodeService) Health(ctx context.Context, call schemas.Node_health) error
 	return nil
 }
 
-func (d *Daemon) serveClient(conn *quic.Conn) {
+func (d *Daemon) serveClient(conn *link.Incoming) {
 	ctx, cancel := context.WithTimeout(d.ctx, clientIdle)
 	// Quotas count per client address, not per connection, so opening
 	// more connections buys no more room.
@@ -72,27 +71,27 @@ func (d *Daemon) serveClient(conn *quic.Conn) {
 		label = ua.IP.String()
 	}
 	sess := &clientSession{d: d, conn: conn, label: label}
-	rc, err := link.ServeStream(ctx, conn, capnp.Client(schemas.Node_ServerToClient(sess)), d.log)
+	rc, err := conn.Serve(ctx, capnp.Client(schemas.Node_ServerToClient(sess)), d.log)
 	cancel()
 	if err != nil {
-		conn.CloseWithError(link.CodeRefused, "no RPC stream")
+		conn.Refuse("no RPC stream")
 		d.log.Debug("client gave up before RPC", "addr", conn.RemoteAddr(), "err", err)
 		return
 	}
 	select {
 	case <-rc.Done():
-	case <-conn.Context().Done():
+	case <-conn.Done():
 	case <-d.ctx.Done():
 	}
 	rc.Close()
-	conn.CloseWithError(link.CodeClosing, "")
+	conn.Close(link.CodeClosing, "")
 }
 
 // clientSession is the Node service for one client connection: it holds
 // the challenge it issued, bound to this TLS session.
 type clientSession struct {
 	d     *Daemon
-	conn  *quic.Conn
+	conn  *link.Incoming
 	label string // per-connection quota key; kept in memory only
 
 	mu    sync.Mutex // guards nonce
@@ -166,7 +165,7 @@ func (s *clientSession) Authenticate(ctx context.Context, call schemas.Node_auth
 	if err != nil {
 		return fmt.Errorf("%w: bundle: %v", ErrAuth, err)
 	}
-	exp, err := link.Exporter(s.conn.ConnectionState().TLS)
+	exp, err := s.conn.Exporter()
 	if err != nil {
 		return err
 	}
