@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quicproquo/qpq/gossip/relay"
@@ -58,6 +59,8 @@ type Daemon struct {
 
 	table *neighbours.Table // nodes learnt by mDNS and peer exchange
 	kick  chan struct{}     // wakes selectLoop
+
+	nlinks atomic.Int32 // len(links), read without mu by health calls
 
 	mu        sync.Mutex // guards the fields below
 	links     map[identity.Fingerprint]*link.Link
@@ -211,11 +214,17 @@ func (d *Daemon) Close() error {
 		if d.disc != nil {
 			d.disc.Close()
 		}
+		// Closed outside mu: closing a link waits for the calls in
+		// progress on it, and a neighbour's call may need mu.
 		d.mu.Lock()
+		links := make([]*link.Link, 0, len(d.links))
 		for _, l := range d.links {
-			l.Close(link.CodeClosing, "node shutting down")
+			links = append(links, l)
 		}
 		d.mu.Unlock()
+		for _, l := range links {
+			l.Close(link.CodeClosing, "node shutting down")
+		}
 		if d.ctl != nil {
 			d.ctl.Close()
 		}

@@ -23,10 +23,10 @@ func (d *Daemon) peerBootstrap(fp identity.Fingerprint) capnp.Client {
 	}))
 }
 
+// stats answers health calls. It takes no lock: Close waits for calls in
+// progress while it shuts links down.
 func (d *Daemon) stats() (time.Duration, int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return time.Since(d.started), len(d.links)
+	return time.Since(d.started), int(d.nlinks.Load())
 }
 
 // dialler returns whose connection l is: the side that dialled it.
@@ -71,6 +71,7 @@ func (d *Daemon) addLink(l *link.Link, in linkInfo) bool {
 		} else {
 			delete(d.anchor, fp)
 		}
+		d.nlinks.Store(int32(len(d.links)))
 	}
 	d.mu.Unlock()
 	if in.planned {
@@ -94,6 +95,7 @@ func (d *Daemon) removeLink(l *link.Link) {
 		delete(d.links, l.Peer())
 		delete(d.via, l.Peer())
 		delete(d.anchor, l.Peer())
+		d.nlinks.Store(int32(len(d.links)))
 	}
 	d.mu.Unlock()
 	d.kickSelect()
