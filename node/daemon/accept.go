@@ -32,18 +32,17 @@ func (d *Daemon) acceptLoop() {
 				d.acceptPeer(conn)
 			}()
 		case link.ALPNClient:
-			select {
-			case d.clients <- struct{}{}:
-			default:
-				conn.Refuse("busy")
-				d.log.Warn("refused client: too many clients", "addr", conn.RemoteAddr())
+			c, err := d.clients.admit(conn)
+			if err != nil {
+				conn.Refuse(err.Error())
+				d.log.Warn("refused client", "addr", conn.RemoteAddr(), "err", err)
 				continue
 			}
 			d.wg.Add(1)
 			go func() {
 				defer d.wg.Done()
-				defer func() { <-d.clients }()
-				d.serveClient(conn)
+				defer d.clients.release(c)
+				d.serveClient(c)
 			}()
 		default:
 			conn.Refuse("unknown protocol")

@@ -53,7 +53,7 @@ type Daemon struct {
 	wg     sync.WaitGroup
 
 	pending chan struct{} // semaphore: inbound handshakes in progress
-	clients chan struct{} // semaphore: client connections
+	clients *clientTable  // client connections admitted
 
 	disc *discovery.Discovery // nil when mDNS is off
 
@@ -130,7 +130,7 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		ctx:     ctx,
 		cancel:  cancel,
 		pending: make(chan struct{}, maxPendingHandshakes),
-		clients: make(chan struct{}, maxClients),
+		clients: newClientTable(maxClients),
 		links:   map[identity.Fingerprint]*link.Link{},
 		via:     map[identity.Fingerprint]string{},
 		dialing: map[identity.Fingerprint]bool{},

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
@@ -84,4 +85,15 @@ func dialPeer(t *testing.T, d *Daemon) *fakePeer {
 	}
 	t.Cleanup(func() { l.Close(link.CodeClosing, "") })
 	return &fakePeer{tr: tr, l: l}
+}
+
+const gossipBroadcast = schemas.Envelope_Kind_broadcast
+
+func netipAddrPort(t *testing.T, s string) netip.AddrPort {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ap
 }
