@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/quicproquo/qpq/mesh/identity"
@@ -19,23 +21,22 @@ func (d *Daemon) acceptLoop() {
 		}
 		switch conn.ALPN() {
 		case link.ALPNPeer:
-			select {
-			case d.pending <- struct{}{}:
-			default:
+			release, err := d.startHandshake(clientKey(conn.RemoteAddr()))
+			if err != nil {
 				conn.Refuse("busy")
-				d.log.Warn("refused inbound link: too many handshakes in progress", "addr", conn.RemoteAddr())
+				d.log.Debug("refused inbound link", "addr", conn.RemoteAddr(), "err", err)
 				continue
 			}
 			d.wg.Add(1)
 			go func() {
 				defer d.wg.Done()
-				d.acceptPeer(conn)
+				d.acceptPeer(conn, release)
 			}()
 		case link.ALPNClient:
 			c, err := d.clients.admit(conn)
 			if err != nil {
 				conn.Refuse(err.Error())
-				d.log.Warn("refused client", "addr", conn.RemoteAddr(), "err", err)
+				d.log.Debug("refused client", "addr", conn.RemoteAddr(), "err", err)
 				continue
 			}
 			d.wg.Add(1)
@@ -50,12 +51,14 @@ func (d *Daemon) acceptLoop() {
 	}
 }
 
-func (d *Daemon) acceptPeer(conn *link.Incoming) {
-	ctx, cancel := context.WithTimeout(d.ctx, dialTimeout)
+// acceptPeer runs hello on an inbound node connection; release ends its
+// handshake's count once hello is over.
+func (d *Daemon) acceptPeer(conn *link.Incoming, release func()) {
+	ctx, cancel := context.WithTimeout(d.ctx, inboundHelloTimeout)
 	fp, err := conn.PeerFingerprint()
 	if err != nil {
 		cancel()
-		<-d.pending
+		release()
 		conn.Refuse(err.Error())
 		return
 	}
@@ -63,14 +66,14 @@ func (d *Daemon) acceptPeer(conn *link.Incoming) {
 	// off) rather than a link that dies at once.
 	if !d.inboundAllowed(fp) {
 		cancel()
-		<-d.pending
+		release()
 		conn.Refuse("too many inbound links")
 		d.warnCap(fp)
 		return
 	}
 	l, err := conn.Establish(ctx, d.peerBootstrap(fp), d.hello, d.log)
 	cancel()
-	<-d.pending
+	release()
 	if err != nil {
 		if closedAsDuplicate(err) || closedAsDuplicate(conn.Err()) {
 			// Both sides dialled at once and the peer kept the other
@@ -125,4 +128,32 @@ func (d *Daemon) warnCap(fp identity.Fingerprint) {
 	} else {
 		d.log.Debug("refused inbound link: at the inbound cap", "peer", fp)
 	}
+}
+
+// startHandshake counts an inbound handshake against the node's bound and
+// its source address's (IPv4 address or IPv6 /64), so stalled handshakes
+// from one address cannot hold every slot; release ends it.
+func (d *Daemon) startHandshake(key string) (release func(), err error) {
+	d.hsMu.Lock()
+	defer d.hsMu.Unlock()
+	if d.hsByAddr[key] >= maxHandshakesPerAddr {
+		return nil, fmt.Errorf("%d handshakes from %s in progress", maxHandshakesPerAddr, key)
+	}
+	select {
+	case d.pending <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("%d handshakes in progress", maxPendingHandshakes)
+	}
+	d.hsByAddr[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			d.hsMu.Lock()
+			if d.hsByAddr[key]--; d.hsByAddr[key] <= 0 {
+				delete(d.hsByAddr, key)
+			}
+			d.hsMu.Unlock()
+			<-d.pending
+		})
+	}, nil
 }

@@ -27,12 +27,16 @@ import (
 // Limits that keep a flood of connections from growing memory.
 const (
 	maxPendingHandshakes = 32 // inbound connections still in hello
-	maxClients           = 64 // client connections held at once
-	probeInterval        = 10 * time.Second
-	probeTimeout         = 10 * time.Second
-	dialTimeout          = 10 * time.Second
-	minRedial            = time.Second
-	maxRedial            = time.Minute
+	maxHandshakesPerAddr = 4  // of those, from one IPv4 address or IPv6 /64
+	// inboundHelloTimeout bounds an inbound hello: a neighbour that
+	// completed TLS answers hello within a few round trips.
+	inboundHelloTimeout = 5 * time.Second
+	maxClients          = 64 // client connections held at once
+	probeInterval       = 10 * time.Second
+	probeTimeout        = 10 * time.Second
+	dialTimeout         = 10 * time.Second
+	minRedial           = time.Second
+	maxRedial           = time.Minute
 )
 
 // Daemon is a running node. Create it with New, run it with Run, stop it
@@ -52,8 +56,10 @@ type Daemon struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	pending chan struct{} // semaphore: inbound handshakes in progress
-	clients *clientTable  // client connections admitted
+	pending  chan struct{} // semaphore: inbound handshakes in progress
+	hsMu     sync.Mutex
+	hsByAddr map[string]int // inbound handshakes in progress per source address
+	clients  *clientTable   // client connections admitted
 
 	disc *discovery.Discovery // nil when mDNS is off
 
@@ -120,23 +126,24 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{
-		cfg:     cfg,
-		log:     log,
-		id:      id,
-		tr:      tr,
-		st:      st,
-		hello:   link.LocalHello(buildinfo.String(), cfg.Domain),
-		started: time.Now(),
-		ctx:     ctx,
-		cancel:  cancel,
-		pending: make(chan struct{}, maxPendingHandshakes),
-		clients: newClientTable(maxClients),
-		links:   map[identity.Fingerprint]*link.Link{},
-		via:     map[identity.Fingerprint]string{},
-		dialing: map[identity.Fingerprint]bool{},
-		anchor:  map[identity.Fingerprint]bool{},
-		table:   neighbours.NewTable(maxCandidates, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
-		kick:    make(chan struct{}, 1),
+		cfg:      cfg,
+		log:      log,
+		id:       id,
+		tr:       tr,
+		st:       st,
+		hello:    link.LocalHello(buildinfo.String(), cfg.Domain),
+		started:  time.Now(),
+		ctx:      ctx,
+		cancel:   cancel,
+		pending:  make(chan struct{}, maxPendingHandshakes),
+		hsByAddr: map[string]int{},
+		clients:  newClientTable(maxClients),
+		links:    map[identity.Fingerprint]*link.Link{},
+		via:      map[identity.Fingerprint]string{},
+		dialing:  map[identity.Fingerprint]bool{},
+		anchor:   map[identity.Fingerprint]bool{},
+		table:    neighbours.NewTable(maxCandidates, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
+		kick:     make(chan struct{}, 1),
 	}
 	// The first trial comes a full Explore after start, not at once.
 	d.lastTrial = d.started

@@ -62,11 +62,17 @@ type fakePeer struct {
 
 func dialPeer(t *testing.T, d *Daemon) *fakePeer {
 	t.Helper()
+	return dialPeerFrom(t, d, "127.0.0.1:0")
+}
+
+// dialPeerFrom is dialPeer from the local address local.
+func dialPeerFrom(t *testing.T, d *Daemon, local string) *fakePeer {
+	t.Helper()
 	id, err := identity.NewNode()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := link.NewDialer("127.0.0.1:0", id)
+	tr, err := link.NewDialer(local, id)
 	if err != nil {
 		t.Fatal(err)
 	}
