@@ -24,6 +24,10 @@ type CallLimits struct {
 	MaxCalls  int           // per connection
 	Shared    *atomic.Int64 // calls in flight over every connection from the same address; may be nil
 	MaxShared int64
+	// Total counts calls in flight over every client connection of the
+	// node; not enforced here (the service refuses costly calls past its
+	// own bound, without closing anyone's connection). May be nil.
+	Total *atomic.Int64
 	// WriteTimeout closes a connection whose answers cannot be written
 	// for this long (0: no timeout).
 	WriteTimeout time.Duration
@@ -83,9 +87,7 @@ func (c *limitedCodec) Decode() (*capnp.Message, error) {
 	}
 	if _, dup := c.open[qid]; !dup {
 		c.open[qid] = struct{}{}
-		if c.lim.Shared != nil {
-			c.lim.Shared.Add(1)
-		}
+		c.add(1)
 	}
 	over := len(c.open) > c.lim.MaxCalls ||
 		(c.lim.Shared != nil && c.lim.MaxShared > 0 && c.lim.Shared.Load() > c.lim.MaxShared)
@@ -116,9 +118,7 @@ func (c *limitedCodec) Encode(msg *capnp.Message) error {
 			c.mu.Lock()
 			if _, ok := c.open[r.AnswerId()]; ok {
 				delete(c.open, r.AnswerId())
-				if c.lim.Shared != nil {
-					c.lim.Shared.Add(-1)
-				}
+				c.add(-1)
 			}
 			c.mu.Unlock()
 		}
@@ -139,10 +139,18 @@ func (c *limitedCodec) release() {
 		return
 	}
 	c.closed = true
-	if c.lim.Shared != nil {
-		c.lim.Shared.Add(-int64(len(c.open)))
-	}
+	c.add(-int64(len(c.open)))
 	c.open = nil
+}
+
+// add moves the shared counts by n.
+func (c *limitedCodec) add(n int64) {
+	if c.lim.Shared != nil {
+		c.lim.Shared.Add(n)
+	}
+	if c.lim.Total != nil {
+		c.lim.Total.Add(n)
+	}
 }
 
 // questionID returns the question a received call or bootstrap opens.

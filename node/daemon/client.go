@@ -68,7 +68,7 @@ func (d *Daemon) serveClient(c *clientConn) {
 	// Quotas count per client address (IPv6: per /64), not per
 	// connection, so opening more connections buys no more room.
 	sess := &clientSession{d: d, conn: conn, cc: c, label: c.key}
-	rc, err := conn.ServeLimited(ctx, capnp.Client(schemas.Node_ServerToClient(sess)), d.log, c.callLimits())
+	rc, err := conn.ServeLimited(ctx, capnp.Client(schemas.Node_ServerToClient(sess)), d.log, d.clients.callLimits(c))
 	cancel()
 	if err != nil {
 		conn.Refuse("no RPC stream")
@@ -253,6 +253,9 @@ type mailbox struct {
 
 func (m *mailbox) Fetch(ctx context.Context, call schemas.Mailbox_fetch) error {
 	defer m.cc.begin()()
+	if m.d.clients.busy() {
+		return fmt.Errorf("fetch: %w", errBusy)
+	}
 	limit := int(call.Args().Limit())
 	if limit <= 0 || limit > maxFetch {
 		limit = maxFetch
@@ -326,6 +329,9 @@ const maxChannels = 64
 
 func (s *clientSession) ChannelFetch(ctx context.Context, call schemas.Node_channelFetch) error {
 	defer s.cc.begin()()
+	if s.d.clients.busy() {
+		return fmt.Errorf("channelFetch: %w", errBusy)
+	}
 	list, err := call.Args().Channels()
 	if err != nil {
 		return fmt.Errorf("channelFetch: %w", err)

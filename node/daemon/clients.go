@@ -18,7 +18,8 @@ const (
 	maxClientsPerAddr = 8  // connections from one IPv4 address or IPv6 /64
 	maxCallsPerConn   = 16 // calls in flight (not yet answered on the wire)
 	maxCallsPerAddr   = 32
-	maxWaitsPerConn   = 4 // long polls waiting at once
+	maxCallsTotal     = 256 // over every client: past it fetches are refused
+	maxWaitsPerConn   = 4   // long polls waiting at once
 	maxWaitsPerAddr   = 8
 	answerTimeout     = 30 * time.Second // an answer unwritten this long closes the connection
 )
@@ -115,7 +116,8 @@ type addrState struct {
 // maxClientsPerAddr from one address; when full, the connection idle the
 // longest makes room.
 type clientTable struct {
-	max int
+	max   int
+	calls atomic.Int64 // calls in flight over every client connection
 
 	mu    sync.Mutex
 	conns map[*clientConn]struct{}
@@ -186,6 +188,14 @@ func (t *clientTable) removeLocked(c *clientConn) {
 }
 
 // callLimits are the RPC limits of c.
-func (c *clientConn) callLimits() link.CallLimits {
-	return link.CallLimits{MaxCalls: maxCallsPerConn, Shared: &c.addr.calls, MaxShared: maxCallsPerAddr, WriteTimeout: answerTimeout}
+func (t *clientTable) callLimits(c *clientConn) link.CallLimits {
+	return link.CallLimits{MaxCalls: maxCallsPerConn, Shared: &c.addr.calls, MaxShared: maxCallsPerAddr,
+		Total: &t.calls, WriteTimeout: answerTimeout}
 }
+
+// errBusy refuses a fetch while clients have too many calls in flight:
+// each answer may carry fetchBytes.
+var errBusy = errors.New("node busy: too many client calls in flight, try again shortly")
+
+// busy reports whether fetches are refused for now.
+func (t *clientTable) busy() bool { return t.calls.Load() > maxCallsTotal }

@@ -91,6 +91,8 @@ func TestPipelinedCallsWithoutReadingAreBounded(t *testing.T) {
 	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 32<<20 {
 		t.Errorf("heap grew by %d MiB for one connection that does not read", grew>>20)
 	}
-	// The node still serves others.
 	waitUntil(t, 5*time.Second, "the deaf connection to be released", func() bool { return d.clientCount() == 0 })
+	if n := d.clients.calls.Load(); n != 0 {
+		t.Errorf("%d calls still counted in flight after the connection closed", n)
+	}
 }
