@@ -5,12 +5,11 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
+	"reflect"
 	"sync"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
-	"github.com/quic-go/quic-go"
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/relay"
@@ -63,36 +62,49 @@ func (s nodeService) Health(ctx context.Context, call schemas.Node_health) error
 	return nil
 }
 
-func (d *Daemon) serveClient(conn *quic.Conn) {
+func (d *Daemon) serveClient(c *clientConn) {
+	conn := c.in
 	ctx, cancel := context.WithTimeout(d.ctx, clientIdle)
-	// Quotas count per client address, not per connection, so opening
-	// more connections buys no more room.
-	label := conn.RemoteAddr().String()
-	if ua, ok := conn.RemoteAddr().(*net.UDPAddr); ok {
-		label = ua.IP.String()
-	}
-	sess := &clientSession{d: d, conn: conn, label: label}
-	rc, err := link.ServeStream(ctx, conn, capnp.Client(schemas.Node_ServerToClient(sess)), d.log)
+	// Quotas count per client address (IPv6: per /64), not per
+	// connection, so opening more connections buys no more room.
+	sess := &clientSession{d: d, conn: conn, cc: c, label: c.key}
+	rc, err := conn.ServeLimited(ctx, capnp.Client(schemas.Node_ServerToClient(sess)), d.log, d.clients.callLimits(c))
 	cancel()
 	if err != nil {
-		conn.CloseWithError(link.CodeRefused, "no RPC stream")
+		conn.Refuse("no RPC stream")
 		d.log.Debug("client gave up before RPC", "addr", conn.RemoteAddr(), "err", err)
 		return
 	}
-	select {
-	case <-rc.Done():
-	case <-conn.Context().Done():
-	case <-d.ctx.Done():
+	t := time.NewTicker(max(clientIdleTimeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	reason := ""
+wait:
+	for {
+		select {
+		case <-rc.Done():
+			break wait
+		case <-conn.Done():
+			break wait
+		case <-d.ctx.Done():
+			break wait
+		case now := <-t.C:
+			if c.idle(now) >= clientIdleTimeout {
+				reason = "idle"
+				d.log.Debug("closing idle client", "addr", conn.RemoteAddr())
+				break wait
+			}
+		}
 	}
 	rc.Close()
-	conn.CloseWithError(link.CodeClosing, "")
+	conn.Close(link.CodeClosing, reason)
 }
 
 // clientSession is the Node service for one client connection: it holds
 // the challenge it issued, bound to this TLS session.
 type clientSession struct {
 	d     *Daemon
-	conn  *quic.Conn
+	conn  *link.Incoming
+	cc    *clientConn
 	label string // per-connection quota key; kept in memory only
 
 	mu    sync.Mutex // guards nonce
@@ -100,14 +112,17 @@ type clientSession struct {
 }
 
 func (s *clientSession) Hello(ctx context.Context, call schemas.Node_hello) error {
+	defer s.cc.begin()()
 	return nodeService{s.d}.Hello(ctx, call)
 }
 
 func (s *clientSession) Health(ctx context.Context, call schemas.Node_health) error {
+	defer s.cc.begin()()
 	return nodeService{s.d}.Health(ctx, call)
 }
 
 func (s *clientSession) Enqueue(ctx context.Context, call schemas.Node_enqueue) error {
+	defer s.cc.begin()()
 	e, err := call.Args().Envelope()
 	if err != nil {
 		return fmt.Errorf("enqueue: %w", err)
@@ -132,6 +147,7 @@ func (s *clientSession) Enqueue(ctx context.Context, call schemas.Node_enqueue) 
 }
 
 func (s *clientSession) Challenge(ctx context.Context, call schemas.Node_challenge) error {
+	defer s.cc.begin()()
 	nonce := make([]byte, link.NonceLen)
 	rand.Read(nonce)
 	s.mu.Lock()
@@ -148,6 +164,7 @@ func (s *clientSession) Challenge(ctx context.Context, call schemas.Node_challen
 var ErrAuth = errors.New("authentication failed")
 
 func (s *clientSession) Authenticate(ctx context.Context, call schemas.Node_authenticate) error {
+	defer s.cc.begin()()
 	args := call.Args()
 	signed, err := args.Bundle()
 	if err != nil {
@@ -166,7 +183,7 @@ func (s *clientSession) Authenticate(ctx context.Context, call schemas.Node_auth
 	if err != nil {
 		return fmt.Errorf("%w: bundle: %v", ErrAuth, err)
 	}
-	exp, err := link.Exporter(s.conn.ConnectionState().TLS)
+	exp, err := s.conn.Exporter()
 	if err != nil {
 		return err
 	}
@@ -181,10 +198,11 @@ func (s *clientSession) Authenticate(ctx context.Context, call schemas.Node_auth
 	if err != nil {
 		return err
 	}
-	return res.SetMailbox(schemas.Mailbox_ServerToClient(&mailbox{d: s.d, user: b.Fingerprint}))
+	return res.SetMailbox(schemas.Mailbox_ServerToClient(&mailbox{d: s.d, cc: s.cc, user: b.Fingerprint}))
 }
 
 func (s *clientSession) PublishBundle(ctx context.Context, call schemas.Node_publishBundle) error {
+	defer s.cc.begin()()
 	signed, err := call.Args().Bundle()
 	if err != nil {
 		return fmt.Errorf("publishBundle: %w", err)
@@ -197,6 +215,7 @@ func (s *clientSession) PublishBundle(ctx context.Context, call schemas.Node_pub
 }
 
 func (s *clientSession) LookupBundle(ctx context.Context, call schemas.Node_lookupBundle) error {
+	defer s.cc.begin()()
 	raw, err := call.Args().Fingerprint()
 	if err != nil || len(raw) != len(identity.Fingerprint{}) {
 		return fmt.Errorf("lookupBundle: want a 32-byte fingerprint")
@@ -228,10 +247,15 @@ func (d *Daemon) publish(signed []byte, fp identity.Fingerprint) error {
 // mailbox is one authenticated user's Mailbox capability.
 type mailbox struct {
 	d    *Daemon
+	cc   *clientConn
 	user identity.Fingerprint
 }
 
 func (m *mailbox) Fetch(ctx context.Context, call schemas.Mailbox_fetch) error {
+	defer m.cc.begin()()
+	if m.d.clients.busy() {
+		return fmt.Errorf("fetch: %w", errBusy)
+	}
 	limit := int(call.Args().Limit())
 	if limit <= 0 || limit > maxFetch {
 		limit = maxFetch
@@ -245,6 +269,11 @@ func (m *mailbox) Fetch(ctx context.Context, call schemas.Mailbox_fetch) error {
 		return err
 	}
 	if len(envs) == 0 && wait > 0 {
+		done, err := m.cc.startWait()
+		if err != nil {
+			return fmt.Errorf("fetch: %w", err)
+		}
+		defer done()
 		call.Go() // let other calls on this connection proceed while we wait
 		t := time.NewTimer(wait)
 		defer t.Stop()
@@ -267,6 +296,7 @@ func (m *mailbox) Fetch(ctx context.Context, call schemas.Mailbox_fetch) error {
 }
 
 func (m *mailbox) Ack(ctx context.Context, call schemas.Mailbox_ack) error {
+	defer m.cc.begin()()
 	list, err := call.Args().Secrets()
 	if err != nil {
 		return fmt.Errorf("ack: %w", err)
@@ -298,6 +328,10 @@ func (m *mailbox) Ack(ctx context.Context, call schemas.Mailbox_ack) error {
 const maxChannels = 64
 
 func (s *clientSession) ChannelFetch(ctx context.Context, call schemas.Node_channelFetch) error {
+	defer s.cc.begin()()
+	if s.d.clients.busy() {
+		return fmt.Errorf("channelFetch: %w", errBusy)
+	}
 	list, err := call.Args().Channels()
 	if err != nil {
 		return fmt.Errorf("channelFetch: %w", err)
@@ -336,28 +370,15 @@ func (s *clientSession) ChannelFetch(ctx context.Context, call schemas.Node_chan
 		return err
 	}
 	if len(envs) == 0 && wait > 0 && len(ids) > 0 {
+		done, err := s.cc.startWait()
+		if err != nil {
+			return fmt.Errorf("channelFetch: %w", err)
+		}
+		defer done()
 		call.Go()
-		any := make(chan struct{}, 1)
-		wctx, cancel := context.WithTimeout(ctx, wait)
-		defer cancel()
-		for _, ch := range wake {
-			go func() {
-				select {
-				case <-ch:
-					select {
-					case any <- struct{}{}:
-					default:
-					}
-				case <-wctx.Done():
-				}
-			}()
-		}
-		select {
-		case <-any:
-		case <-wctx.Done():
-		case <-s.d.ctx.Done():
-		}
-		cancel()
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		waitAny(wake, t.C, ctx.Done(), s.d.ctx.Done())
 		if envs, err = s.d.eng.Channel(ids, after, limit, fetchBytes); err != nil {
 			return err
 		}
@@ -367,4 +388,18 @@ func (s *clientSession) ChannelFetch(ctx context.Context, call schemas.Node_chan
 		return err
 	}
 	return gossip.ToCapnpList(envs, res.NewEnvelopes)
+}
+
+// waitAny returns when any of wake, timer or done is ready: one wait
+// for many channels, in the caller's goroutine (none per channel).
+func waitAny(wake []<-chan struct{}, timer <-chan time.Time, done ...<-chan struct{}) {
+	cases := make([]reflect.SelectCase, 0, len(wake)+1+len(done))
+	for _, ch := range wake {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
+	}
+	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer)})
+	for _, ch := range done {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
+	}
+	reflect.Select(cases)
 }
