@@ -356,3 +356,18 @@ func DialNotify(ctx context.Context, addr string, pin identity.Fingerprint, afte
 	wg.Wait()
 	return c, err
 }
+
+// Done is closed when the QUIC connection ends (the node closed it, or
+// it went idle past the timeout).
+func (c *Client) Done() <-chan struct{} { return c.conn.Context().Done() }
+
+// Ping asks the node for its health, proving it still answers on this
+// connection.
+func (c *Client) Ping(ctx context.Context) error {
+	fut, release := c.node.Health(ctx, nil)
+	defer release()
+	if _, err := fut.Struct(); err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	return nil
+}

@@ -51,7 +51,7 @@ type Reader struct {
 	cfg ReaderConfig
 	h   Handler
 
-	hmu   sync.Mutex // serialises the Handler and guards the fields below
+	hmu   sync.Mutex  // serialises the Handler and guards the fields below
 	after []gossip.ID // per channel: the newest envelope fetched (survives reconnection)
 	given map[gossip.ID][]byte
 	order []gossip.ID

@@ -15,11 +15,17 @@ import (
 type Conn struct {
 	Client  *Client
 	Mailbox *Mailbox
+
+	stop      chan struct{} // closed by close: ends the watcher
+	closeOnce sync.Once
 }
 
 func (c *Conn) close() {
-	c.Mailbox.Release()
-	c.Client.Close()
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		c.Mailbox.Release()
+		c.Client.Close()
+	})
 }
 
 // SessionConfig says how a Session reaches its node.
@@ -36,6 +42,13 @@ type SessionConfig struct {
 	Backoff Backoff
 	// AttemptTimeout bounds one dial and authentication; zero: 10 s.
 	AttemptTimeout time.Duration
+	// ProbeInterval is how often a connection is probed with a health
+	// call: a node that vanished without closing the connection (killed,
+	// rebooted, unplugged) is noticed within ProbeInterval+ProbeTimeout
+	// instead of QUIC's idle timeout. Zero: 10 s; negative: never.
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds a probe; zero: 5 s.
+	ProbeTimeout time.Duration
 	// OnLost is called once when a working connection fails, with why;
 	// OnBack once when a new connection works again. Either may be nil.
 	// They run on the goroutine that noticed and must not block.
@@ -50,7 +63,8 @@ type SessionConfig struct {
 // never retried.
 type Session struct {
 	cfg SessionConfig
-	sem chan struct{} // one dialler at a time; others wait for its result
+	sem chan struct{}  // one dialler at a time; others wait for its result
+	wg  sync.WaitGroup // the watchers
 
 	mu      sync.Mutex // guards the fields below
 	cur     *Conn
@@ -68,13 +82,52 @@ func Open(ctx context.Context, cfg SessionConfig) (*Session, error) {
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = 10 * time.Second
 	}
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = 10 * time.Second
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = 5 * time.Second
+	}
 	s := &Session{cfg: cfg, sem: make(chan struct{}, 1), backoff: cfg.Backoff}
 	c, err := s.attempt(ctx)
 	if err != nil {
 		return nil, err
 	}
 	s.cur = c
+	s.watch(c)
 	return s, nil
+}
+
+// watch fails c as soon as its connection ends or a probe goes
+// unanswered, so long polls in progress do not wait out their timeouts.
+func (s *Session) watch(c *Conn) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var tick <-chan time.Time
+		if s.cfg.ProbeInterval > 0 {
+			t := time.NewTicker(s.cfg.ProbeInterval)
+			defer t.Stop()
+			tick = t.C
+		}
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-c.Client.Done():
+				s.Fail(c, errors.New("the node closed the connection"))
+				return
+			case <-tick:
+				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ProbeTimeout)
+				err := c.Client.Ping(ctx)
+				cancel()
+				if err != nil {
+					s.Fail(c, err)
+					return
+				}
+			}
+		}
+	}()
 }
 
 func (s *Session) attempt(ctx context.Context) (*Conn, error) {
@@ -89,7 +142,7 @@ func (s *Session) attempt(ctx context.Context) (*Conn, error) {
 		c.Close()
 		return nil, err
 	}
-	return &Conn{Client: c, Mailbox: mb}, nil
+	return &Conn{Client: c, Mailbox: mb, stop: make(chan struct{})}, nil
 }
 
 // Get returns the working connection, reconnecting first when the last
@@ -140,6 +193,7 @@ func (s *Session) Get(ctx context.Context) (*Conn, error) {
 		}
 		s.cur, s.down = c, false
 		s.backoff.Reset()
+		s.watch(c)
 		s.mu.Unlock()
 		if s.cfg.OnBack != nil {
 			s.cfg.OnBack()
@@ -177,4 +231,5 @@ func (s *Session) Close() {
 	if c != nil {
 		c.close()
 	}
+	s.wg.Wait()
 }

@@ -141,6 +141,10 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarg
 			return c.Authenticate(ctx, u, signed)
 		},
 		AttemptTimeout: connectTimeout,
+		// A node that vanished without closing the connection (killed,
+		// rebooted) is noticed within 6 s rather than QUIC's idle timeout.
+		ProbeInterval: 3 * time.Second,
+		ProbeTimeout:  3 * time.Second,
 		OnLost: func(err error) {
 			fmt.Fprintf(env.stderr, "qpq recv: lost the node at %s (%v); reconnecting...\n", t.addr, err)
 		},
