@@ -133,8 +133,12 @@ func FuzzFormat(f *testing.F) {
 		l := Layout{Width: width, Location: time.UTC}
 		m := Message{SentAt: at, Channel: channel, From: from, FromShort: "abcd-efgh-ijkl-mnop-qrst-uvwx-yz23", Body: body}
 		checkBlock(t, l, m, l.Format(m))
-		if e := Escape(body); strings.ContainsAny(e, "\n\r\x1b") {
+		e := Escape(body)
+		if strings.ContainsAny(e, "\n\r\x1b") {
 			t.Fatalf("Escape left a control character: %q", e)
+		}
+		if again := Escape(e); again != e {
+			t.Fatalf("Escape is not idempotent: %q then %q", e, again)
 		}
 	})
 }

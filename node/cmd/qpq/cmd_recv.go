@@ -92,7 +92,8 @@ func runRecv(env *cliEnv, args []string) int {
 	env2 := *env
 	env2.stderr = &lockedWriter{w: env.stderr}
 	if err := recv(ctx, &env2, h, u, target, *repin, *follow, *asJSON); err != nil && ctx.Err() == nil {
-		fmt.Fprintf(env.stderr, "qpq recv: %v\n", err)
+		// Errors can carry text the node chose.
+		fmt.Fprintf(env.stderr, "qpq recv: %s\n", display.Escape(err.Error()))
 		return exitFailure
 	}
 	return exitOK
@@ -146,7 +147,7 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarg
 		ProbeInterval: 3 * time.Second,
 		ProbeTimeout:  3 * time.Second,
 		OnLost: func(err error) {
-			fmt.Fprintf(env.stderr, "qpq recv: lost the node at %s (%v); reconnecting...\n", t.addr, err)
+			fmt.Fprintf(env.stderr, "qpq recv: lost the node at %s (%s); reconnecting...\n", t.addr, display.Escape(err.Error()))
 		},
 		OnBack: func() { fmt.Fprintf(env.stderr, "qpq recv: reconnected to the node at %s\n", t.addr) },
 	})
@@ -206,7 +207,7 @@ func (p *recvPrinter) DM(e gossip.Envelope) ([]byte, error) {
 	m, err := e2e.OpenDM(p.u, e.Payload)
 	if err != nil {
 		if !p.seen.Has("bad " + id) {
-			fmt.Fprintf(p.env.stderr, "qpq recv: message %s could not be opened, skipped: %v\n", id, err)
+			fmt.Fprintf(p.env.stderr, "qpq recv: message %s could not be opened, skipped: %s\n", id, display.Escape(err.Error()))
 			p.seen.Add("bad " + id)
 		}
 		return nil, nil
@@ -228,7 +229,7 @@ func (p *recvPrinter) Broadcast(i int, e gossip.Envelope) error {
 	ch := p.chans[i]
 	m, err := e2e.OpenChannel(ch.Key, e.Payload)
 	if err != nil {
-		fmt.Fprintf(p.env.stderr, "qpq recv: channel message %s in %s could not be opened, skipped: %v\n", id, display.Escape(ch.Name), err)
+		fmt.Fprintf(p.env.stderr, "qpq recv: channel message %s in %s could not be opened, skipped: %s\n", id, display.Escape(ch.Name), display.Escape(err.Error()))
 		p.seen.Add("bad " + id)
 		return nil
 	}
