@@ -2,6 +2,11 @@
 // over QUIC (ALPN "capnp"), hands it envelopes, publishes and looks up key
 // bundles, and opens the user's mailbox after authenticating. The sealing
 // itself lives in node/e2e.
+//
+// A Session keeps an authenticated connection alive across node restarts
+// (reconnecting with backoff and jitter, authenticating again), and a
+// Reader fetches the mailbox and channels through it, handing each
+// envelope over once; `qpq recv` and the chat client are built on both.
 package client
 
 import (
