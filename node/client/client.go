@@ -2,6 +2,11 @@
 // over QUIC (ALPN "capnp"), hands it envelopes, publishes and looks up key
 // bundles, and opens the user's mailbox after authenticating. The sealing
 // itself lives in node/e2e.
+//
+// A Session keeps an authenticated connection alive across node restarts
+// (reconnecting with backoff and jitter, authenticating again), and a
+// Reader fetches the mailbox and channels through it, handing each
+// envelope over once; `qpq recv` and the chat client are built on both.
 package client
 
 import (
@@ -53,6 +58,9 @@ func DialFrom(ctx context.Context, local, addr string, pin identity.Fingerprint)
 	conn, err := tr.Dial(ctx, addr, pin, link.ALPNClient)
 	if err != nil {
 		tr.Close()
+		if isNoAnswer(err) {
+			return nil, noNodeError(addr, err)
+		}
 		return nil, err
 	}
 	fp, err := link.PeerFingerprint(conn.ConnectionState().TLS)
@@ -122,6 +130,7 @@ func (c *Client) hello(ctx context.Context) error {
 }
 
 // Enqueue hands the node an envelope; stored is false when it had it.
+// A refusal for lack of room for this sender is ErrNodeFull.
 func (c *Client) Enqueue(ctx context.Context, env gossip.Envelope) (stored bool, err error) {
 	fut, release := c.node.Enqueue(ctx, func(p schemas.Node_enqueue_Params) error {
 		e, err := p.NewEnvelope()
@@ -133,7 +142,7 @@ func (c *Client) Enqueue(ctx context.Context, env gossip.Envelope) (stored bool,
 	defer release()
 	res, err := fut.Struct()
 	if err != nil {
-		return false, err
+		return false, enqueueError(c.addr, err)
 	}
 	return res.Stored(), nil
 }
@@ -328,4 +337,42 @@ func envelopesOf(res interface {
 		return nil, fmt.Errorf("from node: %w", err)
 	}
 	return out, nil
+}
+
+// DialNotify is Dial that calls slow once, from another goroutine, when
+// the node has not answered within after (so a user sees that it is
+// trying). slow has returned before DialNotify does.
+func DialNotify(ctx context.Context, addr string, pin identity.Fingerprint, after time.Duration, slow func()) (*Client, error) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTimer(after)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			slow()
+		case <-done:
+		}
+	}()
+	c, err := Dial(ctx, addr, pin)
+	close(done)
+	wg.Wait()
+	return c, err
+}
+
+// Done is closed when the QUIC connection ends (the node closed it, or
+// it went idle past the timeout).
+func (c *Client) Done() <-chan struct{} { return c.conn.Context().Done() }
+
+// Ping asks the node for its health, proving it still answers on this
+// connection.
+func (c *Client) Ping(ctx context.Context) error {
+	fut, release := c.node.Health(ctx, nil)
+	defer release()
+	if _, err := fut.Struct(); err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	return nil
 }

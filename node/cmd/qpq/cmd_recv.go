@@ -3,14 +3,22 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/node/client"
+	"github.com/quicproquo/qpq/node/display"
 	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/node/home"
 )
@@ -18,19 +26,30 @@ import (
 const recvAbout = `Fetch the messages a node holds for you, print them, and acknowledge
 them (which deletes every copy in the mesh). Without --follow it prints what
 is there now and exits 0, also when there is nothing; with --follow it keeps
-waiting for new messages until interrupted. Each message is shown once,
-however many copies reach you (the ids shown are remembered in the home dir).
+waiting for new messages until interrupted, and when the node goes away
+(restarts, the network drops) it says so and reconnects by itself.
+
+Each message is shown once, however many copies reach you: a direct message
+is deleted from the node once shown, and the ids shown are remembered in the
+home dir. So a second recv (with or without --json) shows nothing of what
+the first one printed; use --json from the start to keep a copy.
 
 It also shows the messages of the channels you joined (qpq channel), which
 stay at the nodes for late joiners and are never acknowledged.
 
---json prints one object per line: id, kind ("dm" or "broadcast"), channel
-(the local name, broadcasts only), from (the sender's fingerprint), text,
-sent_at (RFC 3339, UTC; the sender's clock).
+Text from senders is shown safely: control characters, escape sequences
+and invisible or reordering Unicode are shown escaped (\x1b, \u202e), and
+the further lines of a message are indented under its header, so no message
+can make a line that looks like another. A sender who is not one of your
+contacts is shown by short code and marked "(not a contact)".
+
+--json prints one object per line, with the exact text: id, kind ("dm" or
+"broadcast"), channel (the local name, broadcasts only), from (the sender's
+fingerprint), text, sent_at (RFC 3339, UTC; the sender's clock).
 
 Examples:
   qpq recv --node 127.0.0.1:7443
-  qpq recv --follow --json`
+  QPQ_NODE=127.0.0.1:7443 qpq recv --follow --json`
 
 // recvJSON is one line of `qpq recv --json`.
 type recvJSON struct {
@@ -46,8 +65,8 @@ func runRecv(env *cliEnv, args []string) int {
 	fs := newFlags(env, "recv", "recv [--node ADDR[#FP]] [--home DIR] [--follow] [--json]", recvAbout)
 	nodeFlag := fs.String("node", "", "node to fetch from, ADDR[#FINGERPRINT] [$QPQ_NODE]")
 	homeDir := fs.String("home", "", "client home dir [$QPQ_HOME]")
-	follow := fs.Bool("follow", false, "keep waiting for new messages")
-	asJSON := fs.Bool("json", false, "one JSON object per message")
+	follow := fs.Bool("follow", false, "keep waiting for new messages, reconnecting when the node goes away")
+	asJSON := fs.Bool("json", false, "one JSON object per message, with the exact text")
 	repin := fs.Bool("repin", false, "accept and remember a changed node key")
 	if code, ok := parseStatus(env, fs, fs.Parse(args)); !ok {
 		return code
@@ -69,32 +88,34 @@ func runRecv(env *cliEnv, args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := recv(ctx, env, h, u, target, *repin, *follow, *asJSON); err != nil && ctx.Err() == nil {
-		fmt.Fprintf(env.stderr, "qpq recv: %v\n", err)
+	// The reconnection notices come from the fetch loops' goroutines.
+	env2 := *env
+	env2.stderr = &lockedWriter{w: env.stderr}
+	if err := recv(ctx, &env2, h, u, target, *repin, *follow, *asJSON); err != nil && ctx.Err() == nil {
+		// Errors can carry text the node chose.
+		fmt.Fprintf(env.stderr, "qpq recv: %s\n", display.Escape(err.Error()))
 		return exitFailure
 	}
 	return exitOK
 }
 
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin, follow, asJSON bool) error {
-	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	c, err := connect(cctx, env, h, t, repin)
-	if err != nil {
-		cancel()
-		return err
-	}
-	defer c.Close()
 	signed, err := signedBundle(h, u)
 	if err != nil {
-		cancel()
 		return err
 	}
-	mb, err := c.Authenticate(cctx, u, signed)
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer mb.Release()
 	seen, err := h.LoadSeen()
 	if err != nil {
 		return err
@@ -103,174 +124,138 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarg
 	if err != nil {
 		return err
 	}
-	var mu sync.Mutex // guards seen and the output between the two loops
-	cr := &channelReader{env: env, h: h, c: c, chans: chans, seen: seen, mu: &mu, asJSON: asJSON, after: make([]gossip.ID, len(chans))}
-	if follow && len(chans) > 0 {
-		errc := make(chan error, 1)
-		go func() { errc <- cr.loop(ctx, true) }()
-		defer func() {
-			c.Close() // unblocks the channel loop's long poll
-			<-errc
-		}()
-	}
-	for {
-		wait := time.Duration(0)
-		if follow {
-			wait = time.Minute
-		}
-		fctx, cancel := context.WithTimeout(ctx, wait+connectTimeout)
-		envs, err := mb.Fetch(fctx, 256, wait)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("fetch: %w", err)
-		}
-		mu.Lock()
-		acked, err := show(ctx, env, h, u, mb, seen, envs, asJSON)
-		mu.Unlock()
-		if err != nil {
-			return err
-		}
-		// Messages that cannot be opened stay at the node until their TTL
-		// ends; do not spin on them.
-		stuck := len(envs) > 0 && acked == 0
-		if !follow && (len(envs) == 0 || stuck) {
-			return cr.loop(ctx, false)
-		}
-		if stuck {
-			select {
-			case <-ctx.Done():
-			case <-time.After(10 * time.Second):
-			}
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-	}
-}
-
-// show opens, prints and acknowledges a batch; ids already shown are only
-// acknowledged again.
-func show(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, mb *client.Mailbox, seen *home.Seen, envs []gossip.Envelope, asJSON bool) (acked int, err error) {
-	var secrets [][]byte
-	for _, e := range envs {
-		id := e.ID.String()
-		m, err := e2e.OpenDM(u, e.Payload)
-		if err != nil {
-			if !seen.Has("bad " + id) {
-				fmt.Fprintf(env.stderr, "qpq recv: message %s could not be opened, skipped: %v\n", id, err)
-				seen.Add("bad " + id)
-			}
-			continue
-		}
-		if !seen.Has(id) {
-			if asJSON {
-				json.NewEncoder(env.stdout).Encode(recvJSON{ID: id, Kind: "dm", From: m.From.String(), Text: string(m.Body), SentAt: m.SentAt.UTC().Format(time.RFC3339)})
-			} else {
-				from := h.NameOf(m.From)
-				if from == "" {
-					from = m.From.Short()
+	// The first connection trusts on first use (or checks the key
+	// remembered); every reconnection pins the key that first one proved.
+	var pin identity.Fingerprint
+	s, err := client.Open(ctx, client.SessionConfig{
+		Connect: func(ctx context.Context) (*client.Client, error) {
+			if pin.IsZero() {
+				c, err := connect(ctx, env, h, t, repin)
+				if err == nil {
+					pin = c.NodeFingerprint()
 				}
-				fmt.Fprintf(env.stdout, "%s  %s: %s\n", m.SentAt.Local().Format("2006-01-02 15:04"), from, m.Body)
+				return c, err
 			}
-			seen.Add(id)
-		}
-		secrets = append(secrets, append([]byte(nil), m.ReceiptSecret[:]...))
+			return client.Dial(ctx, t.addr, pin)
+		},
+		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
+			return c.Authenticate(ctx, u, signed)
+		},
+		AttemptTimeout: connectTimeout,
+		// A node that vanished without closing the connection (killed,
+		// rebooted) is noticed within 6 s rather than QUIC's idle timeout.
+		ProbeInterval: 3 * time.Second,
+		ProbeTimeout:  3 * time.Second,
+		OnLost: func(err error) {
+			fmt.Fprintf(env.stderr, "qpq recv: lost the node at %s (%s); reconnecting...\n", t.addr, display.Escape(err.Error()))
+		},
+		OnBack: func() { fmt.Fprintf(env.stderr, "qpq recv: reconnected to the node at %s\n", t.addr) },
+	})
+	if err != nil {
+		return err
 	}
-	// Remember before acknowledging: a crash in between shows nothing twice.
-	if err := seen.Save(); err != nil {
-		return 0, err
-	}
-	if len(secrets) == 0 {
-		return 0, nil
-	}
-	actx, cancel := context.WithTimeout(ctx, connectTimeout)
-	defer cancel()
-	if _, err := mb.Ack(actx, secrets); err != nil {
-		return 0, fmt.Errorf("acknowledge: %w", err)
-	}
-	return len(secrets), nil
-}
-
-// channelReader fetches, opens and prints the user's channel messages.
-type channelReader struct {
-	env    *cliEnv
-	h      home.Home
-	c      *client.Client
-	chans  []home.Channel
-	seen   *home.Seen
-	mu     *sync.Mutex
-	asJSON bool
-	after  []gossip.ID // per channel: the newest envelope fetched
-}
-
-// loop fetches until nothing new arrives, or with follow until ctx ends.
-func (r *channelReader) loop(ctx context.Context, follow bool) error {
-	if len(r.chans) == 0 {
-		return nil
-	}
-	ids := make([][32]byte, len(r.chans))
-	for i, ch := range r.chans {
+	defer s.Close()
+	ids := make([][32]byte, len(chans))
+	for i, ch := range chans {
 		ids[i] = ch.Key.ID()
 	}
-	for ctx.Err() == nil {
-		wait := time.Duration(0)
-		if follow {
-			wait = time.Minute
-		}
-		fctx, cancel := context.WithTimeout(ctx, wait+connectTimeout)
-		envs, err := r.c.ChannelFetch(fctx, ids, r.after, 256, wait)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("channel fetch: %w", err)
-		}
-		r.mu.Lock()
-		err = r.show(ids, envs)
-		r.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		if !follow && len(envs) == 0 {
-			return nil
-		}
+	p := &recvPrinter{env: env, h: h, u: u, chans: chans, seen: seen, asJSON: asJSON, layout: display.Layout{Width: termWidth(env.stdout)}}
+	r := client.NewReader(s, client.ReaderConfig{Channels: ids, CallTimeout: connectTimeout}, p)
+	if follow {
+		err = r.Follow(ctx)
+	} else {
+		err = r.Drain(ctx)
 	}
+	if errors.Is(err, link.ErrFingerprintMismatch) {
+		return fmt.Errorf("%w: the node at %s came back with another key; if the operator confirms a new key, run again with --repin", err, t.addr)
+	}
+	if err == nil && !follow && p.shown == 0 {
+		fmt.Fprintln(env.stderr, "qpq recv: no new messages (messages are deleted from the node once shown, so what an earlier recv printed is not shown again)")
+	}
+	return err
+}
+
+// termWidth is w's width in columns when it is a terminal, else 0 (no
+// wrapping for pipes and files).
+func termWidth(w io.Writer) int {
+	f, ok := w.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return 0
+	}
+	cols, _, err := term.GetSize(int(f.Fd()))
+	if err != nil {
+		return 0
+	}
+	return cols
+}
+
+// recvPrinter opens and prints what the reader hands over; ids already
+// shown (by this or an earlier recv) are only acknowledged again.
+type recvPrinter struct {
+	env    *cliEnv
+	h      home.Home
+	u      *e2e.User
+	chans  []home.Channel
+	seen   *home.Seen
+	asJSON bool
+	layout display.Layout
+	shown  int
+}
+
+func (p *recvPrinter) DM(e gossip.Envelope) ([]byte, error) {
+	id := e.ID.String()
+	m, err := e2e.OpenDM(p.u, e.Payload)
+	if err != nil {
+		if !p.seen.Has("bad " + id) {
+			fmt.Fprintf(p.env.stderr, "qpq recv: message %s could not be opened, skipped: %s\n", id, display.Escape(err.Error()))
+			p.seen.Add("bad " + id)
+		}
+		return nil, nil
+	}
+	if !p.seen.Has(id) {
+		if err := p.print(recvJSON{ID: id, Kind: "dm", From: m.From.String(), Text: string(m.Body), SentAt: m.SentAt.UTC().Format(time.RFC3339)}, m.From, m.SentAt, ""); err != nil {
+			return nil, err
+		}
+		p.seen.Add(id)
+	}
+	return append([]byte(nil), m.ReceiptSecret[:]...), nil
+}
+
+func (p *recvPrinter) Broadcast(i int, e gossip.Envelope) error {
+	id := e.ID.String()
+	if p.seen.Has(id) || p.seen.Has("bad "+id) {
+		return nil
+	}
+	ch := p.chans[i]
+	m, err := e2e.OpenChannel(ch.Key, e.Payload)
+	if err != nil {
+		fmt.Fprintf(p.env.stderr, "qpq recv: channel message %s in %s could not be opened, skipped: %s\n", id, display.Escape(ch.Name), display.Escape(err.Error()))
+		p.seen.Add("bad " + id)
+		return nil
+	}
+	if err := p.print(recvJSON{ID: id, Kind: "broadcast", Channel: ch.Name, From: m.From.String(), Text: string(m.Body), SentAt: m.SentAt.UTC().Format(time.RFC3339)}, m.From, m.SentAt, ch.Name); err != nil {
+		return err
+	}
+	p.seen.Add(id)
 	return nil
 }
 
-func (r *channelReader) show(ids [][32]byte, envs []gossip.Envelope) error {
-	for _, e := range envs {
-		idx := -1
-		for i, id := range ids {
-			if string(id[:]) == string(e.Destination) {
-				idx = i
-			}
-		}
-		if idx < 0 {
-			continue
-		}
-		r.after[idx] = e.ID
-		id := e.ID.String()
-		if r.seen.Has(id) || r.seen.Has("bad "+id) {
-			continue
-		}
-		m, err := e2e.OpenChannel(r.chans[idx].Key, e.Payload)
-		if err != nil {
-			fmt.Fprintf(r.env.stderr, "qpq recv: channel message %s in %q could not be opened, skipped: %v\n", id, r.chans[idx].Name, err)
-			r.seen.Add("bad " + id)
-			continue
-		}
-		if r.asJSON {
-			json.NewEncoder(r.env.stdout).Encode(recvJSON{ID: id, Kind: "broadcast", Channel: r.chans[idx].Name, From: m.From.String(), Text: string(m.Body), SentAt: m.SentAt.UTC().Format(time.RFC3339)})
-		} else {
-			from := r.h.NameOf(m.From)
-			if from == "" {
-				from = m.From.Short()
-			}
-			fmt.Fprintf(r.env.stdout, "%s  #%s %s: %s\n", m.SentAt.Local().Format("2006-01-02 15:04"), r.chans[idx].Name, from, m.Body)
-		}
-		r.seen.Add(id)
+// Shown persists the ids shown before the batch is acknowledged.
+func (p *recvPrinter) Shown() error { return p.seen.Save() }
+
+// print writes one message: the exact text as JSON, or laid out safely.
+func (p *recvPrinter) print(j recvJSON, from identity.Fingerprint, sentAt time.Time, channel string) error {
+	var err error
+	if p.asJSON {
+		err = json.NewEncoder(p.env.stdout).Encode(j)
+	} else {
+		_, err = io.WriteString(p.env.stdout, p.layout.Format(display.Message{
+			SentAt: sentAt, Channel: channel, From: p.h.NameOf(from), FromShort: from.Short(), Body: j.Text,
+		}))
 	}
-	return r.seen.Save()
+	if err != nil {
+		return fmt.Errorf("print message %s: %w", j.ID, err)
+	}
+	p.shown++
+	return nil
 }

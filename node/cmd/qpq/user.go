@@ -119,7 +119,7 @@ func connect(ctx context.Context, env *cliEnv, h home.Home, t nodeTarget, repin 
 	if pin.IsZero() && isKnown && !repin {
 		pin = known
 	}
-	c, err := client.Dial(ctx, t.addr, pin)
+	c, err := client.DialNotify(ctx, t.addr, pin, time.Second, func() { fmt.Fprintf(env.stderr, "connecting to node %s...\n", t.addr) })
 	if err != nil {
 		if errors.Is(err, link.ErrFingerprintMismatch) && t.pin.IsZero() {
 			return nil, fmt.Errorf("%w: node %s no longer proves the key remembered in %s (%v); if the operator confirms a new key, run again with --repin",
