@@ -21,6 +21,8 @@ FUZZ := \
 	./node/config:FuzzParseValues \
 	./node/uci:FuzzParse \
 	./gossip/relay:FuzzReceiptSecret \
+	./gossip/relay:FuzzDecodeFilter \
+	./node/display:FuzzFormat \
 	./node/e2e:FuzzOpenDM \
 	./node/e2e:FuzzVerifyBundle \
 	./node/e2e:FuzzParseShare \

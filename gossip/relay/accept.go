@@ -94,7 +94,7 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 	}
 	if env.Kind == schemas.Envelope_Kind_descriptor && e.o.OnDescriptor != nil {
 		if signed, err := gossip.SignedBytes(env); err == nil {
-			e.o.OnDescriptor(signed)
+			e.o.OnDescriptor(signed, src.Peer)
 		}
 	}
 	e.fanOut(env.ID, src.Peer)

@@ -58,8 +58,10 @@ type Options struct {
 	VerifyBundle     BundleVerifier
 	VerifyDescriptor BundleVerifier
 	// OnDescriptor is called (from Accept's goroutine; it must not block)
-	// with each node descriptor newly stored, for peer exchange.
-	OnDescriptor func(signed []byte)
+	// with each node descriptor newly stored, for peer exchange, and the
+	// neighbour it arrived from (zero when the node made it or a client
+	// handed it over), so that dials it causes are budgeted per neighbour.
+	OnDescriptor func(signed []byte, from identity.Fingerprint)
 	Log          *slog.Logger
 	// PeerRate and PeerBurst bound envelopes accepted from one neighbour
 	// per second (token bucket). Defaults 200 and 2000.

@@ -73,7 +73,10 @@ func (e *Engine) Channel(ids [][32]byte, after []gossip.ID, limit, maxBytes int)
 
 // Ack applies receipt secrets revealed by a recipient: deletes the tagged
 // envelopes here and spreads a receipt so every node deletes its copy.
-func (e *Engine) Ack(secrets [][]byte) (deleted int, err error) {
+// The receipts are stored as coming from src (the acknowledging client's
+// address), so a client acking made-up secrets fills only its own share
+// of the receipt budget.
+func (e *Engine) Ack(secrets [][]byte, src Source) (deleted int, err error) {
 	for _, k := range secrets {
 		r, err := gossip.NewReceipt(k, uint32(e.o.ReceiptTTL/time.Second), e.o.ReceiptHops)
 		if err != nil {
@@ -84,7 +87,7 @@ func (e *Engine) Ack(secrets [][]byte) (deleted int, err error) {
 			return deleted, err
 		}
 		deleted += n
-		if _, err := e.Accept(r, Source{Client: "local"}); err != nil {
+		if _, err := e.Accept(r, src); err != nil {
 			return deleted, err
 		}
 	}

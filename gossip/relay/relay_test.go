@@ -257,7 +257,7 @@ func TestReceiptDeletesCopiesAndForgedReceiptDeletesNothing(t *testing.T) {
 	}
 
 	// The real one, revealed at the far end, deletes every copy.
-	if n, err := ns[2].eng.Ack([][]byte{secret}); err != nil || n != 1 {
+	if n, err := ns[2].eng.Ack([][]byte{secret}, Source{Client: "c"}); err != nil || n != 1 {
 		t.Fatalf("ack: deleted %d, err %v", n, err)
 	}
 	for _, n := range ns {

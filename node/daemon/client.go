@@ -191,14 +191,14 @@ func (s *clientSession) Authenticate(ctx context.Context, call schemas.Node_auth
 	if !e2e.VerifyPurpose(b.Identity, link.AuthSigLabel, msg, sig) {
 		return fmt.Errorf("%w: signature does not match this node and session", ErrAuth)
 	}
-	if err := s.d.publish(signed, b.Fingerprint); err != nil {
+	if err := s.d.publish(signed, b.Fingerprint, s.label); err != nil {
 		s.d.log.Debug("bundle not published", "user", b.Fingerprint, "err", err)
 	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
 	}
-	return res.SetMailbox(schemas.Mailbox_ServerToClient(&mailbox{d: s.d, cc: s.cc, user: b.Fingerprint}))
+	return res.SetMailbox(schemas.Mailbox_ServerToClient(&mailbox{d: s.d, cc: s.cc, label: s.label, user: b.Fingerprint}))
 }
 
 func (s *clientSession) PublishBundle(ctx context.Context, call schemas.Node_publishBundle) error {
@@ -211,7 +211,7 @@ func (s *clientSession) PublishBundle(ctx context.Context, call schemas.Node_pub
 	if err != nil {
 		return fmt.Errorf("publishBundle: %w", err)
 	}
-	return s.d.publish(signed, b.Fingerprint)
+	return s.d.publish(signed, b.Fingerprint, s.label)
 }
 
 func (s *clientSession) LookupBundle(ctx context.Context, call schemas.Node_lookupBundle) error {
@@ -234,21 +234,24 @@ func (s *clientSession) LookupBundle(ctx context.Context, call schemas.Node_look
 // bundleTTL is how long a published bundle lives in the mesh.
 const bundleTTL = 30 * 24 * time.Hour
 
-// publish stores a verified bundle as an envelope and spreads it.
-func (d *Daemon) publish(signed []byte, fp identity.Fingerprint) error {
+// publish stores a verified bundle as an envelope and spreads it. It is
+// charged to the client address that handed it over (label), so bundles
+// of made-up users fill only that address's share of the bundle budget.
+func (d *Daemon) publish(signed []byte, fp identity.Fingerprint, label string) error {
 	env, err := gossip.NewBundleEnvelope(fp, signed, uint32(bundleTTL/time.Second), uint8(d.cfg.MaxHops))
 	if err != nil {
 		return err
 	}
-	_, err = d.eng.Accept(env, relay.Source{Client: "local"})
+	_, err = d.eng.Accept(env, relay.Source{Client: label})
 	return err
 }
 
 // mailbox is one authenticated user's Mailbox capability.
 type mailbox struct {
-	d    *Daemon
-	cc   *clientConn
-	user identity.Fingerprint
+	d     *Daemon
+	cc    *clientConn
+	label string // the client's quota key, as in clientSession
+	user  identity.Fingerprint
 }
 
 func (m *mailbox) Fetch(ctx context.Context, call schemas.Mailbox_fetch) error {
@@ -312,7 +315,7 @@ func (m *mailbox) Ack(ctx context.Context, call schemas.Mailbox_ack) error {
 		}
 		secrets = append(secrets, append([]byte(nil), k...))
 	}
-	n, err := m.d.eng.Ack(secrets)
+	n, err := m.d.eng.Ack(secrets, relay.Source{Client: m.label})
 	if err != nil {
 		return fmt.Errorf("ack: %w", err)
 	}

@@ -187,6 +187,21 @@ func (t *clientTable) removeLocked(c *clientConn) {
 	}
 }
 
+// closeAll closes every client connection with a reason the client can
+// show, so it learns at once that the node went away rather than at its
+// next probe. Called by Daemon.Close before the socket closes.
+func (t *clientTable) closeAll(reason string) {
+	t.mu.Lock()
+	conns := make([]*clientConn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	for _, c := range conns {
+		c.in.Close(link.CodeClosing, reason)
+	}
+}
+
 // callLimits are the RPC limits of c.
 func (t *clientTable) callLimits(c *clientConn) link.CallLimits {
 	return link.CallLimits{MaxCalls: maxCallsPerConn, Shared: &c.addr.calls, MaxShared: maxCallsPerAddr,

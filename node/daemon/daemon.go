@@ -149,7 +149,7 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 	// The first trial comes a full Explore after start, not at once.
 	d.lastTrial = d.started
 	d.eng = relay.New(relay.Options{Store: st, VerifyBundle: verifyBundle, VerifyDescriptor: verifyDescriptor,
-		OnDescriptor: d.onDescriptor, Log: log, ReceiptHops: uint8(min(cfg.MaxHops, 16))})
+		OnDescriptor: d.onDescriptorFrom, Log: log, ReceiptHops: uint8(min(cfg.MaxHops, 16))})
 	if cfg.Control != "" {
 		d.ctl, err = control.Listen(cfg.Control, d.Status, log)
 		if err != nil {
@@ -233,6 +233,7 @@ func (d *Daemon) Close() error {
 		for _, l := range links {
 			l.Close(link.CodeClosing, "node shutting down")
 		}
+		d.clients.closeAll("node shutting down")
 		if d.ctl != nil {
 			d.ctl.Close()
 		}

@@ -199,19 +199,13 @@ func (d *Daemon) advertised() []string {
 	return out
 }
 
-// onDescriptor is the relay's callback for a newly stored descriptor.
-// The relay does not say which neighbour the descriptor came from, so
-// dials to its new addresses are charged to its signer (which costs an
-// attacker nothing to make up) and, what bounds them, to the node-wide
-// budget (neighbours.NewAddrBurstAll).
-func (d *Daemon) onDescriptor(signed []byte) {
-	d.onDescriptorFrom(signed, identity.Fingerprint{})
-}
-
-// onDescriptorFrom learns the node a descriptor describes; from is the
-// neighbour it arrived from, zero when unknown. Dials to addresses never
-// reached are budgeted per from, so one neighbour relaying made-up
-// descriptors cannot spend the budget of the others.
+// onDescriptorFrom is the relay's callback for a newly stored descriptor:
+// it learns the node the descriptor describes. from is the neighbour it
+// arrived from. Dials to addresses never reached are budgeted per from,
+// so one neighbour relaying made-up descriptors cannot spend the budget
+// of the others; a descriptor with no neighbour (zero from) is charged to
+// its signer, and every dial also to the node-wide budget
+// (neighbours.NewAddrBurstAll).
 func (d *Daemon) onDescriptorFrom(signed []byte, from identity.Fingerprint) {
 	desc, err := descriptor.Verify(signed)
 	if err != nil || desc.Domain != d.cfg.Domain {

@@ -168,7 +168,7 @@ func TestMadeUpDescriptorsDialOnlyTheBudget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d.onDescriptor(signed)
+		d.onDescriptorFrom(signed, identity.Fingerprint{})
 	}
 	hits := func() int {
 		n := 0

@@ -12,6 +12,7 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/node/config"
+	"github.com/quicproquo/qpq/node/display"
 	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/node/home"
 	"github.com/quicproquo/qpq/schemas"
@@ -140,7 +141,8 @@ func runSend(env *cliEnv, args []string) int {
 		id, err = send(env, h, u, target, *repin, toFP, body, ttl, uint8(hops))
 	}
 	if err != nil {
-		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
+		// The node's own words are inside: shown escaped, like a message.
+		fmt.Fprintf(env.stderr, "qpq send: %s\n", display.Escape(err.Error()))
 		return exitFailure
 	}
 	if *asJSON {
