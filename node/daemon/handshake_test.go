@@ -31,7 +31,9 @@ func TestStalledHandshakesFromOneAddressDoNotBlockOthers(t *testing.T) {
 	for range maxPendingHandshakes {
 		conn, err := tr.Dial(ctx, d.Addr(), d.Fingerprint(), link.ALPNPeer)
 		if err != nil {
-			t.Fatal(err)
+			// Refused already (the transport's or the node's per-address
+			// bound): it holds no slot.
+			continue
 		}
 		stalled = append(stalled, conn)
 	}

@@ -108,6 +108,9 @@ func TestPlannedLinkIsRegisteredWithItsPick(t *testing.T) {
 	b := startDaemon(t, 8, nil, nil)
 	a.learn(b.Fingerprint(), []string{b.Addr()}, viaMDNS)
 	waitUntil(t, 10*time.Second, "a to link to b", func() bool { return len(a.Status().Peers) == 1 })
+	// b registers the link once it has answered a's hello, which may be
+	// just after a sees it up.
+	waitUntil(t, 10*time.Second, "b to register the link", func() bool { return len(b.Status().Peers) == 1 })
 	a.mu.Lock()
 	dialling := len(a.dialing)
 	a.mu.Unlock()
