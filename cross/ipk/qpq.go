@@ -35,6 +35,10 @@ const QPQDescription = `qpq is an end-to-end encrypted mesh messenger. This node
 routers over QUIC, stores sealed messages for people who are offline and forwards
 them hop by hop. It never sees a plaintext or a sender.`
 
+// QPQLicense is qpq's license (the LICENSE file at the repository's top),
+// as openwrt/Makefile's PKG_LICENSE gives it.
+const QPQLicense = "Apache-2.0"
+
 // QPQOptions is what a qpq package is made from.
 type QPQOptions struct {
 	Version         string // package version

@@ -33,7 +33,7 @@ func main() {
 		epochText  = flag.String("epoch", os.Getenv("SOURCE_DATE_EPOCH"), "Unix time for every member and SourceDateEpoch; default $SOURCE_DATE_EPOCH, else 0")
 		files      = flag.String("files", "openwrt/files", "directory holding qpq.init, qpq.config and qpq.keep")
 		table      = flag.String("targets", "cross/targets.txt", "targets table")
-		license    = flag.String("license", "", "License field (SPDX); empty leaves it out")
+		license    = flag.String("license", ipk.QPQLicense, "License field (SPDX); empty leaves it out")
 		maintainer = flag.String("maintainer", "", "Maintainer field; empty leaves it out")
 		all        = flag.Bool("all", false, "one package per architecture in the targets table, binaries from -bindir")
 		binDir     = flag.String("bindir", "build/bin", "with -all: directory of the cross-built binaries")
