@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3"
-	"github.com/cloudflare/circl/kem/xwing"
 
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/schemas"
@@ -128,7 +127,7 @@ func VerifyBundle(b []byte) (Bundle, error) {
 	}
 	// Only now spend time on the KEM key: the ML-KEM encapsulation key
 	// check rejects encodings that are not reduced mod q.
-	if _, err := xwing.Scheme().UnmarshalBinaryPublicKey(kemKey); err != nil {
+	if _, err := dmKEM.NewPublicKey(kemKey); err != nil {
 		return Bundle{}, fmt.Errorf("%w: kemKey: %v", ErrBadBundle, err)
 	}
 	id := append(ed25519.PublicKey(nil), idKey...)

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"crypto/ed25519"
+	"crypto/hpke"
+	"crypto/mlkem"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -9,14 +11,12 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cloudflare/circl/kem/xwing"
-
 	"github.com/quicproquo/qpq/mesh/identity"
 )
 
 // Sealed DM payload, version 1 (DESIGN "Privacy"):
 //
-//	enc (xwing.CiphertextSize = 1120 bytes) || ChaCha20-Poly1305 ciphertext || tag (16)
+//	enc (1120 bytes: ML-KEM-768 ciphertext, X25519 point) || ChaCha20-Poly1305 ciphertext || tag (16)
 //
 // HPKE base mode, X-Wing, HKDF-SHA256, ChaCha20-Poly1305; info is
 // dmInfoLabel || recipient fingerprint, no additional data. The plaintext
@@ -25,7 +25,7 @@ import (
 // signature input is dmSigInput. Nothing outside the ciphertext names the
 // sender.
 const (
-	dmEncLen   = xwing.CiphertextSize
+	dmEncLen   = mlkem.CiphertextSize768 + 32
 	dmTagLen   = 16 // ChaCha20-Poly1305
 	dmOverhead = dmEncLen + dmTagLen
 	// dmMinPayload is the smallest sealed DM (an empty body).
@@ -92,19 +92,17 @@ func recipientFingerprint(to Bundle) (identity.Fingerprint, error) {
 
 // hpkeSeal encrypts a padded plaintext to a KEM key bound to fp.
 func hpkeSeal(kemKey []byte, fp identity.Fingerprint, pt []byte) ([]byte, error) {
-	pk, err := xwing.Scheme().UnmarshalBinaryPublicKey(kemKey)
+	pk, err := dmKEM.NewPublicKey(kemKey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: recipient KEM key: %v", ErrBadBundle, err)
 	}
-	sender, err := suite.NewSender(pk, dmInfo(fp))
+	enc, sender, err := hpke.NewSender(pk, dmKDF, dmAEAD, dmInfo(fp))
 	if err != nil {
-		return nil, fmt.Errorf("seal DM: %w", err)
+		// Encapsulation fails only for an X25519 point of small order,
+		// which no honest bundle holds.
+		return nil, fmt.Errorf("%w: recipient KEM key: %v", ErrBadBundle, err)
 	}
-	enc, sealer, err := sender.Setup(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("seal DM: %w", err)
-	}
-	ct, err := sealer.Seal(pt, nil)
+	ct, err := sender.Seal(nil, pt)
 	if err != nil {
 		return nil, fmt.Errorf("seal DM: %w", err)
 	}
@@ -122,15 +120,11 @@ func OpenDM(u *User, payload []byte) (Opened, error) {
 		return Opened{}, fmt.Errorf("%w: payload is %d bytes, want a multiple of %d in %d..%d",
 			ErrMalformed, len(payload), padBlock, dmMinPayload, maxPayload)
 	}
-	receiver, err := suite.NewReceiver(u.kemPriv, dmInfo(u.fp))
-	if err != nil {
-		return Opened{}, fmt.Errorf("open DM: %w", err)
-	}
-	opener, err := receiver.Setup(payload[:dmEncLen])
+	r, err := hpke.NewRecipient(payload[:dmEncLen], u.kemPriv, dmKDF, dmAEAD, dmInfo(u.fp))
 	if err != nil {
 		return Opened{}, fmt.Errorf("%w: %v", ErrCannotOpen, err)
 	}
-	pt, err := opener.Open(payload[dmEncLen:], nil)
+	pt, err := r.Open(nil, payload[dmEncLen:])
 	if err != nil {
 		return Opened{}, ErrCannotOpen
 	}

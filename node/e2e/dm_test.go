@@ -119,6 +119,9 @@ func TestSealDMBadBundle(t *testing.T) {
 		"no identity":          func(b *Bundle) { b.Identity = nil },
 		"fingerprint mismatch": func(b *Bundle) { b.Fingerprint = alice.Fingerprint() },
 		"unreduced KEM key":    func(b *Bundle) { b.KEMKey = bytes.Clone(b.KEMKey); b.KEMKey[0], b.KEMKey[1] = 0xff, 0xff },
+		// A small-order X25519 point makes the X25519 shared secret zero;
+		// crypto/hpke refuses it (circl sealed anyway).
+		"zero X25519 point": func(b *Bundle) { b.KEMKey = bytes.Clone(b.KEMKey); clear(b.KEMKey[KEMPublicKeySize-32:]) },
 	} {
 		bb := b
 		mod(&bb)

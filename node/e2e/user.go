@@ -12,13 +12,11 @@ package e2e
 
 import (
 	"crypto/ed25519"
+	"crypto/hpke"
+	"crypto/mlkem"
 	"crypto/rand"
 	"fmt"
 	"strings"
-
-	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
-	"github.com/cloudflare/circl/kem/xwing"
 
 	"github.com/quicproquo/qpq/mesh/identity"
 )
@@ -42,14 +40,22 @@ const (
 
 // Key sizes.
 const (
-	// KEMPublicKeySize is the size of an X-Wing public key.
-	KEMPublicKeySize = xwing.PublicKeySize
+	// KEMPublicKeySize is the size of an X-Wing public key: the ML-KEM-768
+	// encapsulation key, then the X25519 point.
+	KEMPublicKeySize = mlkem.EncapsulationKeySize768 + 32
 	// seedSize is the size of the Ed25519 and X-Wing private seeds.
 	seedSize = 32
 )
 
-// suite is the one HPKE suite DMs use (DESIGN "Privacy").
-var suite = hpke.NewSuite(hpke.KEM_XWING, hpke.KDF_HKDF_SHA256, hpke.AEAD_ChaCha20Poly1305)
+// The one HPKE suite DMs use (DESIGN "Privacy"): X-Wing (KEM id 0x647a),
+// HKDF-SHA256, ChaCha20-Poly1305. The first builds used circl's
+// hpke.KEM_XWING, the same construction (hpke_cross_test.go checks both
+// ways; testdata/golden holds what they made).
+var (
+	dmKEM  = hpke.MLKEM768X25519()
+	dmKDF  = hpke.HKDFSHA256()
+	dmAEAD = hpke.ChaCha20Poly1305()
+)
 
 // User is a user's identity: the long-term Ed25519 key whose fingerprint
 // names the user, and the X-Wing KEM key that DMs are sealed to. It holds
@@ -58,7 +64,7 @@ var suite = hpke.NewSuite(hpke.KEM_XWING, hpke.KDF_HKDF_SHA256, hpke.AEAD_ChaCha
 type User struct {
 	sign    ed25519.PrivateKey
 	kemSeed [seedSize]byte
-	kemPriv kem.PrivateKey
+	kemPriv hpke.PrivateKey
 	kemPub  []byte // KEMPublicKeySize bytes
 	fp      identity.Fingerprint
 	extra   []byte // key file records this build does not know, kept for re-saving
@@ -73,13 +79,18 @@ func NewUser() *User {
 }
 
 // userFromSeeds derives both key pairs from their 32-byte seeds, the only
-// secret material a key file stores.
+// secret material a key file stores. The X-Wing seed is the private key
+// itself (SHAKE256 expands it into the ML-KEM-768 and X25519 keys).
 func userFromSeeds(edSeed, kemSeed []byte) *User {
 	u := &User{sign: ed25519.NewKeyFromSeed(edSeed)}
 	copy(u.kemSeed[:], kemSeed)
-	pub, priv := xwing.Scheme().DeriveKeyPair(u.kemSeed[:])
+	priv, err := dmKEM.NewPrivateKey(u.kemSeed[:])
+	if err != nil {
+		// It fails only for a seed that is not 32 bytes.
+		panic(fmt.Sprintf("e2e: X-Wing key from a %d-byte seed: %v", len(u.kemSeed), err))
+	}
 	u.kemPriv = priv
-	u.kemPub, _ = pub.MarshalBinary() // cannot fail for an X-Wing key
+	u.kemPub = priv.PublicKey().Bytes()
 	u.fp = identity.FingerprintOf(u.PublicKey())
 	return u
 }
