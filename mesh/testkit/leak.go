@@ -14,6 +14,9 @@ import (
 // after Close returns).
 const leakGrace = 5 * time.Second
 
+// maxReported bounds the stacks a failed check prints.
+const maxReported = 10
+
 // backgroundFrames name goroutines that the runtime, the testing package
 // or a library start once per process and never stop; they are not
 // leaks of the test.
@@ -66,7 +69,11 @@ func LeakCheck(t testing.TB) {
 			return
 		}
 		var b strings.Builder
-		for _, g := range left {
+		for i, g := range left {
+			if i == maxReported {
+				fmt.Fprintf(&b, "\n(and %d more)", len(left)-i)
+				break
+			}
 			fmt.Fprintf(&b, "\n%s\n", g.stack)
 		}
 		t.Errorf("%d goroutines still running %v after the test ended:%s", len(left), leakGrace, b.String())
