@@ -172,7 +172,11 @@ func fillChannel(t *testing.T, d *Daemon, id [32]byte, size int) {
 // timeout; a long poll waiting longer than that counts as activity.
 func TestIdleClientIsClosed(t *testing.T) {
 	testkit.LeakCheck(t)
-	defer func(old time.Duration) { clientIdleTimeout = old }(clientIdleTimeout)
+	// Restored in a cleanup registered before the node's, so it runs
+	// after the node has stopped reading it (a defer would race with the
+	// node's client goroutines, which stop in the node's cleanup).
+	old := clientIdleTimeout
+	t.Cleanup(func() { clientIdleTimeout = old })
 	clientIdleTimeout = 300 * time.Millisecond
 	d := newDaemon(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
