@@ -58,3 +58,16 @@ func Settle(t testing.TB, within time.Duration, what string, quiet func() bool, 
 		last = p
 	}
 }
+
+// WaitForEvery is WaitFor polling every pause: for conditions that are
+// costly to check, such as one that runs a process or queries a node.
+func WaitForEvery(t testing.TB, within, pause time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(pause)
+	}
+}
