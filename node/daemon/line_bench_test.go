@@ -19,6 +19,8 @@ import (
 	"github.com/quicproquo/qpq/node/e2e/e2etest"
 
 	"github.com/quicproquo/qpq/node/daemon/daemontest"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // The line benchmarks carry padded 256-byte messages through four nodes on
@@ -68,12 +70,10 @@ func newLine(b *testing.B) *lineRig {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { r.atA.Close() })
-	for {
-		if r.to, err = r.atA.LookupBundle(ctx, r.bob.Fingerprint()); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(b, 20*time.Second, "bob's bundle to reach A", func() bool {
+		r.to, err = r.atA.LookupBundle(ctx, r.bob.Fingerprint())
+		return err == nil
+	})
 	return r
 }
 

@@ -57,12 +57,18 @@ func TestRefusedAtCapIsNotRedialledAtOnce(t *testing.T) {
 	x.learn(hub.Fingerprint(), []string{hub.Addr()}, viaExchange)
 	testkit.WaitFor(t, 10*time.Second, "the hub to refuse x", func() bool { return refusals.Load() > 0 })
 	// Kicks (finished dials, more nodes learnt) must not bring it back.
+	// After each, x is let settle: the kick taken and no dial under way,
+	// so a redial it caused has been made and refused before the count.
 	for range 20 {
 		x.kickSelect()
-		time.Sleep(100 * time.Millisecond)
+		testkit.Settle(t, 10*time.Second, "x's selection", func() bool {
+			x.mu.Lock()
+			defer x.mu.Unlock()
+			return len(x.kick) == 0 && len(x.dialing) == 0
+		}, refusals.Load)
 	}
 	if n := refusals.Load(); n != 1 {
-		t.Errorf("the hub refused x %d times in 2 s, want once (then 30 s of backoff)", n)
+		t.Errorf("the hub refused x %d times over 20 kicks, want once (then 30 s of backoff)", n)
 	}
 	if st := x.Status(); len(st.Peers) != 0 {
 		t.Errorf("x holds %d links to a hub at its cap", len(st.Peers))
