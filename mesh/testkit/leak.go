@@ -12,7 +12,7 @@ import (
 // leakGrace is how long LeakCheck lets goroutines wind down after the
 // test's other cleanups (QUIC connections close their run loops a moment
 // after Close returns).
-const leakGrace = 5 * time.Second
+var leakGrace = 5 * time.Second
 
 // maxReported bounds the stacks a failed check prints.
 const maxReported = 10

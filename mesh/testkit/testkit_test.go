@@ -38,6 +38,8 @@ func (r *recTB) end() {
 }
 
 func TestLeakCheckSeesALeftGoroutineAndNotAStoppedOne(t *testing.T) {
+	defer func(g time.Duration) { leakGrace = g }(leakGrace)
+	leakGrace = 100 * time.Millisecond
 	stop := make(chan struct{})
 	r := &recTB{TB: t}
 	LeakCheck(r)
