@@ -16,7 +16,7 @@ func TestBroadcastRefusedForQuotaIsAcceptedOnceThereIsRoom(t *testing.T) {
 	// A neighbour's copy arrives while its link's share of the store is
 	// full: refused. Once room is freed, a later copy must be stored, not
 	// dropped as a duplicate of the one that was refused.
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"), store.Options{MaxBytes: 1 << 20, MaxPerSource: 8 << 10, MaxTTL: 7 * 24 * time.Hour, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +67,7 @@ func TestNewerBundleRefusedWhenTheOlderCannotBeDropped(t *testing.T) {
 	// Replacing a bundle deletes the older one; when that fails the
 	// newer one is refused with the store's error, not stored beside it
 	// as if all were well.
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"), store.Options{MaxBytes: 1 << 20, MaxTTL: 7 * 24 * time.Hour, Clock: clock})
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/quicproquo/qpq/mesh/identity"
 )
@@ -21,7 +20,7 @@ func TestAddPeerRacingCloseLeavesNoSender(t *testing.T) {
 	// A neighbour linking while the node shuts down: whichever wins, no
 	// sender may run once Close has returned. Run under -race, the
 	// WaitGroup also reports an Add that races Close's Wait.
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	n := newTNode(t, clock)
 	st := n.st
 	n.eng.Close()

@@ -10,6 +10,8 @@ import (
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/store"
 	"github.com/quicproquo/qpq/mesh/identity"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // purgeSignal is a store that reports each Purge.
@@ -48,7 +50,7 @@ func (p *summaryPeer) Summary(ctx context.Context, s Summary) error {
 }
 
 func TestRunPurgesTheStore(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"), store.Options{MaxBytes: 8 << 20, MaxTTL: 7 * 24 * time.Hour, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +59,7 @@ func TestRunPurgesTheStore(t *testing.T) {
 	ps := purgeSignal{Store: st, purged: make(chan struct{}, 1)}
 	eng := New(Options{Store: ps, Now: clock.Now, PurgeInterval: time.Millisecond})
 	defer eng.Close()
-	e := dm(t, 60, 4)
+	e := gossiptest.Hops(gossiptest.DM(nil, nil, 60, 2), 4)
 	if added, err := eng.Accept(e, Source{Client: "c"}); err != nil || !added {
 		t.Fatalf("accept: %v %v", added, err)
 	}
@@ -78,7 +80,7 @@ func TestRunPurgesTheStore(t *testing.T) {
 }
 
 func TestRunSendsSummariesAtLinkUpAndRetries(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	n := newTNode(t, clock)
 	done := make(chan struct{})
 	go func() {
@@ -103,11 +105,11 @@ func TestRunSendsSummariesAtLinkUpAndRetries(t *testing.T) {
 }
 
 func TestRunCatchesUpANeighbourWithoutAnyCall(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	a, b := newTNode(t, clock), newTNode(t, clock)
 	var ids []gossip.ID
 	for range 50 {
-		e := dm(t, 3600, 8)
+		e := gossiptest.Hops(gossiptest.DM(nil, nil, 3600, 2), 8)
 		a.eng.Accept(e, Source{Client: "c"})
 		ids = append(ids, e.ID)
 	}

@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
 
@@ -47,7 +46,7 @@ func TestHostileSummaryFiltersRefusedWithoutAllocating(t *testing.T) {
 	// far more than the message holds: refused with a clear error before
 	// anything the size of the claim is allocated, and the engine keeps
 	// serving.
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	n := newTNode(t, clock)
 	from := identity.Fingerprint{1}
 	defer n.eng.AddPeer(from, newRecPeer())()

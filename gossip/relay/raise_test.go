@@ -10,6 +10,8 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/mesh/identity"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // starvationGraph is the smallest shape of the starvation raises fix:
@@ -180,7 +182,7 @@ func (r *recPeer) waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestHandleRaise(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	n := newTNode(t, clock)
 	n.eng.o.PeerRate, n.eng.o.PeerBurst = 1, 6 // set before AddPeer: the bucket starts full
 	raiser, other := identity.Fingerprint{1}, identity.Fingerprint{2}
@@ -189,7 +191,7 @@ func TestHandleRaise(t *testing.T) {
 	defer n.eng.AddPeer(other, op)()
 
 	b := broadcast(rand.New(rand.NewPCG(7, 7)), 2)
-	d := dm(t, 3600, 2)
+	d := gossiptest.Hops(gossiptest.DM(nil, nil, 3600, 2), 2)
 	for _, e := range []gossip.Envelope{b, d} {
 		if added, err := n.eng.Accept(e, Source{Client: "c"}); err != nil || !added {
 			t.Fatalf("accept: %v %v", added, err)
@@ -262,7 +264,7 @@ func TestLostRaiseIsOfferedAgainBySummary(t *testing.T) {
 }
 
 func TestPruneBoostsForgetsBroadcastsNoLongerHeld(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	n := newTNode(t, clock)
 	peerA := identity.Fingerprint{1}
 	defer n.eng.AddPeer(peerA, newRecPeer())()

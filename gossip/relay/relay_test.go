@@ -4,8 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"path/filepath"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,10 @@ import (
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // These tests run the engine over real bbolt stores. The link between
@@ -22,22 +27,9 @@ import (
 // fake clock can age every node's store together; the process tests in
 // node/cmd/qpq cover the same paths over real QUIC.
 
-// fakeClock is a controllable wall and monotonic clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+// newClock is the fake clock every node of a test shares.
+func newClock() *testkit.Clock {
+	return testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 type tnode struct {
@@ -45,10 +37,13 @@ type tnode struct {
 	path  string
 	st    *store.Store
 	eng   *Engine
-	clock *fakeClock
+	clock *testkit.Clock
+	// inFlight and pushes count the pushes into this node under way and
+	// ever started: the quiet signal.
+	inFlight, pushes atomic.Int64
 }
 
-func newTNode(t *testing.T, clock *fakeClock) *tnode {
+func newTNode(t *testing.T, clock *testkit.Clock) *tnode {
 	t.Helper()
 	id, _ := identity.NewNode()
 	n := &tnode{fp: id.Fingerprint(), path: filepath.Join(t.TempDir(), "store.db"), clock: clock}
@@ -82,6 +77,9 @@ type memPeer struct {
 }
 
 func (p memPeer) Push(ctx context.Context, envs []gossip.Envelope) (int, error) {
+	p.to.pushes.Add(1)
+	p.to.inFlight.Add(1)
+	defer p.to.inFlight.Add(-1)
 	n := 0
 	for _, e := range envs {
 		added, err := p.to.eng.Accept(e, Source{Peer: p.from})
@@ -110,32 +108,47 @@ func connect(a, b *tnode) func() {
 	return func() { ra(); rb() }
 }
 
-func dm(t testing.TB, ttl uint32, hops uint8) gossip.Envelope {
-	dest, tag, payload := make([]byte, 32), make([]byte, 32), make([]byte, 512)
-	rand.Read(dest)
-	rand.Read(tag)
-	rand.Read(payload)
-	e := gossip.Envelope{Kind: schemas.Envelope_Kind_dm, Destination: dest, ReceiptTag: tag, Payload: payload, TTLSeconds: ttl, HopLimit: hops}
-	e.ID = gossip.ComputeID(e.Kind, dest, tag, payload)
-	return e
-}
-
 func waitHas(t *testing.T, n *tnode, id gossip.ID, want bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("node %s: has(%s) = %v", n.fp.Short(), id, want), func() bool {
 		_, ok, _ := n.st.Get(id)
-		if ok == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s: has(%s) = %v, want %v", n.fp.Short(), id, ok, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return ok == want
+	})
 }
 
-func line(t *testing.T, clock *fakeClock, k int) []*tnode {
+// quiet waits until nothing moves between ns: no push under way and
+// every push queue empty, over the kit's settle window. After it, an
+// envelope that has not arrived will not arrive.
+func quiet(t *testing.T, ns ...*tnode) {
+	t.Helper()
+	testkit.Settle(t, 10*time.Second, "the nodes", func() bool {
+		for _, n := range ns {
+			if n.inFlight.Load() != 0 || queued(n.eng) != 0 {
+				return false
+			}
+		}
+		return true
+	}, func() int64 {
+		var sum int64
+		for _, n := range ns {
+			sum += n.pushes.Load()
+		}
+		return sum
+	})
+}
+
+// queued is the number of ids waiting in e's push queues.
+func queued(e *Engine) int {
+	e.peersMu.Lock()
+	defer e.peersMu.Unlock()
+	total := 0
+	for _, p := range e.peers {
+		total += len(p.queue)
+	}
+	return total
+}
+
+func line(t *testing.T, clock *testkit.Clock, k int) []*tnode {
 	ns := make([]*tnode, k)
 	for i := range ns {
 		ns[i] = newTNode(t, clock)
@@ -147,9 +160,9 @@ func line(t *testing.T, clock *fakeClock, k int) []*tnode {
 }
 
 func TestPushTravelsTheLineWithinHopLimit(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	ns := line(t, clock, 4)
-	e := dm(t, 3600, 2)
+	e := gossiptest.Hops(gossiptest.DM(nil, nil, 3600, 2), 2)
 	if added, err := ns[0].eng.Accept(e, Source{Client: "c"}); err != nil || !added {
 		t.Fatalf("accept at origin: %v %v", added, err)
 	}
@@ -163,18 +176,18 @@ func TestPushTravelsTheLineWithinHopLimit(t *testing.T) {
 	if err := ns[3].eng.SendSummary(context.Background(), ns[2].fp); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	quiet(t, ns...)
 	if _, ok, _ := ns[3].st.Get(e.ID); ok {
 		t.Fatal("an envelope with hop limit 2 travelled three hops")
 	}
 }
 
 func TestAntiEntropyCatchesUpALateNeighbour(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	a, b := newTNode(t, clock), newTNode(t, clock)
 	var ids []gossip.ID
 	for range 200 {
-		e := dm(t, 3600, 8)
+		e := gossiptest.Hops(gossiptest.DM(nil, nil, 3600, 2), 8)
 		a.eng.Accept(e, Source{Client: "c"})
 		ids = append(ids, e.ID)
 	}
@@ -188,9 +201,9 @@ func TestAntiEntropyCatchesUpALateNeighbour(t *testing.T) {
 }
 
 func TestTTLExpiryPurgesEveryCopyAndRestartDoesNotRevive(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	ns := line(t, clock, 3)
-	e := dm(t, 3600, 8)
+	e := gossiptest.Hops(gossiptest.DM(nil, nil, 3600, 2), 8)
 	ns[0].eng.Accept(e, Source{Client: "c"})
 	waitHas(t, ns[2], e.ID, true)
 
@@ -217,10 +230,10 @@ func TestTTLExpiryPurgesEveryCopyAndRestartDoesNotRevive(t *testing.T) {
 }
 
 func TestStaleNodeWithWrongClockCannotReinject(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	a, b := newTNode(t, clock), newTNode(t, clock)
 	unlink := connect(a, b)
-	e := dm(t, 3600, 8)
+	e := gossiptest.Hops(gossiptest.DM(nil, nil, 3600, 2), 8)
 	a.eng.Accept(e, Source{Client: "c"})
 	waitHas(t, b, e.ID, true)
 	unlink()
@@ -234,12 +247,12 @@ func TestStaleNodeWithWrongClockCannotReinject(t *testing.T) {
 }
 
 func TestReceiptDeletesCopiesAndForgedReceiptDeletesNothing(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	ns := line(t, clock, 3)
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	tag := gossip.ReceiptTag(secret)
-	e := dm(t, 3600, 8)
+	e := gossiptest.Hops(gossiptest.DM(nil, nil, 3600, 2), 8)
 	e.ReceiptTag = tag[:]
 	e.ID = gossip.ComputeID(e.Kind, e.Destination, e.ReceiptTag, e.Payload)
 	ns[0].eng.Accept(e, Source{Client: "c"})
@@ -266,14 +279,14 @@ func TestReceiptDeletesCopiesAndForgedReceiptDeletesNothing(t *testing.T) {
 }
 
 func TestRateLimitPerNeighbour(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	a := newTNode(t, clock)
 	flood := identity.Fingerprint{1}
 	a.eng.o.PeerRate, a.eng.o.PeerBurst = 10, 20
 	defer a.eng.AddPeer(flood, memPeer{to: a})()
 	accepted, limited := 0, 0
 	for range 100 {
-		_, err := a.eng.Accept(dm(t, 3600, 4), Source{Peer: flood})
+		_, err := a.eng.Accept(gossiptest.Hops(gossiptest.DM(nil, nil, 3600, 2), 4), Source{Peer: flood})
 		switch {
 		case errors.Is(err, ErrRateLimited):
 			limited++
@@ -285,11 +298,11 @@ func TestRateLimitPerNeighbour(t *testing.T) {
 		t.Fatalf("flooding neighbour: accepted %d, limited %d; want at most the burst", accepted, limited)
 	}
 	// Clients and other neighbours are unaffected.
-	if added, err := a.eng.Accept(dm(t, 3600, 4), Source{Client: "c"}); err != nil || !added {
+	if added, err := a.eng.Accept(gossiptest.Hops(gossiptest.DM(nil, nil, 3600, 2), 4), Source{Client: "c"}); err != nil || !added {
 		t.Fatalf("client blocked by a flooding neighbour: %v", err)
 	}
 	clock.Advance(time.Second)
-	if _, err := a.eng.Accept(dm(t, 3600, 4), Source{Peer: flood}); err != nil {
+	if _, err := a.eng.Accept(gossiptest.Hops(gossiptest.DM(nil, nil, 3600, 2), 4), Source{Peer: flood}); err != nil {
 		t.Fatalf("after a second the neighbour may send again: %v", err)
 	}
 }
@@ -323,7 +336,7 @@ func TestReceiptTagMatchesWhatSendersSeal(t *testing.T) {
 }
 
 func TestForgedAndStaleDescriptorsRefused(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	n := newTNode(t, clock)
 	verify := func(signed []byte) (identity.Fingerprint, uint64, error) {
 		d, err := descriptor.Verify(signed)

@@ -15,6 +15,8 @@ import (
 	"github.com/quicproquo/qpq/gossip/store"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // The simulation below runs many engines over real bbolt stores, linked
@@ -53,7 +55,7 @@ type simOptions struct {
 type sim struct {
 	tb    testing.TB
 	o     simOptions
-	clock *fakeClock
+	clock *testkit.Clock
 	nodes []*simNode
 	links map[[2]int]*simLink // by (from, to)
 
@@ -241,7 +243,7 @@ func simDir(tb testing.TB) string {
 // newSim starts n unlinked engines.
 func newSim(tb testing.TB, n int, o simOptions) *sim {
 	tb.Helper()
-	h := &sim{tb: tb, o: o, clock: &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, links: map[[2]int]*simLink{}}
+	h := &sim{tb: tb, o: o, clock: newClock(), links: map[[2]int]*simLink{}}
 	dir := simDir(tb)
 	tb.Cleanup(h.close)
 	for i := range n {
@@ -302,32 +304,16 @@ func (h *sim) linkAll(edges [][2]int) {
 // invisible here; the stable window covers that instant.)
 func (h *sim) settle() {
 	h.tb.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	last, stable := int64(-1), 0
-	for stable < 10 {
-		if time.Now().After(deadline) {
-			h.tb.Fatalf("network did not settle: %d pushes in flight, %d ids queued", h.inFlight.Load(), h.queued())
-		}
-		time.Sleep(time.Millisecond)
-		p := h.progress.Load()
-		if h.inFlight.Load() == 0 && h.queued() == 0 && p == last {
-			stable++
-		} else {
-			stable = 0
-		}
-		last = p
-	}
+	testkit.Settle(h.tb, 2*time.Minute, "the network", func() bool {
+		return h.inFlight.Load() == 0 && h.queued() == 0
+	}, h.progress.Load)
 }
 
 // queued is the number of ids waiting in every engine's push queues.
 func (h *sim) queued() int {
 	total := 0
 	for _, n := range h.nodes {
-		n.eng.peersMu.Lock()
-		for _, p := range n.eng.peers {
-			total += len(p.queue)
-		}
-		n.eng.peersMu.Unlock()
+		total += queued(n.eng)
 	}
 	return total
 }

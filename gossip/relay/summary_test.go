@@ -7,6 +7,10 @@ import (
 
 	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/quicproquo/qpq/mesh/identity"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // filterOf marshals f, or fails the test.
@@ -24,11 +28,11 @@ func TestSummaryFloodTriggersBoundedPushes(t *testing.T) {
 	// everything (an empty filter) or holds everything (all bits set):
 	// the node resends a bounded number of envelopes, not its whole
 	// store per call.
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	n := newTNode(t, clock)
 	n.eng.o.MaxSummaryPush = 100
 	for range 300 {
-		if _, err := n.eng.Accept(dm(t, 3600, 8), Source{Client: "c"}); err != nil {
+		if _, err := n.eng.Accept(gossiptest.Hops(gossiptest.DM(nil, nil, 3600, 2), 8), Source{Client: "c"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -69,10 +73,7 @@ func TestSummaryFloodTriggersBoundedPushes(t *testing.T) {
 		t.Errorf("a second summary at once: got %v, want ErrRateLimited", err)
 	}
 	// Let the sender drain what was queued, then stop it.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(n.eng.peer(attacker).queue) > 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, "the sender to drain its queue", func() bool { return len(n.eng.peer(attacker).queue) == 0 })
 	n.eng.Close()
 	rp.mu.Lock()
 	pushed := len(rp.pushed)
@@ -83,7 +84,7 @@ func TestSummaryFloodTriggersBoundedPushes(t *testing.T) {
 }
 
 func TestImplausibleFilterRefused(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	n := newTNode(t, clock)
 	from := identity.Fingerprint{1}
 	defer n.eng.AddPeer(from, newRecPeer())()

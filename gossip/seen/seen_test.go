@@ -11,15 +11,11 @@ import (
 	"time"
 
 	"github.com/quicproquo/qpq/gossip"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
-
-func newClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
+func newClock() *testkit.Clock { return testkit.NewClock(time.Unix(1_700_000_000, 0)) }
 
 func newSet(t testing.TB, o Options) *Set {
 	t.Helper()
@@ -43,13 +39,13 @@ func ids(seed uint64, n int) []gossip.ID {
 func TestNoFalseNegativesAcrossRotations(t *testing.T) {
 	const c = 100
 	clk := newClock()
-	s := newSet(t, Options{Capacity: c, FPRate: 0.01, Now: clk.now})
+	s := newSet(t, Options{Capacity: c, FPRate: 0.01, Now: clk.Now})
 	all := ids(1, 12*c)
 	for i, id := range all {
 		if s.CheckAndAdd(id) {
 			t.Fatalf("new id %d reported a duplicate", i)
 		}
-		clk.advance(time.Second) // well inside MaxAge: rotation is by count
+		clk.Advance(time.Second) // well inside MaxAge: rotation is by count
 		// i+1 ids added, so (i+1)/c rotations so far; the generation
 		// before the current one must be remembered whole.
 		rotations := (i + 1) / c
@@ -74,14 +70,14 @@ func TestNoFalseNegativesAcrossRotations(t *testing.T) {
 
 func TestNoFalseNegativesAcrossAgeRotation(t *testing.T) {
 	clk := newClock()
-	s := newSet(t, Options{Capacity: 1000, MaxAge: time.Minute, Now: clk.now})
+	s := newSet(t, Options{Capacity: 1000, MaxAge: time.Minute, Now: clk.Now})
 	all := ids(2, 600)
 	// 10 ids every 5 s: a generation lasts 12 steps, 120 ids.
 	for step := range 60 {
 		for _, id := range all[10*step : 10*step+10] {
 			s.Add(id)
 		}
-		clk.advance(5 * time.Second)
+		clk.Advance(5 * time.Second)
 		gen := (step + 1) / 12 // rotations so far
 		for j := max(0, (gen-1)*120); j < 10*step+10; j++ {
 			if !s.Seen(all[j]) {
@@ -134,14 +130,14 @@ func TestRotateByCount(t *testing.T) {
 
 func TestRotateByAge(t *testing.T) {
 	clk := newClock()
-	s := newSet(t, Options{Capacity: 1000, MaxAge: time.Minute, Now: clk.now})
+	s := newSet(t, Options{Capacity: 1000, MaxAge: time.Minute, Now: clk.Now})
 	a, b := gossip.ID{1}, gossip.ID{2}
 	s.Add(a)
-	clk.advance(time.Minute - time.Nanosecond)
+	clk.Advance(time.Minute - time.Nanosecond)
 	if got := s.Stats().Count; got != 1 {
 		t.Fatalf("count just before MaxAge = %d, want 1", got)
 	}
-	clk.advance(time.Nanosecond)
+	clk.Advance(time.Nanosecond)
 	if got := s.Stats().Count; got != 0 {
 		t.Fatalf("count at MaxAge = %d, want 0 (rotated)", got)
 	}
@@ -149,7 +145,7 @@ func TestRotateByAge(t *testing.T) {
 		t.Fatal("id forgotten by the first rotation")
 	}
 	s.Add(b)
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	if s.Seen(a) {
 		t.Fatal("id still seen two generations later")
 	}
@@ -159,7 +155,7 @@ func TestRotateByAge(t *testing.T) {
 	// Idle for two MaxAges: both generations are gone, as they would be
 	// had the Set rotated on time.
 	s.Add(a)
-	clk.advance(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	if s.Seen(a) || s.Seen(b) {
 		t.Fatal("ids still seen after two idle MaxAges")
 	}

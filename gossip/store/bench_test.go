@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/quicproquo/qpq/gossip"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // BenchmarkPut measures durable puts of a small dm (one fsync'd commit
@@ -18,7 +20,7 @@ func BenchmarkPut(b *testing.B) {
 	defer s.Close()
 	es := make([]gossip.Envelope, b.N)
 	for i := range es {
-		es[i] = dm(nil, nil, 3600, 4)
+		es[i] = gossiptest.DM(nil, nil, 3600, 4)
 	}
 	b.SetBytes(int64(len(es[0].Payload)))
 	b.ResetTimer()
@@ -38,7 +40,7 @@ func BenchmarkGet(b *testing.B) {
 	defer s.Close()
 	ids := make([]gossip.ID, 2000)
 	for i := range ids {
-		e := dm(nil, nil, 3600, 4)
+		e := gossiptest.DM(nil, nil, 3600, 4)
 		if _, err := s.Put(e, "bench"); err != nil {
 			b.Fatal(err)
 		}

@@ -13,6 +13,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/quicproquo/qpq/gossip"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // logBuffer collects what a store logs.
@@ -66,14 +68,14 @@ func flipInFile(t *testing.T, path string, needle []byte) {
 func TestDamagedRecordSkippedRestDelivered(t *testing.T) {
 	var logs logBuffer
 	s := openTest(t, Options{Logger: logs.logger()})
-	user := random(gossip.DestLen)
+	user := gossiptest.Random(gossip.DestLen)
 	var mine []gossip.Envelope
 	for range 4 {
-		e := dm(user, nil, 3600, 2)
+		e := gossiptest.DM(user, nil, 3600, 2)
 		s.mustPut(e, "link a")
 		mine = append(mine, e)
 	}
-	other := dm(nil, nil, 3600, 1)
+	other := gossiptest.DM(nil, nil, 3600, 1)
 	s.mustPut(other, "link a")
 	bad := mine[1]
 
@@ -128,8 +130,8 @@ func TestUndecodableRecordSkipped(t *testing.T) {
 	// A record whose body no longer parses at all: removed as far as it
 	// can be named; its leftover receipt tag entry is harmless.
 	s := openTest(t, Options{})
-	user := random(gossip.DestLen)
-	a, b := dm(user, nil, 3600, 1), dm(user, nil, 3600, 1)
+	user := gossiptest.Random(gossip.DestLen)
+	a, b := gossiptest.DM(user, nil, 3600, 1), gossiptest.DM(user, nil, 3600, 1)
 	s.mustPut(a, "link a")
 	s.mustPut(b, "link a")
 	if err := s.Store.Close(); err != nil {

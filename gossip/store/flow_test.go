@@ -8,6 +8,8 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // TestFlowTwoNodes is issue 9's honest traffic at store level: a client
@@ -27,11 +29,11 @@ func TestFlowTwoNodes(t *testing.T) {
 		rate    = 25 // messages a second
 		fetchAt = 10 // the recipient fetches every this many messages
 	)
-	clock := newFakeClock()
+	clock := newClock()
 	opt := Options{MaxBytes: 16 << 20, MaxPerSource: 1 << 20, MaxPerMailbox: 4 << 20, Clock: clock}
 	a, b := openFast(t, opt), openFast(t, opt)
-	bob, alice := random(gossip.DestLen), random(gossip.DestLen)
-	nodeA, nodeB := random(gossip.DestLen), random(gossip.DestLen)
+	bob, alice := gossiptest.Random(gossip.DestLen), gossiptest.Random(gossip.DestLen)
+	nodeA, nodeB := gossiptest.Random(gossip.DestLen), gossiptest.Random(gossip.DestLen)
 
 	// Node A's work, in arrival order; the first error stops it.
 	atA := make(chan func() error, 1024)
@@ -72,7 +74,7 @@ func TestFlowTwoNodes(t *testing.T) {
 	held := map[string]gossip.ID{}
 	republish := func(kind schemas.Envelope_Kind, dest []byte, home *testStore, i int) {
 		t.Helper()
-		e := signedKind(kind, 6)
+		e := gossiptest.Signed(kind, 6)
 		e.Destination = dest
 		e.ID = gossip.ComputeID(e.Kind, e.Destination, nil, e.Payload)
 		key := kind.String() + string(dest)
@@ -135,9 +137,9 @@ func TestFlowTwoNodes(t *testing.T) {
 			republish(schemas.Envelope_Kind_descriptor, nodeA, a, i)
 			republish(schemas.Envelope_Kind_descriptor, nodeB, b, i)
 		}
-		k := random(gossip.SecretLen)
+		k := gossiptest.Random(gossip.SecretLen)
 		tag := gossip.ReceiptTag(k)
-		e := dm(bob, tag[:], 7*24*3600, 6)
+		e := gossiptest.DM(bob, tag[:], 7*24*3600, 6)
 		secrets[e.ID] = k
 		atA <- func() error { return put(a, e, "client 127.0.0.1", i) }
 		must(put(b, e, "link A", i))

@@ -6,6 +6,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/quicproquo/qpq/gossip"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // TestReceiptsCompactAndFormatOneRead: a receipt takes a compact record
@@ -13,7 +15,7 @@ import (
 // an older build wrote (format 1) opens and is marked format 2.
 func TestReceiptsCompactAndFormatOneRead(t *testing.T) {
 	s := openTest(t, Options{})
-	r := receipt(t)
+	r := gossiptest.Receipt(t)
 	s.mustPut(r, "client local")
 	if st := s.Stats(); st.ReceiptBytes != recHeaderLen+1+gossip.SecretLen {
 		t.Fatalf("a receipt takes %d bytes", st.ReceiptBytes)
@@ -23,7 +25,7 @@ func TestReceiptsCompactAndFormatOneRead(t *testing.T) {
 		string(got.Destination) != string(r.Destination) || got.HopLimit != r.HopLimit {
 		t.Fatalf("receipt read back as %+v (%v %v)", got, ok, err)
 	}
-	e := dm(nil, nil, 3600, 1)
+	e := gossiptest.DM(nil, nil, 3600, 1)
 	s.mustPut(e, "link a")
 	if err := s.Store.Close(); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // FuzzOpen opens damaged store files: Open and every read and write on
@@ -16,13 +18,13 @@ import (
 func FuzzOpen(f *testing.F) {
 	dir := f.TempDir()
 	path := filepath.Join(dir, "seed.db")
-	s, err := Open(path, Options{Clock: newFakeClock()})
+	s, err := Open(path, Options{Clock: newClock()})
 	if err != nil {
 		f.Fatal(err)
 	}
-	dest := random(gossip.DestLen)
+	dest := gossiptest.Random(gossip.DestLen)
 	for range 3 {
-		if _, err := s.Put(dm(dest, nil, 60, 1), "a"); err != nil {
+		if _, err := s.Put(gossiptest.DM(dest, nil, 60, 1), "a"); err != nil {
 			f.Fatal(err)
 		}
 	}
@@ -48,7 +50,7 @@ func FuzzOpen(f *testing.F) {
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s, err := Open(path, Options{Clock: newFakeClock()})
+		s, err := Open(path, Options{Clock: newClock()})
 		if err != nil {
 			return
 		}
@@ -56,7 +58,7 @@ func FuzzOpen(f *testing.F) {
 		s.Stats()
 		s.Mailbox(dest, 0)
 		s.IDs(func(id gossip.ID, _ schemas.Envelope_Kind) bool { s.Get(id); return true })
-		s.Put(dm(dest, nil, 60, 1), "b")
+		s.Put(gossiptest.DM(dest, nil, 60, 1), "b")
 		s.DeleteByReceiptTag(make([]byte, gossip.TagLen))
 		s.Purge()
 	})

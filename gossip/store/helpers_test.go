@@ -2,39 +2,20 @@ package store
 
 import (
 	"bytes"
-	"crypto/rand"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/quicproquo/qpq/gossip"
-	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
-// fakeClock returns readings without a monotonic part, so differences
-// between them are exactly what the test set.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newClock is the fake clock the store tests start from.
+func newClock() *testkit.Clock {
+	return testkit.NewClock(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 }
 
 // testStore is a store in t.TempDir() whose file is checked (bbolt's
@@ -44,7 +25,7 @@ type testStore struct {
 	*Store
 	t     testing.TB
 	path  string
-	clock *fakeClock
+	clock *testkit.Clock
 	opt   Options
 	// noSync skips fsync at commit: for tests that write thousands of
 	// envelopes and are not about durability.
@@ -55,10 +36,10 @@ func openTest(t testing.TB, o Options) *testStore {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "store.db")
 	if o.Clock == nil {
-		o.Clock = newFakeClock()
+		o.Clock = newClock()
 	}
 	ts := &testStore{t: t, path: path, opt: o}
-	ts.clock, _ = o.Clock.(*fakeClock)
+	ts.clock, _ = o.Clock.(*testkit.Clock)
 	ts.reopen()
 	t.Cleanup(func() {
 		if err := ts.Close(); err != nil {
@@ -196,37 +177,6 @@ func checkFile(t testing.TB, path string) {
 	if err != nil {
 		t.Errorf("check %s: %v", path, err)
 	}
-}
-
-func random(n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b)
-	return b
-}
-
-// dm makes a direct message to dest (random when nil) with the receipt
-// tag tag (random when nil) and a payload of blocks pad blocks.
-func dm(dest, tag []byte, ttl uint32, blocks int) gossip.Envelope {
-	if dest == nil {
-		dest = random(gossip.DestLen)
-	}
-	if tag == nil {
-		tag = random(gossip.TagLen)
-	}
-	e := gossip.Envelope{Kind: schemas.Envelope_Kind_dm, Destination: dest, ReceiptTag: tag,
-		Payload: random(blocks * gossip.PadBlock), TTLSeconds: ttl, HopLimit: 16}
-	e.ID = gossip.ComputeID(e.Kind, e.Destination, e.ReceiptTag, e.Payload)
-	return e
-}
-
-func broadcast(dest []byte, ttl uint32) gossip.Envelope {
-	if dest == nil {
-		dest = random(gossip.DestLen)
-	}
-	e := gossip.Envelope{Kind: schemas.Envelope_Kind_broadcast, Destination: dest,
-		Payload: random(gossip.PadBlock), TTLSeconds: ttl, HopLimit: 3}
-	e.ID = gossip.ComputeID(e.Kind, e.Destination, nil, e.Payload)
-	return e
 }
 
 // recordSize is the length Put accounts for e.

@@ -8,18 +8,20 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 func TestDeleteByReceiptTag(t *testing.T) {
 	s := openTest(t, Options{})
-	tag := random(gossip.TagLen)
+	tag := gossiptest.Random(gossip.TagLen)
 	var tagged []gossip.Envelope
 	for range 3 {
-		e := dm(nil, tag, 3600, 1) // copies to several mailboxes, same receipt
+		e := gossiptest.DM(nil, tag, 3600, 1) // copies to several mailboxes, same receipt
 		s.mustPut(e, "a")
 		tagged = append(tagged, e)
 	}
-	other := dm(nil, nil, 3600, 1)
+	other := gossiptest.DM(nil, nil, 3600, 1)
 	s.mustPut(other, "a")
 	n, err := s.DeleteByReceiptTag(tag)
 	if err != nil || n != 3 {
@@ -47,16 +49,16 @@ func TestDeleteByReceiptTag(t *testing.T) {
 
 func TestMailboxOrderAndLimit(t *testing.T) {
 	s := openTest(t, Options{})
-	alice, bob := random(gossip.DestLen), random(gossip.DestLen)
+	alice, bob := gossiptest.Random(gossip.DestLen), gossiptest.Random(gossip.DestLen)
 	// Ids are random, so id order is not arrival order.
 	var toAlice []gossip.Envelope
 	for i := range 5 {
-		e := dm(alice, nil, 3600, 1)
+		e := gossiptest.DM(alice, nil, 3600, 1)
 		s.mustPut(e, "a")
 		toAlice = append(toAlice, e)
-		s.mustPut(dm(bob, nil, 3600, 1), "a")
+		s.mustPut(gossiptest.DM(bob, nil, 3600, 1), "a")
 		if i == 2 {
-			s.mustPut(broadcast(alice, 1), "a") // about to expire
+			s.mustPut(gossiptest.Broadcast(alice, 1), "a") // about to expire
 		}
 		s.clock.Advance(time.Millisecond)
 	}
@@ -84,7 +86,7 @@ func TestMailboxOrderAndLimit(t *testing.T) {
 	if len(got) != 1 || got[0].ID != toAlice[1].ID {
 		t.Fatal("after delivering the first, the next is not first")
 	}
-	empty, err := s.Mailbox(random(gossip.DestLen), 10)
+	empty, err := s.Mailbox(gossiptest.Random(gossip.DestLen), 10)
 	if err != nil || empty == nil || len(empty) != 0 {
 		t.Fatalf("empty mailbox: %v %v", empty, err)
 	}
@@ -103,16 +105,16 @@ func TestIDs(t *testing.T) {
 	s := openTest(t, Options{})
 	want := map[gossip.ID]schemas.Envelope_Kind{}
 	for range idsBatch + 44 { // more than one batch
-		e := broadcast(nil, 3600)
+		e := gossiptest.Broadcast(nil, 3600)
 		s.mustPut(e, "a")
 		want[e.ID] = e.Kind
 	}
-	d := dm(nil, nil, 7200, 1)
+	d := gossiptest.DM(nil, nil, 7200, 1)
 	s.mustPut(d, "a")
 	want[d.ID] = d.Kind
-	short := dm(nil, nil, 10, 1)
+	short := gossiptest.DM(nil, nil, 10, 1)
 	s.mustPut(short, "a")
-	decoy := gossip.Envelope{Kind: schemas.Envelope_Kind_decoy, Payload: random(gossip.PadBlock), TTLSeconds: 3600}
+	decoy := gossip.Envelope{Kind: schemas.Envelope_Kind_decoy, Payload: gossiptest.Random(gossip.PadBlock), TTLSeconds: 3600}
 	decoy.ID = gossip.ComputeID(decoy.Kind, nil, nil, decoy.Payload)
 	s.mustPut(decoy, "a")
 	want[decoy.ID] = decoy.Kind
@@ -147,7 +149,7 @@ func TestIDs(t *testing.T) {
 	}
 	// A put from inside fn does not deadlock.
 	_ = s.IDs(func(gossip.ID, schemas.Envelope_Kind) bool {
-		s.mustPut(broadcast(nil, 60), "b")
+		s.mustPut(gossiptest.Broadcast(nil, 60), "b")
 		return false
 	})
 	// Decoys have no mailbox but are deleted cleanly.
@@ -164,9 +166,9 @@ func TestConcurrentUse(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dest := random(gossip.DestLen)
+			dest := gossiptest.Random(gossip.DestLen)
 			for range 25 {
-				e := dm(dest, nil, 3600, 1)
+				e := gossiptest.DM(dest, nil, 3600, 1)
 				if _, err := s.Put(e, string(rune('a'+w))); err != nil {
 					errs <- err
 					return

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/quicproquo/qpq/gossip"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // killChildEnv names the store file a re-executed test binary fills
@@ -35,7 +37,7 @@ func putUntilKilled(path string) int {
 		return 1
 	}
 	for range 1_000_000 {
-		e := dm(nil, nil, 3600, 1)
+		e := gossiptest.DM(nil, nil, 3600, 1)
 		if added, err := s.Put(e, "burst"); err != nil || !added {
 			fmt.Fprintln(os.Stderr, "put:", added, err)
 			return 1

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 func TestOpenCreatesPrivateFile(t *testing.T) {
@@ -29,12 +31,12 @@ func TestOpenCreatesPrivateFile(t *testing.T) {
 func TestOpenRefusesCorruptFiles(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.db")
-	s, err := Open(good, Options{Clock: newFakeClock()})
+	s, err := Open(good, Options{Clock: newClock()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 50 {
-		if _, err := s.Put(dm(nil, nil, 60, 4), "a"); err != nil {
+		if _, err := s.Put(gossiptest.DM(nil, nil, 60, 4), "a"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -97,7 +99,7 @@ func TestOpenLockedBySecondOpener(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("second open took %v", d)
 	}
-	s.mustPut(dm(nil, nil, 60, 1), "a") // the first is unharmed
+	s.mustPut(gossiptest.DM(nil, nil, 60, 1), "a") // the first is unharmed
 }
 
 func TestOptionsValidation(t *testing.T) {
@@ -118,7 +120,7 @@ func TestOptionsValidation(t *testing.T) {
 
 func TestCloseTwiceAndUseAfterClose(t *testing.T) {
 	s := openTest(t, Options{})
-	e := dm(nil, nil, 60, 1)
+	e := gossiptest.DM(nil, nil, 60, 1)
 	s.mustPut(e, "a")
 	if err := s.Store.Close(); err != nil {
 		t.Fatal(err)
@@ -126,7 +128,7 @@ func TestCloseTwiceAndUseAfterClose(t *testing.T) {
 	if err := s.Store.Close(); err != nil {
 		t.Fatalf("second close: %v", err)
 	}
-	if _, err := s.Put(dm(nil, nil, 60, 1), "a"); !errors.Is(err, ErrClosed) {
+	if _, err := s.Put(gossiptest.DM(nil, nil, 60, 1), "a"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("put after close: %v", err)
 	}
 	if _, _, err := s.Get(e.ID); !errors.Is(err, ErrClosed) {
@@ -147,7 +149,7 @@ func TestFileHoldsNoSource(t *testing.T) {
 	s := openTest(t, Options{})
 	const source = "peer-3fz7qmarkerSOURCEmarker"
 	for range 20 {
-		s.mustPut(dm(nil, nil, 3600, 2), source)
+		s.mustPut(gossiptest.DM(nil, nil, 3600, 2), source)
 	}
 	if err := s.Store.Close(); err != nil {
 		t.Fatal(err)

@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/quicproquo/qpq/gossip"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // sizeOneBlock is what a one-block dm takes in the store.
-func sizeOneBlock(t *testing.T) int64 { return recordSize(t, dm(nil, nil, 60, 1)) }
+func sizeOneBlock(t *testing.T) int64 { return recordSize(t, gossiptest.DM(nil, nil, 60, 1)) }
 
 // assertHeld fails unless every envelope is still stored intact.
 func (ts *testStore) assertHeld(es ...gossip.Envelope) {
@@ -31,7 +33,7 @@ func TestQuotaFull(t *testing.T) {
 		MaxPerSource: 100 * size, MaxPerMailbox: 100 * size, MaxPerMailboxSource: 100 * size})
 	var held []gossip.Envelope
 	put := func(src string) {
-		e := dm(nil, nil, 60, 1)
+		e := gossiptest.DM(nil, nil, 60, 1)
 		s.mustPut(e, src)
 		held = append(held, e)
 	}
@@ -44,7 +46,7 @@ func TestQuotaFull(t *testing.T) {
 		put(fmt.Sprint("src", i))
 	}
 	before := s.Stats()
-	extra := dm(nil, nil, 60, 1)
+	extra := gossiptest.DM(nil, nil, 60, 1)
 	added, err := s.Put(extra, "another")
 	if added || !errors.Is(err, ErrFull) {
 		t.Fatalf("put into a full store: added=%v err=%v", added, err)
@@ -68,7 +70,7 @@ func TestQuotaFull(t *testing.T) {
 	s.mustPut(extra, "another")
 	// And survives a reopen: the total is persisted.
 	s.reopen()
-	if _, err := s.Put(dm(nil, nil, 60, 1), "fresh"); !errors.Is(err, ErrFull) {
+	if _, err := s.Put(gossiptest.DM(nil, nil, 60, 1), "fresh"); !errors.Is(err, ErrFull) {
 		t.Fatalf("after reopen, put into a full store: %v", err)
 	}
 	s.assertHeld(append(held[1:], extra)...)
@@ -77,7 +79,7 @@ func TestQuotaFull(t *testing.T) {
 func TestQuotaPerSource(t *testing.T) {
 	size := sizeOneBlock(t)
 	s := openTest(t, Options{MaxBytes: 100 * size, MaxPerSource: 2 * size})
-	a1, a2, a3 := dm(nil, nil, 60, 1), dm(nil, nil, 60, 1), dm(nil, nil, 60, 1)
+	a1, a2, a3 := gossiptest.DM(nil, nil, 60, 1), gossiptest.DM(nil, nil, 60, 1), gossiptest.DM(nil, nil, 60, 1)
 	s.mustPut(a1, "peer-a")
 	s.mustPut(a2, "peer-a")
 	added, err := s.Put(a3, "peer-a")
@@ -94,7 +96,7 @@ func TestQuotaPerSource(t *testing.T) {
 	}
 	s.assertHeld(a1, a2)
 	// Another source is not affected.
-	s.mustPut(dm(nil, nil, 60, 1), "peer-b")
+	s.mustPut(gossiptest.DM(nil, nil, 60, 1), "peer-b")
 	if st := s.Stats(); st.Sources != 2 {
 		t.Fatalf("sources: %d, want 2", st.Sources)
 	}
@@ -112,13 +114,13 @@ func TestQuotaPerSource(t *testing.T) {
 		t.Fatalf("sources after peer-a holds nothing: %d, want 1", st.Sources)
 	}
 	// Expiry frees room too.
-	b := dm(nil, nil, 60, 1)
+	b := gossiptest.DM(nil, nil, 60, 1)
 	s.mustPut(b, "peer-b")
-	if _, err := s.Put(dm(nil, nil, 60, 1), "peer-b"); !errors.Is(err, ErrSourceQuota) {
+	if _, err := s.Put(gossiptest.DM(nil, nil, 60, 1), "peer-b"); !errors.Is(err, ErrSourceQuota) {
 		t.Fatalf("peer-b over quota: %v", err)
 	}
 	s.clock.Advance(time.Minute)
-	s.mustPut(dm(nil, nil, 60, 1), "peer-b") // purges the expired ones first
+	s.mustPut(gossiptest.DM(nil, nil, 60, 1), "peer-b") // purges the expired ones first
 	if st := s.Stats(); st.Envelopes != 1 || st.Sources != 1 {
 		t.Fatalf("after expiry: %+v", st)
 	}
@@ -127,11 +129,11 @@ func TestQuotaPerSource(t *testing.T) {
 func TestQuotaPerMailbox(t *testing.T) {
 	size := sizeOneBlock(t)
 	s := openTest(t, Options{MaxBytes: 100 * size, MaxPerMailbox: 2 * size, MaxPerMailboxSource: 100 * size})
-	victim := random(gossip.DestLen)
-	m1, m2 := dm(victim, nil, 60, 1), dm(victim, nil, 60, 1)
+	victim := gossiptest.Random(gossip.DestLen)
+	m1, m2 := gossiptest.DM(victim, nil, 60, 1), gossiptest.DM(victim, nil, 60, 1)
 	s.mustPut(m1, "flooder-1")
 	s.mustPut(m2, "flooder-2")
-	added, err := s.Put(dm(victim, nil, 60, 1), "flooder-3")
+	added, err := s.Put(gossiptest.DM(victim, nil, 60, 1), "flooder-3")
 	if added || !errors.Is(err, ErrMailboxQuota) {
 		t.Fatalf("put into a full mailbox: added=%v err=%v", added, err)
 	}
@@ -139,16 +141,16 @@ func TestQuotaPerMailbox(t *testing.T) {
 		t.Errorf("error %q does not name the limit", err)
 	}
 	s.assertHeld(m1, m2)
-	s.mustPut(dm(nil, nil, 60, 1), "flooder-3") // other mailboxes are fine
+	s.mustPut(gossiptest.DM(nil, nil, 60, 1), "flooder-3") // other mailboxes are fine
 	// Mailbox usage survives a reopen.
 	s.reopen()
-	if _, err := s.Put(dm(victim, nil, 60, 1), "flooder-4"); !errors.Is(err, ErrMailboxQuota) {
+	if _, err := s.Put(gossiptest.DM(victim, nil, 60, 1), "flooder-4"); !errors.Is(err, ErrMailboxQuota) {
 		t.Fatalf("after reopen: %v", err)
 	}
 	if _, err := s.Delete(m1.ID); err != nil {
 		t.Fatal(err)
 	}
-	s.mustPut(dm(victim, nil, 60, 1), "flooder-4")
+	s.mustPut(gossiptest.DM(victim, nil, 60, 1), "flooder-4")
 	s.assertHeld(m2)
 }
 
@@ -157,14 +159,14 @@ func TestPerSourceForgottenAfterReopen(t *testing.T) {
 	// envelopes count against no source, and deleting them is harmless.
 	size := sizeOneBlock(t)
 	s := openTest(t, Options{MaxBytes: 100 * size, MaxPerSource: 2 * size})
-	a1, a2 := dm(nil, nil, 60, 1), dm(nil, nil, 60, 1)
+	a1, a2 := gossiptest.DM(nil, nil, 60, 1), gossiptest.DM(nil, nil, 60, 1)
 	s.mustPut(a1, "peer-a")
 	s.mustPut(a2, "peer-a")
 	s.reopen()
 	if st := s.Stats(); st.Sources != 0 || st.Envelopes != 2 {
 		t.Fatalf("after reopen: %+v", st)
 	}
-	n1 := dm(nil, nil, 60, 1)
+	n1 := gossiptest.DM(nil, nil, 60, 1)
 	s.mustPut(n1, "peer-a")
 	if _, err := s.Delete(a1.ID); err != nil {
 		t.Fatal(err)
@@ -172,8 +174,8 @@ func TestPerSourceForgottenAfterReopen(t *testing.T) {
 	if st := s.Stats(); st.Sources != 1 {
 		t.Fatalf("deleting an envelope from before the restart changed the sources: %+v", st)
 	}
-	s.mustPut(dm(nil, nil, 60, 1), "peer-a")
-	if _, err := s.Put(dm(nil, nil, 60, 1), "peer-a"); !errors.Is(err, ErrSourceQuota) {
+	s.mustPut(gossiptest.DM(nil, nil, 60, 1), "peer-a")
+	if _, err := s.Put(gossiptest.DM(nil, nil, 60, 1), "peer-a"); !errors.Is(err, ErrSourceQuota) {
 		t.Fatalf("source quota after reopen: %v", err)
 	}
 }
@@ -181,7 +183,7 @@ func TestPerSourceForgottenAfterReopen(t *testing.T) {
 func TestDedup(t *testing.T) {
 	size := sizeOneBlock(t)
 	s := openTest(t, Options{MaxBytes: 100 * size, MaxPerSource: size})
-	e := dm(nil, nil, 60, 1)
+	e := gossiptest.DM(nil, nil, 60, 1)
 	s.mustPut(e, "a")
 	again := e
 	again.TTLSeconds, again.HopLimit = 600, 1 // another copy, other hop state
@@ -197,7 +199,7 @@ func TestDedup(t *testing.T) {
 	if st := s.Stats(); st.Envelopes != 1 || st.Bytes != size {
 		t.Fatalf("stats: %+v", st)
 	}
-	bad := dm(nil, nil, 60, 1)
+	bad := gossiptest.DM(nil, nil, 60, 1)
 	bad.Payload[0] ^= 1
 	if added, err := s.Put(bad, "a"); added || !errors.Is(err, gossip.ErrBadID) {
 		t.Fatalf("tampered envelope: added=%v err=%v", added, err)
@@ -206,7 +208,7 @@ func TestDedup(t *testing.T) {
 
 func TestTombstones(t *testing.T) {
 	s := openTest(t, Options{})
-	e := dm(nil, nil, 3600, 1)
+	e := gossiptest.DM(nil, nil, 3600, 1)
 	s.mustPut(e, "a")
 	if removed, err := s.Delete(e.ID); !removed || err != nil {
 		t.Fatalf("delete: removed=%v err=%v", removed, err)
@@ -224,7 +226,7 @@ func TestTombstones(t *testing.T) {
 		t.Fatalf("re-put of a delivered id: added=%v err=%v", added, err)
 	}
 	// A delete for an id never seen still keeps a later copy out.
-	early := dm(nil, nil, 3600, 1)
+	early := gossiptest.DM(nil, nil, 3600, 1)
 	if removed, err := s.Delete(early.ID); removed || err != nil {
 		t.Fatalf("delete of an unknown id: removed=%v err=%v", removed, err)
 	}
@@ -257,7 +259,7 @@ func TestMaxTombstones(t *testing.T) {
 	s := openTest(t, Options{MaxTombstones: 3})
 	var ids []gossip.ID
 	for range 5 {
-		e := dm(nil, nil, 60, 1)
+		e := gossiptest.DM(nil, nil, 60, 1)
 		s.mustPut(e, "a")
 		ids = append(ids, e.ID)
 		s.clock.Advance(time.Second)
@@ -280,9 +282,9 @@ func TestPurgeLargeBacklog(t *testing.T) {
 	s := openTest(t, Options{})
 	n := purgeBatch + 100
 	for range n {
-		s.mustPut(broadcast(nil, 60), "a")
+		s.mustPut(gossiptest.Broadcast(nil, 60), "a")
 	}
-	keep := dm(nil, nil, 3600, 1)
+	keep := gossiptest.DM(nil, nil, 3600, 1)
 	s.mustPut(keep, "a")
 	s.clock.Advance(time.Minute)
 	expired, dropped, err := s.Purge()

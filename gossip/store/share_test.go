@@ -7,6 +7,8 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // The shares tests attack a store of the daemon's shape (1 MiB, default
@@ -14,24 +16,6 @@ import (
 // one source, and every other party must still get in.
 
 const shareStore = 1 << 20
-
-func receipt(t testing.TB) gossip.Envelope {
-	t.Helper()
-	r, err := gossip.NewReceipt(random(gossip.SecretLen), 7*24*3600, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-// signedKind makes a bundle or descriptor envelope of blocks pad blocks
-// (the store does not check the signature; relay does).
-func signedKind(kind schemas.Envelope_Kind, blocks int) gossip.Envelope {
-	e := gossip.Envelope{Kind: kind, Destination: random(gossip.DestLen), Payload: random(blocks * gossip.PadBlock),
-		TTLSeconds: 30 * 24 * 3600, HopLimit: 16}
-	e.ID = gossip.ComputeID(e.Kind, e.Destination, nil, e.Payload)
-	return e
-}
 
 // flood puts envelopes made by mk from src until the store refuses one,
 // and returns how many it took; a refusal must be a quota error.
@@ -56,7 +40,7 @@ func (ts *testStore) flood(src string, mk func() gossip.Envelope) int {
 func (ts *testStore) mustPutDMs(src string, dest []byte, n int) {
 	ts.t.Helper()
 	for i := range n {
-		e := dm(dest, nil, 3600, 6)
+		e := gossiptest.DM(dest, nil, 3600, 6)
 		if added, err := ts.Put(e, src); err != nil || !added {
 			ts.t.Fatalf("dm %d from %s after the flood: added=%v err=%v", i, src, added, err)
 		}
@@ -67,14 +51,14 @@ func TestShareLinkControlSpamDoesNotBlockItsDMs(t *testing.T) {
 	// One peer floods receipts, bundles and descriptors over its link:
 	// DMs over the same link, and over another, still get in.
 	s := openFast(t, Options{MaxBytes: shareStore})
-	n := s.flood("link X", func() gossip.Envelope { return receipt(t) })
-	n += s.flood("link X", func() gossip.Envelope { return signedKind(schemas.Envelope_Kind_bundle, 6) })
-	n += s.flood("link X", func() gossip.Envelope { return signedKind(schemas.Envelope_Kind_descriptor, 2) })
+	n := s.flood("link X", func() gossip.Envelope { return gossiptest.Receipt(t) })
+	n += s.flood("link X", func() gossip.Envelope { return gossiptest.Signed(schemas.Envelope_Kind_bundle, 6) })
+	n += s.flood("link X", func() gossip.Envelope { return gossiptest.Signed(schemas.Envelope_Kind_descriptor, 2) })
 	t.Logf("link X stored %d control envelopes before it was refused", n)
 	s.mustPutDMs("link X", nil, 20)
 	s.mustPutDMs("link Y", nil, 20)
 	// And broadcasts.
-	if added, err := s.Put(broadcast(nil, 600), "link X"); err != nil || !added {
+	if added, err := s.Put(gossiptest.Broadcast(nil, 600), "link X"); err != nil || !added {
 		t.Fatalf("broadcast after the flood: added=%v err=%v", added, err)
 	}
 }
@@ -84,29 +68,29 @@ func TestShareLocalFloodDoesNotBlockDMsOrReceipts(t *testing.T) {
 	// the store as the node's own, "client local"): DMs from links, and
 	// the node's own receipts, still get in.
 	s := openFast(t, Options{MaxBytes: shareStore})
-	n := s.flood("client local", func() gossip.Envelope { return signedKind(schemas.Envelope_Kind_bundle, 6) })
+	n := s.flood("client local", func() gossip.Envelope { return gossiptest.Signed(schemas.Envelope_Kind_bundle, 6) })
 	t.Logf("%d bundles stored before refused", n)
 	s.mustPutDMs("link X", nil, 20)
 	for i := range 20 {
-		if added, err := s.Put(receipt(t), "client local"); err != nil || !added {
+		if added, err := s.Put(gossiptest.Receipt(t), "client local"); err != nil || !added {
 			t.Fatalf("receipt %d after the bundle flood: added=%v err=%v", i, added, err)
 		}
 	}
 	// Acks of random secrets (receipts from "client local") do not stop
 	// DMs either, nor the node's descriptor.
-	s.flood("client local", func() gossip.Envelope { return receipt(t) })
+	s.flood("client local", func() gossip.Envelope { return gossiptest.Receipt(t) })
 	s.mustPutDMs("link X", nil, 20)
-	if added, err := s.Put(signedKind(schemas.Envelope_Kind_descriptor, 2), "client local"); err != nil || !added {
+	if added, err := s.Put(gossiptest.Signed(schemas.Envelope_Kind_descriptor, 2), "client local"); err != nil || !added {
 		t.Fatalf("descriptor after the floods: added=%v err=%v", added, err)
 	}
 }
 
 func TestShareOneSenderCannotFillAMailbox(t *testing.T) {
 	s := openFast(t, Options{MaxBytes: shareStore})
-	victim := random(gossip.DestLen)
-	n := s.flood("client 192.0.2.7", func() gossip.Envelope { return dm(victim, nil, 3600, 6) })
+	victim := gossiptest.Random(gossip.DestLen)
+	n := s.flood("client 192.0.2.7", func() gossip.Envelope { return gossiptest.DM(victim, nil, 3600, 6) })
 	t.Logf("one client stored %d dms for the victim before it was refused", n)
-	_, err := s.Put(dm(victim, nil, 3600, 6), "client 192.0.2.7")
+	_, err := s.Put(gossiptest.DM(victim, nil, 3600, 6), "client 192.0.2.7")
 	if !errors.Is(err, ErrSourceQuota) {
 		t.Fatalf("flooder refused with %v, want the source's share", err)
 	}
@@ -122,8 +106,8 @@ func TestShareGreediestRefusedFirst(t *testing.T) {
 	// the store is contended and it holds more than its fair share;
 	// modest sources still get in while room remains.
 	s := openFast(t, Options{MaxBytes: shareStore, MaxPerSource: shareStore})
-	n := s.flood("link greedy", func() gossip.Envelope { return dm(nil, nil, 3600, 6) })
-	_, err := s.Put(dm(nil, nil, 3600, 6), "link greedy")
+	n := s.flood("link greedy", func() gossip.Envelope { return gossiptest.DM(nil, nil, 3600, 6) })
+	_, err := s.Put(gossiptest.DM(nil, nil, 3600, 6), "link greedy")
 	if !errors.Is(err, ErrSourceFull) || errors.Is(err, ErrFull) {
 		t.Fatalf("greedy source refused with %v, want ErrSourceFull", err)
 	}
@@ -137,7 +121,7 @@ func TestShareGreediestRefusedFirst(t *testing.T) {
 	}
 	s.mustPutDMs("link modest", nil, 20)
 	s.mustPutDMs("client 203.0.113.9", nil, 20)
-	if _, err := s.Put(dm(nil, nil, 3600, 6), "link greedy"); !errors.Is(err, ErrSourceFull) {
+	if _, err := s.Put(gossiptest.DM(nil, nil, 3600, 6), "link greedy"); !errors.Is(err, ErrSourceFull) {
 		t.Fatalf("greedy source after others came: %v", err)
 	}
 	t.Logf("greedy stored %d", n)
@@ -155,11 +139,11 @@ func TestPerSourceShare(t *testing.T) {
 	const max = 64 << 10
 	share := PerSourceShare(max)
 	s := openTest(t, Options{MaxBytes: max})
-	big := dm(nil, nil, 3600, 1)
+	big := gossiptest.DM(nil, nil, 3600, 1)
 	for recordSize(t, big) <= share {
-		big = dm(big.Destination, nil, 3600, len(big.Payload)/gossip.PadBlock+1)
+		big = gossiptest.DM(big.Destination, nil, 3600, len(big.Payload)/gossip.PadBlock+1)
 	}
-	small := dm(nil, nil, 3600, len(big.Payload)/gossip.PadBlock-1)
+	small := gossiptest.DM(nil, nil, 3600, len(big.Payload)/gossip.PadBlock-1)
 	for i, src := range []string{"link a", "client b", "client local"} {
 		if _, err := s.Put(big, src); !errors.Is(err, ErrSourceFull) {
 			t.Fatalf("envelope of %d bytes, share %d, from %s: %v", recordSize(t, big), share, src, err)

@@ -7,11 +7,13 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 func TestPutGetRoundTrip(t *testing.T) {
 	s := openTest(t, Options{})
-	e := dm(nil, nil, 3600, 3)
+	e := gossiptest.DM(nil, nil, 3600, 3)
 	s.mustPut(e, "client")
 	got, ok, err := s.Get(e.ID)
 	if err != nil || !ok {
@@ -32,7 +34,7 @@ func TestPutGetRoundTrip(t *testing.T) {
 
 func TestTTLAgesByTimeHeld(t *testing.T) {
 	s := openTest(t, Options{MaxTTL: 24 * time.Hour})
-	e := dm(nil, nil, 100, 1)
+	e := gossiptest.DM(nil, nil, 100, 1)
 	s.mustPut(e, "a")
 	s.clock.Advance(30 * time.Second)
 	if ttl, ok := s.ttl(e.ID); !ok || ttl != 70 {
@@ -78,7 +80,7 @@ func TestTTLAgesByTimeHeld(t *testing.T) {
 
 func TestPutRefusesNoTTL(t *testing.T) {
 	s := openTest(t, Options{})
-	e := dm(nil, nil, 0, 1)
+	e := gossiptest.DM(nil, nil, 0, 1)
 	if added, err := s.Put(e, "a"); added || !errors.Is(err, ErrExpired) {
 		t.Fatalf("put with TTL 0: added=%v err=%v", added, err)
 	}
@@ -86,7 +88,7 @@ func TestPutRefusesNoTTL(t *testing.T) {
 
 func TestCaps(t *testing.T) {
 	s := openTest(t, Options{MaxTTL: time.Hour, MaxHops: 7})
-	e := dm(nil, nil, 30*24*3600, 1)
+	e := gossiptest.DM(nil, nil, 30*24*3600, 1)
 	e.HopLimit = 200
 	s.mustPut(e, "a")
 	got, _, err := s.Get(e.ID)
@@ -97,7 +99,7 @@ func TestCaps(t *testing.T) {
 	if _, ok := s.ttl(e.ID); ok {
 		t.Fatal("capped envelope outlived MaxTTL")
 	}
-	low := dm(nil, nil, 60, 1)
+	low := gossiptest.DM(nil, nil, 60, 1)
 	low.HopLimit = 2
 	s.mustPut(low, "a")
 	if got, _, _ := s.Get(low.ID); got.TTLSeconds != 60 || got.HopLimit != 2 {
@@ -124,8 +126,8 @@ func TestDefaults(t *testing.T) {
 
 func TestDowntimeCountedAcrossReopen(t *testing.T) {
 	s := openTest(t, Options{})
-	short := dm(nil, nil, 2*3600, 1)
-	long := dm(nil, nil, 10*3600, 1)
+	short := gossiptest.DM(nil, nil, 2*3600, 1)
+	long := gossiptest.DM(nil, nil, 10*3600, 1)
 	s.mustPut(short, "a")
 	s.mustPut(long, "a")
 	s.clock.Advance(time.Hour) // running, nothing written since the puts
@@ -148,13 +150,13 @@ func TestDowntimeCountedAcrossReopen(t *testing.T) {
 func TestDowntimeAfterKillCounted(t *testing.T) {
 	// A crash skips Close: the wall reading persisted with the last write
 	// still yields the time up since then plus the time down.
-	clock := newFakeClock()
+	clock := newClock()
 	path := t.TempDir() + "/store.db"
 	s, err := Open(path, Options{Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := dm(nil, nil, 10*3600, 1)
+	e := gossiptest.DM(nil, nil, 10*3600, 1)
 	if _, err := s.Put(e, "a"); err != nil {
 		t.Fatal(err)
 	}
@@ -184,9 +186,9 @@ func TestWallClockJumpsAcrossReopen(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := openTest(t, Options{})
-			e := dm(nil, nil, 3600, 1)
-			gone := dm(nil, nil, 3600, 1)
-			short := dm(nil, nil, 60, 1) // expired before the restart
+			e := gossiptest.DM(nil, nil, 3600, 1)
+			gone := gossiptest.DM(nil, nil, 3600, 1)
+			short := gossiptest.DM(nil, nil, 60, 1) // expired before the restart
 			s.mustPut(e, "a")
 			s.mustPut(gone, "a")
 			s.mustPut(short, "a")
@@ -239,7 +241,7 @@ func TestClockStepBackWhileRunning(t *testing.T) {
 	// A clock without monotonic readings stepping back must not give
 	// envelopes their time back.
 	s := openTest(t, Options{})
-	e := dm(nil, nil, 3600, 1)
+	e := gossiptest.DM(nil, nil, 3600, 1)
 	s.mustPut(e, "a")
 	s.clock.Advance(10 * time.Minute)
 	if ttl, _ := s.ttl(e.ID); ttl != 50*60 {
@@ -262,7 +264,7 @@ func TestRealClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := dm(nil, nil, 3600, 1)
+	e := gossiptest.DM(nil, nil, 3600, 1)
 	if _, err := s.Put(e, "a"); err != nil {
 		t.Fatal(err)
 	}

@@ -8,12 +8,17 @@ import (
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/relay"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 func TestPushAndSummaryRoundTrip(t *testing.T) {
+	testkit.LeakCheck(t)
 	h := &recHandler{}
 	peer := NewPeer(serve(t, h, ServerOptions{}))
-	e := testEnvelope()
+	e := gossiptest.Hops(gossiptest.DM(nil, nil, 60, 1), 3)
 	n, err := peer.Push(ctxT(t), []gossip.Envelope{e})
 	if err != nil || n != 1 {
 		t.Fatalf("push: %d %v", n, err)
@@ -31,11 +36,12 @@ func TestPushAndSummaryRoundTrip(t *testing.T) {
 }
 
 func TestPushOverTheBatchLimitRefused(t *testing.T) {
+	testkit.LeakCheck(t)
 	h := &recHandler{}
 	remote := serve(t, h, ServerOptions{})
 	envs := make([]gossip.Envelope, relay.MaxPush+1)
 	for i := range envs {
-		envs[i] = testEnvelope()
+		envs[i] = gossiptest.Hops(gossiptest.DM(nil, nil, 60, 1), 3)
 	}
 	// The sender refuses before sending, and the receiver refuses a peer
 	// that does not.

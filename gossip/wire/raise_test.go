@@ -14,6 +14,8 @@ import (
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // rawRaise calls raise with entries written as given, bypassing the
@@ -38,6 +40,7 @@ func rawRaise(ctx context.Context, peer schemas.MeshPeer, ids [][]byte) error {
 }
 
 func TestRaiseRoundTrip(t *testing.T) {
+	testkit.LeakCheck(t)
 	h := &recHandler{}
 	peer := NewPeer(serve(t, h, ServerOptions{}))
 	want := []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 2}, {ID: gossip.ID{2, 3}, HopLimit: 6}}
@@ -54,6 +57,7 @@ func TestRaiseRoundTrip(t *testing.T) {
 }
 
 func TestRaiseMalformedRefused(t *testing.T) {
+	testkit.LeakCheck(t)
 	h := &recHandler{}
 	remote := serve(t, h, ServerOptions{})
 	peer := NewPeer(remote)
@@ -91,6 +95,7 @@ func TestRaiseMalformedRefused(t *testing.T) {
 }
 
 func TestRaiseNotServedOverALink(t *testing.T) {
+	testkit.LeakCheck(t)
 	// A node without a Handler answers as one that predates raise:
 	// unimplemented, which the caller sees as ErrRaiseUnsupported, and the
 	// link stays up.
@@ -108,6 +113,7 @@ func TestRaiseNotServedOverALink(t *testing.T) {
 }
 
 func TestRaiseToANodeThatPredatesIt(t *testing.T) {
+	testkit.LeakCheck(t)
 	// A node built before raise existed has no method @4 at all: its
 	// server table ends at summary. The call comes back unimplemented,
 	// which callers see as ErrRaiseUnsupported, and the other methods

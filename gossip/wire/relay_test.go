@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,6 +14,10 @@ import (
 	"github.com/quicproquo/qpq/gossip/store"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 )
 
 // wnode is a relay engine over a real store, reachable over QUIC.
@@ -43,25 +48,20 @@ func (n *wnode) serverFor(from *wnode) func() capnp.Client {
 // waitStored waits until n holds id.
 func waitStored(t *testing.T, n *wnode, id gossip.ID) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, ok, _ := n.st.Get(id); ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("envelope %s never reached the neighbour", id)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("envelope %s to reach the neighbour", id), func() bool {
+		_, ok, _ := n.st.Get(id)
+		return ok
+	})
 }
 
 func TestEnginesRelayOverQUIC(t *testing.T) {
+	testkit.LeakCheck(t)
 	// Two engines linked by real QUIC, each side's engine behind a wire
 	// Server and its neighbour behind a wire Peer: a push travels at once,
 	// and anti-entropy (Engine.Run's summary at link-up) brings what was
 	// stored before the link came up.
 	a, b := newWNode(t), newWNode(t)
-	early := testEnvelope()
+	early := gossiptest.Hops(gossiptest.DM(nil, nil, 60, 1), 3)
 	if added, err := a.eng.Accept(early, relay.Source{Client: "c"}); err != nil || !added {
 		t.Fatalf("accept before the link: %v %v", added, err)
 	}
@@ -73,7 +73,7 @@ func TestEnginesRelayOverQUIC(t *testing.T) {
 	go b.eng.Run(ctx) // its summary at link-up pulls early across
 	waitStored(t, b, early.ID)
 
-	late := testEnvelope()
+	late := gossiptest.Hops(gossiptest.DM(nil, nil, 60, 1), 3)
 	late.Destination[1] = 9
 	late.ID = gossip.ComputeID(late.Kind, late.Destination, late.ReceiptTag, late.Payload)
 	if added, err := a.eng.Accept(late, relay.Source{Client: "c"}); err != nil || !added {
@@ -83,6 +83,7 @@ func TestEnginesRelayOverQUIC(t *testing.T) {
 }
 
 func TestPanickingCallDropsTheLinkOverQUIC(t *testing.T) {
+	testkit.LeakCheck(t)
 	// As the node wires it: Drop aborts the link the call came on, from
 	// inside the call, without waiting for the call to end.
 	a, b := newID(t), newID(t)

@@ -11,6 +11,10 @@ import (
 	"github.com/quicproquo/qpq/gossip/relay"
 	"github.com/quicproquo/qpq/gossip/store"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/gossip/gossiptest"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // health calls health on peer.
@@ -22,6 +26,7 @@ func health(t *testing.T, peer schemas.MeshPeer) error {
 }
 
 func TestHandlerPanicIsRecoveredAndDropsTheLink(t *testing.T) {
+	testkit.LeakCheck(t)
 	for _, method := range []string{"push", "summary", "raise"} {
 		h := &recHandler{panicOn: method}
 		var dropped []string
@@ -30,7 +35,7 @@ func TestHandlerPanicIsRecoveredAndDropsTheLink(t *testing.T) {
 		var err error
 		switch method {
 		case "push":
-			_, err = peer.Push(ctxT(t), []gossip.Envelope{testEnvelope()})
+			_, err = peer.Push(ctxT(t), []gossip.Envelope{gossiptest.Hops(gossiptest.DM(nil, nil, 60, 1), 3)})
 		case "summary":
 			err = peer.Summary(ctxT(t), relay.Summary{Filter: []byte{1}, Key: []byte{2}})
 		case "raise":
@@ -49,15 +54,8 @@ func TestHandlerPanicIsRecoveredAndDropsTheLink(t *testing.T) {
 	}
 }
 
-func testEnvelope() gossip.Envelope {
-	dest, tag, payload := make([]byte, gossip.DestLen), make([]byte, gossip.TagLen), make([]byte, gossip.PadBlock)
-	dest[0], tag[0] = 1, 2
-	e := gossip.Envelope{Kind: schemas.Envelope_Kind_dm, Destination: dest, ReceiptTag: tag, Payload: payload, TTLSeconds: 60, HopLimit: 3}
-	e.ID = gossip.ComputeID(e.Kind, dest, tag, payload)
-	return e
-}
-
 func TestHostileSummaryRefusedAndTheNodeStillAnswers(t *testing.T) {
+	testkit.LeakCheck(t)
 	// The attack, over the wire: a 32-byte filter whose header
 	// claims 2^40 bits. The node refuses it with a clear error, allocates
 	// nothing of the sort, and goes on answering.
@@ -82,7 +80,7 @@ func TestHostileSummaryRefusedAndTheNodeStillAnswers(t *testing.T) {
 	if err := health(t, remote); err != nil {
 		t.Fatalf("health after the hostile summary: %v", err)
 	}
-	if n, err := NewPeer(remote).Push(ctxT(t), []gossip.Envelope{testEnvelope()}); err != nil || n != 1 {
+	if n, err := NewPeer(remote).Push(ctxT(t), []gossip.Envelope{gossiptest.Hops(gossiptest.DM(nil, nil, 60, 1), 3)}); err != nil || n != 1 {
 		t.Fatalf("push after the hostile summary: %d %v", n, err)
 	}
 }

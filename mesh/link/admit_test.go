@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 func udpAddr(s string) *net.UDPAddr {
@@ -57,6 +59,7 @@ func checkCounts(t *testing.T, a *admission, unv, ver int) {
 // A connection that ends without being accepted is uncounted through its
 // context.
 func TestAdmissionUncountsEndedConnections(t *testing.T) {
+	testkit.LeakCheck(t)
 	a, _ := testAdmission()
 	ctx, cancel := context.WithCancel(context.Background())
 	if _, err := a.connContext(ctx, &quic.ClientInfo{RemoteAddr: udpAddr("10.9.0.1:1")}); err != nil {
@@ -64,12 +67,13 @@ func TestAdmissionUncountsEndedConnections(t *testing.T) {
 	}
 	checkCounts(t, a, 1, 0)
 	cancel()
-	waitFor(t, 5*time.Second, func() bool { u, _ := a.inProgress(); return u == 0 })
+	testkit.WaitFor(t, 5*time.Second, "no unverified handshake in progress", func() bool { u, _ := a.inProgress(); return u == 0 })
 }
 
 // Spoofed Initials from many addresses get Retry once RetryAbove of them
 // are in progress; a validated sender is still admitted.
 func TestAdmissionRetriesUnvalidatedPastTheBound(t *testing.T) {
+	testkit.LeakCheck(t)
 	a, _ := testAdmission()
 	var ends []context.CancelFunc
 	for i := range RetryAbove {
@@ -99,6 +103,7 @@ func TestAdmissionRetriesUnvalidatedPastTheBound(t *testing.T) {
 // One source (an IPv6 /64 here) holds at most MaxHandshakesPerSource
 // handshakes in progress; another source is not affected.
 func TestAdmissionBoundsOneSource(t *testing.T) {
+	testkit.LeakCheck(t)
 	a, _ := testAdmission()
 	held := 0
 	for i := range 2 * MaxHandshakesPerSource {
@@ -124,6 +129,7 @@ func TestAdmissionBoundsOneSource(t *testing.T) {
 // Validated handshakes are bounded node-wide; one that ends frees its
 // place.
 func TestAdmissionBoundsValidatedHandshakes(t *testing.T) {
+	testkit.LeakCheck(t)
 	a, _ := testAdmission()
 	var last context.CancelFunc
 	for i := range MaxHandshakes {
@@ -148,6 +154,7 @@ func TestAdmissionBoundsValidatedHandshakes(t *testing.T) {
 // spent: first Retry for its unvalidated Initials, then refusal. Others
 // are unaffected, and it recovers as time passes.
 func TestAdmissionRateLimitsOneSourcesHandshakes(t *testing.T) {
+	testkit.LeakCheck(t)
 	a, now := testAdmission()
 	done := 0
 	for range 1000 {

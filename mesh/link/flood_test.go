@@ -14,6 +14,8 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/qlog"
 	"github.com/quic-go/quic-go/qlogwriter"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // fakeInitial is a datagram quic-go takes for a client's first Initial
@@ -80,6 +82,7 @@ func heapInUse() uint64 {
 // keeps the server's handshake state bounded, and a client dialling
 // during it gets in within its timeout, through a Retry.
 func TestInitialFloodStaysBoundedAndLetsADialThrough(t *testing.T) {
+	testkit.LeakCheck(t)
 	// initialsOnly is not a *net.UDPConn, which quic-go warns about.
 	t.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
 	srv := newNode(t)
@@ -141,10 +144,10 @@ func TestInitialFloodStaysBoundedAndLetsADialThrough(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%50 == 49 {
-			waitFor(t, 2*time.Second, func() bool { return adm.seen.Load() >= uint64(i+1-50) })
+			testkit.WaitFor(t, 2*time.Second, "quic-go to see the Initials sent", func() bool { return adm.seen.Load() >= uint64(i+1-50) })
 		}
 	}
-	waitFor(t, 5*time.Second, func() bool { return silent.written.Load() >= stalled })
+	testkit.WaitFor(t, 5*time.Second, "the stalled handshakes to be written", func() bool { return silent.written.Load() >= stalled })
 
 	// An honest client dials meanwhile.
 	var retries atomic.Int64
@@ -189,22 +192,11 @@ func TestInitialFloodStaysBoundedAndLetsADialThrough(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", d)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // An address that has spent its handshakes (as after thousands of full
 // handshakes) is refused over real QUIC, at once and without a
 // connection kept, while the node's other clients still get in.
 func TestSpentSourceRefusedOthersServed(t *testing.T) {
+	testkit.LeakCheck(t)
 	srv := newNode(t)
 	ctx := ctxT(t)
 	go func() {
@@ -250,5 +242,5 @@ func TestSpentSourceRefusedOthersServed(t *testing.T) {
 		t.Errorf("a client at another address was not served: %v", err)
 	}
 	// The server's side completes just after the client's.
-	waitFor(t, 2*time.Second, func() bool { unv, ver := adm.inProgress(); return unv+ver == 0 })
+	testkit.WaitFor(t, 2*time.Second, "no handshake in progress", func() bool { unv, ver := adm.inProgress(); return unv+ver == 0 })
 }

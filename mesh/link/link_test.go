@@ -13,6 +13,8 @@ import (
 
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // node is one side of a test link on real loopback QUIC.
@@ -80,6 +82,7 @@ func linkPair(t *testing.T, a, b *node) (*Link, *Link) {
 }
 
 func TestLinkUpBothSidesKnowEachOther(t *testing.T) {
+	testkit.LeakCheck(t)
 	a, b := newNode(t), newNode(t)
 	la, lb := linkPair(t, a, b)
 	if la.Peer() != b.id.Fingerprint() || lb.Peer() != a.id.Fingerprint() {
@@ -100,6 +103,7 @@ func TestLinkUpBothSidesKnowEachOther(t *testing.T) {
 }
 
 func TestDialWrongFingerprintRefused(t *testing.T) {
+	testkit.LeakCheck(t)
 	a, b, other := newNode(t), newNode(t), newNode(t)
 	ctx := ctxT(t)
 	go func() { // the listener keeps accepting; the refused dial must not hurt it
@@ -128,6 +132,7 @@ func TestDialWrongFingerprintRefused(t *testing.T) {
 }
 
 func TestNoClientCertificateRefused(t *testing.T) {
+	testkit.LeakCheck(t)
 	b := newNode(t)
 	ctx := ctxT(t)
 	serverErr := make(chan error, 1)
@@ -166,6 +171,7 @@ func TestNoClientCertificateRefused(t *testing.T) {
 }
 
 func TestOtherALPNRefused(t *testing.T) {
+	testkit.LeakCheck(t)
 	b := newNode(t)
 	ctx := ctxT(t)
 	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -187,6 +193,7 @@ func TestOtherALPNRefused(t *testing.T) {
 }
 
 func TestClientALPNServesNode(t *testing.T) {
+	testkit.LeakCheck(t)
 	b := newNode(t)
 	ctx := ctxT(t)
 	go func() {
@@ -244,6 +251,7 @@ func (healthOnly) Health(ctx context.Context, call schemas.Node_health) error {
 }
 
 func TestIncompatibleVersionRefused(t *testing.T) {
+	testkit.LeakCheck(t)
 	local := LocalHello("a", "qpq")
 	if _, err := Negotiate(local, Hello{Version: 9, MinVersion: 5}); !errors.Is(err, ErrIncompatible) {
 		t.Fatalf("newer-only peer: %v", err)

@@ -9,9 +9,12 @@ import (
 	"time"
 
 	"github.com/quicproquo/qpq/mesh/identity"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 func TestDialToASilentAddressSaysNoNodeAnsweredAndShowsItIsTrying(t *testing.T) {
+	testkit.LeakCheck(t)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

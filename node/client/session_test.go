@@ -2,69 +2,20 @@ package client_test
 
 import (
 	"context"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/quicproquo/qpq/gossip"
-	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/node/client"
-	"github.com/quicproquo/qpq/node/config"
-	"github.com/quicproquo/qpq/node/daemon"
 	"github.com/quicproquo/qpq/node/e2e"
-	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
+
+	"github.com/quicproquo/qpq/node/e2e/e2etest"
+
+	"github.com/quicproquo/qpq/node/daemon/daemontest"
 )
-
-// node is an in-process node on loopback that can be stopped and started
-// again on the same address with the same key and store.
-type node struct {
-	t      *testing.T
-	id     *identity.Node
-	cfg    config.Config
-	d      *daemon.Daemon
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func startNode(t *testing.T) *node {
-	id, err := identity.NewNode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.MDNS = false
-	cfg.Store = filepath.Join(t.TempDir(), "store.db")
-	n := &node{t: t, id: id, cfg: cfg}
-	n.start()
-	n.cfg.Listen = n.d.Addr() // a restart comes back on the same port
-	t.Cleanup(n.stop)
-	return n
-}
-
-func (n *node) start() {
-	d, err := daemon.NewWithIdentity(n.cfg, n.id, nil)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.d, n.cancel, n.done = d, cancel, make(chan struct{})
-	go func() {
-		defer close(n.done)
-		d.Run(ctx)
-	}()
-}
-
-func (n *node) stop() {
-	if n.d == nil {
-		return
-	}
-	n.cancel()
-	n.d.Close()
-	<-n.done
-	n.d = nil
-}
 
 // recorder is a Handler that counts what it is handed.
 type recorder struct {
@@ -97,24 +48,12 @@ func (r *recorder) Shown() error                         { return nil }
 
 func sealDM(t *testing.T, to *e2e.User, text string) gossip.Envelope {
 	t.Helper()
-	signed, _ := to.SignedBundle(1, time.Hour)
-	b, err := e2e.VerifyBundle(signed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := e2e.SealDM(e2e.NewUser(), b, []byte(text), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := gossip.Envelope{Kind: schemas.Envelope_Kind_dm, Destination: append([]byte(nil), b.Fingerprint[:]...),
-		TTLSeconds: 3600, HopLimit: 8, ReceiptTag: append([]byte(nil), s.ReceiptTag[:]...), Payload: s.Payload}
-	env.ID = gossip.ComputeID(env.Kind, env.Destination, env.ReceiptTag, env.Payload)
-	return env
+	return e2etest.SealDM(t, e2e.NewUser(), e2etest.BundleOf(t, to), []byte(text))
 }
 
-func enqueue(t *testing.T, n *node, e gossip.Envelope) {
+func enqueue(t *testing.T, n *daemontest.Node, e gossip.Envelope) {
 	t.Helper()
-	c, err := client.Dial(t.Context(), n.d.Addr(), n.id.Fingerprint())
+	c, err := client.Dial(t.Context(), n.D.Addr(), n.ID.Fingerprint())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +80,8 @@ func waitGot(t *testing.T, r *recorder, want gossip.ID) {
 // DM sent after the restart arrives once; the loss and the return are
 // announced once each.
 func TestSessionReconnectsAndResumesWithoutRepeats(t *testing.T) {
-	n := startNode(t)
+	testkit.LeakCheck(t)
+	n := daemontest.Start(t, daemontest.Config(t.TempDir(), "store"))
 	bob := e2e.NewUser()
 	signed, _ := bob.SignedBundle(1, time.Hour)
 	var lost, back int
@@ -149,7 +89,7 @@ func TestSessionReconnectsAndResumesWithoutRepeats(t *testing.T) {
 	backed := make(chan struct{}, 1)
 	s, err := client.Open(t.Context(), client.SessionConfig{
 		Connect: func(ctx context.Context) (*client.Client, error) {
-			return client.Dial(ctx, n.cfg.Listen, n.id.Fingerprint())
+			return client.Dial(ctx, n.Cfg.Listen, n.ID.Fingerprint())
 		},
 		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
 			return c.Authenticate(ctx, bob, signed)
@@ -177,9 +117,9 @@ func TestSessionReconnectsAndResumesWithoutRepeats(t *testing.T) {
 	dm1 := sealDM(t, bob, "before")
 	enqueue(t, n, dm1)
 	waitGot(t, rec, dm1.ID)
-	n.stop() // while dm1 is shown but not acknowledged
+	n.Stop() // while dm1 is shown but not acknowledged
 	close(hold)
-	n.start()
+	n.Start()
 	select {
 	case <-backed:
 	case <-time.After(20 * time.Second):
@@ -189,13 +129,7 @@ func TestSessionReconnectsAndResumesWithoutRepeats(t *testing.T) {
 	enqueue(t, n, dm2)
 	waitGot(t, rec, dm2.ID)
 	// dm1 was acknowledged on the new connection: the node deletes it.
-	deadline := time.Now().Add(10 * time.Second)
-	for n.d.Status().Store.Kinds["dm"] != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("node still holds %d DMs", n.d.Status().Store.Kinds["dm"])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, "the node to delete the acknowledged DMs", func() bool { return n.D.Status().Store.Kinds["dm"] == 0 })
 	cancel()
 	if err := <-errc; err != nil {
 		t.Fatalf("Follow: %v", err)

@@ -14,6 +14,8 @@ import (
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/relay"
 	"github.com/quicproquo/qpq/node/client"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // Quotas and slots count an IPv6 client per /64 (one subscriber's
@@ -41,6 +43,7 @@ func TestClientKeyCountsIPv6Per64(t *testing.T) {
 // when idle connections from many addresses fill them, a new client still
 // gets in: the longest-idle connection makes room.
 func TestIdleClientsCannotTakeAllSlots(t *testing.T) {
+	testkit.LeakCheck(t)
 	d := newDaemon(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -82,6 +85,7 @@ func TestIdleClientsCannotTakeAllSlots(t *testing.T) {
 // Long polls are capped per connection and per address, and one wait on
 // many channels holds no goroutine per channel.
 func TestWaitingFetchesAreCapped(t *testing.T) {
+	testkit.LeakCheck(t)
 	d := newDaemon(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -111,7 +115,7 @@ func TestWaitingFetchesAreCapped(t *testing.T) {
 			}()
 		}
 	}
-	waitUntil(t, 10*time.Second, "every allowed wait to be waiting", func() bool { return d.waiting() == 2*maxWaitsPerConn })
+	testkit.WaitFor(t, 10*time.Second, "every allowed wait to be waiting", func() bool { return d.waiting() == 2*maxWaitsPerConn })
 	// Each wait covers 64 channels: a goroutine per channel would add
 	// 512; the fetch calls themselves need a few each, client included.
 	if grew := runtime.NumGoroutine() - before; grew > 16*2*maxWaitsPerConn {
@@ -167,7 +171,12 @@ func fillChannel(t *testing.T, d *Daemon, id [32]byte, size int) {
 // A client connection with no call in progress is closed after the idle
 // timeout; a long poll waiting longer than that counts as activity.
 func TestIdleClientIsClosed(t *testing.T) {
-	defer func(old time.Duration) { clientIdleTimeout = old }(clientIdleTimeout)
+	testkit.LeakCheck(t)
+	// Restored in a cleanup registered before the node's, so it runs
+	// after the node has stopped reading it (a defer would race with the
+	// node's client goroutines, which stop in the node's cleanup).
+	old := clientIdleTimeout
+	t.Cleanup(func() { clientIdleTimeout = old })
 	clientIdleTimeout = 300 * time.Millisecond
 	d := newDaemon(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -186,7 +195,7 @@ func TestIdleClientIsClosed(t *testing.T) {
 	if _, err := busy.ChannelFetch(ctx, [][32]byte{{7}}, nil, 1, time.Second); err != nil {
 		t.Fatalf("a long poll longer than the idle timeout: %v", err)
 	}
-	waitUntil(t, 5*time.Second, "the idle client to be closed", func() bool { return d.clientCount() == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the idle client to be closed", func() bool { return d.clientCount() == 1 })
 	if _, err := idle.ChannelFetch(ctx, [][32]byte{{7}}, nil, 1, 0); err == nil {
 		t.Error("the idle client's connection still answers")
 	}

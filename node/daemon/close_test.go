@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // A node closing while its neighbours probe it (health calls back to
@@ -12,6 +14,7 @@ import (
 // for the calls in progress on it, so none of them may wait for the lock
 // Close holds.
 func TestCloseWhileNeighboursProbe(t *testing.T) {
+	testkit.LeakCheck(t)
 	const neighbours, rounds = 8, 30
 	for round := range rounds {
 		d := newDaemon(t, nil)

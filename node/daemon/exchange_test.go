@@ -14,6 +14,8 @@ import (
 	"github.com/quicproquo/qpq/mesh/descriptor"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/neighbours"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // The sequence rises by one per call, lives in a 0600 file, and is
@@ -155,6 +157,7 @@ func newRefuser(t *testing.T) *refuser {
 // dial only the node-wide budget of never-reached addresses; once those
 // dials have failed, planning again dials nothing more.
 func TestMadeUpDescriptorsDialOnlyTheBudget(t *testing.T) {
+	testkit.LeakCheck(t)
 	d := startDaemon(t, 8, nil, nil)
 	var targets []*refuser
 	for i := range 30 {
@@ -184,7 +187,7 @@ func TestMadeUpDescriptorsDialOnlyTheBudget(t *testing.T) {
 		defer d.mu.Unlock()
 		return len(d.dialing) == 0
 	}
-	waitUntil(t, 10*time.Second, "the budgeted dials to be made and to fail", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the budgeted dials to be made and to fail", func() bool {
 		return hits() >= neighbours.NewAddrBurstAll && idle()
 	})
 	d.selectOnce()

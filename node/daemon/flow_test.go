@@ -5,19 +5,19 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/mesh/identity"
-	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/node/client"
-	"github.com/quicproquo/qpq/node/config"
-	"github.com/quicproquo/qpq/node/daemon"
 	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/node/daemon/daemontest"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // TestFlowTwoNodesEveryMessageArrives runs issue 9's honest traffic over
@@ -30,6 +30,7 @@ import (
 // arrive, each once. A window of messages in flight keeps the sender
 // honest: it never runs ahead of delivery by more than a user would.
 func TestFlowTwoNodesEveryMessageArrives(t *testing.T) {
+	testkit.LeakCheck(t)
 	const (
 		total  = 400
 		window = 16
@@ -37,38 +38,11 @@ func TestFlowTwoNodesEveryMessageArrives(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	var ds []*daemon.Daemon
-	var ids []*identity.Node
-	for i, name := range []string{"b", "a"} {
-		id, err := identity.NewNode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := config.Default()
-		cfg.Listen = "127.0.0.1:0"
-		cfg.MDNS = false
-		cfg.Store = filepath.Join(dir, name+".db")
-		cfg.StoreMaxBytes = 512 << 10
-		if i > 0 {
-			cfg.Peers = []link.PeerAddr{{Addr: ds[0].Addr(), FP: ids[0].Fingerprint()}}
-		}
-		d, err := daemon.NewWithIdentity(cfg, id, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { defer close(done); d.Run(ctx) }()
-		t.Cleanup(func() { cancel(); d.Close(); <-done })
-		ds, ids = append(ds, d), append(ids, id)
-	}
-	b, a := ds[0], ds[1]
-	for !linked(a, ids[0].Fingerprint()) || !linked(b, ids[1].Fingerprint()) {
-		select {
-		case <-ctx.Done():
-			t.Fatal("the nodes did not link")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	cb, ca := daemontest.Config(dir, "b"), daemontest.Config(dir, "a")
+	cb.StoreMaxBytes, ca.StoreMaxBytes = 512<<10, 512<<10
+	ns := daemontest.Line(t, cb, ca)
+	b, a := ns[0].D, ns[1].D
+	ids := []*identity.Node{ns[0].ID, ns[1].ID}
 
 	bob := e2e.NewUser()
 	signed, err := bob.SignedBundle(1, time.Hour)

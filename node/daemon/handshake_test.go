@@ -9,12 +9,15 @@ import (
 
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // Peer handshakes that stall after TLS (never opening the RPC stream)
 // from one address cannot hold every handshake slot: a neighbour at
 // another address links at once.
 func TestStalledHandshakesFromOneAddressDoNotBlockOthers(t *testing.T) {
+	testkit.LeakCheck(t)
 	d := newDaemon(t, nil)
 	id, err := identity.NewNode()
 	if err != nil {
@@ -38,7 +41,7 @@ func TestStalledHandshakesFromOneAddressDoNotBlockOthers(t *testing.T) {
 		stalled = append(stalled, conn)
 	}
 	// Each stalled connection is either in hello at the node or refused.
-	waitUntil(t, 5*time.Second, "the node to take in every stalled handshake", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the node to take in every stalled handshake", func() bool {
 		refused := 0
 		for _, c := range stalled {
 			if c.Context().Err() != nil {

@@ -3,7 +3,6 @@ package daemon_test
 import (
 	"context"
 	"io"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,7 +15,12 @@ import (
 	"github.com/quicproquo/qpq/node/config"
 	"github.com/quicproquo/qpq/node/daemon"
 	"github.com/quicproquo/qpq/node/e2e"
-	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/node/e2e/e2etest"
+
+	"github.com/quicproquo/qpq/node/daemon/daemontest"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // The line benchmarks carry padded 256-byte messages through four nodes on
@@ -42,34 +46,15 @@ func newLine(b *testing.B) *lineRig {
 	r := &lineRig{alice: e2e.NewUser(), bob: e2e.NewUser()}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
+	b.Cleanup(cancel)
 	dir := b.TempDir()
-	for i := range 4 {
-		id, _ := identity.NewNode()
-		cfg := config.Default()
-		cfg.Listen = "127.0.0.1:0"
-		cfg.MDNS = false
-		cfg.Store = filepath.Join(dir, string(rune('a'+i))+".db")
-		cfg.StoreMaxBytes = 256 << 20
-		if i > 0 {
-			cfg.Peers = []link.PeerAddr{{Addr: r.ds[i-1].Addr(), FP: r.ids[i-1].Fingerprint()}}
-		}
-		d, err := daemon.NewWithIdentity(cfg, id, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		go d.Run(ctx)
-		r.ds, r.ids = append(r.ds, d), append(r.ids, id)
+	cfgs := make([]config.Config, 4)
+	for i := range cfgs {
+		cfgs[i] = daemontest.Config(dir, string(rune('a'+i)))
+		cfgs[i].StoreMaxBytes = 256 << 20
 	}
-	b.Cleanup(func() {
-		cancel()
-		for _, d := range r.ds {
-			d.Close()
-		}
-	})
-	for i := 0; i+1 < 4; i++ {
-		for !linked(r.ds[i], r.ids[i+1].Fingerprint()) {
-			time.Sleep(10 * time.Millisecond)
-		}
+	for _, n := range daemontest.Line(b, cfgs...) {
+		r.ds, r.ids = append(r.ds, n.D), append(r.ids, n.ID)
 	}
 	var err error
 	cd, err := client.Dial(ctx, r.ds[3].Addr(), r.ids[3].Fingerprint())
@@ -85,33 +70,15 @@ func newLine(b *testing.B) *lineRig {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { r.atA.Close() })
-	for {
-		if r.to, err = r.atA.LookupBundle(ctx, r.bob.Fingerprint()); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(b, 20*time.Second, "bob's bundle to reach A", func() bool {
+		r.to, err = r.atA.LookupBundle(ctx, r.bob.Fingerprint())
+		return err == nil
+	})
 	return r
 }
 
-func linked(d *daemon.Daemon, fp identity.Fingerprint) bool {
-	for _, p := range d.Status().Peers {
-		if p.Fingerprint == fp.String() {
-			return true
-		}
-	}
-	return false
-}
-
 func (r *lineRig) seal(b *testing.B) gossip.Envelope {
-	s, err := e2e.SealDM(r.alice, r.to, make([]byte, msgBody), time.Now())
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := gossip.Envelope{Kind: schemas.Envelope_Kind_dm, Destination: append([]byte(nil), r.to.Fingerprint[:]...),
-		TTLSeconds: 3600, HopLimit: 8, ReceiptTag: s.ReceiptTag[:], Payload: s.Payload}
-	e.ID = gossip.ComputeID(e.Kind, e.Destination, e.ReceiptTag, e.Payload)
-	return e
+	return e2etest.SealDM(b, r.alice, r.to, make([]byte, msgBody))
 }
 
 // drain fetches at D until n messages arrived, acknowledging them so the

@@ -13,6 +13,8 @@ import (
 
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // deafCodec writes calls but never reads what comes back: a slow reader.
@@ -41,6 +43,7 @@ func (c *deafCodec) Close() error {
 // answers does not grow the node's heap with queued answers: the
 // connection is closed once too many calls are unanswered.
 func TestPipelinedCallsWithoutReadingAreBounded(t *testing.T) {
+	testkit.LeakCheck(t)
 	d := newDaemon(t, nil)
 	ch := [32]byte{9}
 	fillChannel(t, d, ch, 120<<10) // each answer carries ~120 KiB
@@ -91,7 +94,7 @@ func TestPipelinedCallsWithoutReadingAreBounded(t *testing.T) {
 	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 32<<20 {
 		t.Errorf("heap grew by %d MiB for one connection that does not read", grew>>20)
 	}
-	waitUntil(t, 5*time.Second, "the deaf connection to be released", func() bool { return d.clientCount() == 0 })
+	testkit.WaitFor(t, 5*time.Second, "the deaf connection to be released", func() bool { return d.clientCount() == 0 })
 	if n := d.clients.calls.Load(); n != 0 {
 		t.Errorf("%d calls still counted in flight after the connection closed", n)
 	}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -20,6 +21,12 @@ import (
 // as well).
 func newDaemon(t *testing.T, edit func(*config.Config)) *Daemon {
 	t.Helper()
+	return newDaemonLogged(t, nil, edit)
+}
+
+// newDaemonLogged is newDaemon logging to log (nil: discard).
+func newDaemonLogged(t *testing.T, log *slog.Logger, edit func(*config.Config)) *Daemon {
+	t.Helper()
 	id, err := identity.NewNode()
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +38,7 @@ func newDaemon(t *testing.T, edit func(*config.Config)) *Daemon {
 	if edit != nil {
 		edit(&cfg)
 	}
-	d, err := NewWithIdentity(cfg, id, nil)
+	d, err := NewWithIdentity(cfg, id, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,15 +3,15 @@ package daemon
 import (
 	"context"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/node/config"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // countingHandler counts log records whose message contains substr, at
@@ -35,65 +35,40 @@ func (h countingHandler) WithGroup(string) slog.Handler      { return h }
 // test ends.
 func startDaemon(t *testing.T, maxLinks int, peers []link.PeerAddr, log *slog.Logger) *Daemon {
 	t.Helper()
-	id, err := identity.NewNode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.MDNS = false
-	cfg.MaxLinks = maxLinks
-	cfg.Store = filepath.Join(t.TempDir(), "store.db")
-	cfg.Peers = peers
-	d, err := NewWithIdentity(cfg, id, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		d.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
+	return newDaemonLogged(t, log, func(cfg *config.Config) {
+		cfg.MaxLinks = maxLinks
+		cfg.Peers = peers
 	})
-	return d
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // A node learnt by exchange that refuses us at its inbound cap is dialled
 // once, then left alone for the backoff: no storm of handshakes.
 func TestRefusedAtCapIsNotRedialledAtOnce(t *testing.T) {
+	testkit.LeakCheck(t)
 	var refusals atomic.Int64
 	hub := startDaemon(t, 1, nil, slog.New(countingHandler{substr: "at the inbound cap", n: &refusals}))
 	hubAddr := link.PeerAddr{Addr: hub.Addr(), FP: hub.Fingerprint()}
 	for range hub.inboundCap() {
 		startDaemon(t, 1, []link.PeerAddr{hubAddr}, nil)
 	}
-	waitUntil(t, 20*time.Second, "the hub to fill its inbound cap", func() bool { return len(hub.Status().Peers) == hub.inboundCap() })
+	testkit.WaitFor(t, 20*time.Second, "the hub to fill its inbound cap", func() bool { return len(hub.Status().Peers) == hub.inboundCap() })
 
 	x := startDaemon(t, 8, nil, nil)
 	x.learn(hub.Fingerprint(), []string{hub.Addr()}, viaExchange)
-	waitUntil(t, 10*time.Second, "the hub to refuse x", func() bool { return refusals.Load() > 0 })
+	testkit.WaitFor(t, 10*time.Second, "the hub to refuse x", func() bool { return refusals.Load() > 0 })
 	// Kicks (finished dials, more nodes learnt) must not bring it back.
+	// After each, x is let settle: the kick taken and no dial under way,
+	// so a redial it caused has been made and refused before the count.
 	for range 20 {
 		x.kickSelect()
-		time.Sleep(100 * time.Millisecond)
+		testkit.Settle(t, 10*time.Second, "x's selection", func() bool {
+			x.mu.Lock()
+			defer x.mu.Unlock()
+			return len(x.kick) == 0 && len(x.dialing) == 0
+		}, refusals.Load)
 	}
 	if n := refusals.Load(); n != 1 {
-		t.Errorf("the hub refused x %d times in 2 s, want once (then 30 s of backoff)", n)
+		t.Errorf("the hub refused x %d times over 20 kicks, want once (then 30 s of backoff)", n)
 	}
 	if st := x.Status(); len(st.Peers) != 0 {
 		t.Errorf("x holds %d links to a hub at its cap", len(st.Peers))
@@ -104,13 +79,14 @@ func TestRefusedAtCapIsNotRedialledAtOnce(t *testing.T) {
 // node learnt and linked, nothing is counted as under way, and the link
 // says how it came to be.
 func TestPlannedLinkIsRegisteredWithItsPick(t *testing.T) {
+	testkit.LeakCheck(t)
 	a := startDaemon(t, 8, nil, nil)
 	b := startDaemon(t, 8, nil, nil)
 	a.learn(b.Fingerprint(), []string{b.Addr()}, viaMDNS)
-	waitUntil(t, 10*time.Second, "a to link to b", func() bool { return len(a.Status().Peers) == 1 })
+	testkit.WaitFor(t, 10*time.Second, "a to link to b", func() bool { return len(a.Status().Peers) == 1 })
 	// b registers the link once it has answered a's hello, which may be
 	// just after a sees it up.
-	waitUntil(t, 10*time.Second, "b to register the link", func() bool { return len(b.Status().Peers) == 1 })
+	testkit.WaitFor(t, 10*time.Second, "b to register the link", func() bool { return len(b.Status().Peers) == 1 })
 	a.mu.Lock()
 	dialling := len(a.dialing)
 	a.mu.Unlock()

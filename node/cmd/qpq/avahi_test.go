@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // unavailable fails under CI=true, where .ci/run installs every tool the
@@ -121,7 +123,7 @@ func startBus(t *testing.T, ns string) string {
 		t.Fatalf("write bus config: %v", err)
 	}
 	d := startDaemon(t, "dbus-daemon", nil, "ip", "netns", "exec", ns, bin, "--config-file="+conf, "--nofork", "--nopidfile", "--nosyslog")
-	waitFor(t, 10*time.Second, "dbus-daemon to listen on "+sock, func() bool {
+	testkit.WaitForEvery(t, 10*time.Second, procPoll, "dbus-daemon to listen on "+sock, func() bool {
 		if !d.running() {
 			unavailable(t, "dbus-daemon cannot run here:\n%s", d.log)
 		}
@@ -152,7 +154,7 @@ func startAvahiDBus(t *testing.T, ns, busAddr string) {
 		"ip", "netns", "exec", ns, "sh", "-c", script, bin, conf)
 	// avahi says this once it is on the bus, has bound 5353 and has
 	// probed its host name.
-	waitFor(t, 15*time.Second, "avahi-daemon to start in "+ns, func() bool {
+	testkit.WaitForEvery(t, 15*time.Second, procPoll, "avahi-daemon to start in "+ns, func() bool {
 		if !d.running() {
 			unavailable(t, "avahi-daemon cannot run in a namespace:\n%s", d.log)
 		}
@@ -208,7 +210,7 @@ func TestNetnsAvahiBrowseListsNodes(t *testing.T) {
 	}
 	fps := []string{ps[0].fp(), ps[1].fp()}
 
-	waitFor(t, 60*time.Second, "the two nodes to link with no --peer beside avahi", func() bool {
+	testkit.WaitForEvery(t, 60*time.Second, procPoll, "the two nodes to link with no --peer beside avahi", func() bool {
 		return ps[0].linkedTo(fps[1]) && ps[1].linkedTo(fps[0])
 	})
 	ends := map[string]bool{}
@@ -226,7 +228,7 @@ func TestNetnsAvahiBrowseListsNodes(t *testing.T) {
 	// avahi sees the node it shares 5353 with and the one across the
 	// bridge, resolving SRV, A and TXT from qpq's own responder.
 	var last string
-	waitFor(t, 60*time.Second, "avahi-browse to resolve both qpq nodes", func() bool {
+	testkit.WaitForEvery(t, 60*time.Second, procPoll, "avahi-browse to resolve both qpq nodes", func() bool {
 		es, out := avahiBrowse(t, n1, bus)
 		last = out
 		for i, fp := range fps {

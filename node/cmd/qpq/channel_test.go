@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 func TestChannelMessageReachesMembersAndLateJoiners(t *testing.T) {
@@ -26,7 +28,7 @@ func TestChannelMessageReachesMembersAndLateJoiners(t *testing.T) {
 		t.Fatalf("send --channel: %s", e)
 	}
 	id := strings.TrimSpace(idOut)
-	waitFor(t, 20*time.Second, "the broadcast to reach C", func() bool { return ns[2].kind("broadcast") == 1 })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the broadcast to reach C", func() bool { return ns[2].kind("broadcast") == 1 })
 
 	msgs := recvAll(t, bob, ns[2])
 	if len(msgs) != 1 || msgs[0].Kind != "broadcast" || msgs[0].Channel != "town" || msgs[0].ID != id ||
@@ -57,7 +59,7 @@ func TestChannelHopLimitBoundsTheSpread(t *testing.T) {
 	if code, _, e := runQPQ(t, userEnv, "send", "--home", alice.home, "--node", ns[0].peerArg(), "--channel", "near", "--hops", "1", "--text", "one hop"); code != 0 {
 		t.Fatal(e)
 	}
-	waitFor(t, 20*time.Second, "B to have it", func() bool { return ns[1].kind("broadcast") == 1 })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "B to have it", func() bool { return ns[1].kind("broadcast") == 1 })
 	time.Sleep(2 * time.Second)
 	if ns[2].kind("broadcast") != 0 || ns[3].kind("broadcast") != 0 {
 		t.Fatalf("a one-hop broadcast travelled further: C %d, D %d", ns[2].kind("broadcast"), ns[3].kind("broadcast"))

@@ -20,7 +20,10 @@ import (
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/node/client"
 	"github.com/quicproquo/qpq/node/e2e"
-	"github.com/quicproquo/qpq/schemas"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
+
+	"github.com/quicproquo/qpq/node/e2e/e2etest"
 )
 
 // userEnv makes key files unencrypted in tests (no terminal to prompt on).
@@ -42,7 +45,7 @@ func lineOf(t *testing.T, k int, args ...string) []*proc {
 	for i := 0; i+1 < k; i++ {
 		a, b := ns[i], ns[i+1]
 		afp, bfp := a.fp(), b.fp()
-		waitFor(t, 20*time.Second, "line links", func() bool { return a.linkedTo(bfp) && b.linkedTo(afp) })
+		testkit.WaitForEvery(t, 20*time.Second, procPoll, "line links", func() bool { return a.linkedTo(bfp) && b.linkedTo(afp) })
 	}
 	return ns
 }
@@ -98,7 +101,7 @@ func recvAll(t *testing.T, u user, node *proc) []recvJSON {
 func sendWhenKnown(t *testing.T, from user, node *proc, to user, text string, extra ...string) string {
 	t.Helper()
 	var id, errOut string
-	waitFor(t, 30*time.Second, "the recipient's bundle to reach the sender's node", func() bool {
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "the recipient's bundle to reach the sender's node", func() bool {
 		args := append([]string{"send", "--home", from.home, "--node", node.peerArg(), "--to", to.fp, "--text", text}, extra...)
 		code, out, e := runQPQIn(t, node.ns, userEnv, args...)
 		id, errOut = strings.TrimSpace(out), e
@@ -117,7 +120,7 @@ func TestDMAcrossLineOfFourExactlyOnce(t *testing.T) {
 		t.Fatalf("fresh mailbox: %v", msgs)
 	}
 	id := sendWhenKnown(t, alice, ns[0], bob, "across four hops")
-	waitFor(t, 20*time.Second, "the DM to reach D", func() bool { return ns[3].kind("dm") == 1 })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the DM to reach D", func() bool { return ns[3].kind("dm") == 1 })
 
 	msgs := recvAll(t, bob, ns[3])
 	if len(msgs) != 1 || msgs[0].ID != id || msgs[0].Text != "across four hops" || msgs[0].From != alice.fp || msgs[0].Kind != "dm" {
@@ -131,12 +134,12 @@ func TestDMAcrossLineOfFourExactlyOnce(t *testing.T) {
 	}
 	// The receipt deletes every copy along the line.
 	for i, n := range ns {
-		waitFor(t, 20*time.Second, fmt.Sprintf("node %d to drop the delivered DM", i), func() bool { return n.kind("dm") == 0 })
+		testkit.WaitForEvery(t, 20*time.Second, procPoll, fmt.Sprintf("node %d to drop the delivered DM", i), func() bool { return n.kind("dm") == 0 })
 	}
 
 	// The recipient may attach anywhere: a second DM, fetched at C.
 	id2 := sendWhenKnown(t, alice, ns[0], bob, "fetched at C")
-	waitFor(t, 20*time.Second, "the DM to reach C", func() bool { return ns[2].kind("dm") == 1 })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the DM to reach C", func() bool { return ns[2].kind("dm") == 1 })
 	msgs = recvAll(t, bob, ns[2])
 	if len(msgs) != 1 || msgs[0].ID != id2 {
 		t.Fatalf("bob at C got %+v, want only %s", msgs, id2)
@@ -151,7 +154,7 @@ func TestHopLimitStopsTheDM(t *testing.T) {
 	alice, bob := newUser(t), newUser(t)
 	recvAll(t, bob, ns[3])
 	sendWhenKnown(t, alice, ns[0], bob, "two hops only", "--hops", "2")
-	waitFor(t, 20*time.Second, "the DM to reach C", func() bool { return ns[2].kind("dm") == 1 })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the DM to reach C", func() bool { return ns[2].kind("dm") == 1 })
 	// Give D every chance: C links to D, D's summary to C finds nothing to pull.
 	time.Sleep(2 * time.Second)
 	if n := ns[3].kind("dm"); n != 0 {
@@ -159,19 +162,7 @@ func TestHopLimitStopsTheDM(t *testing.T) {
 	}
 }
 
-// dialUser connects a user to a node with the client library.
-func sealTo(t *testing.T, from *e2e.User, to e2e.Bundle, text string) gossip.Envelope {
-	t.Helper()
-	s, err := e2e.SealDM(from, to, []byte(text), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := gossip.Envelope{Kind: schemas.Envelope_Kind_dm, Destination: append([]byte(nil), to.Fingerprint[:]...),
-		TTLSeconds: 3600, HopLimit: 8, ReceiptTag: append([]byte(nil), s.ReceiptTag[:]...), Payload: s.Payload}
-	env.ID = gossip.ComputeID(env.Kind, env.Destination, env.ReceiptTag, env.Payload)
-	return env
-}
-
+// dial connects to a node with the client library.
 func dial(t *testing.T, local string, p *proc) *client.Client {
 	t.Helper()
 	fp, err := identity.ParseFingerprint(p.fp())
@@ -190,7 +181,7 @@ func lookup(t *testing.T, c *client.Client, fp string) e2e.Bundle {
 	t.Helper()
 	f, _ := identity.ParseFingerprint(fp)
 	var b e2e.Bundle
-	waitFor(t, 30*time.Second, "bundle lookup", func() bool {
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "bundle lookup", func() bool {
 		var err error
 		b, err = c.LookupBundle(t.Context(), f)
 		return err == nil
@@ -209,7 +200,7 @@ func TestKill9MiddleNodeDuringBurstLosesNothingAcknowledged(t *testing.T) {
 	alice := e2e.NewUser()
 	envs := make([]gossip.Envelope, burst)
 	for i := range envs {
-		envs[i] = sealTo(t, alice, to, fmt.Sprintf("burst %d", i))
+		envs[i] = e2etest.SealDM(t, alice, to, []byte(fmt.Sprintf("burst %d", i)))
 	}
 
 	var mu sync.Mutex
@@ -229,7 +220,7 @@ func TestKill9MiddleNodeDuringBurstLosesNothingAcknowledged(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	waitFor(t, 60*time.Second, "a third of the burst", func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= burst/3 })
+	testkit.WaitForEvery(t, 60*time.Second, procPoll, "a third of the burst", func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= burst/3 })
 	ns[1].cmd.Process.Signal(syscall.SIGKILL)
 	<-done
 	mu.Lock()
@@ -243,7 +234,7 @@ func TestKill9MiddleNodeDuringBurstLosesNothingAcknowledged(t *testing.T) {
 		t.Fatalf("after restart B holds %d DMs, acknowledged %d", st.Store.Kinds["dm"], len(want))
 	}
 	got := map[string]bool{}
-	waitFor(t, 120*time.Second, "every acknowledged DM to reach bob at C", func() bool {
+	testkit.WaitForEvery(t, 120*time.Second, procPoll, "every acknowledged DM to reach bob at C", func() bool {
 		for _, m := range recvAll(t, bob, ns[2]) {
 			got[m.ID] = true
 		}
@@ -289,10 +280,10 @@ func TestRelayStoresHoldNoPlaintextNorSender(t *testing.T) {
 	alice := e2e.NewUser()
 	marker := "PLAINTEXT-MARKER-a7f3e9"
 	// An anonymous enqueue: alice never authenticates or publishes here.
-	if _, err := c.Enqueue(t.Context(), sealTo(t, alice, to, marker)); err != nil {
+	if _, err := c.Enqueue(t.Context(), e2etest.SealDM(t, alice, to, []byte(marker))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the DM to reach C", func() bool { return ns[2].kind("dm") == 1 })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the DM to reach C", func() bool { return ns[2].kind("dm") == 1 })
 	afp := alice.Fingerprint()
 	needles := map[string][]byte{
 		"plaintext":                []byte(marker),
@@ -327,7 +318,7 @@ func TestOneClientCannotFillAMailboxAndAFullStoreKeepsWhatItHolds(t *testing.T) 
 	var accepted []string
 	var refusal error
 	for i := 0; i < 1000 && refusal == nil; i++ {
-		e := sealTo(t, alice, to, fmt.Sprintf("flood %d", i))
+		e := e2etest.SealDM(t, alice, to, []byte(fmt.Sprintf("flood %d", i)))
 		if _, refusal = flood.Enqueue(t.Context(), e); refusal == nil {
 			accepted = append(accepted, e.ID.String())
 		}
@@ -339,7 +330,7 @@ func TestOneClientCannotFillAMailboxAndAFullStoreKeepsWhatItHolds(t *testing.T) 
 
 	// Another client still reaches bob's mailbox.
 	other := dial(t, "127.0.0.2:0", n)
-	e := sealTo(t, alice, to, "from someone else")
+	e := e2etest.SealDM(t, alice, to, []byte("from someone else"))
 	if _, err := other.Enqueue(t.Context(), e); err != nil {
 		t.Fatalf("bob's mailbox was filled by one client: %v", err)
 	}
@@ -357,7 +348,7 @@ func TestOneClientCannotFillAMailboxAndAFullStoreKeepsWhatItHolds(t *testing.T) 
 		}
 		cbundle, _ := e2e.VerifyBundle(cb)
 		for i := 0; i < 200; i++ {
-			if _, err := c.Enqueue(t.Context(), sealTo(t, alice, cbundle, "filler")); err != nil {
+			if _, err := c.Enqueue(t.Context(), e2etest.SealDM(t, alice, cbundle, []byte("filler"))); err != nil {
 				if strings.Contains(err.Error(), "full") {
 					full = err
 				}
@@ -424,10 +415,10 @@ func TestTamperedDMIsSkippedAndDeletesNothing(t *testing.T) {
 	c := dial(t, "127.0.0.1:0", n)
 	to := lookup(t, c, bob.fp)
 	alice := e2e.NewUser()
-	bad := sealTo(t, alice, to, "tampered")
+	bad := e2etest.SealDM(t, alice, to, []byte("tampered"))
 	bad.Payload[len(bad.Payload)/2] ^= 0x40
 	bad.ID = gossip.ComputeID(bad.Kind, bad.Destination, bad.ReceiptTag, bad.Payload)
-	good := sealTo(t, alice, to, "intact")
+	good := e2etest.SealDM(t, alice, to, []byte("intact"))
 	for _, e := range []gossip.Envelope{bad, good} {
 		if _, err := c.Enqueue(t.Context(), e); err != nil {
 			t.Fatal(err)

@@ -3,6 +3,8 @@ package main
 import (
 	"testing"
 	"time"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 func TestPeerExchangeLinksNodesBeyondOneHop(t *testing.T) {
@@ -12,7 +14,7 @@ func TestPeerExchangeLinksNodesBeyondOneHop(t *testing.T) {
 	afp, cfp := a.fp(), c.fp()
 	// Neither a nor c was told about the other: they learn each other's
 	// signed descriptors through b and link directly.
-	waitFor(t, 30*time.Second, "a and c to link by peer exchange", func() bool { return a.linkedTo(cfp) && c.linkedTo(afp) })
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "a and c to link by peer exchange", func() bool { return a.linkedTo(cfp) && c.linkedTo(afp) })
 	via := map[string]bool{}
 	for _, p := range []*proc{a, c} {
 		for _, peer := range p.mustStatus().Peers {
@@ -22,5 +24,5 @@ func TestPeerExchangeLinksNodesBeyondOneHop(t *testing.T) {
 	if !via["exchange"] {
 		t.Fatalf("no link end says via exchange: %v", via)
 	}
-	waitFor(t, 20*time.Second, "a to hold one descriptor per node (3)", func() bool { return a.kind("descriptor") == 3 })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "a to hold one descriptor per node (3)", func() bool { return a.kind("descriptor") == 3 })
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // addLateNS makes namespace i for a node whose eth0 is not usable yet:
@@ -54,7 +56,7 @@ func TestNetnsLateInterface(t *testing.T) {
 				ps = append(ps, startNodeIn(t, r.addNode(i), fmt.Sprintf("10.78.0.%d:7443", i)))
 			}
 			fp1, fp2 := ps[0].fp(), ps[1].fp()
-			waitFor(t, 60*time.Second, "the two running nodes to link", func() bool {
+			testkit.WaitForEvery(t, 60*time.Second, procPoll, "the two running nodes to link", func() bool {
 				return ps[0].linkedTo(fp2) && ps[1].linkedTo(fp1)
 			})
 
@@ -71,7 +73,7 @@ func TestNetnsLateInterface(t *testing.T) {
 
 			r.plugLate(3, ns, tc.absent)
 			up := time.Now()
-			waitFor(t, 60*time.Second, "the late node to link to both neighbours", func() bool {
+			testkit.WaitForEvery(t, 60*time.Second, procPoll, "the late node to link to both neighbours", func() bool {
 				return late.linkedTo(fp1) && late.linkedTo(fp2)
 			})
 			t.Logf("linked to both neighbours %v after the interface came up", time.Since(up).Round(100*time.Millisecond))

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // Namespace tests run real nodes with real mDNS multicast, inside network
@@ -76,7 +78,7 @@ func startNodeIn(t *testing.T, ns, listen string, args ...string) *proc {
 	data := t.TempDir()
 	p := startProc(t, data, append([]string{"netns", "exec", ns, qpqBin, "node", "--data", data, "--listen", listen, "--mdns-iface", "^eth0$"}, args...)...)
 	p.ns = ns
-	waitFor(t, 15*time.Second, "node control socket in "+ns, func() bool {
+	testkit.WaitForEvery(t, 15*time.Second, procPoll, "node control socket in "+ns, func() bool {
 		_, err := p.status()
 		return err == nil
 	})
@@ -90,7 +92,7 @@ func TestNetnsNodesFindEachOtherByMDNS(t *testing.T) {
 		ns := r.addNode(i)
 		ps = append(ps, startNodeIn(t, ns, fmt.Sprintf("10.78.0.%d:7443", i)))
 	}
-	waitFor(t, 60*time.Second, "every node to link to the other three with no --peer", func() bool {
+	testkit.WaitForEvery(t, 60*time.Second, procPoll, "every node to link to the other three with no --peer", func() bool {
 		for _, p := range ps {
 			st, err := p.status()
 			if err != nil || len(st.Peers) != 3 {
@@ -134,7 +136,7 @@ func TestNetnsNodesFindEachOtherByMDNS(t *testing.T) {
 	}
 	for i, m := range members {
 		node := ps[i+1]
-		waitFor(t, 20*time.Second, "the channel message to reach every node", func() bool { return node.kind("broadcast") == 1 })
+		testkit.WaitForEvery(t, 20*time.Second, procPoll, "the channel message to reach every node", func() bool { return node.kind("broadcast") == 1 })
 		msgs := recvAll(t, m, node)
 		if len(msgs) != 1 || msgs[0].Channel != "segment" || msgs[0].ID != strings.TrimSpace(idOut) || msgs[0].Text != "meeting at the water tower" {
 			t.Fatalf("member at node %d got %+v", i+2, msgs)
@@ -195,7 +197,7 @@ func TestNetnsFifthNodeBehindOneFoundByExchangeGetsADM(t *testing.T) {
 	ps[3] = startNodeIn(t, n4, "0.0.0.0:7443", "--mdns-iface", "^eth1$")
 	p5 := startNodeIn(t, n5, "10.79.0.5:7443")
 	fp5 := p5.fp()
-	waitFor(t, 90*time.Second, "node 1 to link to node 5 by peer exchange", func() bool { return ps[0].linkedTo(fp5) })
+	testkit.WaitForEvery(t, 90*time.Second, procPoll, "node 1 to link to node 5 by peer exchange", func() bool { return ps[0].linkedTo(fp5) })
 	// Whichever of the two dialled, it did so from an exchanged descriptor:
 	// mDNS cannot cross between the segments.
 	fp1 := ps[0].fp()
@@ -218,7 +220,7 @@ func TestNetnsFifthNodeBehindOneFoundByExchangeGetsADM(t *testing.T) {
 	alice, bob := newUser(t), newUser(t)
 	recvAll(t, bob, p5)
 	id := sendWhenKnown(t, alice, ps[0], bob, "across two segments")
-	waitFor(t, 30*time.Second, "the DM to reach node 5", func() bool { return p5.kind("dm") == 1 })
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "the DM to reach node 5", func() bool { return p5.kind("dm") == 1 })
 	msgs := recvAll(t, bob, p5)
 	if len(msgs) != 1 || msgs[0].ID != id || msgs[0].Text != "across two segments" {
 		t.Fatalf("bob at node 5 got %+v", msgs)

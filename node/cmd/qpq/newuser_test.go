@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // A newcomer's mistakes, each answered with what went wrong and what to
@@ -178,7 +180,7 @@ func TestStatusHelpNamesEveryJSONKey(t *testing.T) {
 	a := startNode(t, "", "--listen", loop)
 	b := startNode(t, "", "--listen", loop, "--peer", a.peerArg())
 	afp := a.fp()
-	waitFor(t, 20*time.Second, "the link", func() bool { return b.linkedTo(afp) })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the link", func() bool { return b.linkedTo(afp) })
 	_, out, _ := runQPQ(t, nil, "status", "--data", b.data, "--json")
 	_, help, _ := runQPQ(t, nil, "status", "-h")
 	var keys []string
@@ -214,7 +216,7 @@ func TestNodeBannerLinkLineCanBePasted(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "a")
 	a := startNode(t, data, "--listen", loop)
-	waitFor(t, 5*time.Second, "the banner", func() bool { return strings.Contains(a.stdout.String(), "Check links") })
+	testkit.WaitForEvery(t, 5*time.Second, procPoll, "the banner", func() bool { return strings.Contains(a.stdout.String(), "Check links") })
 	var line string
 	for _, l := range strings.Split(a.stdout.String(), "\n") {
 		if strings.Contains(l, " node --data ") {
@@ -245,7 +247,7 @@ func TestNodeBannerLinkLineCanBePasted(t *testing.T) {
 	})
 	afp := a.fp()
 	second := &proc{t: t, data: data + "2"}
-	waitFor(t, 20*time.Second, "the pasted node to link", func() bool {
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the pasted node to link", func() bool {
 		st, err := second.status()
 		return err == nil && len(st.Peers) == 1 && st.Peers[0].Fingerprint == afp
 	})

@@ -16,6 +16,8 @@ import (
 
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 const loop = "127.0.0.1:0"
@@ -24,7 +26,7 @@ func TestTwoNodesOnePeerFlagBothListEachOther(t *testing.T) {
 	a := startNode(t, "", "--listen", loop)
 	b := startNode(t, "", "--listen", loop, "--peer", a.peerArg())
 	afp, bfp := a.fp(), b.fp()
-	waitFor(t, 20*time.Second, "both nodes to list the link", func() bool {
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "both nodes to list the link", func() bool {
 		return a.linkedTo(bfp) && b.linkedTo(afp)
 	})
 	st := b.mustStatus()
@@ -68,7 +70,7 @@ func TestWrongFingerprintRefusedListenerStaysUp(t *testing.T) {
 	a := startNode(t, "", "--listen", loop)
 	stranger, _ := identity.NewNode()
 	b := startNode(t, "", "--listen", loop, "--peer", a.addr()+"#"+stranger.Fingerprint().String())
-	waitFor(t, 20*time.Second, "b to log the refused link", func() bool {
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "b to log the refused link", func() bool {
 		return strings.Contains(b.stderr.String(), "peer fingerprint does not match the pinned one")
 	})
 	if st := b.mustStatus(); len(st.Peers) != 0 {
@@ -79,14 +81,14 @@ func TestWrongFingerprintRefusedListenerStaysUp(t *testing.T) {
 	}
 	// a still serves a correct peer.
 	c := startNode(t, "", "--listen", loop, "--peer", a.peerArg())
-	waitFor(t, 20*time.Second, "a correct peer to link", func() bool { return a.linkedTo(c.fp()) })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "a correct peer to link", func() bool { return a.linkedTo(c.fp()) })
 }
 
 func TestHostileInputsRefusedRealPeerKept(t *testing.T) {
 	a := startNode(t, "", "--listen", loop)
 	b := startNode(t, "", "--listen", loop, "--peer", a.peerArg())
 	afp, bfp := a.fp(), b.fp()
-	waitFor(t, 20*time.Second, "the real link", func() bool { return a.linkedTo(bfp) && b.linkedTo(afp) })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the real link", func() bool { return a.linkedTo(bfp) && b.linkedTo(afp) })
 	aAddr, _ := net.ResolveUDPAddr("udp", a.addr())
 
 	// Random UDP datagrams of many sizes, including Initial-sized ones.
@@ -137,7 +139,7 @@ func TestHostileInputsRefusedRealPeerKept(t *testing.T) {
 	}
 	// A new real node still links.
 	c := startNode(t, "", "--listen", loop, "--peer", a.peerArg())
-	waitFor(t, 20*time.Second, "a fresh node to link after the hostile inputs", func() bool { return a.linkedTo(c.fp()) })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "a fresh node to link after the hostile inputs", func() bool { return a.linkedTo(c.fp()) })
 	if !a.linkedTo(bfp) {
 		t.Fatal("the original link dropped")
 	}
@@ -149,15 +151,15 @@ func TestStaticPeerRedialledWhenItComesBack(t *testing.T) {
 	aAddr, afp := a.addr(), a.fp()
 	b := startNode(t, "", "--listen", loop, "--peer", a.peerArg())
 	bfp := b.fp()
-	waitFor(t, 20*time.Second, "the first link", func() bool { return b.linkedTo(afp) })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the first link", func() bool { return b.linkedTo(afp) })
 
 	a.signal(syscall.SIGTERM)
 	if code, ok := a.waitExit(5 * time.Second); !ok || code != 0 {
 		t.Fatalf("a did not exit 0 within 5s of SIGTERM: code %d exited %v", code, ok)
 	}
-	waitFor(t, 20*time.Second, "b to notice the link is down", func() bool { return !b.linkedTo(afp) })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "b to notice the link is down", func() bool { return !b.linkedTo(afp) })
 	// A dial to a silent port fails after the 10 s dial timeout.
-	waitFor(t, 30*time.Second, "b to fail a redial and back off", func() bool {
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "b to fail a redial and back off", func() bool {
 		return strings.Contains(b.stderr.String(), "static peer unreachable")
 	})
 
@@ -166,7 +168,7 @@ func TestStaticPeerRedialledWhenItComesBack(t *testing.T) {
 	if a2.fp() != afp {
 		t.Fatal("identity changed across restart")
 	}
-	waitFor(t, 90*time.Second, "b to relink to the returning peer", func() bool {
+	testkit.WaitForEvery(t, 90*time.Second, procPoll, "b to relink to the returning peer", func() bool {
 		return b.linkedTo(afp) && a2.linkedTo(bfp)
 	})
 	if !strings.Contains(b.stderr.String(), "retry_in=") {
@@ -203,7 +205,7 @@ func TestSignalsStopWithinFiveSeconds(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			a := startNode(t, "", "--listen", loop)
 			b := startNode(t, "", "--listen", loop, "--peer", a.peerArg())
-			waitFor(t, 20*time.Second, "link", func() bool { return b.linkedTo(a.fp()) })
+			testkit.WaitForEvery(t, 20*time.Second, procPoll, "link", func() bool { return b.linkedTo(a.fp()) })
 			b.signal(sig)
 			code, ok := b.waitExit(5 * time.Second)
 			if !ok || code != 0 {
@@ -213,7 +215,7 @@ func TestSignalsStopWithinFiveSeconds(t *testing.T) {
 				t.Fatalf("control socket left behind: %v", err)
 			}
 			// The peer sees the link close at once (not by idle timeout).
-			waitFor(t, 5*time.Second, "a to drop the closed link", func() bool { return len(a.mustStatus().Peers) == 0 })
+			testkit.WaitForEvery(t, 5*time.Second, procPoll, "a to drop the closed link", func() bool { return len(a.mustStatus().Peers) == 0 })
 		})
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/quicproquo/qpq/node/control"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // qpqBin is the binary under test, built once by TestMain.
@@ -77,7 +79,7 @@ func startNode(t *testing.T, data string, args ...string) *proc {
 		data = t.TempDir()
 	}
 	p := startProc(t, data, append([]string{"node", "--data", data, "--mdns=false"}, args...)...)
-	waitFor(t, 15*time.Second, "node control socket", func() bool {
+	testkit.WaitForEvery(t, 15*time.Second, procPoll, "node control socket", func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("node exited early (%v):\n%s", p.err, p.stderr)
@@ -183,18 +185,9 @@ func (p *proc) waitExit(d time.Duration) (int, bool) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes. Process tests
-// have no event to wait on but the process's own answers.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// procPoll is how often process tests poll a node: they have no event to
+// wait on but the process's own answers, and each costs a query.
+const procPoll = 50 * time.Millisecond
 
 // runQPQ runs a short qpq command and returns its exit code and output.
 func runQPQ(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {

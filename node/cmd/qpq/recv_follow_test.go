@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // startFollow runs `qpq recv --follow --json` for u against node addr.
@@ -55,7 +57,7 @@ func TestRecvFollowReconnectsAfterTheNodeRestarts(t *testing.T) {
 	id1 := sendWhenKnown(t, alice, n, bob, "before the restart")
 	post("town before")
 	out, errOut, done := startFollow(t, bob, node)
-	waitFor(t, 15*time.Second, "recv --follow to show the first DM and post", func() bool {
+	testkit.WaitForEvery(t, 15*time.Second, procPoll, "recv --follow to show the first DM and post", func() bool {
 		return strings.Contains(out.String(), id1) && strings.Contains(out.String(), "town before")
 	})
 
@@ -63,13 +65,13 @@ func TestRecvFollowReconnectsAfterTheNodeRestarts(t *testing.T) {
 	if _, ok := n.waitExit(10 * time.Second); !ok {
 		t.Fatal("node did not stop")
 	}
-	waitFor(t, 15*time.Second, "recv --follow to say it lost the node", func() bool {
+	testkit.WaitForEvery(t, 15*time.Second, procPoll, "recv --follow to say it lost the node", func() bool {
 		return strings.Contains(errOut.String(), "lost the node")
 	})
 	n2 := startNode(t, data, "--listen", addr)
 	id2 := sendWhenKnown(t, alice, n2, bob, "after the restart")
 	post("town after")
-	waitFor(t, 20*time.Second, "recv --follow to show the DM and post sent after the restart", func() bool {
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "recv --follow to show the DM and post sent after the restart", func() bool {
 		return strings.Contains(out.String(), id2) && strings.Contains(out.String(), "town after")
 	})
 

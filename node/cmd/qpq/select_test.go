@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // A node learns of many nodes by peer exchange but keeps --max-links
@@ -25,8 +27,8 @@ func TestMaxLinksAndInboundCap(t *testing.T) {
 	}
 
 	// x hears of all six spokes but links to three (four with the hub).
-	waitFor(t, 30*time.Second, "x to hold the six spokes' descriptors", func() bool { return x.kind("descriptor") >= 8 })
-	waitFor(t, 30*time.Second, "x to fill its four links", func() bool { return len(x.mustStatus().Peers) == 4 })
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "x to hold the six spokes' descriptors", func() bool { return x.kind("descriptor") >= 8 })
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "x to fill its four links", func() bool { return len(x.mustStatus().Peers) == 4 })
 	time.Sleep(2 * time.Second) // a few more descriptors and selection rounds
 	st := x.mustStatus()
 	if len(st.Peers) != 4 {
@@ -52,9 +54,9 @@ func TestMaxLinksAndInboundCap(t *testing.T) {
 	// The hub holds seven inbound links; two more spokes come: one fills
 	// its cap of eight, the other is refused while the rest stay.
 	spokes = append(spokes, startNode(t, "", "--listen", loop, "--max-links", "1", "--peer", hub.peerArg()))
-	waitFor(t, 20*time.Second, "the hub to hold 8 inbound links", func() bool { return len(hub.mustStatus().Peers) == 8 })
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the hub to hold 8 inbound links", func() bool { return len(hub.mustStatus().Peers) == 8 })
 	late := startNode(t, "", "--listen", loop, "--max-links", "1", "--peer", hub.peerArg())
-	waitFor(t, 20*time.Second, "the hub to refuse the ninth inbound link", func() bool {
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the hub to refuse the ninth inbound link", func() bool {
 		return strings.Contains(hub.stderr.String(), "at the inbound cap")
 	})
 	if n := len(hub.mustStatus().Peers); n != 8 {
