@@ -14,8 +14,7 @@ import (
 // node can budget the dials it causes per neighbour (issue 9, defect 19);
 // one a client handed over is reported with no neighbour.
 func TestOnDescriptorNamesTheNeighbour(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	n := newTNode(t, clock)
+	n := newTNode(t, newClock())
 	n.eng.o.VerifyDescriptor = func(signed []byte) (identity.Fingerprint, uint64, error) {
 		d, err := descriptor.Verify(signed)
 		return d.FP, d.Seq, err
