@@ -37,6 +37,15 @@ type Status struct {
 	Peers       []Peer `json:"peers"` // always a list, never null
 	Store       Store  `json:"store"`
 	Seen        Seen   `json:"seen"`
+	// Handshakes shows the flood bounds at work (issue 9, defect 16).
+	Handshakes Handshakes `json:"handshakes"`
+}
+
+// Handshakes counts incoming QUIC handshakes since the node started.
+type Handshakes struct {
+	InProgress int    `json:"in_progress"` // not yet accepted or ended
+	Retries    uint64 `json:"retries"`     // answered with a Retry (address validation under load)
+	Refused    uint64 `json:"refused"`     // refused at a bound
 }
 
 // Seen is the broadcast seen-set's state.
@@ -55,6 +64,8 @@ type Store struct {
 	Bytes      int64  `json:"bytes"`
 	MaxBytes   int64  `json:"max_bytes"`
 	Tombstones int64  `json:"tombstones"`
+	// Damaged counts damaged records found, logged and removed since start.
+	Damaged int64 `json:"damaged"`
 	// Kinds counts the envelopes held by kind ("dm", "bundle", ...).
 	Kinds map[string]int `json:"kinds"`
 }

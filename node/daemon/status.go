@@ -40,6 +40,9 @@ func (d *Daemon) Status() control.Status {
 	sn := d.eng.SeenStats()
 	st.Seen = control.Seen{FillRatio: sn.FillRatio, FPRate: sn.FPRate, Duplicates: sn.Duplicates, FalsePositives: sn.FalsePositives, MemoryBytes: sn.MemoryBytes}
 	st.Store = control.Store{Path: d.st.Path(), Envelopes: ss.Envelopes, Bytes: ss.Bytes, MaxBytes: ss.MaxBytes, Tombstones: ss.Tombstones, Kinds: map[string]int{}}
+	st.Store.Damaged = ss.Damaged
+	hs := d.tr.HandshakeStats()
+	st.Handshakes = control.Handshakes{InProgress: hs.InProgress, Retries: hs.Retries, Refused: hs.Refused}
 	d.st.IDs(func(_ gossip.ID, k schemas.Envelope_Kind) bool {
 		st.Store.Kinds[k.String()]++
 		return true

@@ -86,6 +86,11 @@ func runStatus(env *cliEnv, args []string) int {
 		st.Fingerprint, st.Short, st.Version, st.Listen, time.Duration(st.UptimeS)*time.Second)
 	fmt.Fprintf(w, "store        %d envelopes, %d of %d bytes, %d tombstones (%s)\n",
 		st.Store.Envelopes, st.Store.Bytes, st.Store.MaxBytes, st.Store.Tombstones, st.Store.Path)
+	if st.Store.Damaged > 0 {
+		fmt.Fprintf(w, "             %d damaged records removed (see the log)\n", st.Store.Damaged)
+	}
+	fmt.Fprintf(w, "handshakes   %d in progress, %d retries, %d refused\n",
+		st.Handshakes.InProgress, st.Handshakes.Retries, st.Handshakes.Refused)
 	fmt.Fprintf(w, "peers        %d\n", len(st.Peers))
 	for _, p := range st.Peers {
 		via := p.Via

@@ -38,7 +38,7 @@ func TestTwoNodesOnePeerFlagBothListEachOther(t *testing.T) {
 	}
 	// The text form shows the same.
 	_, out, _ := runQPQ(t, nil, "status", "--data", a.data)
-	if !strings.Contains(out, bfp) || !strings.Contains(out, "peers        1") {
+	if !strings.Contains(out, bfp) || !strings.Contains(out, "peers        1") || !strings.Contains(out, "handshakes   0 in progress") {
 		t.Fatalf("qpq status text:\n%s", out)
 	}
 }
@@ -53,10 +53,20 @@ func TestStatusJSONShape(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"fingerprint", "listen", "uptime_s", "peers"} {
+	for _, k := range []string{"fingerprint", "listen", "uptime_s", "peers", "handshakes"} {
 		if _, ok := m[k]; !ok {
 			t.Fatalf("status JSON lacks %q: %s", k, out)
 		}
+	}
+	// The flood bounds' counters, and the store's damaged records.
+	hs, _ := m["handshakes"].(map[string]any)
+	for _, k := range []string{"in_progress", "retries", "refused"} {
+		if _, ok := hs[k].(float64); !ok {
+			t.Fatalf("status JSON handshakes lacks the number %q: %s", k, out)
+		}
+	}
+	if st, _ := m["store"].(map[string]any); st["damaged"] != float64(0) {
+		t.Fatalf("status JSON store.damaged: %v, want 0 on a fresh node", st["damaged"])
 	}
 	if peers, ok := m["peers"].([]any); !ok || len(peers) != 0 {
 		t.Fatalf("peers must be an empty list, got %v", m["peers"])
