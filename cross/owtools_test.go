@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -84,7 +85,8 @@ func builtIPKs(t *testing.T) (version string, byArch map[string]string) {
 	return version, byArch
 }
 
-// hostQPQ returns the cross-built qpq for this machine's architecture, or builds one.
+// hostQPQ returns the cross-built qpq for this machine's architecture, or one built
+// once for all tests of this run.
 func hostQPQ(t *testing.T) string {
 	t.Helper()
 	p, err := filepath.Abs(filepath.Join(binDir, "qpq_linux_"+runtime.GOARCH))
@@ -94,13 +96,39 @@ func hostQPQ(t *testing.T) string {
 	if _, err := os.Stat(p); err == nil {
 		return p
 	}
-	p = filepath.Join(t.TempDir(), "qpq")
-	cmd := exec.Command("go", "build", "-o", p, "../node/cmd/qpq")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build qpq: %v\n%s", err, out)
+	hostBuild.once.Do(func() {
+		hostBuild.path = filepath.Join(scratch, "qpq")
+		cmd := exec.Command("go", "build", "-o", hostBuild.path, "../node/cmd/qpq")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			hostBuild.err = fmt.Errorf("go build qpq: %w\n%s", err, out)
+		}
+	})
+	if hostBuild.err != nil {
+		t.Fatal(hostBuild.err)
 	}
-	return p
+	return hostBuild.path
+}
+
+var hostBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// scratch is a directory for what the tests of one run share, removed when they end.
+var scratch string
+
+func TestMain(m *testing.M) {
+	var err error
+	scratch, err = os.MkdirTemp("", "qpq-cross-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(scratch)
+	os.Exit(code)
 }
 
 // copyFile copies src (following symlinks) to dst with mode, creating dst's directory.

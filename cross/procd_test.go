@@ -271,3 +271,81 @@ func compactJSON(t *testing.T, m json.RawMessage) string {
 	}
 	return string(b)
 }
+
+// testFP is a well-formed fingerprint (52 base32 characters, canonical last one).
+const testFP = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrsq"
+
+func TestProcdStartCustomConfig(t *testing.T) {
+	r := newProcdRoot(t, `config qpq 'main'
+	option enabled '1'
+	option listen '192.168.1.1:9000'
+	option data '/mnt/qpq'
+	option log_level 'debug'
+	option store '/mnt/qpq/store.db'
+	option mdns '0'
+	option mem_limit '64M'
+	list peer '192.0.2.10:7443#`+testFP+`'
+	list peer '[2001:db8::10]:7443#`+testFP+`'
+`)
+	in := instance(t, mustStart(t, r))
+	want := []string{"/usr/bin/qpq", "node", "--data", "/mnt/qpq", "--listen", "192.168.1.1:9000",
+		"--control", "/var/run/qpq.sock", "--log-level", "debug", "--store", "/mnt/qpq/store.db",
+		"--mdns=false", "--peer", "192.0.2.10:7443#" + testFP, "--peer", "[2001:db8::10]:7443#" + testFP}
+	if !slices.Equal(in.Command, want) {
+		t.Errorf("command\n %q\nwant\n %q", in.Command, want)
+	}
+	if in.Env["GOMEMLIMIT"] != "64MiB" {
+		t.Errorf("env %v, want GOMEMLIMIT=64MiB", in.Env)
+	}
+	fw := in.Data.Firewall
+	if len(fw) != 1 || fw[0]["dest_port"] != "9000" || fw[0]["dest_ip"] != "192.168.1.1" || fw[0]["proto"] != "udp" {
+		t.Errorf("firewall data %v, want one UDP rule to 192.168.1.1 port 9000 and none for mDNS (off)", fw)
+	}
+	if fi, err := os.Stat(r.path("mnt/qpq")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir /mnt/qpq: %v, want created 0700", err)
+	}
+}
+
+// mustStart is start without the calls.
+func mustStart(t *testing.T, r *procdRoot) procdService {
+	t.Helper()
+	s, _ := r.start(t)
+	return s
+}
+
+// TestProcdConfigCheckStopsStart: a config the real `qpq config check` refuses gives
+// procd a service with no instance (nothing runs), and the check's findings reach the log.
+func TestProcdConfigCheckStopsStart(t *testing.T) {
+	r := newProcdRoot(t, `config qpq 'main'
+	option enabled '1'
+	option listen '[::]:99999'
+	option data '/mnt/qpq'
+`)
+	s := mustStart(t, r)
+	if len(s.Instances) != 0 {
+		t.Errorf("a refused config started instances: %+v", s.Instances)
+	}
+	log := r.syslog(t)
+	for _, want := range []string{
+		"-t qpq -p daemon.err not starting: /etc/config/qpq has problems",
+		`/etc/config/qpq:3: main.listen: "[::]:99999"`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if exists(r.path("mnt/qpq")) {
+		t.Error("a refused config still created the data dir")
+	}
+}
+
+func TestProcdDisabledStartsNothing(t *testing.T) {
+	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '0'\n")
+	s := mustStart(t, r)
+	if len(s.Instances) != 0 {
+		t.Errorf("a disabled service started instances: %+v", s.Instances)
+	}
+	if log := r.syslog(t); !strings.Contains(log, "-t qpq -p daemon.notice not starting: disabled") {
+		t.Errorf("log lacks the disabled notice:\n%s", log)
+	}
+}
