@@ -239,15 +239,8 @@ func TestProcdStartShippedConfig(t *testing.T) {
 	if len(s.Triggers) != 1 || compactJSON(t, s.Triggers[0]) != wantTrigger {
 		t.Errorf("triggers %s, want [%s]", s.Triggers, wantTrigger)
 	}
-	fw := in.Data.Firewall
-	if len(fw) != 2 {
-		t.Fatalf("firewall data %v, want the QUIC port and mDNS rules", fw)
-	}
-	for i, port := range []string{"7443", "5353"} {
-		if fw[i]["type"] != "rule" || fw[i]["dest_port"] != port || fw[i]["proto"] != "udp" || fw[i]["target"] != "ACCEPT" {
-			t.Errorf("firewall rule %d: %v, want an ACCEPT rule for UDP %s", i, fw[i], port)
-		}
-	}
+	// The QUIC port and mDNS, from the lan zone only.
+	checkFirewall(t, in.Data.Firewall, []fwRule{{"lan", "7443", ""}, {"lan", "5353", ""}})
 	// service_started tells procd the firewall changed.
 	last := calls[len(calls)-1]
 	if len(last) != 4 || last[2] != "event" || compactJSON(t, json.RawMessage(last[3])) != `{"data":{"package":"firewall"},"type":"config.change"}` {
@@ -284,6 +277,8 @@ func TestProcdStartCustomConfig(t *testing.T) {
 	option store '/mnt/qpq/store.db'
 	option mdns '0'
 	option mem_limit '64M'
+	list zone 'lan'
+	list zone 'mesh'
 	list peer '192.0.2.10:7443#`+testFP+`'
 	list peer '[2001:db8::10]:7443#`+testFP+`'
 `)
@@ -297,13 +292,45 @@ func TestProcdStartCustomConfig(t *testing.T) {
 	if in.Env["GOMEMLIMIT"] != "64MiB" {
 		t.Errorf("env %v, want GOMEMLIMIT=64MiB", in.Env)
 	}
-	fw := in.Data.Firewall
-	if len(fw) != 1 || fw[0]["dest_port"] != "9000" || fw[0]["dest_ip"] != "192.168.1.1" || fw[0]["proto"] != "udp" {
-		t.Errorf("firewall data %v, want one UDP rule to 192.168.1.1 port 9000 and none for mDNS (off)", fw)
-	}
+	// Port 9000 on the listen address from each zone listed; nothing for mDNS (off).
+	checkFirewall(t, in.Data.Firewall, []fwRule{{"lan", "9000", "192.168.1.1"}, {"mesh", "9000", "192.168.1.1"}})
 	if fi, err := os.Stat(r.path("mnt/qpq")); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("data dir /mnt/qpq: %v, want created 0700", err)
 	}
+}
+
+// fwRule is what a firewall rule in the procd data opens: UDP to port (on destIP) from zone.
+type fwRule struct{ zone, port, destIP string }
+
+// checkFirewall asserts the procd firewall data holds exactly these ACCEPT rules, in order.
+func checkFirewall(t *testing.T, got []map[string]string, want []fwRule) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("firewall data %v, want %d rules %v", got, len(want), want)
+		return
+	}
+	for i, w := range want {
+		g := got[i]
+		if g["type"] != "rule" || g["src"] != w.zone || g["dest_port"] != w.port || g["dest_ip"] != w.destIP ||
+			g["proto"] != "udp" || g["target"] != "ACCEPT" || g["name"] == "" {
+			t.Errorf("firewall rule %d: %v, want a named ACCEPT rule for UDP %s from zone %q (dest_ip %q)", i, g, w.port, w.zone, w.destIP)
+		}
+	}
+	names := map[string]bool{}
+	for _, g := range got {
+		if names[g["name"]] {
+			t.Errorf("firewall rule name %q twice", g["name"])
+		}
+		names[g["name"]] = true
+	}
+}
+
+// TestProcdFirewallDefaultsToLan: a config that names no zone opens the ports from lan
+// only, never from every zone ('*') or wan.
+func TestProcdFirewallDefaultsToLan(t *testing.T) {
+	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n")
+	in := instance(t, mustStart(t, r))
+	checkFirewall(t, in.Data.Firewall, []fwRule{{"lan", "7443", ""}, {"lan", "5353", ""}})
 }
 
 // mustStart is start without the calls.
