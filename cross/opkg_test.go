@@ -2,6 +2,7 @@ package cross
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/quicproquo/qpq/cross/ipk"
@@ -36,7 +38,9 @@ func newOpkgRoot(t *testing.T, tools, arch string) *opkgRoot {
 		}
 	}
 	writeFile(t, dir, "usr/lib/opkg/status",
-		"Package: libc\nVersion: 1.2.5-r4\nDepends: libgcc1\nStatus: install user installed\nArchitecture: "+arch+"\nInstalled-Time: 1700000000\n\n", 0o644)
+		"Package: libc\nVersion: 1.2.5-r4\nStatus: install user installed\nArchitecture: "+arch+"\nInstalled-Time: 1700000000\n\n", 0o644)
+	writeFile(t, dir, "usr/lib/opkg/info/libc.control", "Package: libc\nVersion: 1.2.5-r4\nArchitecture: "+arch+"\n", 0o644)
+	writeFile(t, dir, "usr/lib/opkg/info/libc.list", "/lib/libc.so\n", 0o644)
 	writeFile(t, dir, "etc/opkg.conf", strings.Join([]string{
 		"dest root /",
 		"dest ram /tmp",
@@ -61,11 +65,18 @@ func (r *opkgRoot) run(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
+// mustRun runs opkg and fails the test on an error status or on any error opkg collects
+// other than its notice about a conffile kept.
 func (r *opkgRoot) mustRun(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := r.run(t, args...)
 	if err != nil {
 		t.Fatalf("opkg %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "* ") && !strings.Contains(l, "resolve_conffiles: Existing conffile") {
+			t.Errorf("opkg %s reported: %s\n%s", strings.Join(args, " "), l, out)
+		}
 	}
 	return out
 }
@@ -155,26 +166,46 @@ func newerVersion(t *testing.T, v string) string {
 const upgradeMarker = "\n# a newer package's config\n"
 
 // buildNewer writes, with the repository's mkipk, the packages of version v for every
-// arch from build/bin, with a changed config; it returns arch -> path.
+// arch from build/bin, with a changed config, once per test run; it returns arch -> path.
 func buildNewer(t *testing.T, v string) map[string]string {
 	t.Helper()
-	files := t.TempDir()
-	copyTree(t, filepath.Join(repoRoot, "openwrt", "files"), files)
-	cfg := filepath.Join(files, "qpq.config")
-	if err := os.WriteFile(cfg, []byte(readFile(t, cfg)+upgradeMarker), 0o644); err != nil {
-		t.Fatal(err)
+	newer.once.Do(func() { newer.byArch, newer.err = mkipkAll(v) })
+	if newer.err != nil {
+		t.Fatal(newer.err)
 	}
-	out := t.TempDir()
+	return newer.byArch
+}
+
+var newer struct {
+	once   sync.Once
+	byArch map[string]string
+	err    error
+}
+
+func mkipkAll(v string) (map[string]string, error) {
+	files := filepath.Join(scratch, "files-"+v)
+	if err := os.CopyFS(files, os.DirFS(filepath.Join(repoRoot, "openwrt", "files"))); err != nil {
+		return nil, fmt.Errorf("copy openwrt/files: %w", err)
+	}
+	cfg := filepath.Join(files, "qpq.config")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(cfg, append(b, upgradeMarker...), 0o644); err != nil {
+		return nil, err
+	}
+	out := filepath.Join(scratch, "ipk-"+v)
 	bins, err := filepath.Abs(binDir)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cmd := exec.Command("go", "run", "./cross/cmd/mkipk", "-version", v, "-all", "-bindir", bins,
 		"-files", files, "-targets", "cross/targets.txt", "-out", out, "-epoch", "0")
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("mkipk -version %s: %v\n%s", v, err, b)
+		return nil, fmt.Errorf("mkipk -version %s: %w\n%s", v, err, b)
 	}
 	paths, _ := filepath.Glob(filepath.Join(out, "qpq_*.ipk"))
 	byArch := map[string]string{}
@@ -183,7 +214,7 @@ func buildNewer(t *testing.T, v string) map[string]string {
 			byArch[m[2]] = p
 		}
 	}
-	return byArch
+	return byArch, nil
 }
 
 // TestOpkgInstallUpgradeRemove takes the .ipk of every architecture through a router's
@@ -231,7 +262,9 @@ func TestOpkgInstallUpgradeRemove(t *testing.T) {
 				t.Errorf("the new package's config is not beside it as %s-opkg; it holds:\n%s", ipk.QPQConfigPath, got)
 			}
 
+			t.Logf("upgrade: %s", out)
 			out = r.mustRun(t, "remove", "qpq")
+			t.Logf("remove: %s", out)
 			if st := r.status(t, "qpq"); st != nil && st["Status"] != "deinstall user not-installed" {
 				t.Errorf("after remove, opkg status of qpq: %v", st)
 			}
