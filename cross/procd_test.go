@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -374,5 +375,32 @@ func TestProcdDisabledStartsNothing(t *testing.T) {
 	}
 	if log := r.syslog(t); !strings.Contains(log, "-t qpq -p daemon.notice not starting: disabled") {
 		t.Errorf("log lacks the disabled notice:\n%s", log)
+	}
+}
+
+// TestShippedConfigExamplesPass: the shipped config, with its commented examples taken
+// in, parses with the real uci and passes the real `qpq config check`, so a volunteer
+// who uncomments a line (and puts in a real fingerprint) gets no surprise.
+func TestShippedConfigExamplesPass(t *testing.T) {
+	tools := owTools(t)
+	qpq := hostQPQ(t)
+	example := regexp.MustCompile(`(?m)^(\s*)# ((?:list|option) \w+ '[^']*')$`)
+	shipped := readFile(t, configFile)
+	if !example.MatchString(shipped) {
+		t.Fatal("no commented example in the shipped config")
+	}
+	dir := t.TempDir()
+	writeFile(t, dir, "qpq", example.ReplaceAllString(shipped, "$1$2"), 0o600)
+	out, err := exec.Command(filepath.Join(tools, "bin/uci"), "-c", dir, "show", "qpq").CombinedOutput()
+	if err != nil {
+		t.Fatalf("uci show: %v\n%s", err, out)
+	}
+	for _, want := range []string{"qpq.main.peer=", "qpq.main.mdns_iface='^br-'", "qpq.main.zone='lan'"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("uci show lacks %s:\n%s", want, out)
+		}
+	}
+	if out, err := exec.Command(qpq, "config", "check", filepath.Join(dir, "qpq")).CombinedOutput(); err != nil {
+		t.Errorf("qpq config check refuses the shipped examples: %v\n%s", err, out)
 	}
 }
