@@ -404,3 +404,37 @@ func TestShippedConfigExamplesPass(t *testing.T) {
 		t.Errorf("qpq config check refuses the shipped examples: %v\n%s", err, out)
 	}
 }
+
+// TestProcdStopAndReload: stop asks procd to delete the service and tells the firewall;
+// reload (the script has no reload_service) sends the service again, now with the
+// changed config.
+func TestProcdStopAndReload(t *testing.T) {
+	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n\tlist mdns_iface '^br-'\n\tlist mdns_iface '^bat0$'\n")
+	in := instance(t, mustStart(t, r))
+	if i := slices.Index(in.Command, "--mdns"); i < 0 || !slices.Equal(in.Command[i:i+5], []string{"--mdns", "--mdns-iface", "^br-", "--mdns-iface", "^bat0$"}) {
+		t.Errorf("command %q, want --mdns with both --mdns-iface", in.Command)
+	}
+	before := len(r.ubusCalls(t))
+
+	out := r.initd(t, "stop")
+	calls := r.ubusCalls(t)[before:]
+	if len(calls) != 2 || !slices.Equal(calls[0][:3], []string{"call", "service", "delete"}) ||
+		compactJSON(t, json.RawMessage(calls[0][3])) != `{"name":"qpq"}` || calls[1][2] != "event" {
+		t.Errorf("stop made ubus calls %q, want service delete of qpq, then the firewall event\n%s", calls, out)
+	}
+
+	writeFile(t, r.dir, "etc/config/qpq", "config qpq 'main'\n\toption enabled '1'\n\toption mdns '0'\n", 0o600)
+	before = len(r.ubusCalls(t))
+	out = r.initd(t, "reload")
+	calls = r.ubusCalls(t)[before:]
+	if len(calls) == 0 || !slices.Equal(calls[0][:3], []string{"call", "service", "set"}) {
+		t.Fatalf("reload made ubus calls %q, want service set\n%s", calls, out)
+	}
+	var s procdService
+	if err := json.Unmarshal([]byte(calls[0][3]), &s); err != nil {
+		t.Fatal(err)
+	}
+	if in := instance(t, s); !slices.Contains(in.Command, "--mdns=false") {
+		t.Errorf("after reload, command %q, want the changed config's --mdns=false", in.Command)
+	}
+}
