@@ -242,7 +242,7 @@ func TestOpkgInstallUpgradeRemove(t *testing.T) {
 			r.mustRun(t, "install", old[arch])
 			r.checkInstalled(t, arch, v1)
 			if got := readFile(t, r.path(ipk.QPQConfigPath)); got != readFile(t, configFile) {
-				t.Errorf("installed config differs from %s", configFile)
+				t.Errorf("installed config differs from %s (stale build/ipk? run make ipk)", configFile)
 			}
 
 			// A volunteer edits the config.
