@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -297,6 +298,13 @@ func TestOpkgUpgradeReplacesUneditedConfig(t *testing.T) {
 	newer := buildNewer(t, v2)
 	r := newOpkgRoot(t, tools, arch)
 	r.mustRun(t, "install", old[arch])
+	if runtime.GOARCH == "amd64" {
+		// The installed binary runs here and says the package's version.
+		out, err := exec.Command(r.path(ipk.QPQBinPath), "version").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), v1) {
+			t.Errorf("installed qpq version: %v %q, want %s", err, out, v1)
+		}
+	}
 	r.mustRun(t, "install", newer[arch])
 	r.checkInstalled(t, arch, v2)
 	if got := readFile(t, r.path(ipk.QPQConfigPath)); got != readFile(t, configFile)+upgradeMarker {
