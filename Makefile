@@ -45,11 +45,12 @@ build:
 run: build
 	./qpq node --data ./.qpq --listen 127.0.0.1:7443 --mdns=false
 
-# Everything CI runs: static checks, unit and process tests, fuzz smoke,
-# the router binaries under qemu, and the flash budget. The tool check runs
-# first, and alone, even under -j.
+# Everything CI runs: static checks, unit and process tests, the race
+# detector, fuzz smoke, the router binaries under qemu, and the flash
+# budget. The tool check runs first, and alone, even under -j. The unit tests then wait for OpenWrt's
+# tools and the .ipk files (see owtools).
 test: deps
-	@$(MAKE) --no-print-directory lint check-generated unit race fuzz smoke size
+	@$(MAKE) --no-print-directory QPQ_PACKAGE_TESTS=1 lint check-generated unit race fuzz smoke size
 
 # Four nodes in a line on loopback carry a DM to a user who is offline.
 demo: build
@@ -134,6 +135,23 @@ ipk: cross
 # Raw, gzip and xz sizes and the .ipk sizes against cross/budgets.txt.
 size: ipk
 	$(GO) run ./cross/cmd/size -version $(VERSION)
+
+# OpenWrt's own opkg, uci, jshn, usign, apk and shell library, built from the
+# sources in ../shared/openwrt-tools (beside the clone, as in CI; about a
+# minute, once: build.sh keeps an existing build). The cross/ tests that
+# install the .ipk and run the init script find them through QPQ_OWTOOLS;
+# `make test` builds them and the .ipk files before `unit` runs (order-only:
+# each is made once, even under -j, and a bare `make unit` stays quick).
+OWTOOLS_SRC ?= $(CURDIR)/../shared/openwrt-tools
+export QPQ_OWTOOLS ?= $(CURDIR)/build/openwrt-tools
+
+.PHONY: owtools
+owtools:
+	$(OWTOOLS_SRC)/build.sh $(QPQ_OWTOOLS)
+
+ifeq ($(QPQ_PACKAGE_TESTS),1)
+unit: | owtools ipk
+endif
 
 # `qpq version` and `qpq selftest` of each foreign binary under qemu-user.
 smoke: cross

@@ -70,7 +70,8 @@ config_get_bool() {
 	case "$_v" in 1|on|true|yes|enabled) eval "$1=1" ;; *) eval "$1=0" ;; esac
 }
 config_list_foreach() {
-	for _p in $UCI_peer; do "$3" "$_p"; done
+	eval "_list=\$UCI_$2"
+	for _p in $_list; do "$3" "$_p"; done
 }
 procd_open_instance() { echo "procd_open_instance"; }
 procd_close_instance() { echo "procd_close_instance"; }

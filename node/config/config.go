@@ -278,6 +278,13 @@ func Options() []Option {
 				_, err := ParseBool(v)
 				return err
 			}},
+		{Name: "zone", UCIOnly: true, List: true, Usage: "firewall zone the node is reachable from (repeatable; default lan)",
+			set: func(c *Config, v string) error {
+				if !zoneRE.MatchString(v) {
+					return errors.New("want a firewall zone name: 1-32 letters, digits or '_'")
+				}
+				return nil
+			}},
 		{Name: "mem-limit", UCIOnly: true, Usage: "soft memory limit, e.g. 48M (GOMEMLIMIT)",
 			set: func(c *Config, v string) error {
 				n, err := ParseSize(v)
@@ -294,6 +301,9 @@ func Options() []Option {
 }
 
 var domainRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
+
+// zoneRE is a uci name, as firewall zones are named; '*' (every zone) is not one.
+var zoneRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,32}$`)
 
 // Lookup returns the option with the given flag name.
 func Lookup(name string) (Option, bool) {

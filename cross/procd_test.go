@@ -1,0 +1,440 @@
+package cross
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// The init script run as a router runs it: `/etc/init.d/qpq start` under busybox ash
+// with OpenWrt's rc.common, procd.sh and jshn.sh, the real jshn and uci binaries, and the
+// real qpq for `qpq config check`, in a chroot. Only ubus (procd's bus) and logger are
+// stubs: ubus records every call, so the JSON it receives is what procd would be given.
+
+// procdRoot is a chroot laid out like a router's root for the init script.
+type procdRoot struct {
+	dir string
+}
+
+// ubusStub records each call in /tmp/ubus-calls/N/ (one file per argument) and answers
+// `call network.interface dump` from /etc/test/network.interface.dump.json.
+const ubusStub = `#!/bin/sh
+d=/tmp/ubus-calls
+mkdir -p "$d"
+n=$(ls "$d" | wc -l)
+mkdir "$d/$n"
+i=0
+for a in "$@"; do
+	printf '%s' "$a" >"$d/$n/$i"
+	i=$((i + 1))
+done
+if [ "$1 $2 $3" = "call network.interface dump" ]; then
+	cat /etc/test/network.interface.dump.json 2>/dev/null || echo '{"interface":[]}'
+fi
+exit 0
+`
+
+// loggerStub records system log lines in /tmp/syslog (there is no syslogd in the chroot).
+const loggerStub = `#!/bin/sh
+printf '%s\n' "$*" >>/tmp/syslog
+`
+
+func newProcdRoot(t *testing.T, config string) *procdRoot {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		missing(t, "running the init script in a chroot needs root")
+	}
+	tools := owTools(t)
+	bb := needTool(t, "busybox")
+	qpq := hostQPQ(t)
+	dir := t.TempDir()
+	copyTree(t, filepath.Join(tools, "owroot"), dir)
+
+	copyFile(t, bb, filepath.Join(dir, "bin/busybox"), 0o755)
+	out, err := exec.Command(bb, "--list").Output()
+	if err != nil {
+		t.Fatalf("busybox --list: %v", err)
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet == "busybox" || strings.Contains(applet, "/") {
+			continue
+		}
+		if err := os.Symlink("busybox", filepath.Join(dir, "bin", applet)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uci, jshn := filepath.Join(tools, "bin/uci"), filepath.Join(tools, "bin/jshn")
+	copyFile(t, uci, filepath.Join(dir, "sbin/uci"), 0o755)
+	copyFile(t, jshn, filepath.Join(dir, "usr/bin/jshn"), 0o755)
+	// The libraries at the paths the binaries look for them (tools/lib is their rpath).
+	for _, lib := range sharedLibs(t, bb, uci, jshn) {
+		copyFile(t, lib, filepath.Join(dir, lib), 0o755)
+	}
+	copyFile(t, qpq, filepath.Join(dir, "usr/bin/qpq"), 0o755)
+	writeFile(t, dir, "usr/bin/ubus", ubusStub, 0o755)
+	writeFile(t, dir, "usr/bin/logger", loggerStub, 0o755)
+	copyFile(t, initScript, filepath.Join(dir, "etc/init.d/qpq"), 0o755)
+	writeFile(t, dir, "etc/config/qpq", config, 0o600)
+
+	// /var is /tmp on a router.
+	for _, d := range []string{"dev", "tmp/run", "tmp/lock", "etc/rc.d"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("tmp", filepath.Join(dir, "var")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mknod(filepath.Join(dir, "dev/null"), syscall.S_IFCHR|0o666, 1<<8|3); err != nil {
+		t.Fatalf("mknod /dev/null: %v", err)
+	}
+	return &procdRoot{dir: dir}
+}
+
+func (r *procdRoot) path(p string) string { return filepath.Join(r.dir, p) }
+
+// initd runs /etc/init.d/qpq ACTION in the chroot and returns its output.
+func (r *procdRoot) initd(t *testing.T, action string) string {
+	t.Helper()
+	cmd := exec.Command("/etc/init.d/qpq", action)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: r.dir}
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Logf("/etc/init.d/qpq %s: %v", action, err)
+	}
+	return string(out)
+}
+
+// ubusCalls returns the recorded ubus calls in order, each as its arguments.
+func (r *procdRoot) ubusCalls(t *testing.T) [][]string {
+	t.Helper()
+	ents, err := os.ReadDir(r.path("tmp/ubus-calls"))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := make([][]string, len(ents))
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil || n >= len(calls) {
+			t.Fatalf("stray entry %s in ubus-calls", e.Name())
+		}
+		for i := 0; ; i++ {
+			b, err := os.ReadFile(filepath.Join(r.path("tmp/ubus-calls"), e.Name(), strconv.Itoa(i)))
+			if err != nil {
+				break
+			}
+			calls[n] = append(calls[n], string(b))
+		}
+	}
+	return calls
+}
+
+func (r *procdRoot) syslog(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(r.path("tmp/syslog"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// procdService is the message `ubus call service set` carries (procd's service.set).
+type procdService struct {
+	Name      string                   `json:"name"`
+	Script    string                   `json:"script"`
+	Instances map[string]procdInstance `json:"instances"`
+	Triggers  []json.RawMessage        `json:"triggers"`
+}
+
+type procdInstance struct {
+	Command     []string          `json:"command"`
+	Env         map[string]string `json:"env"`
+	Respawn     []string          `json:"respawn"`
+	Stdout      bool              `json:"stdout"`
+	Stderr      bool              `json:"stderr"`
+	File        []string          `json:"file"`
+	TermTimeout int               `json:"term_timeout"`
+	User        string            `json:"user"`
+	Group       string            `json:"group"`
+	Data        struct {
+		Firewall []map[string]string `json:"firewall"`
+	} `json:"data"`
+}
+
+// start runs `/etc/init.d/qpq start` and returns the one service.set message it sent.
+func (r *procdRoot) start(t *testing.T) (procdService, [][]string) {
+	t.Helper()
+	out := r.initd(t, "start")
+	calls := r.ubusCalls(t)
+	var sets []string
+	for _, c := range calls {
+		if len(c) == 4 && c[0] == "call" && c[1] == "service" && c[2] == "set" {
+			sets = append(sets, c[3])
+		}
+	}
+	if len(sets) != 1 {
+		t.Fatalf("start made %d service.set calls, want 1; calls %q\noutput:\n%s\nsyslog:\n%s", len(sets), calls, out, r.syslog(t))
+	}
+	var s procdService
+	if err := json.Unmarshal([]byte(sets[0]), &s); err != nil {
+		t.Fatalf("service.set JSON: %v\n%s", err, sets[0])
+	}
+	t.Logf("service.set %s", sets[0])
+	return s, calls
+}
+
+// instance returns the service's only instance.
+func instance(t *testing.T, s procdService) procdInstance {
+	t.Helper()
+	if len(s.Instances) != 1 {
+		t.Fatalf("service has %d instances, want 1: %+v", len(s.Instances), s.Instances)
+	}
+	for _, in := range s.Instances {
+		return in
+	}
+	panic("unreachable")
+}
+
+func TestProcdStartShippedConfig(t *testing.T) {
+	r := newProcdRoot(t, readFile(t, configFile))
+	s, calls := r.start(t)
+	if s.Name != "qpq" || s.Script != "/etc/init.d/qpq" {
+		t.Errorf("service %q script %q, want qpq /etc/init.d/qpq", s.Name, s.Script)
+	}
+	in := instance(t, s)
+	want := []string{"/usr/bin/qpq", "node", "--data", "/etc/qpq", "--listen", "[::]:7443",
+		"--control", "/var/run/qpq.sock", "--log-level", "info", "--store", "/tmp/qpq/store.db",
+		"--store-max-bytes", "8M", "--max-ttl", "7d", "--max-hops", "32", "--mdns",
+		"--domain", "qpq", "--max-links", "8"}
+	if !slices.Equal(in.Command, want) {
+		t.Errorf("command\n %q\nwant\n %q", in.Command, want)
+	}
+	if in.Env["GOMEMLIMIT"] != "48MiB" || len(in.Env) != 1 {
+		t.Errorf("env %v, want GOMEMLIMIT=48MiB only", in.Env)
+	}
+	if len(in.Respawn) != 3 {
+		t.Errorf("respawn %q, want procd's three values (threshold, timeout, retries)", in.Respawn)
+	}
+	if !in.Stdout || !in.Stderr {
+		t.Errorf("stdout %v stderr %v, want both to the log", in.Stdout, in.Stderr)
+	}
+	if !slices.Equal(in.File, []string{"/etc/config/qpq"}) {
+		t.Errorf("file %v, want /etc/config/qpq (a changed config restarts the instance)", in.File)
+	}
+	if in.TermTimeout != 10 {
+		t.Errorf("term_timeout %d, want 10", in.TermTimeout)
+	}
+	wantTrigger := `["config.change",["if",["eq","package","qpq"],["run_script","/etc/init.d/qpq","reload"]],1000]`
+	if len(s.Triggers) != 1 || compactJSON(t, s.Triggers[0]) != wantTrigger {
+		t.Errorf("triggers %s, want [%s]", s.Triggers, wantTrigger)
+	}
+	// The QUIC port and mDNS, from the lan zone only.
+	checkFirewall(t, in.Data.Firewall, []fwRule{{"lan", "7443", ""}, {"lan", "5353", ""}})
+	// service_started tells procd the firewall changed.
+	last := calls[len(calls)-1]
+	if len(last) != 4 || last[2] != "event" || compactJSON(t, json.RawMessage(last[3])) != `{"data":{"package":"firewall"},"type":"config.change"}` {
+		t.Errorf("last ubus call %q, want the firewall config.change event", last)
+	}
+	fi, err := os.Stat(r.path("etc/qpq"))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir /etc/qpq: %v %v, want created 0700", fi, err)
+	}
+}
+
+func compactJSON(t *testing.T, m json.RawMessage) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(m, &v); err != nil {
+		t.Fatalf("json %s: %v", m, err)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// testFP is a well-formed fingerprint (52 base32 characters, canonical last one).
+const testFP = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrsq"
+
+func TestProcdStartCustomConfig(t *testing.T) {
+	r := newProcdRoot(t, `config qpq 'main'
+	option enabled '1'
+	option listen '192.168.1.1:9000'
+	option data '/mnt/qpq'
+	option log_level 'debug'
+	option store '/mnt/qpq/store.db'
+	option mdns '0'
+	option mem_limit '64M'
+	list zone 'lan'
+	list zone 'mesh'
+	list peer '192.0.2.10:7443#`+testFP+`'
+	list peer '[2001:db8::10]:7443#`+testFP+`'
+`)
+	in := instance(t, mustStart(t, r))
+	want := []string{"/usr/bin/qpq", "node", "--data", "/mnt/qpq", "--listen", "192.168.1.1:9000",
+		"--control", "/var/run/qpq.sock", "--log-level", "debug", "--store", "/mnt/qpq/store.db",
+		"--mdns=false", "--peer", "192.0.2.10:7443#" + testFP, "--peer", "[2001:db8::10]:7443#" + testFP}
+	if !slices.Equal(in.Command, want) {
+		t.Errorf("command\n %q\nwant\n %q", in.Command, want)
+	}
+	if in.Env["GOMEMLIMIT"] != "64MiB" {
+		t.Errorf("env %v, want GOMEMLIMIT=64MiB", in.Env)
+	}
+	// Port 9000 on the listen address from each zone listed; nothing for mDNS (off).
+	checkFirewall(t, in.Data.Firewall, []fwRule{{"lan", "9000", "192.168.1.1"}, {"mesh", "9000", "192.168.1.1"}})
+	if fi, err := os.Stat(r.path("mnt/qpq")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir /mnt/qpq: %v, want created 0700", err)
+	}
+}
+
+// fwRule is what a firewall rule in the procd data opens: UDP to port (on destIP) from zone.
+type fwRule struct{ zone, port, destIP string }
+
+// checkFirewall asserts the procd firewall data holds exactly these ACCEPT rules, in order.
+func checkFirewall(t *testing.T, got []map[string]string, want []fwRule) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("firewall data %v, want %d rules %v", got, len(want), want)
+		return
+	}
+	for i, w := range want {
+		g := got[i]
+		if g["type"] != "rule" || g["src"] != w.zone || g["dest_port"] != w.port || g["dest_ip"] != w.destIP ||
+			g["proto"] != "udp" || g["target"] != "ACCEPT" || g["name"] == "" {
+			t.Errorf("firewall rule %d: %v, want a named ACCEPT rule for UDP %s from zone %q (dest_ip %q)", i, g, w.port, w.zone, w.destIP)
+		}
+	}
+	names := map[string]bool{}
+	for _, g := range got {
+		if names[g["name"]] {
+			t.Errorf("firewall rule name %q twice", g["name"])
+		}
+		names[g["name"]] = true
+	}
+}
+
+// TestProcdFirewallDefaultsToLan: a config that names no zone opens the ports from lan
+// only, never from every zone ('*') or wan.
+func TestProcdFirewallDefaultsToLan(t *testing.T) {
+	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n")
+	in := instance(t, mustStart(t, r))
+	checkFirewall(t, in.Data.Firewall, []fwRule{{"lan", "7443", ""}, {"lan", "5353", ""}})
+}
+
+// mustStart is start without the calls.
+func mustStart(t *testing.T, r *procdRoot) procdService {
+	t.Helper()
+	s, _ := r.start(t)
+	return s
+}
+
+// TestProcdConfigCheckStopsStart: a config the real `qpq config check` refuses gives
+// procd a service with no instance (nothing runs), and the check's findings reach the log.
+func TestProcdConfigCheckStopsStart(t *testing.T) {
+	r := newProcdRoot(t, `config qpq 'main'
+	option enabled '1'
+	option listen '[::]:99999'
+	option data '/mnt/qpq'
+`)
+	s := mustStart(t, r)
+	if len(s.Instances) != 0 {
+		t.Errorf("a refused config started instances: %+v", s.Instances)
+	}
+	log := r.syslog(t)
+	for _, want := range []string{
+		"-t qpq -p daemon.err not starting: /etc/config/qpq has problems",
+		`/etc/config/qpq:3: main.listen: "[::]:99999"`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if exists(r.path("mnt/qpq")) {
+		t.Error("a refused config still created the data dir")
+	}
+}
+
+func TestProcdDisabledStartsNothing(t *testing.T) {
+	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '0'\n")
+	s := mustStart(t, r)
+	if len(s.Instances) != 0 {
+		t.Errorf("a disabled service started instances: %+v", s.Instances)
+	}
+	if log := r.syslog(t); !strings.Contains(log, "-t qpq -p daemon.notice not starting: disabled") {
+		t.Errorf("log lacks the disabled notice:\n%s", log)
+	}
+}
+
+// TestShippedConfigExamplesPass: the shipped config, with its commented examples taken
+// in, parses with the real uci and passes the real `qpq config check`, so a volunteer
+// who uncomments a line (and puts in a real fingerprint) gets no surprise.
+func TestShippedConfigExamplesPass(t *testing.T) {
+	tools := owTools(t)
+	qpq := hostQPQ(t)
+	example := regexp.MustCompile(`(?m)^(\s*)# ((?:list|option) \w+ '[^']*')$`)
+	shipped := readFile(t, configFile)
+	if !example.MatchString(shipped) {
+		t.Fatal("no commented example in the shipped config")
+	}
+	dir := t.TempDir()
+	writeFile(t, dir, "qpq", example.ReplaceAllString(shipped, "$1$2"), 0o600)
+	out, err := exec.Command(filepath.Join(tools, "bin/uci"), "-c", dir, "show", "qpq").CombinedOutput()
+	if err != nil {
+		t.Fatalf("uci show: %v\n%s", err, out)
+	}
+	for _, want := range []string{"qpq.main.peer=", "qpq.main.mdns_iface='^br-'", "qpq.main.zone='lan'"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("uci show lacks %s:\n%s", want, out)
+		}
+	}
+	if out, err := exec.Command(qpq, "config", "check", filepath.Join(dir, "qpq")).CombinedOutput(); err != nil {
+		t.Errorf("qpq config check refuses the shipped examples: %v\n%s", err, out)
+	}
+}
+
+// TestProcdStopAndReload: stop asks procd to delete the service and tells the firewall;
+// reload (the script has no reload_service) sends the service again, now with the
+// changed config.
+func TestProcdStopAndReload(t *testing.T) {
+	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n\tlist mdns_iface '^br-'\n\tlist mdns_iface '^bat0$'\n")
+	in := instance(t, mustStart(t, r))
+	if i := slices.Index(in.Command, "--mdns"); i < 0 || !slices.Equal(in.Command[i:i+5], []string{"--mdns", "--mdns-iface", "^br-", "--mdns-iface", "^bat0$"}) {
+		t.Errorf("command %q, want --mdns with both --mdns-iface", in.Command)
+	}
+	before := len(r.ubusCalls(t))
+
+	out := r.initd(t, "stop")
+	calls := r.ubusCalls(t)[before:]
+	if len(calls) != 2 || !slices.Equal(calls[0][:3], []string{"call", "service", "delete"}) ||
+		compactJSON(t, json.RawMessage(calls[0][3])) != `{"name":"qpq"}` || calls[1][2] != "event" {
+		t.Errorf("stop made ubus calls %q, want service delete of qpq, then the firewall event\n%s", calls, out)
+	}
+
+	writeFile(t, r.dir, "etc/config/qpq", "config qpq 'main'\n\toption enabled '1'\n\toption mdns '0'\n", 0o600)
+	before = len(r.ubusCalls(t))
+	out = r.initd(t, "reload")
+	calls = r.ubusCalls(t)[before:]
+	if len(calls) == 0 || !slices.Equal(calls[0][:3], []string{"call", "service", "set"}) {
+		t.Fatalf("reload made ubus calls %q, want service set\n%s", calls, out)
+	}
+	var s procdService
+	if err := json.Unmarshal([]byte(calls[0][3]), &s); err != nil {
+		t.Fatal(err)
+	}
+	if in := instance(t, s); !slices.Contains(in.Command, "--mdns=false") {
+		t.Errorf("after reload, command %q, want the changed config's --mdns=false", in.Command)
+	}
+}
