@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -445,7 +446,7 @@ func TestMaintainerScriptsPassShellcheck(t *testing.T) {
 	needTool(t, "shellcheck")
 	needTool(t, "busybox")
 	dir := t.TempDir()
-	for name, text := range map[string]string{"postinst": postinst, "prerm": prerm, "postinst-pkg": "#!/bin/sh\n" + QPQPostinstPkg} {
+	for name, text := range map[string]string{"postinst": postinst, "prerm": prerm, "postinst-pkg": QPQPostinstPkg} {
 		f := filepath.Join(dir, name)
 		if err := os.WriteFile(f, []byte(text), 0o755); err != nil {
 			t.Fatal(err)
@@ -453,5 +454,26 @@ func TestMaintainerScriptsPassShellcheck(t *testing.T) {
 		run(t, dir, "busybox", "sh", "-n", f)
 		// SC1091: /lib/functions.sh exists on the router only.
 		run(t, dir, "shellcheck", "-e", "SC1091", f)
+	}
+}
+
+// TestMakefileMatchesQPQUser: the SDK's package (openwrt/Makefile) creates the same user
+// and runs the same install step as the .ipk this package builds.
+func TestMakefileMatchesQPQUser(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "openwrt", "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := string(b)
+	if m := regexp.MustCompile(`(?m)^\s*USERID:=(.*)$`).FindStringSubmatch(mk); m == nil || m[1] != QPQRequireUser {
+		t.Errorf("openwrt/Makefile USERID %q, want %q", m, QPQRequireUser)
+	}
+	m := regexp.MustCompile(`(?s)\ndefine Package/qpq/postinst\n(.*?)endef\n`).FindStringSubmatch(mk)
+	if m == nil {
+		t.Fatal("openwrt/Makefile has no Package/qpq/postinst")
+	}
+	// make turns $$ into $.
+	if got := strings.ReplaceAll(m[1], "$$", "$"); got != QPQPostinstPkg {
+		t.Errorf("openwrt/Makefile's postinst\n%s\nwant QPQPostinstPkg\n%s", got, QPQPostinstPkg)
 	}
 }

@@ -51,7 +51,8 @@ const (
 // 0.1 left there (root's, mode 0600) stay the node's identity; the init script does the
 // same at every start for the dirs uci names. Numeric ids from the root's own passwd,
 // since an image build's host does not know the user.
-const QPQPostinstPkg = `# Hand /etc/qpq (keys from a root-run 0.1 included) to the qpq user.
+const QPQPostinstPkg = `#!/bin/sh
+# Hand /etc/qpq (keys from a root-run 0.1 included) to the qpq user.
 qpq_ids="$(grep -s '^qpq:' "${IPKG_INSTROOT}/etc/passwd" | head -n 1 | cut -d: -f3,4)"
 if [ -n "$qpq_ids" ] && [ -d "${IPKG_INSTROOT}/etc/qpq" ]; then
 	chown -R "$qpq_ids" "${IPKG_INSTROOT}/etc/qpq"
