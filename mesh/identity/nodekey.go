@@ -144,6 +144,10 @@ func accessError(dir string, err error) error {
 	if !errors.Is(err, fs.ErrPermission) {
 		return err
 	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = fmt.Errorf("%s: %w", pe.Path, pe.Err) // readKey's wrapping names the path twice
+	}
 	return fmt.Errorf("%w: %w (running as uid %d); not creating a new identity beside it: "+
 		"give %s to the user the node runs as (the OpenWrt package: chown -R qpq:qpq %s)",
 		ErrKeyFileAccess, err, os.Geteuid(), dir, dir)
