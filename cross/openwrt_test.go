@@ -58,6 +58,10 @@ func TestScriptsPassShellcheck(t *testing.T) {
 const harness = `
 . "$INIT"
 PROG="$FAKE_QPQ"
+# The control dir off the host's /var/run; the qpq user as the package creates it.
+CONTROL_DIR="$FAKE_RUN"
+user_exists() { [ "$1" = qpq ]; }
+chown() { echo "chown $*"; }
 logger() { echo "logger $*"; }
 config_load() { echo "config_load $1"; }
 config_get() {
@@ -121,7 +125,7 @@ func startService(t *testing.T, env map[string]string) []string {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bb, "sh", "-c", harness)
-	cmd.Env = append(os.Environ(), "INIT="+abs, "FAKE_QPQ="+fake)
+	cmd.Env = append(os.Environ(), "INIT="+abs, "FAKE_QPQ="+fake, "FAKE_RUN="+filepath.Join(dir, "run"))
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -169,7 +173,7 @@ func TestInitStartServicePassesUCIAsFlags(t *testing.T) {
 	wantLines := []string{
 		"config_load qpq",
 		"procd_open_instance",
-		"procd_set_param command FAKE node --data " + data + " --listen [::]:7443 --control /var/run/qpq.sock --log-level debug --store " + storeFile,
+		"procd_set_param command FAKE node --data " + data + " --listen [::]:7443 --control /var/run/qpq/qpq.sock --log-level debug --store " + storeFile,
 		"procd_append_param command --store-max-bytes 8M",
 		"procd_append_param command --max-ttl 2d",
 		"procd_append_param command --max-hops 8",
@@ -179,6 +183,7 @@ func TestInitStartServicePassesUCIAsFlags(t *testing.T) {
 		"procd_append_param command --peer 192.0.2.1:7443#aaaa",
 		"procd_append_param command --peer [2001:db8::1]:7443#bbbb",
 		"procd_set_param env GOMEMLIMIT=48MiB",
+		"procd_set_param user qpq",
 		"procd_set_param respawn",
 		"procd_set_param stdout 1",
 		"procd_set_param stderr 1",

@@ -52,6 +52,10 @@ func newOpkgRoot(t *testing.T, tools, arch string) *opkgRoot {
 		"arch " + arch + " 10",
 		"",
 	}, "\n"), 0o644)
+	// base-files' users, which default_postinst's user_add appends to.
+	writeFile(t, dir, "etc/passwd", basePasswd, 0o644)
+	writeFile(t, dir, "etc/group", baseGroup, 0o644)
+	writeFile(t, dir, "etc/shadow", "root:::0:99999:7:::\n", 0o600)
 	return &opkgRoot{tools: tools, dir: dir}
 }
 
@@ -142,6 +146,13 @@ func (r *opkgRoot) checkInstalled(t *testing.T, arch, v string) {
 		if dst, err := os.Readlink(r.path(l)); err != nil || dst != "../init.d/qpq" {
 			t.Errorf("%s -> %q (%v), want ../init.d/qpq: postinst did not enable the service", l, dst, err)
 		}
+	}
+	// default_postinst created the service's user and group from Require-User, once.
+	if got := strings.Count(readFile(t, r.path("etc/passwd")), "\nqpq:"); got != 1 || !strings.HasSuffix(readFile(t, r.path("etc/passwd")), qpqPasswd) {
+		t.Errorf("/etc/passwd has %d qpq lines, want one %q:\n%s", got, qpqPasswd, readFile(t, r.path("etc/passwd")))
+	}
+	if got := strings.Count(readFile(t, r.path("etc/group")), "\nqpq:"); got != 1 || !strings.HasSuffix(readFile(t, r.path("etc/group")), qpqGroup) {
+		t.Errorf("/etc/group has %d qpq lines, want one %q:\n%s", got, qpqGroup, readFile(t, r.path("etc/group")))
 	}
 	list := readFile(t, r.path("usr/lib/opkg/info/qpq.list"))
 	for _, p := range []string{ipk.QPQBinPath, ipk.QPQInitPath, ipk.QPQConfigPath, ipk.QPQKeepPath} {
@@ -283,6 +294,45 @@ func TestOpkgInstallUpgradeRemove(t *testing.T) {
 				t.Error("remove took libc's status entry with it")
 			}
 		})
+	}
+}
+
+// TestOpkgUpgradeHandsKeysToQPQ: upgrading a router where a root-run 0.1 node left its
+// identity (/etc/qpq and its keys root's, 0600) hands them to the qpq user, unchanged,
+// so the node that now runs as qpq keeps its identity.
+func TestOpkgUpgradeHandsKeysToQPQ(t *testing.T) {
+	if os.Geteuid() != 0 {
+		missing(t, "installing files owned by another user needs root")
+	}
+	tools := owTools(t)
+	v1, old := builtIPKs(t)
+	arch := "x86_64"
+	if old[arch] == "" {
+		t.Fatalf("no %s package in %s", arch, ipkDir)
+	}
+	newer := buildNewer(t, newerVersion(t, v1))
+	r := newOpkgRoot(t, tools, arch)
+	r.mustRun(t, "install", old[arch])
+	// What 0.1 left: root's dir and keys.
+	if err := os.MkdirAll(r.path("etc/qpq"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, r.dir, "etc/qpq/node.key", "old identity", 0o600)
+	writeFile(t, r.dir, "etc/qpq/onion.key", "old onion key", 0o600)
+	for _, p := range []string{"etc/qpq", "etc/qpq/node.key", "etc/qpq/onion.key"} {
+		if err := os.Chown(r.path(p), 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.mustRun(t, "install", newer[arch])
+	ownedBy(t, r.dir, "etc/qpq", 7443, 7443, 0o700)
+	ownedBy(t, r.dir, "etc/qpq/node.key", 7443, 7443, 0o600)
+	ownedBy(t, r.dir, "etc/qpq/onion.key", 7443, 7443, 0o600)
+	if got := readFile(t, r.path("etc/qpq/node.key")); got != "old identity" {
+		t.Errorf("node.key now holds %q", got)
+	}
+	if got := strings.Count(readFile(t, r.path("etc/passwd")), "\nqpq:"); got != 1 {
+		t.Errorf("after upgrade /etc/passwd has %d qpq users, want 1", got)
 	}
 }
 

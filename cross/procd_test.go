@@ -82,6 +82,9 @@ func newProcdRoot(t *testing.T, config string) *procdRoot {
 	writeFile(t, dir, "usr/bin/logger", loggerStub, 0o755)
 	copyFile(t, initScript, filepath.Join(dir, "etc/init.d/qpq"), 0o755)
 	writeFile(t, dir, "etc/config/qpq", config, 0o600)
+	// OpenWrt's base-files users, and qpq's as the package's postinst adds it.
+	writeFile(t, dir, "etc/passwd", basePasswd+qpqPasswd, 0o644)
+	writeFile(t, dir, "etc/group", baseGroup+qpqGroup, 0o644)
 
 	// /var is /tmp on a router.
 	for _, d := range []string{"dev", "tmp/run", "tmp/lock", "etc/rc.d"} {
@@ -99,6 +102,34 @@ func newProcdRoot(t *testing.T, config string) *procdRoot {
 }
 
 func (r *procdRoot) path(p string) string { return filepath.Join(r.dir, p) }
+
+// /etc/passwd and /etc/group as OpenWrt's base-files ships them (the lines that matter).
+const (
+	basePasswd = "root:x:0:0:root:/root:/bin/ash\ndaemon:*:1:1:daemon:/var:/bin/false\n" +
+		"network:*:101:101:network:/var:/bin/false\nnobody:*:65534:65534:nobody:/var:/bin/false\n"
+	baseGroup = "root:x:0:\ndaemon:x:1:\nnetwork:x:101:\nnogroup:x:65534:\n"
+)
+
+// The lines user_add and group_add (OpenWrt's /lib/functions.sh) write for Require-User
+// qpq=7443:qpq=7443, and group_add_user's member.
+const (
+	qpqPasswd = "qpq:x:7443:7443:qpq:/var/run/qpq:/bin/false\n"
+	qpqGroup  = "qpq:x:7443:qpq\n"
+)
+
+// ownedBy asserts p in the root belongs to uid:gid with permission bits perm.
+func ownedBy(t *testing.T, root, p string, uid, gid uint32, perm os.FileMode) {
+	t.Helper()
+	fi, err := os.Lstat(filepath.Join(root, p))
+	if err != nil {
+		t.Errorf("%s: %v", p, err)
+		return
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid != uid || st.Gid != gid || fi.Mode().Perm() != perm {
+		t.Errorf("%s: owner %d:%d mode %04o, want %d:%d %04o", p, st.Uid, st.Gid, fi.Mode().Perm(), uid, gid, perm)
+	}
+}
 
 // initd runs /etc/init.d/qpq ACTION in the chroot and returns its output.
 func (r *procdRoot) initd(t *testing.T, action string) string {
@@ -215,7 +246,7 @@ func TestProcdStartShippedConfig(t *testing.T) {
 	}
 	in := instance(t, s)
 	want := []string{"/usr/bin/qpq", "node", "--data", "/etc/qpq", "--listen", "[::]:7443",
-		"--control", "/var/run/qpq.sock", "--log-level", "info", "--store", "/tmp/qpq/store.db",
+		"--control", "/var/run/qpq/qpq.sock", "--log-level", "info", "--store", "/tmp/qpq/store.db",
 		"--store-max-bytes", "8M", "--max-ttl", "7d", "--max-hops", "32", "--mdns",
 		"--domain", "qpq", "--max-links", "8"}
 	if !slices.Equal(in.Command, want) {
@@ -247,9 +278,67 @@ func TestProcdStartShippedConfig(t *testing.T) {
 	if len(last) != 4 || last[2] != "event" || compactJSON(t, json.RawMessage(last[3])) != `{"data":{"package":"firewall"},"type":"config.change"}` {
 		t.Errorf("last ubus call %q, want the firewall config.change event", last)
 	}
-	fi, err := os.Stat(r.path("etc/qpq"))
-	if err != nil || fi.Mode().Perm() != 0o700 {
-		t.Errorf("data dir /etc/qpq: %v %v, want created 0700", fi, err)
+	// The node runs as qpq, in dirs of its own.
+	if in.User != "qpq" {
+		t.Errorf("user %q, want qpq (the service must not run as root)", in.User)
+	}
+	ownedBy(t, r.dir, "etc/qpq", 7443, 7443, 0o700)
+	ownedBy(t, r.dir, "tmp/qpq", 7443, 7443, 0o700)
+	ownedBy(t, r.dir, "tmp/run/qpq", 7443, 7443, 0o750)
+}
+
+// TestProcdHandsOldKeysToQPQ: a 0.1 node's data (root's, 0600) and store are the new
+// user's after start, so the node keeps its identity instead of failing on them.
+func TestProcdHandsOldKeysToQPQ(t *testing.T) {
+	r := newProcdRoot(t, readFile(t, configFile))
+	for _, d := range []string{"etc/qpq", "tmp/qpq"} {
+		if err := os.MkdirAll(r.path(d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, r.dir, "etc/qpq/node.key", "old identity", 0o600)
+	writeFile(t, r.dir, "etc/qpq/onion.key", "old onion key", 0o600)
+	writeFile(t, r.dir, "tmp/qpq/store.db", "old store", 0o600)
+	if in := instance(t, mustStart(t, r)); in.User != "qpq" {
+		t.Errorf("user %q, want qpq", in.User)
+	}
+	for _, p := range []string{"etc/qpq/node.key", "etc/qpq/onion.key", "tmp/qpq/store.db"} {
+		ownedBy(t, r.dir, p, 7443, 7443, 0o600)
+	}
+	ownedBy(t, r.dir, "etc/qpq", 7443, 7443, 0o700)
+	if got := readFile(t, r.path("etc/qpq/node.key")); got != "old identity" {
+		t.Errorf("node.key now holds %q", got)
+	}
+}
+
+// TestProcdRefusesWithoutUser: with no qpq user (a broken install) the service does
+// not fall back to root; the log says why.
+func TestProcdRefusesWithoutUser(t *testing.T) {
+	r := newProcdRoot(t, readFile(t, configFile))
+	writeFile(t, r.dir, "etc/passwd", basePasswd, 0o644)
+	if s := mustStart(t, r); len(s.Instances) != 0 {
+		t.Errorf("started without a qpq user: %+v", s.Instances)
+	}
+	if log := r.syslog(t); !strings.Contains(log, "not starting: no user qpq") {
+		t.Errorf("log lacks the missing user:\n%s", log)
+	}
+}
+
+// TestProcdRefusesSystemDir: a data or store dir the system shares is never handed to
+// qpq (chown -R /etc would break the router).
+func TestProcdRefusesSystemDir(t *testing.T) {
+	for _, c := range []struct{ option, dir string }{{"data", "/etc"}, {"store", "/tmp/store.db"}} {
+		t.Run(c.option, func(t *testing.T) {
+			r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n\toption "+c.option+" '"+c.dir+"'\n")
+			if s := mustStart(t, r); len(s.Instances) != 0 {
+				t.Errorf("started with %s %s: %+v", c.option, c.dir, s.Instances)
+			}
+			if log := r.syslog(t); !strings.Contains(log, "is a system directory") {
+				t.Errorf("log lacks the refusal:\n%s", log)
+			}
+			ownedBy(t, r.dir, "etc", 0, 0, 0o755)
+			ownedBy(t, r.dir, "tmp", 0, 0, 0o755)
+		})
 	}
 }
 
@@ -285,7 +374,7 @@ func TestProcdStartCustomConfig(t *testing.T) {
 `)
 	in := instance(t, mustStart(t, r))
 	want := []string{"/usr/bin/qpq", "node", "--data", "/mnt/qpq", "--listen", "192.168.1.1:9000",
-		"--control", "/var/run/qpq.sock", "--log-level", "debug", "--store", "/mnt/qpq/store.db",
+		"--control", "/var/run/qpq/qpq.sock", "--log-level", "debug", "--store", "/mnt/qpq/store.db",
 		"--mdns=false", "--peer", "192.0.2.10:7443#" + testFP, "--peer", "[2001:db8::10]:7443#" + testFP}
 	if !slices.Equal(in.Command, want) {
 		t.Errorf("command\n %q\nwant\n %q", in.Command, want)
@@ -295,9 +384,7 @@ func TestProcdStartCustomConfig(t *testing.T) {
 	}
 	// Port 9000 on the listen address from each zone listed; nothing for mDNS (off).
 	checkFirewall(t, in.Data.Firewall, []fwRule{{"lan", "9000", "192.168.1.1"}, {"mesh", "9000", "192.168.1.1"}})
-	if fi, err := os.Stat(r.path("mnt/qpq")); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Errorf("data dir /mnt/qpq: %v, want created 0700", err)
-	}
+	ownedBy(t, r.dir, "mnt/qpq", 7443, 7443, 0o700)
 }
 
 // fwRule is what a firewall rule in the procd data opens: UDP to port (on destIP) from zone.

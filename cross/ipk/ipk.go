@@ -2,7 +2,9 @@
 // accepts today: a gzip'd tar (not an ar archive) of ./debian-binary, ./control.tar.gz and
 // ./data.tar.gz. It follows what OpenWrt's ipkg-build produces: control fields in
 // OpenWrt's order, Installed-Size as the length of the uncompressed data tar, postinst and
-// prerm that hand over to default_postinst and default_prerm from /lib/functions.sh, GNU
+// prerm that hand over to default_postinst and default_prerm from /lib/functions.sh (and,
+// as the SDK does for a recipe's Package/NAME/postinst, a postinst-pkg that
+// default_postinst runs after creating the Require-User users), GNU
 // tar headers with numeric owner 0/0, names sorted, and every member's time fixed.
 //
 // Output is reproducible: the same Package gives the same bytes (gzip streams carry no
@@ -36,6 +38,7 @@ type Control struct {
 	SourceName      string // the recipe's PKG_NAME
 	License         string // SPDX expression
 	Section         string // e.g. net
+	RequireUser     string // users and groups default_postinst creates, OpenWrt's USERID: "user=uid:group=gid"
 	SourceDateEpoch int64  // Unix seconds; also every member's modification time; 0 leaves the field out
 	URL             string // project home page
 	Maintainer      string // "Name <email>"
@@ -55,6 +58,10 @@ type Package struct {
 	Control
 	Conffiles []string // absolute paths of files opkg keeps when the user has changed them; each must be in Files
 	Files     []File
+	// PostinstPkg is the package's own install script (a recipe's Package/NAME/postinst):
+	// default_postinst sources it after creating RequireUser's users and before starting
+	// the init script. Empty leaves it out.
+	PostinstPkg string
 }
 
 // Modes of the members this package writes besides the Files.
@@ -82,9 +89,12 @@ default_prerm "$0" "$@"
 )
 
 var (
-	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]*$`)
-	versionRE = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z.+~-]*$`)
-	archRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+	// requireUserRE is what default_postinst's add_group_and_user parses: space-separated
+	// user[=uid]:group[=gid][:extra groups] tuples.
+	requireUserRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]*(=[0-9]+)?(:[a-z_][a-z0-9_-]*(=[0-9]+)?)?( [a-z_][a-z0-9_-]*(=[0-9]+)?(:[a-z_][a-z0-9_-]*(=[0-9]+)?)?)*$`)
+	nameRE        = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]*$`)
+	versionRE     = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z.+~-]*$`)
+	archRE        = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 )
 
 // FileName is the package's file name, NAME_VERSION_ARCH.ipk.
@@ -107,6 +117,9 @@ func (p *Package) Validate() error {
 	}
 	if strings.TrimSpace(p.Description) == "" {
 		bad("description is empty")
+	}
+	if p.RequireUser != "" && !requireUserRE.MatchString(p.RequireUser) {
+		bad("require-user %q must be user=uid:group=gid tuples", p.RequireUser)
 	}
 	if p.SourceDateEpoch < 0 {
 		bad("source date epoch %d is negative", p.SourceDateEpoch)
@@ -171,6 +184,9 @@ func (p *Package) Build() ([]byte, error) {
 		{name: "control", mode: controlMode, data: []byte(p.controlText(int64(len(dataTar))))},
 		{name: "postinst", mode: scriptMode, data: []byte(postinst)},
 		{name: "prerm", mode: scriptMode, data: []byte(prerm)},
+	}
+	if p.PostinstPkg != "" {
+		ctl = append(ctl, entry{name: "postinst-pkg", mode: scriptMode, data: []byte(p.PostinstPkg)})
 	}
 	if len(p.Conffiles) > 0 {
 		cf := slices.Sorted(slices.Values(p.Conffiles))
@@ -238,7 +254,7 @@ func (p *Package) WriteFile(dir string) (string, error) {
 // uses; Description comes last).
 var ControlFieldOrder = []string{
 	"Package", "Version", "Depends", "Source", "SourceName", "License", "Section",
-	"SourceDateEpoch", "URL", "Maintainer", "Architecture", "Installed-Size", "Description",
+	"Require-User", "SourceDateEpoch", "URL", "Maintainer", "Architecture", "Installed-Size", "Description",
 }
 
 // controlText renders the control file, leaving out empty fields.
@@ -260,6 +276,7 @@ func (p *Package) controlText(installedSize int64) string {
 	field("SourceName", p.SourceName)
 	field("License", p.License)
 	field("Section", p.Section)
+	field("Require-User", p.RequireUser)
 	field("SourceDateEpoch", epoch)
 	field("URL", p.URL)
 	field("Maintainer", p.Maintainer)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -126,13 +127,14 @@ func TestQPQPackageUnpacksWithTar(t *testing.T) {
 	// control.tar.gz
 	ctl := listTar(t, ex, "control.tar.gz")
 	wantCtl := map[string]string{
-		"./":          "drwxr-xr-x",
-		"./conffiles": "-rw-r--r--",
-		"./control":   "-rw-r--r--",
-		"./postinst":  "-rwxr-xr-x",
-		"./prerm":     "-rwxr-xr-x",
+		"./":             "drwxr-xr-x",
+		"./conffiles":    "-rw-r--r--",
+		"./control":      "-rw-r--r--",
+		"./postinst":     "-rwxr-xr-x",
+		"./postinst-pkg": "-rwxr-xr-x",
+		"./prerm":        "-rwxr-xr-x",
 	}
-	checkMembers(t, "control.tar.gz", ctl, []string{"./", "./conffiles", "./control", "./postinst", "./prerm"}, wantCtl, wantTime)
+	checkMembers(t, "control.tar.gz", ctl, []string{"./", "./conffiles", "./control", "./postinst", "./postinst-pkg", "./prerm"}, wantCtl, wantTime)
 	cdir := filepath.Join(ex, "control")
 	if err := os.Mkdir(cdir, 0o755); err != nil {
 		t.Fatal(err)
@@ -156,6 +158,11 @@ func TestQPQPackageUnpacksWithTar(t *testing.T) {
 		}
 	}
 
+	// The package's own step, which default_postinst sources once the user exists.
+	if b, err := os.ReadFile(filepath.Join(cdir, "postinst-pkg")); err != nil || string(b) != QPQPostinstPkg {
+		t.Errorf("postinst-pkg = %q, %v; want QPQPostinstPkg", b, err)
+	}
+
 	// control fields, in OpenWrt's order, with Installed-Size the uncompressed data tar.
 	control, err := os.ReadFile(filepath.Join(cdir, "control"))
 	if err != nil {
@@ -173,6 +180,7 @@ func TestQPQPackageUnpacksWithTar(t *testing.T) {
 		"SourceName":      "qpq",
 		"License":         "MIT",
 		"Section":         "net",
+		"Require-User":    "qpq=7443:qpq=7443",
 		"SourceDateEpoch": strconv.Itoa(testEpoch),
 		"Maintainer":      "Test <test@example.org>",
 		"Architecture":    "mips_24kc",
@@ -412,6 +420,8 @@ func TestValidateRejects(t *testing.T) {
 		{"conffile not packed", func(p *Package) { p.Conffiles = append(p.Conffiles, "/etc/config/other") }, "conffile"},
 		{"multi-line field", func(p *Package) { p.URL = "a\nb" }, "spans lines"},
 		{"no files", func(p *Package) { p.Files, p.Conffiles = nil, nil }, "no files"},
+		{"require-user without name", func(p *Package) { p.RequireUser = "=7443:qpq" }, "require-user"},
+		{"require-user on two lines", func(p *Package) { p.RequireUser = "qpq\nx" }, "require-user"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -436,7 +446,7 @@ func TestMaintainerScriptsPassShellcheck(t *testing.T) {
 	needTool(t, "shellcheck")
 	needTool(t, "busybox")
 	dir := t.TempDir()
-	for name, text := range map[string]string{"postinst": postinst, "prerm": prerm} {
+	for name, text := range map[string]string{"postinst": postinst, "prerm": prerm, "postinst-pkg": QPQPostinstPkg} {
 		f := filepath.Join(dir, name)
 		if err := os.WriteFile(f, []byte(text), 0o755); err != nil {
 			t.Fatal(err)
@@ -444,5 +454,26 @@ func TestMaintainerScriptsPassShellcheck(t *testing.T) {
 		run(t, dir, "busybox", "sh", "-n", f)
 		// SC1091: /lib/functions.sh exists on the router only.
 		run(t, dir, "shellcheck", "-e", "SC1091", f)
+	}
+}
+
+// TestMakefileMatchesQPQUser: the SDK's package (openwrt/Makefile) creates the same user
+// and runs the same install step as the .ipk this package builds.
+func TestMakefileMatchesQPQUser(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "openwrt", "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := string(b)
+	if m := regexp.MustCompile(`(?m)^\s*USERID:=(.*)$`).FindStringSubmatch(mk); m == nil || m[1] != QPQRequireUser {
+		t.Errorf("openwrt/Makefile USERID %q, want %q", m, QPQRequireUser)
+	}
+	m := regexp.MustCompile(`(?s)\ndefine Package/qpq/postinst\n(.*?)endef\n`).FindStringSubmatch(mk)
+	if m == nil {
+		t.Fatal("openwrt/Makefile has no Package/qpq/postinst")
+	}
+	// make turns $$ into $.
+	if got := strings.ReplaceAll(m[1], "$$", "$"); got != QPQPostinstPkg {
+		t.Errorf("openwrt/Makefile's postinst\n%s\nwant QPQPostinstPkg\n%s", got, QPQPostinstPkg)
 	}
 }

@@ -35,6 +35,31 @@ const QPQDescription = `qpq is an end-to-end encrypted mesh messenger. This node
 routers over QUIC, stores sealed messages for people who are offline and forwards
 them hop by hop. It never sees a plaintext or a sender.`
 
+// The user and group the service runs as (openwrt/files/qpq.init's QPQ_USER), with a
+// fixed id (7443, the QUIC port's number; no OpenWrt package takes it) so files keep
+// their owner across a reflash that keeps /etc/qpq. default_postinst creates them from
+// the control field, as the SDK does from openwrt/Makefile's USERID.
+const (
+	QPQUser        = "qpq"
+	QPQUID         = 7443
+	QPQRequireUser = "qpq=7443:qpq=7443"
+)
+
+// QPQPostinstPkg is the package's own install step (openwrt/Makefile's
+// Package/qpq/postinst; an .ipk carries it as postinst-pkg, which default_postinst sources
+// once the qpq user exists). It hands the node's data dir to that user, so keys a root-run
+// 0.1 left there (root's, mode 0600) stay the node's identity; the init script does the
+// same at every start for the dirs uci names. Numeric ids from the root's own passwd,
+// since an image build's host does not know the user.
+const QPQPostinstPkg = `#!/bin/sh
+# Hand /etc/qpq (keys from a root-run 0.1 included) to the qpq user.
+qpq_ids="$(grep -s '^qpq:' "${IPKG_INSTROOT}/etc/passwd" | head -n 1 | cut -d: -f3,4)"
+if [ -n "$qpq_ids" ] && [ -d "${IPKG_INSTROOT}/etc/qpq" ]; then
+	chown -R "$qpq_ids" "${IPKG_INSTROOT}/etc/qpq"
+	chmod 0700 "${IPKG_INSTROOT}/etc/qpq"
+fi
+`
+
 // QPQLicense is qpq's license (the LICENSE file at the repository's top),
 // as openwrt/Makefile's PKG_LICENSE gives it.
 const QPQLicense = "Apache-2.0"
@@ -63,14 +88,16 @@ func QPQ(o QPQOptions) (*Package, error) {
 			SourceName:      "qpq",
 			License:         o.License,
 			Section:         "net",
+			RequireUser:     QPQRequireUser,
 			SourceDateEpoch: o.SourceDateEpoch,
 			URL:             "https://github.com/quicproquo/qpq",
 			Maintainer:      o.Maintainer,
 			Architecture:    o.Arch,
 			Description:     QPQDescription,
 		},
-		Conffiles: []string{QPQConfigPath},
-		Files:     []File{{Path: QPQBinPath, Mode: QPQBinMode, Data: o.Binary}},
+		Conffiles:   []string{QPQConfigPath},
+		PostinstPkg: QPQPostinstPkg,
+		Files:       []File{{Path: QPQBinPath, Mode: QPQBinMode, Data: o.Binary}},
 	}
 	for _, s := range qpqSources {
 		b, err := os.ReadFile(filepath.Join(o.FilesDir, s.name))

@@ -26,6 +26,12 @@ const maxKeyFile = 16 << 10
 // ErrKeyFileMode is returned when a key file can be read by group or others.
 var ErrKeyFileMode = errors.New("key file is readable by group or others")
 
+// ErrKeyFileAccess is returned when a key file exists but the node may not read it,
+// typically keys a root-run node left behind for a service that now runs as its own
+// user. The node then refuses to start: a new identity beside the old one would
+// silently rename it.
+var ErrKeyFileAccess = errors.New("key file exists but cannot be read")
+
 // ErrNoNodeIdentity is returned by LoadNode when the dir holds no node key.
 var ErrNoNodeIdentity = errors.New("no node identity")
 
@@ -62,7 +68,9 @@ func newNode(key ed25519.PrivateKey, onion *ecdh.PrivateKey) *Node {
 
 // LoadOrCreateNode reads the node identity from dir, creating the dir (0700)
 // and the key files (0600) when they do not exist yet. It refuses key files
-// that group or others can read, naming the file and the fix.
+// that group or others can read, and key files it may not read
+// (ErrKeyFileAccess), naming the file and the fix; it creates a key only where
+// none exists.
 func LoadOrCreateNode(dir string) (n *Node, created bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("create data dir %s: %w", dir, err)
@@ -71,6 +79,7 @@ func LoadOrCreateNode(dir string) (n *Node, created bool, err error) {
 	onionPath := filepath.Join(dir, OnionKeyFile)
 
 	key, err := readKey[ed25519.PrivateKey](keyPath)
+	err = accessError(dir, err)
 	if errors.Is(err, fs.ErrNotExist) {
 		_, key, err = ed25519.GenerateKey(rand.Reader)
 		if err != nil {
@@ -85,6 +94,7 @@ func LoadOrCreateNode(dir string) (n *Node, created bool, err error) {
 	}
 
 	onion, err := readKey[*ecdh.PrivateKey](onionPath)
+	err = accessError(dir, err)
 	if errors.Is(err, fs.ErrNotExist) {
 		onion, err = ecdh.X25519().GenerateKey(rand.Reader)
 		if err != nil {
@@ -110,6 +120,7 @@ func LoadNode(dir string) (*Node, error) {
 	keyPath := filepath.Join(dir, NodeKeyFile)
 	onionPath := filepath.Join(dir, OnionKeyFile)
 	key, err := readKey[ed25519.PrivateKey](keyPath)
+	err = accessError(dir, err)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w in %s (no %s)", ErrNoNodeIdentity, dir, NodeKeyFile)
 	}
@@ -117,13 +128,29 @@ func LoadNode(dir string) (*Node, error) {
 		return nil, err
 	}
 	onion, err := readKey[*ecdh.PrivateKey](onionPath)
-	if err != nil {
+	if err = accessError(dir, err); err != nil {
 		return nil, err
 	}
 	if onion.Curve() != ecdh.X25519() {
 		return nil, fmt.Errorf("key file %s: not an X25519 key", onionPath)
 	}
 	return newNode(key, onion), nil
+}
+
+// accessError turns a permission error from reading a key file in dir into
+// ErrKeyFileAccess with the fix; any other error (nil, not-exist) passes as it is,
+// so a permission error is never taken for a missing key.
+func accessError(dir string, err error) error {
+	if !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = fmt.Errorf("%s: %w", pe.Path, pe.Err) // readKey's wrapping names the path twice
+	}
+	return fmt.Errorf("%w: %w (running as uid %d); not creating a new identity beside it: "+
+		"give %s to the user the node runs as (the OpenWrt package: chown -R qpq:qpq %s)",
+		ErrKeyFileAccess, err, os.Geteuid(), dir, dir)
 }
 
 // CheckKeyFileMode returns ErrKeyFileMode (wrapped with the path and the

@@ -15,7 +15,7 @@ import (
 
 const statusAbout = `Ask the running node, over its control socket (DATA/qpq.sock unless
 --control; with neither flag nor variable set it also tries the OpenWrt
-service's /var/run/qpq.sock), for its fingerprint, listen address, uptime
+service's /var/run/qpq/qpq.sock), for its fingerprint, listen address, uptime
 linked peers (how each was found and why it is kept), its store's fill by
 kind, and its broadcast seen-set. Exits 1 when no node answers.`
 
@@ -47,8 +47,10 @@ func jsonShape(t reflect.Type) string {
 	return strings.Join(keys, ", ")
 }
 
-// routerSocket is where the OpenWrt init script puts the control socket.
-const routerSocket = "/var/run/qpq.sock"
+// routerSockets are where the OpenWrt init script puts the control socket: in a
+// directory of the qpq user's own since 0.2, directly in /var/run before (a 0.1
+// node still running).
+var routerSockets = []string{"/var/run/qpq/qpq.sock", "/var/run/qpq.sock"}
 
 // explicitControl reports whether the user named a socket or data dir.
 func explicitControl(env *cliEnv, fs *flag.FlagSet) bool {
@@ -70,8 +72,11 @@ func runStatus(env *cliEnv, args []string) int {
 	st, err := control.QueryStatus(ctx, cfg.Control)
 	if errors.Is(err, control.ErrNoNode) && !explicitControl(env, fs) {
 		// The OpenWrt service keeps its socket in RAM (see openwrt/files/qpq.init).
-		if st2, err2 := control.QueryStatus(ctx, routerSocket); err2 == nil {
-			st, err = st2, nil
+		for _, sock := range routerSockets {
+			if st2, err2 := control.QueryStatus(ctx, sock); err2 == nil {
+				st, err = st2, nil
+				break
+			}
 		}
 	}
 	if err != nil {
