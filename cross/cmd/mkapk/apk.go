@@ -144,6 +144,11 @@ func writeApk(p *ipk.Package, apkBin, dir string) (string, error) {
 			args = append(args, "--info", i.k+":"+i.v)
 		}
 	}
+	if os.Geteuid() != 0 {
+		// apk mkpkg records each file's owner by name, as the build machine resolves it;
+		// OpenWrt's build runs it under fakeroot for the same reason.
+		fmt.Fprintf(os.Stderr, "mkapk: warning: not root: the files are recorded as owned by uid %d, not root\n", os.Geteuid())
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("apk: %w", err)
 	}
