@@ -132,6 +132,14 @@ cross:
 ipk: cross
 	$(GO) run ./cross/cmd/mkipk -version $(VERSION) -all -out build/ipk -epoch $(SOURCE_DATE_EPOCH)
 
+# One .apk (apk v3, OpenWrt 25.12) per OpenWrt architecture in
+# build/apk/<arch>/qpq-<version>.apk, made by the real `apk mkpkg` from owtools.
+# apk's version scheme needs a release, -rN (it refuses 0.1.0-1).
+APK_VERSION ?= $(VERSION)-r1
+.PHONY: apk
+apk: cross owtools
+	$(GO) run ./cross/cmd/mkapk -version $(APK_VERSION) -all -out build/apk -apk $(QPQ_OWTOOLS)/bin/apk -epoch $(SOURCE_DATE_EPOCH)
+
 # Raw, gzip and xz sizes and the .ipk sizes against cross/budgets.txt.
 size: ipk
 	$(GO) run ./cross/cmd/size -version $(VERSION)
@@ -151,6 +159,7 @@ owtools:
 
 ifeq ($(QPQ_PACKAGE_TESTS),1)
 unit: | owtools ipk
+unit: | apk
 endif
 
 # `qpq version` and `qpq selftest` of each foreign binary under qemu-user.
