@@ -70,6 +70,10 @@ func newApkRoot(t *testing.T, tools, arch string) *apkRoot {
 		}
 	}
 	writeFile(t, dir, "etc/apk/arch", arch+"\n", 0o644)
+	// base-files' users, which add_group_and_user appends to.
+	writeFile(t, dir, "etc/passwd", basePasswd, 0o644)
+	writeFile(t, dir, "etc/group", baseGroup, 0o644)
+	writeFile(t, dir, "etc/shadow", "root:::0:99999:7:::\n", 0o600)
 	r := &apkRoot{apk: filepath.Join(tools, "bin", "apk"), dir: dir}
 	// qpq depends on libc, which every router has: an empty stand-in of the root's arch.
 	libc := filepath.Join(t.TempDir(), "libc.apk")
@@ -174,6 +178,16 @@ func (r *apkRoot) checkInstalled(t *testing.T, arch, v string) {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(p) + `$`).MatchString(list) {
 			t.Errorf("qpq.list lacks %s:\n%s", p, list)
 		}
+	}
+	// The package's users (qpq.rusers) exist once, as on an .ipk install.
+	if got := readFile(t, r.path("/lib/apk/packages/qpq.rusers")); got != ipk.QPQRequireUser+"\n" {
+		t.Errorf("qpq.rusers holds %q, want %q", got, ipk.QPQRequireUser)
+	}
+	if pw := readFile(t, r.path("etc/passwd")); strings.Count(pw, "\nqpq:") != 1 || !strings.Contains(pw, qpqPasswd) {
+		t.Errorf("/etc/passwd lacks exactly one %q:\n%s", qpqPasswd, pw)
+	}
+	if gr := readFile(t, r.path("etc/group")); !strings.Contains(gr, qpqGroup) {
+		t.Errorf("/etc/group lacks %q:\n%s", qpqGroup, gr)
 	}
 	// default_postinst ran the init script's enable (START=95, STOP=10) in the root.
 	for _, l := range []string{"etc/rc.d/S95qpq", "etc/rc.d/K10qpq"} {

@@ -31,7 +31,14 @@ func checkVersion(v string) error {
 // find the init script through /lib/apk/packages/NAME.list. apk runs post-upgrade, not
 // post-install, on an upgrade: it is post-install with PKG_UPGRADE=1, as opkg sets it,
 // so default_postinst restarts the service without enabling it again.
-const (
+//
+// The qpq user: apk has no Require-User field, so the package carries
+// /lib/apk/packages/qpq.rusers (what add_group_and_user reads for an apk),
+// and the package's own install step (ipk.QPQPostinstPkg, an .ipk's
+// postinst-pkg, which default_postinst runs only from opkg's info dir) is
+// inlined after the user exists.
+var (
+	handover    = "(\n" + strings.TrimPrefix(ipk.QPQPostinstPkg, "#!/bin/sh\n") + ")\n"
 	postInstall = `#!/bin/sh
 [ "${IPKG_NO_SCRIPT}" = "1" ] && exit 0
 [ -s "${IPKG_INSTROOT}/lib/functions.sh" ] || exit 0
@@ -39,7 +46,7 @@ const (
 export root="${IPKG_INSTROOT}"
 export pkgname="qpq"
 add_group_and_user
-default_postinst
+` + handover + `default_postinst
 `
 	postUpgrade = `#!/bin/sh
 export PKG_UPGRADE=1
@@ -49,7 +56,7 @@ export PKG_UPGRADE=1
 export root="${IPKG_INSTROOT}"
 export pkgname="qpq"
 add_group_and_user
-default_postinst
+` + handover + `default_postinst
 `
 	preDeinstall = `#!/bin/sh
 [ -s "${IPKG_INSTROOT}/lib/functions.sh" ] || exit 0
@@ -88,6 +95,11 @@ func writeApk(p *ipk.Package, apkBin, dir string) (string, error) {
 		list = append(list, cfPath)
 		cf := slices.Sorted(slices.Values(p.Conffiles))
 		files = append(files, ipk.File{Path: cfPath, Mode: 0o644, Data: []byte(strings.Join(cf, "\n") + "\n")})
+	}
+	if p.RequireUser != "" {
+		ruPath := apkMetaDir + "/" + p.Package + ".rusers"
+		list = append(list, ruPath)
+		files = append(files, ipk.File{Path: ruPath, Mode: 0o644, Data: []byte(p.RequireUser + "\n")})
 	}
 	slices.Sort(list)
 	files = append(files, ipk.File{Path: listPath, Mode: 0o644, Data: []byte(strings.Join(list, "\n") + "\n")})
