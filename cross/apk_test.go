@@ -424,3 +424,38 @@ func TestApkRefusesWrongArch(t *testing.T) {
 		})
 	}
 }
+
+// TestApkUpgradeHandsKeysToQPQ: keys a root-run 0.1 left in /etc/qpq become
+// the qpq user's on an apk upgrade, unchanged, so the node keeps its identity.
+func TestApkUpgradeHandsKeysToQPQ(t *testing.T) {
+	if os.Geteuid() != 0 {
+		missing(t, "installing files owned by another user needs root")
+	}
+	tools := owTools(t)
+	v1, old := builtAPKs(t)
+	arch := "x86_64"
+	if old[arch] == "" {
+		t.Fatalf("no %s package in %s", arch, apkDir)
+	}
+	newer := buildNewerAPKs(t, tools, newerVersion(t, v1))
+	r := newApkRoot(t, tools, arch)
+	r.mustRun(t, "add", old[arch])
+	if err := os.MkdirAll(r.path("etc/qpq"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, r.dir, "etc/qpq/node.key", "old identity", 0o600)
+	for _, p := range []string{"etc/qpq", "etc/qpq/node.key"} {
+		if err := os.Chown(r.path(p), 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.mustRun(t, "add", newer[arch])
+	ownedBy(t, r.dir, "etc/qpq", 7443, 7443, 0o700)
+	ownedBy(t, r.dir, "etc/qpq/node.key", 7443, 7443, 0o600)
+	if got := readFile(t, r.path("etc/qpq/node.key")); got != "old identity" {
+		t.Errorf("node.key now holds %q", got)
+	}
+	if got := strings.Count(readFile(t, r.path("etc/passwd")), "\nqpq:"); got != 1 {
+		t.Errorf("after upgrade /etc/passwd has %d qpq users, want 1", got)
+	}
+}

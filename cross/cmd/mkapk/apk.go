@@ -48,16 +48,7 @@ export pkgname="qpq"
 add_group_and_user
 ` + handover + `default_postinst
 `
-	postUpgrade = `#!/bin/sh
-export PKG_UPGRADE=1
-[ "${IPKG_NO_SCRIPT}" = "1" ] && exit 0
-[ -s "${IPKG_INSTROOT}/lib/functions.sh" ] || exit 0
-. "${IPKG_INSTROOT}/lib/functions.sh"
-export root="${IPKG_INSTROOT}"
-export pkgname="qpq"
-add_group_and_user
-` + handover + `default_postinst
-`
+	postUpgrade  = "#!/bin/sh\nexport PKG_UPGRADE=1\n" + strings.TrimPrefix(postInstall, "#!/bin/sh\n")
 	preDeinstall = `#!/bin/sh
 [ -s "${IPKG_INSTROOT}/lib/functions.sh" ] || exit 0
 . "${IPKG_INSTROOT}/lib/functions.sh"
