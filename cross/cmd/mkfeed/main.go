@@ -9,8 +9,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -101,16 +104,54 @@ func run(ipkDir, apkDir, out, usignKey, apkKey, tools string) error {
 		}
 	}
 	// The public key a router installs in /etc/opkg/keys/<fingerprint>.
-	if b, err := os.ReadFile(strings.TrimSuffix(usignKey, ".sec") + ".pub"); err == nil {
-		fp, err := exec.Command(usign, "-F", "-s", usignKey).Output()
-		if err != nil {
-			return fmt.Errorf("usign -F %s: %w", usignKey, err)
-		}
-		if err := os.WriteFile(filepath.Join(out, "usign-"+strings.TrimSpace(string(fp))+".pub"), b, 0o644); err != nil {
-			return err
-		}
+	pubPath := strings.TrimSuffix(usignKey, ".sec") + ".pub"
+	b, err := os.ReadFile(pubPath)
+	if err != nil {
+		return fmt.Errorf("usign public key beside the secret key (usign -G writes both): %w", err)
+	}
+	fp, err := exec.Command(usign, "-F", "-p", pubPath).Output()
+	if err != nil {
+		return fmt.Errorf("usign -F %s: %w", pubPath, err)
+	}
+	sfp, err := exec.Command(usign, "-F", "-s", usignKey).Output()
+	if err != nil || string(sfp) != string(fp) {
+		return fmt.Errorf("usign keys %s and %s are not one pair (%v)", usignKey, pubPath, err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "usign-"+strings.TrimSpace(string(fp))+".pub"), b, 0o644); err != nil {
+		return err
+	}
+	if err := apkPublicKey(apkKey, filepath.Join(out, filepath.Base(apkKey)+".pub")); err != nil {
+		return err
 	}
 	return apkIndexes(apkDir, out, apkKey, filepath.Join(tools, "bin", "apk"))
+}
+
+// apkPublicKey writes the public half of the PEM private key, the file a router puts in
+// /etc/apk/keys/.
+func apkPublicKey(keyPath, dst string) error {
+	b, err := os.ReadFile(keyPath)
+	if err != nil {
+		return fmt.Errorf("apk key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return fmt.Errorf("apk key %s: not PEM", keyPath)
+	}
+	var pub any
+	if k, err := x509.ParsePKCS8PrivateKey(blk.Bytes); err == nil {
+		pub = k.(interface{ Public() crypto.PublicKey }).Public()
+	} else if k, err := x509.ParsePKCS1PrivateKey(blk.Bytes); err == nil {
+		pub = k.Public()
+	} else if k, err := x509.ParseECPrivateKey(blk.Bytes); err == nil {
+		pub = k.Public()
+	} else {
+		return fmt.Errorf("apk key %s: not an RSA or EC private key", keyPath)
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return fmt.Errorf("apk key %s: %w", keyPath, err)
+	}
+	return os.WriteFile(dst, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
 }
 
 // apkIndexes copies each ARCH/*.apk into the feed and indexes it with a signed packages.adb.
