@@ -92,7 +92,9 @@ func run(ipkDir, apkDir, out, usignKey, apkKey, tools string) error {
 		}
 		var gz bytes.Buffer
 		zw := gzip.NewWriter(&gz)
-		zw.Write([]byte(idx.String()))
+		if _, err := zw.Write([]byte(idx.String())); err != nil {
+			return err
+		}
 		if err := zw.Close(); err != nil {
 			return err
 		}
