@@ -140,6 +140,24 @@ APK_VERSION ?= $(VERSION)-r1
 apk: cross owtools
 	$(GO) run ./cross/cmd/mkapk -version $(APK_VERSION) -all -out build/apk -apk $(QPQ_OWTOOLS)/bin/apk -epoch $(SOURCE_DATE_EPOCH)
 
+# A signed feed in build/feed/ (README, "Add the qpq feed"): per arch an opkg
+# index (Packages, Packages.gz, usign Packages.sig) and build/feed/apk/<arch>/
+# with a signed packages.adb. The keys stay outside the repository:
+#   usign -G -s ~/qpq-feed.sec -p ~/qpq-feed.pub -c "qpq feed"
+#   openssl genrsa -out ~/qpq-apk.rsa 2048
+#   make feed FEED_KEY=~/qpq-feed.sec FEED_APK_KEY=~/qpq-apk.rsa
+.PHONY: feed
+feed: ipk apk
+	@if [ -z "$(FEED_KEY)" ] || [ -z "$(FEED_APK_KEY)" ]; then \
+		echo 'make feed needs FEED_KEY (usign secret key) and FEED_APK_KEY (apk PEM private key), kept outside the repository:'; \
+		echo '  usign -G -s ~/qpq-feed.sec -p ~/qpq-feed.pub -c "qpq feed"'; \
+		echo '  openssl genrsa -out ~/qpq-apk.rsa 2048'; \
+		echo '  make feed FEED_KEY=~/qpq-feed.sec FEED_APK_KEY=~/qpq-apk.rsa'; \
+		exit 1; fi
+	rm -rf build/feed
+	$(GO) run ./cross/cmd/mkfeed -ipk build/ipk -apk build/apk -out build/feed \
+		-usign-key $(FEED_KEY) -apk-key $(FEED_APK_KEY) -tools $(QPQ_OWTOOLS)
+
 # Raw, gzip and xz sizes and the .ipk sizes against cross/budgets.txt.
 size: ipk
 	$(GO) run ./cross/cmd/size -version $(VERSION)
