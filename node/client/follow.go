@@ -116,13 +116,9 @@ func (r *Reader) mailboxLoop(ctx context.Context, follow bool) error {
 		envs, err := c.Mailbox.Fetch(fctx, r.cfg.Limit, wait)
 		cancel()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if stop, err := r.failed(ctx, c, follow, "fetch", err); stop {
+				return err
 			}
-			if !follow {
-				return fmt.Errorf("fetch: %w", err)
-			}
-			r.s.Fail(c, fmt.Errorf("fetch: %w", err))
 			continue
 		}
 		secrets, err := r.handDMs(envs)
@@ -134,15 +130,11 @@ func (r *Reader) mailboxLoop(ctx context.Context, follow bool) error {
 			_, err := c.Mailbox.Ack(actx, secrets)
 			cancel()
 			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				if !follow {
-					return fmt.Errorf("acknowledge: %w", err)
-				}
 				// The node sends them again on the next connection; they
 				// are acknowledged then without being shown again.
-				r.s.Fail(c, fmt.Errorf("acknowledge: %w", err))
+				if stop, err := r.failed(ctx, c, follow, "acknowledge", err); stop {
+					return err
+				}
 				continue
 			}
 		}
@@ -216,13 +208,9 @@ func (r *Reader) channelLoop(ctx context.Context, follow bool) error {
 		envs, err := c.Client.ChannelFetch(fctx, r.cfg.Channels, after, r.cfg.Limit, wait)
 		cancel()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if stop, err := r.failed(ctx, c, follow, "channel fetch", err); stop {
+				return err
 			}
-			if !follow {
-				return fmt.Errorf("channel fetch: %w", err)
-			}
-			r.s.Fail(c, fmt.Errorf("channel fetch: %w", err))
 			continue
 		}
 		if err := r.handBroadcasts(envs); err != nil {
@@ -259,6 +247,21 @@ func (r *Reader) handBroadcasts(envs []gossip.Envelope) error {
 		r.rememberLocked(e.ID, nil)
 	}
 	return r.h.Shown()
+}
+
+// failed handles a call that failed on connection c: the end of ctx is a
+// clean stop; without follow the error ends the read; with follow the
+// connection is dropped and the loop goes on (the session reconnects).
+func (r *Reader) failed(ctx context.Context, c *Conn, follow bool, what string, err error) (stop bool, _ error) {
+	err = fmt.Errorf("%s: %w", what, err)
+	switch {
+	case ctx.Err() != nil:
+		return true, nil
+	case !follow:
+		return true, err
+	}
+	r.s.Fail(c, err)
+	return false, nil
 }
 
 // quiet turns the end of ctx into a clean stop.
