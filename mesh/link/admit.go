@@ -74,18 +74,27 @@ func newAdmission() *admission {
 	return &admission{now: time.Now, perSource: map[netip.Prefix]int{}, rate: map[netip.Prefix]*bucket{}}
 }
 
-// sourceOf groups addresses by what one party cheaply holds: an IPv4
-// address, or an IPv6 /64.
-func sourceOf(a net.Addr) netip.Prefix {
-	ua, ok := a.(*net.UDPAddr)
-	if !ok {
-		return netip.Prefix{}
-	}
-	ip, ok := netip.AddrFromSlice(ua.IP)
-	if !ok {
-		return netip.Prefix{}
+// SourceOf groups addresses by what one party cheaply holds: an IPv4
+// address (a /32), or an IPv6 /64 (one subscriber gets a whole /64, so
+// counting per address would hand one party millions of shares). Limits
+// per source (handshakes here, client slots and quotas in the node) count
+// by it. It is the zero Prefix for an address that is not IP.
+func SourceOf(a net.Addr) netip.Prefix {
+	var ip netip.Addr
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip, _ = netip.AddrFromSlice(a.IP)
+	default:
+		ap, err := netip.ParseAddrPort(a.String())
+		if err != nil {
+			return netip.Prefix{}
+		}
+		ip = ap.Addr()
 	}
 	ip = ip.Unmap()
+	if !ip.IsValid() {
+		return netip.Prefix{}
+	}
 	bits := 32
 	if ip.Is6() {
 		bits = 64
@@ -108,7 +117,7 @@ func (a *admission) tokensLocked(src netip.Prefix, now time.Time) float64 {
 // The address is unvalidated here, so nothing is recorded for it.
 func (a *admission) retry(addr net.Addr) bool {
 	a.seen.Add(1)
-	src := sourceOf(addr)
+	src := SourceOf(addr)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	r := a.unverified >= RetryAbove || a.perSource[src] >= MaxHandshakesPerSource/2 ||
@@ -149,7 +158,7 @@ func (t *ticket) release() {
 // refuses it at a bound. The count ends when the connection is accepted
 // (its handshake done) or ends, whichever comes first.
 func (a *admission) connContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
-	src := sourceOf(info.RemoteAddr)
+	src := SourceOf(info.RemoteAddr)
 	now := a.now()
 	a.mu.Lock()
 	n := &a.verified

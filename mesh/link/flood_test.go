@@ -210,7 +210,7 @@ func TestSpentSourceRefusedOthersServed(t *testing.T) {
 	}()
 	// Spend 127.0.0.1's bucket the way a handshake flood does.
 	adm := srv.tr.adm
-	spent := sourceOf(udpAddr("127.0.0.1:1"))
+	spent := SourceOf(udpAddr("127.0.0.1:1"))
 	adm.mu.Lock()
 	adm.rate[spent] = &bucket{tokens: -SourceDebt, at: adm.now()}
 	adm.mu.Unlock()

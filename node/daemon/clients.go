@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,29 +29,17 @@ const (
 var clientIdleTimeout = 2 * time.Minute
 
 // clientKey is the per-address key of a client: its IPv4 address, or the
-// /64 of its IPv6 address (one subscriber gets a whole /64, so counting
-// per address would hand one party millions of quota shares and slots).
+// /64 of its IPv6 address (link.SourceOf, the grouping the handshake
+// bounds use too).
 func clientKey(a net.Addr) string {
-	var ip netip.Addr
-	switch a := a.(type) {
-	case *net.UDPAddr:
-		ip, _ = netip.AddrFromSlice(a.IP)
-	default:
-		ap, err := netip.ParseAddrPort(a.String())
-		if err != nil {
-			return a.String()
-		}
-		ip = ap.Addr()
-	}
-	ip = ip.Unmap()
-	if !ip.IsValid() {
+	p := link.SourceOf(a)
+	switch {
+	case !p.IsValid():
 		return a.String()
+	case p.Addr().Is4():
+		return p.Addr().String()
 	}
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.String()
-	}
-	return ip.String()
+	return p.String()
 }
 
 // clientConn is one admitted client connection.
