@@ -40,7 +40,7 @@ func TestConfigCheckReportsEachProblem(t *testing.T) {
 		{"list for a single option", "config qpq 'main'\n\tlist listen '[::]:7443'\n",
 			[]string{"2: main.listen: takes one value: write `option`, not `list`"}},
 		{"no main section", "config qpq 'other'\n\toption listen '[::]:7443'\n",
-			[]string{"1: other: unknown section; settings go in config qpq 'main'", "1: no config qpq 'main' section"}},
+			[]string{"1: other: unknown section; settings go in config qpq 'main'", "1: no config qpq 'main' section: the service cannot start without it"}},
 		{"good peer is fine", "config qpq 'main'\n\tlist peer '192.0.2.1:7443#" + fp + "'\n", nil},
 	}
 	for _, c := range cases {
