@@ -52,8 +52,10 @@ type Section struct {
 	Type string
 	Name string // "" when anonymous; see File.SectionRef for uci's name for it
 	Line int    // line of the (first) `config` statement, counting from 1
-	// Options holds one entry per `option` or `list` statement, in file order.
+	// Options holds one entry per `option` or `list` statement libuci
+	// applied, in file order, as written; Values has what they add up to.
 	Options []Option
+	values  []Value
 }
 
 // Option is one `option NAME VALUE` or `list NAME VALUE` statement.
@@ -70,6 +72,12 @@ type Problem struct {
 	Section string // the section's name, `@type[index]` when anonymous, "" outside any section
 	Option  string // the option or list name, "" when the problem is not about one
 	Msg     string
+	// Misread says libuci accepts this without complaint but reads it
+	// other than it looks (a `;` right after a word drops the rest of the
+	// line, `#` inside a word starts a comment, a quote runs over lines).
+	// Otherwise strict libuci (uci show, uci get) refuses the file here, or
+	// it is beyond Parse's limits.
+	Misread bool
 }
 
 // Format renders the problem as DESIGN's "FILE:LINE: section.option: problem";
@@ -87,38 +95,6 @@ func (p Problem) Format(file string) string {
 		where = p.Option + ": "
 	}
 	return fmt.Sprintf("%s:%d: %s%s", file, p.Line, where, p.Msg)
-}
-
-// Get returns the value of the last `option NAME` statement, as uci keeps the
-// last one. As in uci, an empty value (`option NAME ""`) sets nothing, so Get
-// skips it. `list` statements are ignored; use List for them.
-func (s *Section) Get(name string) (Option, bool) {
-	for i := len(s.Options) - 1; i >= 0; i-- {
-		o := s.Options[i]
-		if o.Name == name && !o.List && o.Value != "" {
-			return o, true
-		}
-	}
-	return Option{}, false
-}
-
-// List returns the values of NAME as uci builds them: each `list NAME`
-// statement appends its value, and an `option NAME` statement with a
-// non-empty value replaces everything before it with that one value (so a
-// list written as a single option reads as a one-element list). It returns
-// nil when NAME is absent.
-func (s *Section) List(name string) []string {
-	var out []string
-	for _, o := range s.Options {
-		switch {
-		case o.Name != name:
-		case o.List:
-			out = append(out, o.Value)
-		case o.Value != "":
-			out = append(out[:0], o.Value)
-		}
-	}
-	return out
 }
 
 // Section returns the section of type typ named name, or nil. With name ""

@@ -34,7 +34,7 @@ func TestConfigCheckReportsEachProblem(t *testing.T) {
 		{"unknown option", "config qpq 'main'\n\n\toption listne '[::]:7443'\n",
 			[]string{"3: main.listne: unknown option"}},
 		{"unterminated quote", "config qpq 'main'\n\toption listen '[::]:7443'\n\toption log_level 'info\n",
-			[]string{"3: main.log_level: unterminated single quote"}},
+			[]string{"3: main.log_level: unterminated single quote: the file ends inside it"}},
 		{"bad memory limit and level", "config qpq 'main'\n\toption mem_limit '48MB'\n\toption log_level 'loud'\n",
 			[]string{`2: main.mem_limit: "48MB": want a size like 512K, 64M or 1G`, `3: main.log_level: "loud": want debug, info, warn or error`}},
 		{"list for a single option", "config qpq 'main'\n\tlist listen '[::]:7443'\n",
