@@ -229,6 +229,7 @@ func (p *parser) parseLine() {
 		word := p.cstr(start)
 		line := p.lineNo
 		p.optName = ""
+		bare := strings.TrimRight(word, " \t\r\n\v\f")
 		switch {
 		case word[0] == '#':
 			return
@@ -240,12 +241,24 @@ func (p *parser) parseLine() {
 			p.option(line, false)
 		case word == "l" || word == "list":
 			p.option(line, true)
+		case bare != word && keywords[bare] != "":
+			// strtok splits on spaces and tabs only: the keyword is
+			// "config\n", which libuci does not know.
+			p.fail("", "missing "+keywords[bare])
 		case strings.TrimLeft(word, " \t\r\n\v\f") == "" && strings.Contains(word, "\n"):
 			p.fail("", `nothing but the line break after ";": uci refuses this (remove the ";")`)
 		default:
 			p.fail("", "unknown keyword "+quoteShort(strings.TrimRight(word, "\r\n")))
 		}
 	}
+}
+
+// keywords maps each keyword to what must follow it.
+var keywords = map[string]string{
+	"p": "package name", "package": "package name",
+	"c": "section type", "config": "section type",
+	"o": "option name", "option": "option name",
+	"l": "list name", "list": "list name",
 }
 
 // strtok is C's strtok(pctx_cur_str(pctx), " \t"): it skips spaces and
@@ -386,15 +399,16 @@ func (p *parser) backslash() bool {
 // singleQuote is parse_single_quote: everything up to the next ', no
 // escapes; a line break is part of the value.
 func (p *parser) singleQuote(target *int) {
-	open := p.lineNo
+	open, broken := p.lineNo, false
 	p.pos++
 	for {
 		switch p.cur0() {
 		case '\'':
 			p.pos++
-			p.spanned(open, "'")
+			p.spanned(open, broken, "'")
 			return
 		case 0:
+			broken = true
 			p.getln(p.pos)
 			if p.cur0() == 0 {
 				p.failAt(open, "unterminated single quote: the file ends inside it")
@@ -410,15 +424,16 @@ func (p *parser) singleQuote(target *int) {
 // backslash takes the next byte literally ("\n" is n) and at the end of a
 // line continues the value on the next.
 func (p *parser) doubleQuote(target *int) {
-	open := p.lineNo
+	open, broken := p.lineNo, false
 	p.pos++
 	for {
 		switch p.cur0() {
 		case '"':
 			p.pos++
-			p.spanned(open, `"`)
+			p.spanned(open, broken, `"`)
 			return
 		case 0:
+			broken = true
 			p.getln(p.pos)
 			if p.cur0() == 0 {
 				p.failAt(open, "unterminated double quote: the file ends inside it")
@@ -435,10 +450,11 @@ func (p *parser) doubleQuote(target *int) {
 	}
 }
 
-// spanned reports a quote that closed on a later line than it opened: uci
-// keeps the line breaks in the value, which is rarely what was meant.
-func (p *parser) spanned(open int, q string) {
-	if p.lineNo != open {
+// spanned reports a quote that held a line break (broken; a `\` at the end
+// of a line inside "..." is a continuation, not a break): uci keeps the
+// line breaks in the value, which is rarely what was meant.
+func (p *parser) spanned(open int, broken bool, q string) {
+	if broken {
 		p.misread(open, "", fmt.Sprintf("the %s opened here closes on line %d: uci reads the lines between as part of the value (a missing %s?)", q, p.lineNo, q))
 	}
 }
