@@ -85,7 +85,7 @@ func readAll(t *testing.T, bin string, env []string, bodies [][]byte, strict boo
 }
 
 // renderExport turns `uci export` output (package NAME, config TYPE
-// ['NAME'], option/list NAME 'VALUE' with ' written '\'') into render's
+// ['NAME'], option/list NAME 'VALUE' with ' written '\”) into render's
 // form, by package.
 func renderExport(s string) (map[string]string, error) {
 	pkgs := map[string]string{}
