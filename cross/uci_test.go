@@ -84,9 +84,9 @@ func readAll(t *testing.T, bin string, env []string, bodies [][]byte, strict boo
 	return got
 }
 
-// renderExport turns `uci export` output (package NAME, config TYPE
-// ['NAME'], option/list NAME 'VALUE' with ' written '\”) into render's
-// form, by package.
+// renderExport turns `uci export` output into render's form, by package:
+// package NAME, config TYPE ['NAME'], option or list NAME 'VALUE', where a
+// quote in a value is written as `'\''`.
 func renderExport(s string) (map[string]string, error) {
 	pkgs := map[string]string{}
 	var b *strings.Builder

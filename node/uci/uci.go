@@ -9,8 +9,8 @@
 // value; `#` ends a word even inside bare text (http://x/#y reads as
 // http://x/); a `;` after a space or a quote separates statements, but a
 // `;` right after a bare word ends the whole line; a named section that
-// appears twice is one section; `option NAME ”` sets nothing, `list NAME
-// ”` adds an empty element.
+// appears twice is one section; an empty `option` sets nothing, and an
+// empty `list` element is added.
 //
 // Parse never panics and never stops at the first problem: it reads on as
 // `uci -S` does, a line at a time, and returns every problem, each with its
