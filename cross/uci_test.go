@@ -86,7 +86,7 @@ func readAll(t *testing.T, bin string, env []string, bodies [][]byte, strict boo
 
 // renderExport turns `uci export` output into render's form, by package:
 // package NAME, config TYPE ['NAME'], option or list NAME 'VALUE', where a
-// quote in a value is written as `'\''`.
+// quote in a value is written as quote, backslash, quote, quote.
 func renderExport(s string) (map[string]string, error) {
 	pkgs := map[string]string{}
 	var b *strings.Builder
