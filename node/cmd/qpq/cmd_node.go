@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -152,8 +153,10 @@ func logSettings(log *slog.Logger, path string, cfg config.Config) {
 	if len(ifaces) > 0 {
 		ifaceList = strings.Join(ifaces, ",")
 	}
-	if cfg.MemLimit > 0 {
-		memLimit = fmt.Sprint(cfg.MemLimit)
+	// The limit in force, whether from mem_limit or GOMEMLIMIT (a negative
+	// argument only reads it).
+	if n := debug.SetMemoryLimit(-1); n != math.MaxInt64 {
+		memLimit = fmt.Sprint(n)
 	}
 	log.Info("settings", "uci", path, "listen", cfg.Listen, "data", cfg.DataDir, "store", cfg.Store,
 		"mdns", mdns, "mdns_iface", ifaceList, "domain", cfg.Domain, "max_links", cfg.MaxLinks,
