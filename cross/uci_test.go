@@ -286,6 +286,9 @@ var uciCases = map[string]string{
 	"value with spaces":               "config qpq 'main'\n\toption a 'b c'\n",
 	"quote in value":                  "config qpq 'main'\n\toption a 'b'\\''c'\n",
 	"control character":               "config qpq 'main'\n\toption a 'b\x01c'\n",
+	"NUL byte":                        "config a b\noption x 'a\x00b'\noption y z\n",
+	"NUL byte, quote closed later":    "config a b\noption x 'a\x00b'\noption y z'\noption w v\n",
+	"NUL byte at line start":          "config a b\n\x00option x y\noption w v\n",
 }
 
 func TestUCIReadsAsLibuci(t *testing.T) {

@@ -131,7 +131,7 @@ func (p *parser) getln(offset int) {
 			p.problem(p.lineNo, "", fmt.Sprintf("line longer than %d KiB", MaxLineSize>>10))
 		}
 		if i := bytes.IndexByte(line, 0); i >= 0 {
-			p.problem(p.lineNo, "", "NUL byte in line: uci ignores the rest of the line")
+			p.misread(p.lineNo, "", "NUL byte in line: uci ignores the rest of the line")
 			p.buf = append(append(p.buf[:len(p.buf)-1], line[:i]...), 0)
 			if line[len(line)-1] == '\n' {
 				continue

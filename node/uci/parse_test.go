@@ -169,7 +169,7 @@ func TestParseBad(t *testing.T) {
 			`a b@1 | o url="http://x/"@2`},
 		// C's fgets and strlen lose what follows a NUL, newline included.
 		{"nul byte", "config a b\noption x 'a\x00b'\noption y z'\noption w v\n",
-			[]string{`f:2: b: NUL byte in line: uci ignores the rest of the line`}, `a b@1 | o x="aoption y z"@3 | o w="v"@4`},
+			[]string{`misread: f:2: b: NUL byte in line: uci ignores the rest of the line`}, `a b@1 | o x="aoption y z"@3 | o w="v"@4`},
 		{"every problem reported", "config a b\nopton y z\noption 'q r' s\nlist l 'u\n",
 			[]string{`f:2: b: unknown keyword "opton"`, `f:3: b: invalid option name "q r"`, `f:4: b.l: unterminated single quote: the file ends inside it`}, `a b@1`},
 		{"long token shortened", "config a b\noption x y " + strings.Repeat("z", 50) + "\n",
