@@ -58,6 +58,7 @@ type Section struct {
 	// applied, in file order, as written; Values has what they add up to.
 	Options []Option
 	values  []Value
+	index   map[string]int // values' index by name
 }
 
 // Option is one `option NAME VALUE` or `list NAME VALUE` statement.

@@ -37,7 +37,10 @@ func (s *Section) Value(name string) (Value, bool) {
 }
 
 func (s *Section) find(name string) int {
-	return slices.IndexFunc(s.values, func(v Value) bool { return v.Name == name })
+	if i, ok := s.index[name]; ok {
+		return i
+	}
+	return -1
 }
 
 // set is uci_set for an option, as the parser calls it.
@@ -50,6 +53,16 @@ func (s *Section) set(name, value string, line int) {
 		s.values[i] = v
 		return
 	}
+	s.add(v)
+}
+
+// add appends a new name (libuci never removes one while parsing, so the
+// index stays valid).
+func (s *Section) add(v Value) {
+	if s.index == nil {
+		s.index = map[string]int{}
+	}
+	s.index[v.Name] = len(s.values)
 	s.values = append(s.values, v)
 }
 
@@ -57,7 +70,7 @@ func (s *Section) set(name, value string, line int) {
 func (s *Section) addList(name, value string, line int) {
 	i := s.find(name)
 	if i < 0 {
-		s.values = append(s.values, Value{Name: name, List: true, Values: []string{value}, Lines: []int{line}})
+		s.add(Value{Name: name, List: true, Values: []string{value}, Lines: []int{line}})
 		return
 	}
 	v := &s.values[i]
