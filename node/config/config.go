@@ -69,10 +69,16 @@ type Config struct {
 	// MaxLinks is how many node links the node keeps; discovered nodes are
 	// dialled only below it (static peers always). Default 8.
 	MaxLinks int
-	// MemLimit is the soft memory limit in bytes (GOMEMLIMIT); 0 leaves
-	// Go's default. Only uci sets it; the init script passes it as the
-	// GOMEMLIMIT environment variable.
+	// MemLimit is the soft memory limit in bytes; 0 is no limit. Only uci
+	// sets it; `qpq node --uci` applies it (runtime/debug.SetMemoryLimit)
+	// unless the GOMEMLIMIT environment variable is set, which wins.
 	MemLimit int64
+	// Enabled is uci's `enabled`: whether the init script starts the
+	// service. Only uci sets it; the node itself ignores it.
+	Enabled bool
+	// Zones are the firewall zones the init script opens the node's ports
+	// from (uci `zone`); nil means DefaultZone. Only uci sets them.
+	Zones []string
 }
 
 // Default returns the defaults, with DataDir resolved for the current user.
@@ -275,7 +281,8 @@ func Options() []Option {
 			}},
 		{Name: "enabled", UCIOnly: true, Usage: "start the service (0 or 1)",
 			set: func(c *Config, v string) error {
-				_, err := ParseBool(v)
+				b, err := ParseBool(v)
+				c.Enabled = b
 				return err
 			}},
 		{Name: "zone", UCIOnly: true, List: true, Usage: "firewall zone the node is reachable from (repeatable; default lan)",
@@ -283,9 +290,11 @@ func Options() []Option {
 				if !zoneRE.MatchString(v) {
 					return errors.New("want a firewall zone name: 1-32 letters, digits or '_'")
 				}
+				c.Zones = append(c.Zones, v)
 				return nil
-			}},
-		{Name: "mem-limit", UCIOnly: true, Usage: "soft memory limit, e.g. 48M (GOMEMLIMIT)",
+			},
+			reset: func(c *Config) { c.Zones = nil }},
+		{Name: "mem-limit", UCIOnly: true, Usage: "soft memory limit, e.g. 48M; 0 is no limit",
 			set: func(c *Config, v string) error {
 				n, err := ParseSize(v)
 				if err != nil {

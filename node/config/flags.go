@@ -52,9 +52,21 @@ func (b *Binding) Parse(args []string, getenv func(string) string) (Config, erro
 	if err := b.fs.Parse(args); err != nil {
 		return Config{}, err
 	}
-	cfg := Default()
+	return b.Over(Default(), getenv)
+}
+
+// Over builds the Config from base and what the flag set (already parsed)
+// holds: environment variables first when getenv is not nil, then flags.
+// A list given as flags replaces base's list and the variable's. `qpq node
+// --uci` passes the uci file's Config as base and no getenv, so flags
+// given beside --uci override the file and QPQ_* variables are not read.
+func (b *Binding) Over(base Config, getenv func(string) string) (Config, error) {
+	cfg := base
 	for _, o := range b.opts {
 		if vals, ok := b.given[o.Name]; ok {
+			if o.reset != nil {
+				o.reset(&cfg)
+			}
 			for _, v := range vals {
 				if err := o.set(&cfg, v); err != nil {
 					return Config{}, &OptionError{Option: "--" + o.Name, Value: v, Err: err}
@@ -62,7 +74,7 @@ func (b *Binding) Parse(args []string, getenv func(string) string) (Config, erro
 			}
 			continue
 		}
-		if o.Env == "" {
+		if o.Env == "" || getenv == nil {
 			continue
 		}
 		raw := getenv(o.Env)
@@ -76,6 +88,9 @@ func (b *Binding) Parse(args []string, getenv func(string) string) (Config, erro
 				if v = strings.TrimSpace(v); v != "" {
 					vals = append(vals, v)
 				}
+			}
+			if o.reset != nil {
+				o.reset(&cfg)
 			}
 		}
 		for _, v := range vals {

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/store"
@@ -80,6 +82,21 @@ func UCIWarnings(f *uci.File, c Config) []uci.Problem {
 		}
 		out = append(out, p)
 	}
+	if main != nil {
+		// uci reads an empty value as no value: the default applies. Worth
+		// telling, not refusing (the service runs as uci reads it).
+		for _, opt := range main.Options {
+			if opt.Value != "" {
+				continue
+			}
+			msg := "warning: empty value: uci reads an empty option as absent, so the default applies (delete the line or give a value)"
+			if opt.List {
+				msg = "warning: empty list element: uci leaves it out (delete the line or give a value)"
+			}
+			out = append(out, uci.Problem{Line: opt.Line, Section: main.Name, Option: opt.Name, Msg: msg})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b uci.Problem) int { return cmp.Compare(a.Line, b.Line) })
 	return out
 }
 

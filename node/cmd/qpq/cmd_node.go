@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/node/config"
 	"github.com/quicproquo/qpq/node/daemon"
+	"github.com/quicproquo/qpq/node/uci"
 )
 
 // shutdownGrace bounds how long SIGINT/SIGTERM may take (procd's
@@ -28,24 +31,54 @@ On first start the node creates its identity (node.key, onion.key, mode
 0600) in the data dir and prints its fingerprint. Every flag also has an
 environment variable; flags win.
 
+With --uci FILE (the OpenWrt service: --uci /etc/config/qpq) the node reads
+its settings from that uci file, as qpq config check reads it, instead of
+from QPQ_* environment variables; flags given beside --uci override the
+file. A file with any problem is refused (exit 2, each problem printed as
+qpq config check prints it) and no node starts. The file's mem_limit is
+applied as Go's soft memory limit (0: none) unless GOMEMLIMIT is set.
+
 Examples:
   qpq node --data ./.qpq --listen 127.0.0.1:7443
   qpq node --data ./.qpq2 --listen 127.0.0.1:7444 --peer 127.0.0.1:7443#FINGERPRINT
+  qpq node --uci /etc/config/qpq
   qpq node id --data ./.qpq --json`
 
 func runNode(env *cliEnv, args []string) int {
 	if len(args) > 0 && args[0] == "id" {
 		return runNodeID(env, args[1:])
 	}
-	fs := newFlags(env, "node", "node [--data DIR] [--listen ADDR] [--peer ADDR#FP]... [--control PATH] [--log-level LEVEL]\n       [--store PATH] [--store-max-bytes SIZE] [--max-ttl DURATION] [--max-hops N]\n       [--mdns[=false]] [--mdns-iface REGEXP]... [--domain NAME] [--max-links N]\n       qpq node id [--data DIR] [--json]", nodeAbout)
+	fs := newFlags(env, "node", "node [--uci FILE] [--data DIR] [--listen ADDR] [--peer ADDR#FP]... [--control PATH] [--log-level LEVEL]\n       [--store PATH] [--store-max-bytes SIZE] [--max-ttl DURATION] [--max-hops N]\n       [--mdns[=false]] [--mdns-iface REGEXP]... [--domain NAME] [--max-links N]\n       qpq node id [--data DIR] [--json]", nodeAbout)
 	b := config.Bind(fs, "data", "listen", "peer", "control", "log-level", "store", "store-max-bytes", "max-ttl", "max-hops", "mdns", "mdns-iface", "domain", "max-links")
-	cfg, err := b.Parse(args, env.getenv)
+	uciPath := fs.String("uci", "", "read the settings from this uci file (/etc/config/qpq) instead of QPQ_* variables; flags beside it override it")
+	if code, ok := parseStatus(env, fs, fs.Parse(args)); !ok {
+		return code
+	}
+	base, getenv := config.Default(), env.getenv
+	var file *uci.File
+	if *uciPath != "" {
+		var code int
+		if base, file, code = nodeUCI(env, *uciPath); code != exitOK {
+			return code
+		}
+		getenv = nil
+	}
+	cfg, err := b.Over(base, getenv)
 	if code, ok := parseStatus(env, fs, err); !ok {
 		return code
 	}
 	log := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	for _, w := range cfg.Warnings() {
-		log.Warn(w.Msg, "option", "--"+w.Option)
+	if file != nil {
+		for _, p := range config.UCIWarnings(file, cfg) {
+			p.Msg = strings.TrimPrefix(p.Msg, "warning: ") // the level says it
+			log.Warn(p.Format(*uciPath))
+		}
+		applyMemLimit(env, cfg, log)
+		logSettings(log, *uciPath, cfg)
+	} else {
+		for _, w := range cfg.Warnings() {
+			log.Warn(w.Msg, "option", "--"+w.Option)
+		}
 	}
 
 	d, err := daemon.New(cfg, log)
@@ -77,6 +110,64 @@ func runNode(env *cliEnv, args []string) int {
 	}
 	log.Info("node stopped")
 	return exitOK
+}
+
+// nodeUCI reads the uci file at path for `qpq node --uci`, exactly as `qpq
+// config check` does. On any problem it prints each one to stderr as the
+// check prints them and returns exitUsage: the node must not start on a
+// file the check refuses.
+func nodeUCI(env *cliEnv, path string) (config.Config, *uci.File, int) {
+	cfg, f, probs, err := readUCI(path)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq node: --uci: %v\n", err)
+		return cfg, nil, exitUsage
+	}
+	for _, p := range probs {
+		fmt.Fprintln(env.stderr, p.Format(path))
+	}
+	if len(probs) > 0 {
+		fmt.Fprintf(env.stderr, "qpq node: not starting: %s has %d problem(s) (qpq config check %s)\n", path, len(probs), path)
+		return cfg, nil, exitUsage
+	}
+	return cfg, f, exitOK
+}
+
+// applyMemLimit sets Go's soft memory limit to the uci mem_limit (0 is no
+// limit, Go's default). A GOMEMLIMIT environment variable, which the Go
+// runtime has already applied, wins.
+func applyMemLimit(env *cliEnv, cfg config.Config, log *slog.Logger) {
+	if cfg.MemLimit == 0 {
+		return
+	}
+	if v := env.getenv("GOMEMLIMIT"); v != "" {
+		log.Info("GOMEMLIMIT is set; ignoring mem_limit", "GOMEMLIMIT", v, "mem_limit", cfg.MemLimit)
+		return
+	}
+	debug.SetMemoryLimit(cfg.MemLimit)
+}
+
+// logSettings logs, in one line, the settings a node read from uci, so a
+// volunteer sees in logread what the service really runs with.
+func logSettings(log *slog.Logger, path string, cfg config.Config) {
+	ifaces := make([]string, len(cfg.MDNSIfaces))
+	for i, re := range cfg.MDNSIfaces {
+		ifaces[i] = re.String()
+	}
+	mdns, ifaceList, memLimit := "off", "all", "none"
+	if cfg.MDNS {
+		mdns = "on"
+	}
+	if len(ifaces) > 0 {
+		ifaceList = strings.Join(ifaces, ",")
+	}
+	// The limit in force, whether from mem_limit or GOMEMLIMIT (a negative
+	// argument only reads it).
+	if n := debug.SetMemoryLimit(-1); n != math.MaxInt64 {
+		memLimit = fmt.Sprint(n)
+	}
+	log.Info("settings", "uci", path, "listen", cfg.Listen, "data", cfg.DataDir, "store", cfg.Store,
+		"mdns", mdns, "mdns_iface", ifaceList, "domain", cfg.Domain, "max_links", cfg.MaxLinks,
+		"mem_limit", memLimit, "peers", len(cfg.Peers))
 }
 
 // printBanner tells a person who just started a node who it is and how to
