@@ -29,7 +29,9 @@ FUZZ := \
 	./node/e2e:FuzzLoadUser \
 	./node/e2e:FuzzOpenChannel \
 	./mesh/discovery:FuzzParseTXT \
-	./mesh/descriptor:FuzzVerify
+	./mesh/descriptor:FuzzVerify \
+	./node/gaps:FuzzUnmarshal \
+	./node/gaps:FuzzObserve
 
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
