@@ -28,10 +28,10 @@ FUZZ := \
 	./node/e2e:FuzzParseShare \
 	./node/e2e:FuzzLoadUser \
 	./node/e2e:FuzzOpenChannel \
-	./mesh/discovery:FuzzParseTXT \
-	./mesh/descriptor:FuzzVerify \
 	./node/gaps:FuzzUnmarshal \
-	./node/gaps:FuzzObserve
+	./node/gaps:FuzzObserve \
+	./mesh/discovery:FuzzParseTXT \
+	./mesh/descriptor:FuzzVerify
 
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
