@@ -84,8 +84,8 @@ type IdentityChangedError struct {
 }
 
 func (e *IdentityChangedError) Error() string {
-	return fmt.Sprintf("the identity of contact %q changed: it is %s, and %s was offered for it (first seen %s); nothing was replaced and nothing is sent to %s until you check the new safety number (qpq contact verify %s) and accept it (qpq contact accept %s)",
-		e.Name, e.Old, e.New, e.Seen.UTC().Format(time.RFC3339), e.Name, e.Name, e.Name)
+	return fmt.Sprintf("the identity of contact %q changed: it is %s, and %s was offered for it (first seen %s); nothing was replaced and nothing is sent to %s until you check the new safety number (qpq contact verify %s) and accept it (qpq contact accept %s), or keep the old one (qpq contact reject %s)",
+		e.Name, e.Old, e.New, e.Seen.UTC().Format(time.RFC3339), e.Name, e.Name, e.Name, e.Name)
 }
 
 // Is makes errors.Is(err, ErrIdentityChanged) true.

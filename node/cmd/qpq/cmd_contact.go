@@ -225,13 +225,13 @@ func identityChangeWarning(h home.Home, ic *home.IdentityChangedError) string {
 	name := display.Escape(ic.Name)
 	fmt.Fprintf(&b, "WARNING: the identity of contact %s changed. Nothing was replaced, and nothing is sent to %s until you decide.\n", name, name)
 	me, err := ownFingerprint(h)
-	fmt.Fprintf(&b, "  %s is now      %s\n", name, ic.Old)
+	fmt.Fprintf(&b, "  kept:     %s  (the identity %s has had)\n", ic.Old, name)
 	if err == nil {
-		fmt.Fprintf(&b, "    safety number  %s\n", safety.Number(me, ic.Old))
+		fmt.Fprintf(&b, "            safety number %s\n", safety.Number(me, ic.Old))
 	}
-	fmt.Fprintf(&b, "  offered instead  %s  (first seen %s)\n", ic.New, ic.Seen.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "  offered:  %s  (first seen %s)\n", ic.New, ic.Seen.UTC().Format(time.RFC3339))
 	if err == nil {
-		fmt.Fprintf(&b, "    safety number  %s\n", safety.Number(me, ic.New))
+		fmt.Fprintf(&b, "            safety number %s\n", safety.Number(me, ic.New))
 	} else {
 		fmt.Fprintf(&b, "  (no safety numbers: %v)\n", err)
 	}
