@@ -19,6 +19,9 @@ import (
 // read, and the next change writes version 2.
 const ContactsFile = "contacts.json"
 
+// contactsLock serialises changes to ContactsFile between processes.
+const contactsLock = ".contacts.lock"
+
 const (
 	contactsVersion = 2
 	maxContacts     = 10000
@@ -232,6 +235,10 @@ func (h Home) AddContact(c Contact) error {
 	if c.Fingerprint.IsZero() {
 		return fmt.Errorf("add contact %q: no fingerprint", c.Name)
 	}
+	return h.locked(contactsLock, func() error { return h.addContactLocked(c) })
+}
+
+func (h Home) addContactLocked(c Contact) error {
 	cs, err := h.Contacts()
 	if err != nil {
 		return err
@@ -304,20 +311,27 @@ func (h Home) IsBlocked(fp identity.Fingerprint) bool {
 
 // updateContact applies f to the contact called name and saves.
 func (h Home) updateContact(name string, f func(c *Contact, cs []Contact) error) (Contact, error) {
-	cs, err := h.Contacts()
+	var c Contact
+	err := h.locked(contactsLock, func() error {
+		cs, err := h.Contacts()
+		if err != nil {
+			return err
+		}
+		for i := range cs {
+			if cs[i].Name == name {
+				if err := f(&cs[i], cs); err != nil {
+					return err
+				}
+				c = cs[i]
+				return h.saveContacts(cs)
+			}
+		}
+		return fmt.Errorf("%w %q", ErrNoContact, name)
+	})
 	if err != nil {
 		return Contact{}, err
 	}
-	for i := range cs {
-		if cs[i].Name == name {
-			if err := f(&cs[i], cs); err != nil {
-				return Contact{}, err
-			}
-			c := cs[i]
-			return c, h.saveContacts(cs)
-		}
-	}
-	return Contact{}, fmt.Errorf("%w %q", ErrNoContact, name)
+	return c, nil
 }
 
 // AcceptChange binds name to its pending changed fingerprint and returns
@@ -372,16 +386,24 @@ func (h Home) SetBlocked(name string, blocked bool) (Contact, error) {
 
 // Remove deletes the contact called name and returns what it was.
 func (h Home) Remove(name string) (Contact, error) {
-	cs, err := h.Contacts()
+	var gone Contact
+	err := h.locked(contactsLock, func() error {
+		cs, err := h.Contacts()
+		if err != nil {
+			return err
+		}
+		for i, c := range cs {
+			if c.Name == name {
+				gone = c
+				return h.saveContacts(append(cs[:i], cs[i+1:]...))
+			}
+		}
+		return fmt.Errorf("%w %q", ErrNoContact, name)
+	})
 	if err != nil {
 		return Contact{}, err
 	}
-	for i, c := range cs {
-		if c.Name == name {
-			return c, h.saveContacts(append(cs[:i], cs[i+1:]...))
-		}
-	}
-	return Contact{}, fmt.Errorf("%w %q", ErrNoContact, name)
+	return gone, nil
 }
 
 // Rename gives the contact old the name new (validated as AddContact

@@ -2,6 +2,7 @@ package home
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -204,5 +205,24 @@ func TestContactsFileIsBounded(t *testing.T) {
 	os.WriteFile(h.Path(ContactsFile), big, 0o600)
 	if _, err := h.Contacts(); err == nil || !strings.Contains(err.Error(), h.Path(ContactsFile)) {
 		t.Fatalf("oversized file: %v", err)
+	}
+}
+
+func TestConcurrentChangesAreNotLost(t *testing.T) {
+	h := testHome(t)
+	const n = 20
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			errs <- h.AddContact(Contact{Name: fmt.Sprintf("c%d", i), Fingerprint: fpOf(byte(i + 1))})
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cs, err := h.Contacts(); err != nil || len(cs) != n {
+		t.Fatalf("%d contacts after %d concurrent adds (%v)", len(cs), n, err)
 	}
 }
