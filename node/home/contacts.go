@@ -376,6 +376,34 @@ func (h Home) SetVerified(name string, verified bool) (Contact, error) {
 	})
 }
 
+// Verifying is the fingerprint whose safety number the user should
+// compare for c: the pending changed one if there is one (that is what
+// ConfirmVerified would bind), else the contact's.
+func (c Contact) Verifying() identity.Fingerprint {
+	if c.Changed != nil {
+		return c.Changed.Fingerprint
+	}
+	return c.Fingerprint
+}
+
+// ConfirmVerified records that the user compared the safety number of
+// name's Verifying fingerprint (qpq contact verify NAME ok, /verify NAME
+// ok): a pending change is accepted (accepted is true) and the contact
+// marked verified, in one step.
+func (h Home) ConfirmVerified(name string) (c Contact, accepted bool, err error) {
+	c, err = h.updateContact(name, func(c *Contact, cs []Contact) error {
+		if c.Changed != nil {
+			if other, ok := byFingerprint(cs, c.Changed.Fingerprint); ok {
+				return &KnownError{Name: other.Name, Fingerprint: c.Changed.Fingerprint}
+			}
+			c.Fingerprint, c.Changed, accepted = c.Changed.Fingerprint, nil, true
+		}
+		c.Verified = true
+		return nil
+	})
+	return c, accepted && err == nil, err
+}
+
 // SetBlocked blocks or unblocks name.
 func (h Home) SetBlocked(name string, blocked bool) (Contact, error) {
 	return h.updateContact(name, func(c *Contact, _ []Contact) error {

@@ -226,3 +226,22 @@ func TestConcurrentChangesAreNotLost(t *testing.T) {
 		t.Fatalf("%d contacts after %d concurrent adds (%v)", len(cs), n, err)
 	}
 }
+
+func TestConfirmVerifiedAcceptsAPendingChange(t *testing.T) {
+	h := testHome(t)
+	h.AddContact(Contact{Name: "bob", Fingerprint: fpOf(1)})
+	if c, _ := h.Contact("bob"); c.Verifying() != fpOf(1) {
+		t.Fatalf("Verifying without a change: %v", c.Verifying())
+	}
+	h.AddContact(Contact{Name: "bob", Fingerprint: fpOf(2)})
+	if c, _ := h.Contact("bob"); c.Verifying() != fpOf(2) {
+		t.Fatalf("Verifying with a change: %v", c.Verifying())
+	}
+	c, accepted, err := h.ConfirmVerified("bob")
+	if err != nil || !accepted || c.Fingerprint != fpOf(2) || !c.Verified || c.Changed != nil {
+		t.Fatalf("ConfirmVerified: %+v %v %v", c, accepted, err)
+	}
+	if _, accepted, err := h.ConfirmVerified("bob"); err != nil || accepted {
+		t.Fatalf("ConfirmVerified again: %v %v", accepted, err)
+	}
+}

@@ -290,23 +290,18 @@ func (c contactCmd) verify(name string, ok, asJSON, showQR bool) int {
 		return c.fail(err)
 	}
 	n := display.Escape(ct.Name)
-	fp := ct.Fingerprint
-	if ct.Changed != nil {
-		fp = ct.Changed.Fingerprint
-		if !ok {
-			fmt.Fprintf(c.env.stderr, "the identity of %s changed from %s to %s (first seen %s); below is the safety number with the NEW identity. If it matches theirs, run qpq contact verify %s ok (accepts the change and marks it verified)\n",
-				n, ct.Fingerprint, fp, ct.Changed.Seen.UTC().Format(time.RFC3339), n)
-		}
+	fp := ct.Verifying()
+	if ct.Changed != nil && !ok {
+		fmt.Fprintf(c.env.stderr, "the identity of %s changed from %s to %s (first seen %s); below is the safety number with the NEW identity. If it matches theirs, run qpq contact verify %s ok (accepts the change and marks it verified)\n",
+			n, ct.Fingerprint, fp, ct.Changed.Seen.UTC().Format(time.RFC3339), n)
 	}
 	if ok {
-		if ct.Changed != nil {
-			if ct, err = c.h.AcceptChange(name); err != nil {
-				return c.fail(err)
-			}
-			fmt.Fprintf(c.env.stderr, "accepted the new identity of %s\n", n)
-		}
-		if ct, err = c.h.SetVerified(name, true); err != nil {
+		var accepted bool
+		if ct, accepted, err = c.h.ConfirmVerified(name); err != nil {
 			return c.fail(err)
+		}
+		if accepted {
+			fmt.Fprintf(c.env.stderr, "accepted the new identity of %s\n", n)
 		}
 	}
 	if asJSON {

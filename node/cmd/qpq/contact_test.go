@@ -203,3 +203,27 @@ func TestNodeIDQR(t *testing.T) {
 		t.Fatalf("node id without --qr printed a QR code:\n%s", out)
 	}
 }
+
+func TestContactVerifyOkAcceptsAChangedIdentity(t *testing.T) {
+	alice, bob, newBob := newUser(t), newUser(t), newUser(t)
+	qpqOK(t, "contact", "add", bob.fp, "bob", "--home", alice.home)
+	if code, _, _ := runQPQ(t, userEnv, "contact", "add", newBob.fp, "bob", "--home", alice.home); code != 1 {
+		t.Fatalf("contact add with a new identity: exit %d", code)
+	}
+	// verify shows the number to compare: the one with the new identity.
+	code, out, errOut := runQPQ(t, userEnv, "contact", "verify", "bob", "--home", alice.home, "--qr=false")
+	newNum := safety.Lines(mustFP(t, alice.fp), mustFP(t, newBob.fp))[0]
+	if code != 0 || !strings.Contains(out, newNum) || !strings.Contains(errOut, "changed from "+bob.fp+" to "+newBob.fp) {
+		t.Fatalf("verify with a pending change: exit %d\n%s%s", code, out, errOut)
+	}
+	if c := contactList(t, alice)["bob"]; c.Fingerprint != bob.fp {
+		t.Fatalf("verify without ok changed bob: %+v", c)
+	}
+	code, out, errOut = runQPQ(t, userEnv, "contact", "verify", "bob", "ok", "--home", alice.home, "--qr=false")
+	if code != 0 || !strings.Contains(errOut, "accepted the new identity of bob") || !strings.Contains(out, "bob is verified") {
+		t.Fatalf("verify ok: exit %d\n%s%s", code, out, errOut)
+	}
+	if c := contactList(t, alice)["bob"]; c.Fingerprint != newBob.fp || !c.Verified || c.Changed != "" {
+		t.Fatalf("bob after verify ok: %+v", c)
+	}
+}
