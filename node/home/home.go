@@ -118,6 +118,8 @@ func (h Home) write(name string, data []byte) error {
 	return nil
 }
 
+// The contacts are in contacts.go.
+
 // ErrNodeChanged is returned when a node address answers with a key other
 // than the one remembered for it.
 var ErrNodeChanged = errors.New("node key changed")
