@@ -245,3 +245,25 @@ func TestConfirmVerifiedAcceptsAPendingChange(t *testing.T) {
 		t.Fatalf("ConfirmVerified again: %v %v", accepted, err)
 	}
 }
+
+// FuzzDecodeContacts: any file content is contacts or an error, never a
+// panic, and what decodes is written back and read the same.
+func FuzzDecodeContacts(f *testing.F) {
+	f.Add([]byte(`[{"name": "amy", "fingerprint": "` + fpOf(6).String() + `"}]`))
+	f.Add([]byte(`{"version": 2, "contacts": [{"name": "a", "fingerprint": "` + fpOf(6).String() + `", "changed": {"fingerprint": "` + fpOf(7).String() + `", "seen": "2026-12-01T10:00:00Z"}}]}`))
+	f.Add([]byte(`{"version": 2}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cs, err := decodeContacts(b)
+		if err != nil {
+			return
+		}
+		h := Home{Dir: t.TempDir()}
+		if err := h.saveContacts(cs); err != nil {
+			t.Fatal(err)
+		}
+		back, err := h.Contacts()
+		if err != nil || len(back) != len(cs) {
+			t.Fatalf("decoded %d contacts, read back %d: %v", len(cs), len(back), err)
+		}
+	})
+}
