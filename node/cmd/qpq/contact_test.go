@@ -156,6 +156,16 @@ func TestBlockedSenderIsNotShownButAcknowledged(t *testing.T) {
 		t.Fatalf("second recv: %+v", msgs)
 	}
 
+	// Her posts in a channel bob joined are not shown either.
+	share := strings.TrimSpace(qpqOK(t, "channel", "new", "town", "--home", alice.home))
+	qpqOK(t, "channel", "join", share, "--home", bob.home)
+	qpqOK(t, "channel", "join", share, "--home", carol.home)
+	qpqOK(t, "send", "--home", alice.home, "--node", n.peerArg(), "--channel", "town", "--text", "alice in town")
+	qpqOK(t, "send", "--home", carol.home, "--node", n.peerArg(), "--channel", "town", "--text", "carol in town")
+	if msgs := recvAll(t, bob, n); len(msgs) != 1 || msgs[0].Text != "carol in town" {
+		t.Fatalf("channel messages shown to bob: %+v, want only carol's", msgs)
+	}
+
 	// Unblocked, alice is shown again.
 	qpqOK(t, "contact", "unblock", "alice", "--home", bob.home)
 	sendWhenKnown(t, alice, n, bob, "alice again")
