@@ -12,7 +12,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -21,22 +20,32 @@ import (
 
 // File names inside the home dir.
 const (
-	KeyFile      = "user.key"
-	ContactsFile = "contacts.json"
-	NodesFile    = "known_nodes"
-	SeenFile     = "seen"
-	BundleFile   = "bundle.json"
+	KeyFile    = "user.key"
+	NodesFile  = "known_nodes"
+	SeenFile   = "seen"
+	BundleFile = "bundle.json"
 )
 
 // Limits on what is read back, so a damaged file cannot exhaust memory.
 const (
 	maxStateFile = 4 << 20
 	maxSeen      = 20000 // ids remembered; older ones are forgotten first
-	maxContacts  = 10000
 )
 
 // Home is one user's client directory.
-type Home struct{ Dir string }
+type Home struct {
+	Dir string
+	// Now is the clock for the times recorded in the files (when a
+	// contact's changed identity was seen); nil means time.Now.
+	Now func() time.Time
+}
+
+func (h Home) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
 
 // Resolve picks the home dir: flag, then $QPQ_HOME, then ~/.config/qpq.
 func Resolve(flagValue string, getenv func(string) string) (Home, error) {
@@ -109,132 +118,7 @@ func (h Home) write(name string, data []byte) error {
 	return nil
 }
 
-// Contact is a person the user added or verified.
-type Contact struct {
-	Name        string               `json:"name"`
-	Fingerprint identity.Fingerprint `json:"fingerprint"`
-}
-
-// Contacts returns the contacts, sorted by name (never nil).
-func (h Home) Contacts() ([]Contact, error) {
-	b, err := h.read(ContactsFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return []Contact{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var cs []Contact
-	if err := json.Unmarshal(b, &cs); err != nil {
-		return nil, fmt.Errorf("%s: %w", h.Path(ContactsFile), err)
-	}
-	if cs == nil {
-		cs = []Contact{}
-	}
-	sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
-	return cs, nil
-}
-
-// ErrContactName is returned for a name that cannot be used.
-var ErrContactName = errors.New("bad contact name")
-
-// AddContact adds or renames a contact. Names are 1-64 printable
-// characters without spaces and must be unique.
-func (h Home) AddContact(c Contact) error {
-	if c.Name == "" || len(c.Name) > 64 || strings.ContainsAny(c.Name, " \t\r\n#") || !printable(c.Name) {
-		return fmt.Errorf("%w %q: want 1-64 printable characters, no spaces or '#'", ErrContactName, c.Name)
-	}
-	if len(c.Name) == identity.FingerprintLen {
-		if _, err := identity.ParseFingerprint(c.Name); err == nil {
-			return fmt.Errorf("%w %q: a name cannot look like a fingerprint", ErrContactName, c.Name)
-		}
-	}
-	cs, err := h.Contacts()
-	if err != nil {
-		return err
-	}
-	out := cs[:0]
-	for _, o := range cs {
-		if o.Fingerprint == c.Fingerprint {
-			continue
-		}
-		if o.Name == c.Name {
-			return fmt.Errorf("%w %q: already names %s", ErrContactName, c.Name, o.Fingerprint)
-		}
-		out = append(out, o)
-	}
-	out = append(out, c)
-	if len(out) > maxContacts {
-		return fmt.Errorf("more than %d contacts", maxContacts)
-	}
-	b, _ := json.MarshalIndent(out, "", "  ")
-	return h.write(ContactsFile, append(b, '\n'))
-}
-
-func printable(s string) bool {
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// ErrUnknownRecipient and ErrAmbiguous are returned by ResolveRecipient.
-var (
-	ErrUnknownRecipient = errors.New("unknown recipient")
-	ErrAmbiguous        = errors.New("ambiguous recipient")
-)
-
-// ResolveRecipient turns what a user typed into a fingerprint: a contact
-// name, a full fingerprint, or a unique prefix of a contact's fingerprint.
-// Prefixes are matched only among contacts: anyone can grind a key whose
-// fingerprint starts like someone else's.
-func (h Home) ResolveRecipient(who string) (identity.Fingerprint, string, error) {
-	cs, err := h.Contacts()
-	if err != nil {
-		return identity.Fingerprint{}, "", err
-	}
-	for _, c := range cs {
-		if c.Name == who {
-			return c.Fingerprint, c.Name, nil
-		}
-	}
-	if fp, err := identity.ParseFingerprint(who); err == nil {
-		return fp, h.NameOf(fp), nil
-	}
-	w := strings.ToLower(strings.ReplaceAll(who, "-", ""))
-	var match []Contact
-	if len(w) >= 4 {
-		for _, c := range cs {
-			if strings.HasPrefix(c.Fingerprint.String(), w) {
-				match = append(match, c)
-			}
-		}
-	}
-	switch len(match) {
-	case 1:
-		return match[0].Fingerprint, match[0].Name, nil
-	case 0:
-		return identity.Fingerprint{}, "", fmt.Errorf("%w %q: not a contact name, a full fingerprint, or a prefix (4+ characters) of a contact's fingerprint", ErrUnknownRecipient, who)
-	}
-	names := make([]string, len(match))
-	for i, c := range match {
-		names[i] = c.Name
-	}
-	return identity.Fingerprint{}, "", fmt.Errorf("%w %q: matches %s", ErrAmbiguous, who, strings.Join(names, ", "))
-}
-
-// NameOf returns the contact name for fp, or "".
-func (h Home) NameOf(fp identity.Fingerprint) string {
-	cs, _ := h.Contacts()
-	for _, c := range cs {
-		if c.Fingerprint == fp {
-			return c.Name
-		}
-	}
-	return ""
-}
+// The contacts are in contacts.go.
 
 // ErrNodeChanged is returned when a node address answers with a key other
 // than the one remembered for it.

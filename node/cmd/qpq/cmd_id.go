@@ -128,3 +128,19 @@ func newPassphrase(env *cliEnv) ([]byte, error) {
 	}
 	return p1, nil
 }
+
+// nodeQRPrefix starts the text of a node's QR code (qpq node id --qr):
+// the fingerprint a client or a neighbour pins (ADDR#FINGERPRINT).
+const nodeQRPrefix = "qpq:node/"
+
+// printNodeQR prints the node fingerprint's QR code when asked to.
+func printNodeQR(env *cliEnv, fp identity.Fingerprint, show bool) int {
+	if !show {
+		return exitOK
+	}
+	if err := printQR(env.stdout, nodeQRPrefix+fp.String()); err != nil {
+		fmt.Fprintf(env.stderr, "qpq node id: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}

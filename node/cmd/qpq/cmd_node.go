@@ -248,10 +248,11 @@ live in /etc/qpq). --create makes a new identity there instead, as the
 node's first start would.`
 
 func runNodeID(env *cliEnv, args []string) int {
-	fs := newFlags(env, "node id", "node id [--data DIR] [--create] [--json]", nodeIDAbout)
+	fs := newFlags(env, "node id", "node id [--data DIR] [--create] [--json] [--qr]", nodeIDAbout)
 	b := config.Bind(fs, "data")
 	asJSON := fs.Bool("json", false, "print one JSON object with keys fingerprint and short")
 	create := fs.Bool("create", false, "create the node identity in the data dir when it has none")
+	showQR := fs.Bool("qr", false, "also print the fingerprint as a QR code ("+nodeQRPrefix+"FINGERPRINT)")
 	cfg, err := b.Parse(args, env.getenv)
 	if code, ok := parseStatus(env, fs, err); !ok {
 		return code
@@ -276,8 +277,11 @@ func runNodeID(env *cliEnv, args []string) int {
 	}
 	fp := id.Fingerprint()
 	if *asJSON {
-		return writeJSON(env, "node id", idJSON{Fingerprint: fp.String(), Short: fp.Short()})
+		if code := writeJSON(env, "node id", idJSON{Fingerprint: fp.String(), Short: fp.Short()}); code != exitOK || !*showQR {
+			return code
+		}
+	} else {
+		fmt.Fprintf(env.stdout, "fingerprint  %s\nshort code   %s\n", fp, fp.Short())
 	}
-	fmt.Fprintf(env.stdout, "fingerprint  %s\nshort code   %s\n", fp, fp.Short())
-	return exitOK
+	return printNodeQR(env, fp, *showQR)
 }

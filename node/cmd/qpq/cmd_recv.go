@@ -41,7 +41,9 @@ Text from senders is shown safely: control characters, escape sequences
 and invisible or reordering Unicode are shown escaped (\x1b, \u202e), and
 the further lines of a message are indented under its header, so no message
 can make a line that looks like another. A sender who is not one of your
-contacts is shown by short code and marked "(not a contact)".
+contacts is shown by short code and marked "(not a contact)". Messages from
+a sender you blocked (qpq contact block) are not shown, but acknowledged all
+the same, so the mesh deletes them.
 
 --json prints one object per line, with the exact text: id, kind ("dm" or
 "broadcast"), channel (the local name, broadcasts only), from (the sender's
@@ -212,7 +214,7 @@ func (p *recvPrinter) DM(e gossip.Envelope) ([]byte, error) {
 		}
 		return nil, nil
 	}
-	if !p.seen.Has(id) {
+	if !p.seen.Has(id) && !p.h.IsBlocked(m.From) { // blocked: acknowledged unseen
 		if err := p.print(recvJSON{ID: id, Kind: "dm", From: m.From.String(), Text: string(m.Body), SentAt: m.SentAt.UTC().Format(time.RFC3339)}, m.From, m.SentAt, ""); err != nil {
 			return nil, err
 		}
@@ -231,6 +233,10 @@ func (p *recvPrinter) Broadcast(i int, e gossip.Envelope) error {
 	if err != nil {
 		fmt.Fprintf(p.env.stderr, "qpq recv: channel message %s in %s could not be opened, skipped: %s\n", id, display.Escape(ch.Name), display.Escape(err.Error()))
 		p.seen.Add("bad " + id)
+		return nil
+	}
+	if p.h.IsBlocked(m.From) {
+		p.seen.Add(id)
 		return nil
 	}
 	if err := p.print(recvJSON{ID: id, Kind: "broadcast", Channel: ch.Name, From: m.From.String(), Text: string(m.Body), SentAt: m.SentAt.UTC().Format(time.RFC3339)}, m.From, m.SentAt, ch.Name); err != nil {

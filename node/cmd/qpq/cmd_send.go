@@ -107,6 +107,9 @@ func runSend(env *cliEnv, args []string) int {
 		}
 	} else if toFP, _, err = h.ResolveRecipient(*to); err != nil {
 		fmt.Fprintf(env.stderr, "qpq send: --to: %v\n", err)
+		if errors.Is(err, home.ErrIdentityChanged) { // refused until accepted: not a usage error
+			return exitFailure
+		}
 		return exitUsage
 	}
 	body := []byte(*text)

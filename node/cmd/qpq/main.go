@@ -41,7 +41,7 @@ func commands() []command {
 		{"node", "run the mesh node daemon (`qpq node id` prints its identity)", runNode},
 		{"status", "show a running node's fingerprint, address, uptime and links", runStatus},
 		{"id", "create or show your user identity: qpq id new | qpq id show [--qr]", runID},
-		{"contact", "add or list contacts: qpq contact add FP [NAME] | qpq contact list", runContact},
+		{"contact", "contacts and safety numbers: qpq contact add FP [NAME] | list | verify NAME | block NAME", runContact},
 		{"channel", "broadcast channels: qpq channel new NAME | join SHARE | list", runChannel},
 		{"send", "send a direct or channel message: qpq send --to WHO | --channel NAME --text TEXT", runSend},
 		{"recv", "receive your messages: qpq recv [--follow] [--json]", runRecv},
