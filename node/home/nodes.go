@@ -1,0 +1,141 @@
+package home
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/quicproquo/qpq/mesh/identity"
+)
+
+// The nodes file holds one "ADDR FINGERPRINT" line per node the user
+// trusted (named with --node and trusted on first use, or confirmed after
+// an mDNS sighting), the most recently remembered last. Older binaries
+// read the same two fields.
+
+// maxNodes bounds the remembered nodes; the oldest are forgotten first.
+const maxNodes = 256
+
+// ErrNodeChanged is returned when a node address answers with a key other
+// than the one remembered for it.
+var ErrNodeChanged = errors.New("node key changed")
+
+// Node is a remembered (trusted) node.
+type Node struct {
+	Addr        string
+	Fingerprint identity.Fingerprint
+}
+
+// Nodes returns the remembered nodes, the most recently remembered first
+// (never nil). A missing file is no nodes.
+func (h Home) Nodes() ([]Node, error) {
+	b, err := h.read(NodesFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return []Node{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ns := parseNodes(string(b))
+	out := make([]Node, 0, len(ns))
+	for i := len(ns) - 1; i >= 0; i-- {
+		out = append(out, ns[i])
+	}
+	return out, nil
+}
+
+// parseNodes reads the file in its order, skipping malformed lines and
+// keeping the last line of an address.
+func parseNodes(text string) []Node {
+	var ns []Node
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		fp, err := identity.ParseFingerprint(f[1])
+		if err != nil {
+			continue
+		}
+		for i, o := range ns {
+			if o.Addr == f[0] {
+				ns = append(ns[:i], ns[i+1:]...)
+				break
+			}
+		}
+		ns = append(ns, Node{Addr: f[0], Fingerprint: fp})
+	}
+	return ns
+}
+
+// KnownNode returns the fingerprint remembered for a node address.
+func (h Home) KnownNode(addr string) (identity.Fingerprint, bool) {
+	ns, err := h.Nodes()
+	if err != nil {
+		return identity.Fingerprint{}, false
+	}
+	for _, n := range ns {
+		if n.Addr == addr {
+			return n.Fingerprint, true
+		}
+	}
+	return identity.Fingerprint{}, false
+}
+
+// TrustsNode reports whether the node key fp is remembered at any
+// address (a trusted node found by mDNS at a new address stays trusted:
+// its key proves it).
+func (h Home) TrustsNode(fp identity.Fingerprint) bool {
+	ns, err := h.Nodes()
+	if err != nil {
+		return false
+	}
+	for _, n := range ns {
+		if n.Fingerprint == fp {
+			return true
+		}
+	}
+	return false
+}
+
+// RememberNode records (or replaces) the fingerprint for a node address,
+// as the most recent.
+func (h Home) RememberNode(addr string, fp identity.Fingerprint) error {
+	if strings.ContainsAny(addr, " \t\r\n") || addr == "" {
+		return fmt.Errorf("remember node: bad address %q", addr)
+	}
+	return h.editNodes(func(ns []Node) []Node {
+		return append(ns, Node{Addr: addr, Fingerprint: fp})
+	}, addr)
+}
+
+// ForgetNode removes a node address; an unknown one is no error.
+func (h Home) ForgetNode(addr string) error {
+	return h.editNodes(func(ns []Node) []Node { return ns }, addr)
+}
+
+// editNodes rewrites the file without addr, after f.
+func (h Home) editNodes(f func([]Node) []Node, addr string) error {
+	b, err := h.read(NodesFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var keep []Node
+	for _, n := range parseNodes(string(b)) {
+		if n.Addr != addr {
+			keep = append(keep, n)
+		}
+	}
+	keep = f(keep)
+	if len(keep) > maxNodes {
+		keep = keep[len(keep)-maxNodes:]
+	}
+	var out strings.Builder
+	for _, n := range keep {
+		fmt.Fprintf(&out, "%s %s\n", n.Addr, n.Fingerprint)
+	}
+	return h.write(NodesFile, []byte(out.String()))
+}
