@@ -39,7 +39,9 @@ func (ev *events) config(cfg client.SessionConfig) client.SessionConfig {
 }
 
 func authAs(u *e2e.User, signed []byte) func(context.Context, *client.Client) (*client.Mailbox, error) {
-	return func(ctx context.Context, c *client.Client) (*client.Mailbox, error) { return c.Authenticate(ctx, u, signed) }
+	return func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
+		return c.Authenticate(ctx, u, signed)
+	}
 }
 
 // Two linked nodes; a follower reads at node 1, which dies for good while
@@ -141,7 +143,7 @@ func TestCandidatesWithAChangedKeyOrRefusedTrustAreSkipped(t *testing.T) {
 	s, err := client.Open(t.Context(), ev.config(client.SessionConfig{
 		Nodes: []client.Candidate{
 			{Addr: a.Cfg.Listen, Pin: c.ID.Fingerprint(), Trusted: true}, // a's key changed
-			{Addr: b.Cfg.Listen},                                          // seen by mDNS only
+			{Addr: b.Cfg.Listen}, // seen by mDNS only
 			{Addr: c.Cfg.Listen, Pin: c.ID.Fingerprint(), Trusted: true},
 		},
 		Trust: func(_ context.Context, cand client.Candidate, fp identity.Fingerprint) error {

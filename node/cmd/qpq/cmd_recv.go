@@ -78,6 +78,8 @@ func runRecv(env *cliEnv, args []string) int {
 	follow := fs.Bool("follow", false, "keep waiting for new messages, reconnecting when the node goes away")
 	asJSON := fs.Bool("json", false, "one JSON object per message, with the exact text")
 	repin := fs.Bool("repin", false, "accept and remember a changed node key")
+	mdnsOn, mdnsErr := mdnsDefault(env)
+	mdns := fs.Bool("mdns", mdnsOn, "without --node: look for nodes by mDNS on this machine's links [$QPQ_MDNS]")
 	trustNew := fs.Bool("trust-new", false, "without --node: trust a node found by mDNS that was never used (else only a terminal may confirm it)")
 	if code, ok := parseStatus(env, fs, fs.Parse(args)); !ok {
 		return code
@@ -94,7 +96,11 @@ func runRecv(env *cliEnv, args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	plan, err := planNodes(ctx, env, h, *nodeFlag, *follow, *trustNew)
+	if mdnsErr != nil {
+		fmt.Fprintf(env.stderr, "qpq recv: %v\n", mdnsErr)
+		return exitUsage
+	}
+	plan, err := planNodes(ctx, env, h, *nodeFlag, *follow, *trustNew, *mdns)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "qpq recv: %v\n", err)
 		if errors.As(err, new(usageError)) {

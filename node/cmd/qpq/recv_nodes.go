@@ -12,6 +12,7 @@ import (
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/node/client"
 	"github.com/quicproquo/qpq/node/client/find"
+	"github.com/quicproquo/qpq/node/config"
 	"github.com/quicproquo/qpq/node/display"
 	"github.com/quicproquo/qpq/node/home"
 )
@@ -19,6 +20,9 @@ import (
 // errNoNodeFound is the whole message when neither a node is given nor
 // one is found; the command exits 2 with it.
 var errNoNodeFound = errors.New("no node given (--node or QPQ_NODE) and none found by mDNS on this machine's links")
+
+// errMDNSOff is the message when no node is given and mDNS is turned off.
+var errMDNSOff = errors.New("no node given (--node or QPQ_NODE) and mDNS is off (--mdns=false or QPQ_MDNS=false)")
 
 // findTimeout bounds the mDNS browse and RTT measurements of a client
 // that was given no node.
@@ -35,7 +39,7 @@ type nodePlan struct {
 // separated) into candidates; with follow, the remembered nodes follow
 // as fallbacks. Without either it browses by mDNS and orders what it
 // finds trusted first, then by RTT. A usage problem is a usageError.
-func planNodes(ctx context.Context, env *cliEnv, h home.Home, flagValue string, follow, trustNew bool) (nodePlan, error) {
+func planNodes(ctx context.Context, env *cliEnv, h home.Home, flagValue string, follow, trustNew, mdns bool) (nodePlan, error) {
 	v, src := flagValue, "--node"
 	if v == "" {
 		v, src = env.getenv("QPQ_NODE"), "QPQ_NODE"
@@ -54,6 +58,9 @@ func planNodes(ctx context.Context, env *cliEnv, h home.Home, flagValue string, 
 			p.cands = appendRemembered(h, p.cands)
 		}
 		return p, nil
+	}
+	if !mdns {
+		return nodePlan{}, usageError{errMDNSOff}
 	}
 	fctx, cancel := context.WithTimeout(ctx, findTimeout)
 	defer cancel()
@@ -132,11 +139,24 @@ func (p nodePlan) trust(env *cliEnv, h home.Home, cmd string) func(context.Conte
 	}
 }
 
+// mdnsDefault is the default of a client's --mdns: $QPQ_MDNS, else on.
+func mdnsDefault(env *cliEnv) (bool, error) {
+	v := env.getenv("QPQ_MDNS")
+	if v == "" {
+		return true, nil
+	}
+	b, err := config.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("QPQ_MDNS %q: %w", v, err)
+	}
+	return b, nil
+}
+
 // attemptTimeout bounds one dial and authentication: with other nodes to
 // move to, a silent node is given up sooner.
 func attemptTimeout(candidates int) time.Duration {
 	if candidates > 1 {
-		return 4 * time.Second
+		return 3 * time.Second
 	}
 	return connectTimeout
 }
