@@ -123,6 +123,7 @@ type Session struct {
 	accepted map[string]bool                 // address#key accepted by Trust
 	refused  map[string]bool                 // addresses given up for good
 	last     Candidate                       // node of the last working connection
+	gen      int                             // raised by SwitchTo: attempts begun before are stale
 	state    LinkState
 }
 
@@ -338,6 +339,7 @@ func (s *Session) Get(ctx context.Context) (*Conn, error) {
 		if len(s.list) > 0 {
 			cand = s.list[s.idx%len(s.list)]
 		}
+		gen := s.gen
 		s.mu.Unlock()
 		if closed {
 			return nil, ErrSessionClosed
@@ -353,9 +355,15 @@ func (s *Session) Get(ctx context.Context) (*Conn, error) {
 		case <-t.C:
 		}
 		c, err := s.attempt(ctx, cand)
+		s.mu.Lock()
+		stale := s.gen != gen
+		s.mu.Unlock()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
+			}
+			if stale {
+				continue // SwitchTo chose another node meanwhile
 			}
 			if err := s.failedAttempt(ctx, cand, err); err != nil {
 				return nil, err
@@ -367,6 +375,11 @@ func (s *Session) Get(ctx context.Context) (*Conn, error) {
 			s.mu.Unlock()
 			c.close()
 			return nil, ErrSessionClosed
+		}
+		if s.gen != gen {
+			s.mu.Unlock()
+			c.close() // SwitchTo chose another node meanwhile
+			continue
 		}
 		from := s.last
 		s.cur, s.down, s.last, s.fails, s.moves = c, false, c.Node, 0, 0
@@ -478,6 +491,7 @@ func (s *Session) SwitchTo(c Candidate) {
 		}
 	}
 	s.list, s.idx, s.fails, s.moves = list, 0, 0, 0
+	s.gen++
 	s.backoff.Reset()
 	old := s.cur
 	s.cur, s.down = nil, true
