@@ -150,9 +150,10 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, plan nodeP
 	var mu sync.Mutex
 	at := plan.cands[0].Addr
 	s, err := client.Open(ctx, client.SessionConfig{
-		Nodes: plan.cands,
-		Dial:  plan.dial(env, h, repin),
-		Trust: plan.trust(env, h, "recv"),
+		Nodes:      plan.cands,
+		Candidates: plan.provider,
+		Dial:       plan.dial(env, h, repin),
+		Trust:      plan.trust(env, h, "recv"),
 		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
 			return c.Authenticate(ctx, u, signed)
 		},

@@ -31,6 +31,9 @@ const findTimeout = 5 * time.Second
 // nodePlan is the nodes a client session may use and how it treats them.
 type nodePlan struct {
 	cands    []client.Candidate
+	// provider, when set, replaces cands after the first connection:
+	// found again by mDNS on each move, then the remembered nodes.
+	provider func(context.Context) []client.Candidate
 	given    bool // named by --node or QPQ_NODE (else found by mDNS)
 	trustNew bool // accept nodes found by mDNS that are not trusted yet
 }
@@ -79,6 +82,8 @@ func planNodes(ctx context.Context, env *cliEnv, h home.Home, flagValue string, 
 	}
 	if follow {
 		p.cands = appendRemembered(h, p.cands)
+		remembered := func() []client.Candidate { return appendRemembered(h, nil) }
+		p.provider = find.Provider(find.Config{Trusted: h.TrustsNode}, 0, nil, remembered, p.cands)
 	}
 	return p, nil
 }
