@@ -30,7 +30,7 @@ const findTimeout = 5 * time.Second
 
 // nodePlan is the nodes a client session may use and how it treats them.
 type nodePlan struct {
-	cands    []client.Candidate
+	cands []client.Candidate
 	// provider, when set, replaces cands after the first connection:
 	// found again by mDNS on each move, then the remembered nodes.
 	provider func(context.Context) []client.Candidate
