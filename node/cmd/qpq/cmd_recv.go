@@ -186,6 +186,9 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, plan nodeP
 		return err
 	}
 	defer s.Close()
+	mu.Lock()
+	at = s.State().Node.Addr // Open may have passed over nodes that did not answer
+	mu.Unlock()
 	ids := make([][32]byte, len(chans))
 	for i, ch := range chans {
 		ids[i] = ch.Key.ID()
