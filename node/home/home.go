@@ -5,6 +5,7 @@
 package home
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -233,6 +234,47 @@ func (h Home) NameOf(fp identity.Fingerprint) string {
 		}
 	}
 	return ""
+}
+
+// ErrNodeChanged is returned when a node address answers with a key other
+// than the one remembered for it.
+var ErrNodeChanged = errors.New("node key changed")
+
+// KnownNode returns the fingerprint remembered for a node address.
+func (h Home) KnownNode(addr string) (identity.Fingerprint, bool) {
+	b, err := h.read(NodesFile)
+	if err != nil {
+		return identity.Fingerprint{}, false
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && f[0] == addr {
+			if fp, err := identity.ParseFingerprint(f[1]); err == nil {
+				return fp, true
+			}
+		}
+	}
+	return identity.Fingerprint{}, false
+}
+
+// RememberNode records (or replaces) the fingerprint for a node address.
+func (h Home) RememberNode(addr string, fp identity.Fingerprint) error {
+	b, err := h.read(NodesFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var out strings.Builder
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && f[0] == addr {
+			continue
+		}
+		out.WriteString(sc.Text() + "\n")
+	}
+	fmt.Fprintf(&out, "%s %s\n", addr, fp)
+	return h.write(NodesFile, []byte(out.String()))
 }
 
 // Seen is the set of message ids already shown to the user.

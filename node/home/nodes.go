@@ -12,15 +12,8 @@ import (
 
 // The nodes file holds one "ADDR FINGERPRINT" line per node the user
 // trusted (named with --node and trusted on first use, or confirmed after
-// an mDNS sighting), the most recently remembered last. Older binaries
-// read the same two fields.
-
-// maxNodes bounds the remembered nodes; the oldest are forgotten first.
-const maxNodes = 256
-
-// ErrNodeChanged is returned when a node address answers with a key other
-// than the one remembered for it.
-var ErrNodeChanged = errors.New("node key changed")
+// an mDNS sighting), the most recently remembered last: RememberNode and
+// KnownNode (home.go) write and read it, and so do older binaries.
 
 // Node is a remembered (trusted) node.
 type Node struct {
@@ -71,20 +64,6 @@ func parseNodes(text string) []Node {
 	return ns
 }
 
-// KnownNode returns the fingerprint remembered for a node address.
-func (h Home) KnownNode(addr string) (identity.Fingerprint, bool) {
-	ns, err := h.Nodes()
-	if err != nil {
-		return identity.Fingerprint{}, false
-	}
-	for _, n := range ns {
-		if n.Addr == addr {
-			return n.Fingerprint, true
-		}
-	}
-	return identity.Fingerprint{}, false
-}
-
 // TrustsNode reports whether the node key fp is remembered at any
 // address (a trusted node found by mDNS at a new address stays trusted:
 // its key proves it).
@@ -99,17 +78,6 @@ func (h Home) TrustsNode(fp identity.Fingerprint) bool {
 		}
 	}
 	return false
-}
-
-// RememberNode records (or replaces) the fingerprint for a node address,
-// as the most recent.
-func (h Home) RememberNode(addr string, fp identity.Fingerprint) error {
-	if strings.ContainsAny(addr, " \t\r\n") || addr == "" {
-		return fmt.Errorf("remember node: bad address %q", addr)
-	}
-	return h.editNodes(func(ns []Node) []Node {
-		return append(ns, Node{Addr: addr, Fingerprint: fp})
-	}, addr)
 }
 
 // ForgetNode removes a node address; an unknown one is no error.
@@ -130,9 +98,6 @@ func (h Home) editNodes(f func([]Node) []Node, addr string) error {
 		}
 	}
 	keep = f(keep)
-	if len(keep) > maxNodes {
-		keep = keep[len(keep)-maxNodes:]
-	}
 	var out strings.Builder
 	for _, n := range keep {
 		fmt.Fprintf(&out, "%s %s\n", n.Addr, n.Fingerprint)
