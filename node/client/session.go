@@ -98,6 +98,21 @@ type LinkState struct {
 	Err      string    // the last failure, while down
 }
 
+// Word is the state in one word for a status line: "connected",
+// "reconnecting" (a connection worked and was lost, or attempts failed),
+// "connecting" or "no node".
+func (st LinkState) Word() string {
+	switch {
+	case st.Up:
+		return "connected"
+	case st.Node.Addr == "" && st.Since.IsZero():
+		return "no node"
+	case st.Err != "" || st.Attempts > 0:
+		return "reconnecting"
+	}
+	return "connecting"
+}
+
 // Session keeps a user's authenticated connection to one of its nodes:
 // the first connection is made by Open; when one fails (the node
 // restarted, the network dropped), the next Get redials with backoff and
@@ -191,7 +206,7 @@ func (s *Session) candidates(ctx context.Context) []Candidate {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Candidate
-	if s.prefer != nil {
+	if s.prefer != nil && !s.refused[s.prefer.Addr] {
 		out = append(out, *s.prefer)
 	}
 	for _, c := range got {
@@ -474,15 +489,18 @@ func (s *Session) Fail(c *Conn, err error) {
 // SwitchTo makes the session use c from now on: the working connection
 // is dropped (without OnLost) and the next Get connects to c, first of
 // every candidate list; when c fails, the usual failover goes on from it.
-// A node refused earlier is tried again (the user chose it). Switching to
-// the node in use does nothing.
+// A trusted c refused earlier is tried again (the user named it); an
+// untrusted one stays refused (SwitchTo does nothing). Switching to the
+// node in use does nothing.
 func (s *Session) SwitchTo(c Candidate) {
 	s.mu.Lock()
-	if s.closed || s.cur != nil && s.cur.Node.same(c) {
+	if s.closed || s.cur != nil && s.cur.Node.same(c) || !c.Trusted && s.refused[c.Addr] {
 		s.mu.Unlock()
 		return
 	}
-	delete(s.refused, c.Addr)
+	if c.Trusted {
+		delete(s.refused, c.Addr) // the user named it
+	}
 	s.prefer = &c
 	list := []Candidate{c}
 	for _, o := range s.list {
