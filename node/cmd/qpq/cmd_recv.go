@@ -59,7 +59,9 @@ fingerprint), text, sent_at (RFC 3339, UTC; the sender's clock).
 
 Examples:
   qpq recv --node 127.0.0.1:7443
-  QPQ_NODE=127.0.0.1:7443 qpq recv --follow --json`
+  QPQ_NODE=127.0.0.1:7443 qpq recv --follow --json
+  qpq recv --follow --node 192.168.1.1:7443,192.168.2.1:7443
+  qpq recv --trust-new          # a node found by mDNS, even a new one`
 
 // recvJSON is one line of `qpq recv --json`.
 type recvJSON struct {
