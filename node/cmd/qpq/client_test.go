@@ -85,7 +85,7 @@ func TestNodeTrustedOnFirstUseAndChangedKeyRefused(t *testing.T) {
 
 func TestClientCommandsNeedANode(t *testing.T) {
 	bob := newUser(t)
-	for _, args := range [][]string{{"recv", "--home", bob.home}, {"send", "--home", bob.home, "--to", bob.fp, "--text", "x"}} {
+	for _, args := range [][]string{{"recv", "--home", bob.home, "--mdns=false"}, {"send", "--home", bob.home, "--to", bob.fp, "--text", "x"}} {
 		code, _, errOut := runQPQ(t, userEnv, args...)
 		if code != 2 || !strings.Contains(errOut, "--node") {
 			t.Errorf("qpq %v without a node: exit %d %q", args, code, errOut)

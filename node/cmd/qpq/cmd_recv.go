@@ -34,6 +34,16 @@ is deleted from the node once shown, and the ids shown are remembered in the
 home dir. So a second recv (with or without --json) shows nothing of what
 the first one printed; use --json from the start to keep a copy.
 
+--node takes one node or several, comma separated (ADDR[#FP],ADDR[#FP]);
+with --follow the nodes remembered in the home dir come after them. After
+three failed attempts on a node, --follow moves to the next one and opens
+your mailbox there (every node holds your messages), still showing each
+message once. Without --node or QPQ_NODE, recv looks for nodes by mDNS on
+this machine's links and uses the lowest RTT, trusted ones first; a node
+never used before is asked about on a terminal and refused otherwise,
+unless --trust-new (anyone on the network can announce a node). With no
+node given and none found it exits 2.
+
 It also shows the messages of the channels you joined (qpq channel), which
 stay at the nodes for late joiners and are never acknowledged.
 
@@ -51,7 +61,9 @@ fingerprint), text, sent_at (RFC 3339, UTC; the sender's clock).
 
 Examples:
   qpq recv --node 127.0.0.1:7443
-  QPQ_NODE=127.0.0.1:7443 qpq recv --follow --json`
+  QPQ_NODE=127.0.0.1:7443 qpq recv --follow --json
+  qpq recv --follow --node 192.168.1.1:7443,192.168.2.1:7443
+  qpq recv --trust-new          # a node found by mDNS, even a new one`
 
 // recvJSON is one line of `qpq recv --json`.
 type recvJSON struct {
@@ -64,19 +76,17 @@ type recvJSON struct {
 }
 
 func runRecv(env *cliEnv, args []string) int {
-	fs := newFlags(env, "recv", "recv [--node ADDR[#FP]] [--home DIR] [--follow] [--json]", recvAbout)
-	nodeFlag := fs.String("node", "", "node to fetch from, ADDR[#FINGERPRINT] [$QPQ_NODE]")
+	fs := newFlags(env, "recv", "recv [--node ADDR[#FP][,ADDR[#FP]...]] [--trust-new] [--home DIR] [--follow] [--json]", recvAbout)
+	nodeFlag := fs.String("node", "", "node(s) to fetch from, ADDR[#FINGERPRINT], comma separated (default: found by mDNS) [$QPQ_NODE]")
 	homeDir := fs.String("home", "", "client home dir [$QPQ_HOME]")
 	follow := fs.Bool("follow", false, "keep waiting for new messages, reconnecting when the node goes away")
 	asJSON := fs.Bool("json", false, "one JSON object per message, with the exact text")
 	repin := fs.Bool("repin", false, "accept and remember a changed node key")
+	mdnsOn, mdnsErr := mdnsDefault(env)
+	mdns := fs.Bool("mdns", mdnsOn, "without --node: look for nodes by mDNS on this machine's links [$QPQ_MDNS]")
+	trustNew := fs.Bool("trust-new", false, "without --node: trust a node found by mDNS that was never used (else only a terminal may confirm it)")
 	if code, ok := parseStatus(env, fs, fs.Parse(args)); !ok {
 		return code
-	}
-	target, err := parseNode(*nodeFlag, env)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "qpq recv: %v\n", err)
-		return exitUsage
 	}
 	h, err := home.Resolve(*homeDir, env.getenv)
 	if err != nil {
@@ -90,10 +100,22 @@ func runRecv(env *cliEnv, args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if mdnsErr != nil {
+		fmt.Fprintf(env.stderr, "qpq recv: %v\n", mdnsErr)
+		return exitUsage
+	}
+	plan, err := planNodes(ctx, env, h, *nodeFlag, *follow, *trustNew, *mdns)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq recv: %v\n", err)
+		if errors.As(err, new(usageError)) {
+			return exitUsage
+		}
+		return exitFailure
+	}
 	// The reconnection notices come from the fetch loops' goroutines.
 	env2 := *env
 	env2.stderr = &lockedWriter{w: env.stderr}
-	if err := recv(ctx, &env2, h, u, target, *repin, *follow, *asJSON); err != nil && ctx.Err() == nil {
+	if err := recv(ctx, &env2, h, u, plan, *repin, *follow, *asJSON); err != nil && ctx.Err() == nil {
 		// Errors can carry text the node chose.
 		fmt.Fprintf(env.stderr, "qpq recv: %s\n", display.Escape(err.Error()))
 		return exitFailure
@@ -113,7 +135,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin, follow, asJSON bool) error {
+func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, plan nodePlan, repin, follow, asJSON bool) error {
 	signed, err := signedBundle(h, u)
 	if err != nil {
 		return err
@@ -126,37 +148,51 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarg
 	if err != nil {
 		return err
 	}
-	// The first connection trusts on first use (or checks the key
-	// remembered); every reconnection pins the key that first one proved.
-	var pin identity.Fingerprint
+	// The first connection to a node trusts on first use (or checks the
+	// key remembered); every reconnection pins the key it proved. After
+	// three failed attempts the session moves to the next node.
+	var mu sync.Mutex
+	at := plan.cands[0].Addr
 	s, err := client.Open(ctx, client.SessionConfig{
-		Connect: func(ctx context.Context) (*client.Client, error) {
-			if pin.IsZero() {
-				c, err := connect(ctx, env, h, t, repin)
-				if err == nil {
-					pin = c.NodeFingerprint()
-				}
-				return c, err
-			}
-			return client.Dial(ctx, t.addr, pin)
-		},
+		Nodes:      plan.cands,
+		Candidates: plan.provider,
+		Dial:       plan.dial(env, h, repin),
+		Trust:      plan.trust(env, h, "recv"),
 		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
 			return c.Authenticate(ctx, u, signed)
 		},
-		AttemptTimeout: connectTimeout,
+		AttemptTimeout: attemptTimeout(len(plan.cands)),
 		// A node that vanished without closing the connection (killed,
 		// rebooted) is noticed within 6 s rather than QUIC's idle timeout.
 		ProbeInterval: 3 * time.Second,
 		ProbeTimeout:  3 * time.Second,
 		OnLost: func(err error) {
-			fmt.Fprintf(env.stderr, "qpq recv: lost the node at %s (%s); reconnecting...\n", t.addr, display.Escape(err.Error()))
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(env.stderr, "qpq recv: lost the node at %s (%s); reconnecting...\n", at, display.Escape(err.Error()))
 		},
-		OnBack: func() { fmt.Fprintf(env.stderr, "qpq recv: reconnected to the node at %s\n", t.addr) },
+		OnSwitch: func(from, to client.Candidate) {
+			mu.Lock()
+			defer mu.Unlock()
+			at = to.Addr
+			fmt.Fprintf(env.stderr, "qpq recv: moved from the node at %s to the node at %s\n", from.Addr, to.Addr)
+		},
+		OnBack: func() {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(env.stderr, "qpq recv: reconnected to the node at %s\n", at)
+		},
+		OnRefused: func(c client.Candidate, err error) {
+			fmt.Fprintf(env.stderr, "qpq recv: not using the node at %s: %s\n", c.Addr, display.Escape(err.Error()))
+		},
 	})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	mu.Lock()
+	at = s.State().Node.Addr // Open may have passed over nodes that did not answer
+	mu.Unlock()
 	ids := make([][32]byte, len(chans))
 	for i, ch := range chans {
 		ids[i] = ch.Key.ID()
@@ -169,7 +205,7 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarg
 		err = r.Drain(ctx)
 	}
 	if errors.Is(err, link.ErrFingerprintMismatch) {
-		return fmt.Errorf("%w: the node at %s came back with another key; if the operator confirms a new key, run again with --repin", err, t.addr)
+		return fmt.Errorf("%w: the node at %s came back with another key; if the operator confirms a new key, run again with --repin", err, s.State().Node.Addr)
 	}
 	if err == nil && !follow && p.shown == 0 {
 		fmt.Fprintln(env.stderr, "qpq recv: no new messages (messages are deleted from the node once shown, so what an earlier recv printed is not shown again)")
