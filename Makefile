@@ -30,6 +30,7 @@ FUZZ := \
 	./node/e2e:FuzzOpenChannel \
 	./node/gaps:FuzzUnmarshal \
 	./node/gaps:FuzzObserve \
+	./node/home:FuzzDecodeContacts \
 	./mesh/discovery:FuzzParseTXT \
 	./mesh/descriptor:FuzzVerify
 
