@@ -165,3 +165,56 @@ func TestWatchReceiptsSeesDeliveryWithoutAskingForTheTag(t *testing.T) {
 		t.Errorf("dm2's tag handed over %d times, want once", n)
 	}
 }
+
+// When the session moves to another node (its key differs), the watch
+// starts that node's stream from its oldest receipt: receipts that
+// arrived while the watcher was away are not missed.
+func TestWatchReceiptsOnAnotherNodeStartsFromItsOldest(t *testing.T) {
+	testkit.LeakCheck(t)
+	dir := t.TempDir()
+	ns := daemontest.Line(t, daemontest.Config(dir, "n1"), daemontest.Config(dir, "n2"))
+	n1, n2 := ns[0], ns[1]
+	alice, bob := e2e.NewUser(), e2e.NewUser()
+	aliceSigned, _ := alice.SignedBundle(1, time.Hour)
+	var mu sync.Mutex
+	target := n1
+	s, err := client.Open(t.Context(), client.SessionConfig{
+		Connect: func(ctx context.Context) (*client.Client, error) {
+			mu.Lock()
+			n := target
+			mu.Unlock()
+			return client.Dial(ctx, n.Cfg.Listen, n.ID.Fingerprint())
+		},
+		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
+			return c.Authenticate(ctx, alice, aliceSigned)
+		},
+		ProbeInterval: 200 * time.Millisecond,
+		ProbeTimeout:  time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tags := &tagSet{seen: map[[32]byte]int{}, new: make(chan [32]byte, 64)}
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- client.WatchReceipts(ctx, s, tags.handle) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("WatchReceipts: %v", err)
+		}
+	}()
+
+	dm1 := e2etest.SealDM(t, alice, e2etest.BundleOf(t, bob), []byte("one"))
+	enqueue(t, n1, dm1)
+	testkit.WaitFor(t, 10*time.Second, "node 2 to hold the DM", func() bool { return n2.D.Status().Store.Kinds["dm"] == 1 })
+	// dm1 is delivered while the watcher's node is down; node 2 holds
+	// the receipt, node 1 never hears of it.
+	mu.Lock()
+	target = n2
+	mu.Unlock()
+	n1.Stop()
+	deliver(t, n2, bob, dm1)
+	tags.waitTag(t, dm1.ReceiptTag)
+}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,6 +13,9 @@ import (
 // each, so an answer stays near 40 KiB, under fetchBytes. A variable for
 // tests.
 var maxReceipts = 1024
+
+// errShuttingDown ends the long polls waiting when the node stops.
+var errShuttingDown = errors.New("node shutting down")
 
 // Receipts streams the receipt secrets this node holds, in arrival order
 // after the client's cursor, from the store (each receipt is kept there
@@ -58,6 +62,8 @@ func (s *clientSession) Receipts(ctx context.Context, call schemas.Node_receipts
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.d.ctx.Done():
+			// An answer now would bring the client straight back.
+			return fmt.Errorf("receipts: %w", errShuttingDown)
 		}
 		// From the cursor the first look returned: it is this node's even
 		// when the client's was not.
