@@ -14,6 +14,12 @@ import (
 // tests.
 var maxReceipts = 1024
 
+// receiptBatch is how long a woken long poll waits for more receipts
+// before answering: receipts come in bursts (a recipient acknowledges
+// a batch), and every waiter is woken by each, so this bounds how often
+// one waiter reads the store to a few times a second.
+const receiptBatch = 100 * time.Millisecond
+
 // errShuttingDown ends the long polls waiting when the node stops.
 var errShuttingDown = errors.New("node shutting down")
 
@@ -58,6 +64,13 @@ func (s *clientSession) Receipts(ctx context.Context, call schemas.Node_receipts
 		defer t.Stop()
 		select {
 		case <-arrived:
+			b := time.NewTimer(receiptBatch)
+			select {
+			case <-b.C:
+			case <-ctx.Done():
+			case <-s.d.ctx.Done():
+			}
+			b.Stop()
 		case <-t.C:
 		case <-ctx.Done():
 			return ctx.Err()
