@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -217,4 +218,81 @@ func TestWatchReceiptsOnAnotherNodeStartsFromItsOldest(t *testing.T) {
 	n1.Stop()
 	deliver(t, n2, bob, dm1)
 	tags.waitTag(t, dm1.ReceiptTag)
+}
+
+// A node that refuses the watch's long poll while still answering (here:
+// the connection already has as many waiting calls as a node allows) is
+// asked again after a pause; the connection, which a Reader may share,
+// is not dropped for it.
+func TestWatchReceiptsRefusedKeepsTheConnection(t *testing.T) {
+	testkit.LeakCheck(t)
+	n := daemontest.Start(t, daemontest.Config(t.TempDir(), "n"))
+	alice := e2e.NewUser()
+	aliceSigned, _ := alice.SignedBundle(1, time.Hour)
+	var mu sync.Mutex
+	lost := 0
+	s, err := client.Open(t.Context(), client.SessionConfig{
+		Connect: func(ctx context.Context) (*client.Client, error) {
+			return client.Dial(ctx, n.Cfg.Listen, n.ID.Fingerprint())
+		},
+		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
+			return c.Authenticate(ctx, alice, aliceSigned)
+		},
+		OnLost: func(error) { mu.Lock(); lost++; mu.Unlock() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := s.Get(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fill the connection's waits (a node allows 4) with channel polls:
+	// one more than that is refused, and then the others hold them all.
+	pctx, stopPolls := context.WithCancel(t.Context())
+	var polls sync.WaitGroup
+	defer polls.Wait()
+	defer stopPolls()
+	refused := make(chan struct{}, 5)
+	for range 5 {
+		polls.Add(1)
+		go func() {
+			defer polls.Done()
+			_, err := conn.Client.ChannelFetch(pctx, [][32]byte{{9}}, nil, 1, time.Minute)
+			if err != nil && strings.Contains(err.Error(), "too many waiting") {
+				refused <- struct{}{}
+			}
+		}()
+	}
+	select {
+	case <-refused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no channel poll was refused")
+	}
+
+	tags := &tagSet{seen: map[[32]byte]int{}, new: make(chan [32]byte, 64)}
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- client.WatchReceipts(ctx, s, tags.handle) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("WatchReceipts: %v", err)
+		}
+	}()
+
+	bob := e2e.NewUser()
+	dm := e2etest.SealDM(t, alice, e2etest.BundleOf(t, bob), []byte("hi"))
+	enqueue(t, n, dm)
+	deliver(t, n, bob, dm)
+	tags.waitTag(t, dm.ReceiptTag)
+	mu.Lock()
+	defer mu.Unlock()
+	if lost != 0 {
+		t.Errorf("the session lost its connection %d times for a refused poll", lost)
+	}
+	if cur, _ := s.Get(t.Context()); cur != conn {
+		t.Error("the session replaced its connection for a refused poll")
+	}
 }
