@@ -24,9 +24,11 @@ func session(t *testing.T, n *daemontest.Node, u *e2e.User) *client.Session {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := client.Open(ctx, client.SessionConfig{
-		Connect:      func(ctx context.Context) (*client.Client, error) { return client.Dial(ctx, addr, fp) },
-		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) { return c.Authenticate(ctx, u, signed) },
-		Backoff:      client.Backoff{},
+		Connect: func(ctx context.Context) (*client.Client, error) { return client.Dial(ctx, addr, fp) },
+		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
+			return c.Authenticate(ctx, u, signed)
+		},
+		Backoff: client.Backoff{},
 	})
 	if err != nil {
 		t.Fatal(err)
