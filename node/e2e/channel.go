@@ -13,7 +13,8 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
-// Sealed channel payload, version 1 (DESIGN "Broadcast channels"):
+// Sealed channel payload (DESIGN "Broadcast channels"), the same for inner
+// versions 1 and 2:
 //
 //	nonce (24, random) || XChaCha20-Poly1305 ciphertext || tag (16)
 //
@@ -25,8 +26,9 @@ import (
 // each other).
 const (
 	chOverhead = chacha20poly1305.NonceSizeX + chacha20poly1305.Overhead
-	// chMinPayload is the smallest sealed channel message.
-	chMinPayload = channelHeaderLen + chOverhead + (padBlock-(channelHeaderLen+chOverhead)%padBlock)%padBlock
+	// chMinPayload is the smallest sealed channel message (one block, in
+	// either version).
+	chMinPayload = channelHeaderLenV1 + chOverhead + (padBlock-(channelHeaderLenV1+chOverhead)%padBlock)%padBlock
 )
 
 // ChannelKey is a broadcast channel's 32-byte symmetric key, shared out
@@ -55,7 +57,7 @@ func (k ChannelKey) ID() [32]byte {
 func (k ChannelKey) Equal(o ChannelKey) bool { return subtle.ConstantTimeCompare(k[:], o[:]) == 1 }
 
 // ChannelPayloadSize returns the length of the sealed payload SealChannel
-// makes for a body of n bytes.
+// and SealChannelWith make for a body of n bytes.
 func ChannelPayloadSize(n int) int {
 	return paddedLen(channelHeaderLen+n, chOverhead) + chOverhead
 }
@@ -69,13 +71,23 @@ func (k ChannelKey) aead() ([]byte, error) {
 }
 
 // SealChannel encrypts and signs body for a channel. A body over
-// 16 KiB (gossip.MaxBody) returns ErrBodyTooLarge.
+// 16 KiB (gossip.MaxBody) returns ErrBodyTooLarge. It is SealChannelWith
+// with a zero Meta: sequence and TTL unknown (0).
 func SealChannel(from *User, key ChannelKey, body []byte, sentAt time.Time) ([]byte, error) {
+	return SealChannelWith(from, key, body, sentAt, Meta{})
+}
+
+// SealChannelWith is SealChannel that also seals, signed, the sender's
+// sequence number in this channel and the envelope's TTL (m), in the
+// version-2 layout. The caller keeps one counter per channel, starting at
+// 1. Other key holders can read but not change them.
+func SealChannelWith(from *User, key ChannelKey, body []byte, sentAt time.Time, m Meta) ([]byte, error) {
 	if err := checkBody(body); err != nil {
 		return nil, err
 	}
 	id := key.ID()
-	f := innerFields{from: from.PublicKey(), sentAt: sentAt.UnixMilli(), body: body}
+	f := innerFields{version: innerVersion, from: from.PublicKey(), sentAt: sentAt.UnixMilli(),
+		seq: m.Seq, ttl: m.ttlSeconds(), body: body}
 	sig := ed25519.Sign(from.sign, channelSigInput(id, f))
 	pt := encodeInner(f, sig, paddedLen(channelHeaderLen+len(body), chOverhead))
 	defer clear(pt)
@@ -129,14 +141,24 @@ func OpenChannel(key ChannelKey, payload []byte) (Opened, error) {
 	return f.opened(), nil
 }
 
-// channelSigInput is what a channel message's sender signs:
+// channelSigInput is what a channel message's sender signs. Version 1:
 // channelSigLabel || channel id (32) || send time (8, Unix ms, big endian)
-// || body length (4, big endian) || body.
+// || body length (4, big endian) || body. Version 2: channelSigLabelV2 ||
+// channel id || send time || sequence (8, big endian) || TTL seconds (4,
+// big endian) || body length || body.
 func channelSigInput(id [32]byte, f innerFields) []byte {
-	b := make([]byte, 0, len(channelSigLabel)+32+8+4+len(f.body))
-	b = append(b, channelSigLabel...)
+	b := make([]byte, 0, len(channelSigLabelV2)+32+8+metaLen+4+len(f.body))
+	if f.version >= innerVersion2 {
+		b = append(b, channelSigLabelV2...)
+	} else {
+		b = append(b, channelSigLabel...)
+	}
 	b = append(b, id[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(f.sentAt))
+	if f.version >= innerVersion2 {
+		b = binary.BigEndian.AppendUint64(b, f.seq)
+		b = binary.BigEndian.AppendUint32(b, f.ttl)
+	}
 	b = binary.BigEndian.AppendUint32(b, uint32(len(f.body)))
 	return append(b, f.body...)
 }

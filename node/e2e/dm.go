@@ -14,7 +14,7 @@ import (
 	"github.com/quicproquo/qpq/mesh/identity"
 )
 
-// Sealed DM payload, version 1 (DESIGN "Privacy"):
+// Sealed DM payload (DESIGN "Privacy"), the same for inner versions 1 and 2:
 //
 //	enc (1120 bytes: ML-KEM-768 ciphertext, X25519 point) || ChaCha20-Poly1305 ciphertext || tag (16)
 //
@@ -23,13 +23,14 @@ import (
 // is the inner layout (inner.go) with the receipt secret, zero-padded so
 // the whole payload is a multiple of 256 bytes. The sender's
 // signature input is dmSigInput. Nothing outside the ciphertext names the
-// sender.
+// sender, and nothing outside it shows the inner version.
 const (
 	dmEncLen   = mlkem.CiphertextSize768 + 32
 	dmTagLen   = 16 // ChaCha20-Poly1305
 	dmOverhead = dmEncLen + dmTagLen
-	// dmMinPayload is the smallest sealed DM (an empty body).
-	dmMinPayload = dmHeaderLen + dmOverhead + (padBlock-(dmHeaderLen+dmOverhead)%padBlock)%padBlock
+	// dmMinPayload is the smallest sealed DM: an empty body in the
+	// version-1 layout (this build's version 2 needs one block more).
+	dmMinPayload = dmHeaderLenV1 + dmOverhead + (padBlock-(dmHeaderLenV1+dmOverhead)%padBlock)%padBlock
 )
 
 // Sealed is a DM ready to put in an envelope.
@@ -43,15 +44,26 @@ type Sealed struct {
 	ReceiptSecret [32]byte
 }
 
-// DMPayloadSize returns the length of the sealed payload SealDM makes for
-// a body of n bytes.
+// DMPayloadSize returns the length of the sealed payload SealDM and
+// SealDMWith make for a body of n bytes.
 func DMPayloadSize(n int) int { return paddedLen(dmHeaderLen+n, dmOverhead) + dmOverhead }
 
 // SealDM seals body from one user to another (sealed sender): only the
 // holder of to's KEM key can open it, and only then learns who sent it.
 // sentAt is kept to the millisecond. A body over 16 KiB (gossip.MaxBody) returns
-// ErrBodyTooLarge; a Bundle with bad keys returns ErrBadBundle.
+// ErrBodyTooLarge; a Bundle with bad keys returns ErrBadBundle. It is
+// SealDMWith with a zero Meta: a version-2 payload whose sequence and TTL
+// are unknown (0), so the reader detects no gaps around it.
 func SealDM(from *User, to Bundle, body []byte, sentAt time.Time) (Sealed, error) {
+	return SealDMWith(from, to, body, sentAt, Meta{})
+}
+
+// SealDMWith is SealDM that also seals, signed, the sender's sequence
+// number for this recipient and the envelope's TTL (m), in the version-2
+// layout. The caller keeps one counter per recipient and gives each new
+// message the next number, starting at 1; a resend reuses the sealed
+// payload (and so its number).
+func SealDMWith(from *User, to Bundle, body []byte, sentAt time.Time, m Meta) (Sealed, error) {
 	if err := checkBody(body); err != nil {
 		return Sealed{}, err
 	}
@@ -63,7 +75,8 @@ func SealDM(from *User, to Bundle, body []byte, sentAt time.Time) (Sealed, error
 	rand.Read(s.ReceiptSecret[:])
 	s.ReceiptTag = ReceiptTagOf(s.ReceiptSecret)
 
-	f := innerFields{from: from.PublicKey(), sentAt: sentAt.UnixMilli(), receipt: &s.ReceiptSecret, body: body}
+	f := innerFields{version: innerVersion, from: from.PublicKey(), sentAt: sentAt.UnixMilli(), receipt: &s.ReceiptSecret,
+		seq: m.Seq, ttl: m.ttlSeconds(), body: body}
 	sig := ed25519.Sign(from.sign, dmSigInput(fp, f))
 	pt := encodeInner(f, sig, paddedLen(dmHeaderLen+len(body), dmOverhead))
 	s.Payload, err = hpkeSeal(to.KEMKey, fp, pt)
@@ -145,15 +158,27 @@ func dmInfo(fp identity.Fingerprint) []byte {
 	return append(b, fp[:]...)
 }
 
-// dmSigInput is what a DM's sender signs:
+// dmSigInput is what a DM's sender signs. Version 1:
 // dmSigLabel || recipient fingerprint (32) || send time (8, Unix ms, big
 // endian) || receipt secret (32) || body length (4, big endian) || body.
+// Version 2: dmSigLabelV2 || recipient fingerprint || send time || receipt
+// secret || sequence (8, big endian) || TTL seconds (4, big endian) ||
+// body length || body. The labels differ, so a signature made for one
+// version never verifies for the other.
 func dmSigInput(to identity.Fingerprint, f innerFields) []byte {
-	b := make([]byte, 0, len(dmSigLabel)+32+8+32+4+len(f.body))
-	b = append(b, dmSigLabel...)
+	b := make([]byte, 0, len(dmSigLabelV2)+32+8+32+metaLen+4+len(f.body))
+	if f.version >= innerVersion2 {
+		b = append(b, dmSigLabelV2...)
+	} else {
+		b = append(b, dmSigLabel...)
+	}
 	b = append(b, to[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(f.sentAt))
 	b = append(b, f.receipt[:]...)
+	if f.version >= innerVersion2 {
+		b = binary.BigEndian.AppendUint64(b, f.seq)
+		b = binary.BigEndian.AppendUint32(b, f.ttl)
+	}
 	b = binary.BigEndian.AppendUint32(b, uint32(len(f.body)))
 	return append(b, f.body...)
 }

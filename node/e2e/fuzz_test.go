@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"os"
 	"path/filepath"
@@ -13,20 +14,52 @@ import (
 
 // FuzzOpenDM feeds arbitrary payloads to OpenDM for a fixed recipient:
 // it must never panic, and whatever opens must carry a valid signature.
+// Seeds cover both inner layouts. Sealing is random, so the fuzzer mostly
+// exercises the length checks and HPKE; the inner decoder itself is
+// fuzzed directly too, on the same input.
 func FuzzOpenDM(f *testing.F) {
 	alice, bob := testUsers()
 	for _, n := range []int{0, 5, 300} {
-		s, _ := SealDM(alice, bob.Bundle(), make([]byte, n), testTime)
+		s, _ := SealDMWith(alice, bob.Bundle(), make([]byte, n), testTime, Meta{Seq: uint64(n) + 1, TTL: time.Hour})
 		f.Add(s.Payload)
 	}
+	f.Add(sealRawF(bob, v1DM([]byte("v1"))))
+	f.Add(v1DM([]byte("v1 plaintext")))
+	f.Add(goodInner([]byte("v2 plaintext"), dmHeaderLen+12))
 	f.Add(make([]byte, 1280))
 	f.Add([]byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		o, err := OpenDM(bob, payload)
-		if err == nil && (len(o.FromKey) != 32 || o.ReceiptTag != ReceiptTagOf(o.ReceiptSecret)) {
-			t.Fatal("opened message is inconsistent")
+		if err == nil {
+			checkOpened(t, o)
+			if o.ReceiptTag != ReceiptTagOf(o.ReceiptSecret) {
+				t.Fatal("opened DM's receipt tag does not match its secret")
+			}
+		}
+		for _, withReceipt := range []bool{true, false} {
+			if fl, sig, err := decodeInner(payload, withReceipt); err == nil {
+				if len(sig) != ed25519.SignatureSize || len(fl.from) != ed25519.PublicKeySize || len(fl.body) > maxBody ||
+					(fl.version == innerVersion1 && (fl.seq != 0 || fl.ttl != 0)) {
+					t.Fatalf("decodeInner accepted an inconsistent layout: %+v", fl)
+				}
+			}
 		}
 	})
+}
+
+// checkOpened checks what any opened message must satisfy.
+func checkOpened(t *testing.T, o Opened) {
+	t.Helper()
+	if len(o.FromKey) != 32 || (o.Version != 1 && o.Version != 2) || (o.Version == 1 && (o.Seq != 0 || o.TTL != 0)) ||
+		o.TTL < 0 || o.TTL%time.Second != 0 {
+		t.Fatalf("opened message is inconsistent: version %d seq %d ttl %v", o.Version, o.Seq, o.TTL)
+	}
+}
+
+// sealRawF is sealRaw for fuzz seeds.
+func sealRawF(to *User, pt []byte) []byte {
+	p, _ := hpkeSeal(to.kemPub, to.Fingerprint(), pt)
+	return p
 }
 
 // FuzzOpenChannel does the same for channel messages.
@@ -35,9 +68,13 @@ func FuzzOpenChannel(f *testing.F) {
 	key := ChannelKey{5}
 	p, _ := SealChannel(alice, key, []byte("seed"), testTime)
 	f.Add(p)
+	p, _ = SealChannelWith(alice, key, []byte("seed"), testTime, Meta{Seq: 9, TTL: 6 * time.Hour})
+	f.Add(p)
 	f.Add(make([]byte, 256))
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		OpenChannel(key, payload)
+		if o, err := OpenChannel(key, payload); err == nil {
+			checkOpened(t, o)
+		}
 	})
 }
 

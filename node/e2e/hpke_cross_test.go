@@ -179,7 +179,7 @@ func TestCrossDM(t *testing.T) {
 		}
 
 		// The other way: circl seals a DM's plaintext, OpenDM opens it.
-		fields := innerFields{from: alice.PublicKey(), sentAt: testTime.UnixMilli(), receipt: &s.ReceiptSecret, body: body}
+		fields := innerFields{version: innerVersion, from: alice.PublicKey(), sentAt: testTime.UnixMilli(), receipt: &s.ReceiptSecret, body: body}
 		plain := encodeInner(fields, ed25519.Sign(alice.sign, dmSigInput(bob.Fingerprint(), fields)), paddedLen(dmHeaderLen+n, dmOverhead))
 		snd, err := circlSuite.NewSender(cpk, info)
 		if err != nil {
