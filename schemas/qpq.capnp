@@ -196,6 +196,26 @@ interface Node {
   # waitSeconds > 0 it waits up to that long for one. Channel messages are
   # not acknowledged: they stay until their TTL ends, for late joiners.
   channelFetch @7 (channels :List(Data), limit :UInt32, waitSeconds :UInt32, after :List(Data)) -> (envelopes :List(Envelope));
+
+  # receipts streams the receipt secrets (32 bytes each) this node has
+  # seen, any user's, oldest first, so that a client can watch for its own
+  # receipt tags and match them locally: asking a node about one exact tag
+  # would tie the asker to the recipient, since every node that held the dm
+  # saw that tag beside its destination. It needs no authentication: every
+  # receipt reaches every node anyway, and a stream of all of them says
+  # nothing about the asker.
+  # `after` is a cursor: 0 means "from the oldest still held"; pass the
+  # returned `next` (also when no secrets came) on the following call to
+  # get only later receipts. A cursor this node did not give out (another
+  # node's, or one from before its store was wiped) is accepted and means
+  # "from the oldest still held", as does one older than what it still
+  # holds; a cursor from before a restart of the same node may resume
+  # where it was or start again from the oldest. So a client may see a
+  # secret twice and must treat that as harmless. The node caps limit (0
+  # means its maximum) and the bytes of one answer. When there are none
+  # after the cursor and waitSeconds > 0 it waits up to that long (capped
+  # by the node) for one.
+  receipts @8 (after :UInt64, limit :UInt32, waitSeconds :UInt32) -> (secrets :List(Data), next :UInt64);
 }
 
 # Mailbox is one authenticated user's view of the envelopes addressed to
