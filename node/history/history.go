@@ -33,6 +33,10 @@ const DefaultLimit = 1000
 // MaxLimit bounds the configurable limit.
 const MaxLimit = 1000000
 
+// UseSetting as Config.Limit means: the limit saved with SetLimit, else
+// DefaultLimit.
+const UseSetting = -1
+
 // Storage layout (add, never change); every value is sealed for its
 // bucket and key.
 var (
@@ -40,6 +44,7 @@ var (
 	bState    = []byte("state")    // Name("state", name) -> sealed blob
 	bMeta     = []byte("meta")     // "check" -> sealed checkText
 	kCheck    = []byte("check")
+	kLimit    = []byte("limit") // in bMeta: sealed decimal limit set by SetLimit
 )
 
 const checkText = "qpq history v1"
@@ -76,8 +81,9 @@ type Message struct {
 // Config tunes a Store.
 type Config struct {
 	// Limit is how many messages are kept; the oldest are dropped first.
-	// 0 keeps none (and Open deletes what is there). Use LimitFrom to read
-	// it from a flag or QPQ_HISTORY; a negative value means DefaultLimit.
+	// 0 keeps none (and Open deletes what is there). UseSetting (or any
+	// negative value) takes the limit saved by SetLimit, else
+	// DefaultLimit. LimitFrom reads it from a flag or $QPQ_HISTORY.
 	Limit int
 	// Timeout bounds waiting for another process holding the file; zero:
 	// 3 s.
@@ -87,15 +93,15 @@ type Config struct {
 }
 
 // LimitFrom returns the history limit from a flag value, else
-// $QPQ_HISTORY, else DefaultLimit: a whole number from 0 (keep none) to
+// $QPQ_HISTORY, else UseSetting: a whole number from 0 (keep none) to
 // MaxLimit.
 func LimitFrom(flagValue string, getenv func(string) string) (int, error) {
-	v, src := flagValue, "--history"
+	v, src := flagValue, "--keep"
 	if v == "" {
 		v, src = getenv("QPQ_HISTORY"), "QPQ_HISTORY"
 	}
 	if v == "" {
-		return DefaultLimit, nil
+		return UseSetting, nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 || n > MaxLimit {
@@ -114,9 +120,6 @@ type Store struct {
 // Open opens (creating) the history at path for user u, checks it was
 // written under u's key (else ErrWrongKey), and trims it to the limit.
 func Open(path string, u *e2e.User, cfg Config) (*Store, error) {
-	if cfg.Limit < 0 {
-		cfg.Limit = DefaultLimit
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -136,6 +139,18 @@ func Open(path string, u *e2e.User, cfg Config) (*Store, error) {
 		} else if err := m.Put(kCheck, s.key.Seal(slot(bMeta, kCheck), []byte(checkText))); err != nil {
 			return err
 		}
+		if s.cfg.Limit < 0 {
+			s.cfg.Limit = DefaultLimit
+			if v := m.Get(kLimit); v != nil {
+				pt, err := s.key.Open(slot(bMeta, kLimit), v)
+				if err != nil {
+					return err
+				}
+				if n, err := strconv.Atoi(string(pt)); err == nil && n >= 0 && n <= MaxLimit {
+					s.cfg.Limit = n
+				}
+			}
+		}
 		return s.trimTx(tx)
 	})
 	if err != nil {
@@ -146,6 +161,25 @@ func Open(path string, u *e2e.User, cfg Config) (*Store, error) {
 
 // Limit returns how many messages the store keeps.
 func (s *Store) Limit() int { return s.cfg.Limit }
+
+// SetLimit saves n (0 to MaxLimit) as the limit every later Open with
+// UseSetting takes, and applies it now (dropping the oldest beyond it).
+func (s *Store) SetLimit(n int) error {
+	if n < 0 || n > MaxLimit {
+		return fmt.Errorf("history limit %d: want 0 to %d", n, MaxLimit)
+	}
+	s.cfg.Limit = n
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bMeta).Put(kLimit, s.key.Seal(slot(bMeta, kLimit), []byte(strconv.Itoa(n)))); err != nil {
+			return err
+		}
+		return s.trimTx(tx)
+	})
+	if err != nil {
+		return fmt.Errorf("set the history limit in %s: %w", s.db.Path, err)
+	}
+	return nil
+}
 
 // Close releases the Store (the file is closed after each operation
 // already). Safe to call twice.

@@ -115,10 +115,34 @@ func TestLimitFrom(t *testing.T) {
 		flag, env string
 		want      int
 		bad       bool
-	}{{"", "", DefaultLimit, false}, {"5", "7", 5, false}, {"", "0", 0, false}, {"-1", "", 0, true}, {"", "x", 0, true}} {
+	}{{"", "", UseSetting, false}, {"5", "7", 5, false}, {"", "0", 0, false}, {"-1", "", 0, true}, {"", "x", 0, true}} {
 		n, err := LimitFrom(c.flag, env(c.env))
 		if (err != nil) != c.bad || (!c.bad && n != c.want) {
 			t.Errorf("LimitFrom(%q, %q) = %d, %v", c.flag, c.env, n, err)
 		}
+	}
+}
+
+// The limit set once is what later opens use, unless given.
+func TestSetLimitPersists(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	u, alice := e2e.NewUser(), e2e.NewUser()
+	s := open(t, path, u, UseSetting)
+	if s.Limit() != DefaultLimit {
+		t.Fatalf("default %d", s.Limit())
+	}
+	s.Append(msg(1, alice), msg(2, alice), msg(3, alice))
+	if err := s.SetLimit(2); err != nil {
+		t.Fatal(err)
+	}
+	again := open(t, path, u, UseSetting)
+	if again.Limit() != 2 {
+		t.Fatalf("after SetLimit(2): %d", again.Limit())
+	}
+	if got, _ := again.List(Query{}); len(got) != 2 || got[0].Body != "message 2" {
+		t.Fatalf("kept %v", bodies(got))
+	}
+	if open(t, path, u, 5).Limit() != 5 {
+		t.Fatal("an explicit limit did not win over the setting")
 	}
 }

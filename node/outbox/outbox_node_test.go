@@ -76,7 +76,7 @@ func TestResendSameEnvelopeOverRealNodeShownOnce(t *testing.T) {
 	tr := SessionTransport(aliceS)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if left, err := NewSender(o, tr, SenderConfig{FailUnknown: true}).Pass(ctx); err != nil || left != 0 {
+	if left, err := NewSender(o, tr, SenderConfig{FailUnknown: func(Entry) bool { return true }}).Pass(ctx); err != nil || left != 0 {
 		t.Fatalf("pass: left %d, %v", left, err)
 	}
 	e, _ = o.Get(e.Ref)

@@ -165,7 +165,7 @@ func TestUnsealedUntilBundleKnownOrFailed(t *testing.T) {
 	if gc.State != Queued || gc.Reason == "" {
 		t.Fatalf("carol's without FailUnknown: %s %q", gc.State, gc.Reason)
 	}
-	NewSender(r.o, node, SenderConfig{FailUnknown: true}).Pass(context.Background())
+	NewSender(r.o, node, SenderConfig{FailUnknown: func(Entry) bool { return true }}).Pass(context.Background())
 	if gc, _ = r.o.Get(ec.Ref); gc.State != Failed || !bytes.Contains([]byte(gc.Reason), []byte("key bundle")) {
 		t.Fatalf("carol's with FailUnknown: %s %q", gc.State, gc.Reason)
 	}

@@ -6,15 +6,13 @@ import (
 	"github.com/quicproquo/qpq/node/e2e"
 )
 
-// sealDM seals one DM body. seq and ttl go inside the sealed payload once
-// the inner layout carries them (h/seq: e2e.SealDMWith with Meta).
+// sealDM seals one DM body with its per-conversation sequence and TTL
+// inside (inner layout version 2), so the reader can tell a gap.
 func sealDM(u *e2e.User, b e2e.Bundle, body []byte, sentAt time.Time, seq uint64, ttl time.Duration) (e2e.Sealed, error) {
-	_, _ = seq, ttl
-	return e2e.SealDM(u, b, body, sentAt)
+	return e2e.SealDMWith(u, b, body, sentAt, e2e.Meta{Seq: seq, TTL: ttl})
 }
 
-// sealChannel seals one channel message body (seq and ttl as for sealDM).
+// sealChannel seals one channel message body, as sealDM.
 func sealChannel(u *e2e.User, k e2e.ChannelKey, body []byte, sentAt time.Time, seq uint64, ttl time.Duration) ([]byte, error) {
-	_, _ = seq, ttl
-	return e2e.SealChannel(u, k, body, sentAt)
+	return e2e.SealChannelWith(u, k, body, sentAt, e2e.Meta{Seq: seq, TTL: ttl})
 }

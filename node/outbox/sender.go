@@ -21,10 +21,16 @@ type SenderConfig struct {
 	// CallTimeout bounds each call, its reconnection included; zero:
 	// 15 s.
 	CallTimeout time.Duration
-	// FailUnknown makes a DM whose recipient no node knows (no key
-	// bundle) fail at once, as `qpq send` does; otherwise it stays
-	// queued and is tried again until its TTL ends, as in the chat.
-	FailUnknown bool
+	// FailUnknown, when it returns true for an entry, makes that DM fail
+	// at once when no node knows its recipient (no key bundle), as
+	// `qpq send` does for the message it was given; otherwise (nil, or
+	// false) it stays queued and is tried again until its TTL ends, as in
+	// the chat.
+	FailUnknown func(Entry) bool
+	// AfterEnqueue, when set, is called after a node answered an
+	// enqueue and before stored is written: a test hook (a crash at that
+	// moment must not show the message twice).
+	AfterEnqueue func(Entry)
 	// Logger gets one line per send error; nil: discard.
 	Logger *slog.Logger
 }
@@ -132,7 +138,7 @@ func (s *Sender) one(ctx context.Context, e Entry) (sent, stop bool, _ error) {
 		cancel()
 		switch {
 		case errors.Is(err, client.ErrNoBundle):
-			if s.cfg.FailUnknown {
+			if s.cfg.FailUnknown != nil && s.cfg.FailUnknown(e) {
 				_, err := s.o.MarkFailed(e.Ref, fmt.Sprintf("no node knows the recipient's key bundle (%s): they must connect once (qpq recv) before they can be written to", e.To.Short()))
 				return err == nil, false, err
 			}
@@ -165,6 +171,9 @@ func (s *Sender) one(ctx context.Context, e Entry) (sent, stop bool, _ error) {
 	if err != nil {
 		s.cfg.Logger.Info("outbox: enqueue", "id", e.ID.String(), "err", err)
 		return false, true, s.o.noteAttempt(e.Ref, err)
+	}
+	if s.cfg.AfterEnqueue != nil {
+		s.cfg.AfterEnqueue(e)
 	}
 	if err := s.o.noteAttempt(e.Ref, nil); err != nil {
 		return false, false, err
