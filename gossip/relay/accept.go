@@ -92,6 +92,9 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 	if env.Kind == schemas.Envelope_Kind_dm || env.Kind == schemas.Envelope_Kind_broadcast {
 		e.wake(env.Destination)
 	}
+	if env.Kind == schemas.Envelope_Kind_receipt {
+		e.receipts.fire()
+	}
 	if env.Kind == schemas.Envelope_Kind_descriptor && e.o.OnDescriptor != nil {
 		if signed, err := gossip.SignedBytes(env); err == nil {
 			e.o.OnDescriptor(signed, src.Peer)

@@ -112,6 +112,8 @@ type Engine struct {
 	waitersMu sync.Mutex // guards waiters
 	waiters   map[[32]byte]map[chan struct{}]struct{}
 
+	receipts note // fired when a receipt is stored (receipts.go)
+
 	wg sync.WaitGroup // every goroutine the engine starts
 }
 

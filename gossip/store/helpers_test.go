@@ -9,6 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/schemas"
 
 	"github.com/quicproquo/qpq/mesh/testkit"
 )
@@ -109,8 +110,13 @@ func checkFile(t testing.TB, path string) {
 			t.Errorf("bbolt check: %v", err)
 		}
 		meta := tx.Bucket(bucketMeta)
-		var n, total int64
+		var n, total, receipts int64
 		mbox := map[string]int64{}
+		rseq := tx.Bucket(bucketRSeq)
+		if rseq == nil {
+			t.Errorf("no receipt index")
+			return nil
+		}
 		err := tx.Bucket(bucketEnv).ForEach(func(k, v []byte) error {
 			h, body, err := parseRecord(v)
 			if err != nil {
@@ -140,6 +146,12 @@ func checkFile(t testing.TB, path string) {
 			if len(e.ReceiptTag) > 0 && tx.Bucket(bucketTag).Get(cat(e.ReceiptTag, k)) == nil {
 				t.Errorf("record %x: no receipt tag index entry", k)
 			}
+			if e.Kind == schemas.Envelope_Kind_receipt {
+				receipts++
+				if id := rseq.Get(u64(h.seq)); !bytes.Equal(id, k) {
+					t.Errorf("receipt %x: receipt index has %x", k, id)
+				}
+			}
 			return nil
 		})
 		if err != nil {
@@ -150,6 +162,12 @@ func checkFile(t testing.TB, path string) {
 		}
 		if got := int64(getU64(meta.Get(metaBytes))); got != total {
 			t.Errorf("meta says %d bytes, records take %d", got, total)
+		}
+		if got := int64(rseq.Stats().KeyN); got != receipts {
+			t.Errorf("receipt index has %d entries for %d receipts", got, receipts)
+		}
+		if got := getU64(meta.Get(metaRSeq)); got != getU64(meta.Get(metaSeq)) {
+			t.Errorf("receipt index complete at seq %d, the file is at %d", got, getU64(meta.Get(metaSeq)))
 		}
 		if got := int64(tx.Bucket(bucketExp).Stats().KeyN); got != n {
 			t.Errorf("expiry index has %d entries for %d records", got, n)

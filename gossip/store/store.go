@@ -76,6 +76,7 @@ type Store struct {
 	pools      [numPools]int64 // bytes each pool's records take (not persisted: counted at Open)
 	damaged    int64           // damaged records removed since Open
 	src        *sources
+	cursorTag  uint64 // this file's receipt cursor tag, set at Open (receipts.go)
 }
 
 // Stats is a snapshot of what the store holds and its limits.
@@ -237,6 +238,9 @@ func (s *Store) load() (err error) {
 		if err := s.countPoolsLocked(tx); err != nil {
 			return err
 		}
+		if err := s.loadReceiptIndexLocked(tx, s.seq); err != nil {
+			return err
+		}
 		return putMeta(tx, elapsed, now, s.seq, s.envelopes, s.bytes, s.tombstones)
 	})
 	if err != nil {
@@ -297,6 +301,9 @@ func (s *Store) initLocked(tx *bolt.Tx, now time.Time) error {
 	if err := tx.Bucket(bucketMeta).Put(metaFormat, []byte{0, 0, 0, formatVersion}); err != nil {
 		return err
 	}
+	if err := s.loadReceiptIndexLocked(tx, 0); err != nil {
+		return err
+	}
 	return putMeta(tx, 0, now, 0, 0, 0, 0)
 }
 
@@ -312,6 +319,7 @@ func putMeta(tx *bolt.Tx, elapsed time.Duration, wall time.Time, seq uint64, env
 		{metaEnvelopes, uint64(envelopes)},
 		{metaBytes, uint64(bytes)},
 		{metaTombstones, uint64(tombstones)},
+		{metaRSeq, seq}, // this build keeps the receipt index complete
 	} {
 		if err := meta.Put(kv.k, u64(kv.v)); err != nil {
 			return err

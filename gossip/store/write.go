@@ -165,6 +165,9 @@ func (s *Store) putLocked(e *gossip.Envelope, format byte, body []byte, source s
 				return err
 			}
 		}
+		if err := indexReceiptLocked(tx, e.Kind, h.seq, e.ID[:]); err != nil {
+			return err
+		}
 		st.seq = h.seq
 		st.envelopes++
 		st.bytes += size
@@ -231,6 +234,9 @@ func (s *Store) removeLocked(tx *bolt.Tx, st *txState, id gossip.ID, rec, destKe
 			return err
 		}
 	}
+	if err := unindexReceiptLocked(tx, h.kind, h.seq, id[:]); err != nil {
+		return err
+	}
 	st.envelopes--
 	st.bytes -= size
 	p := poolOf(h.kind)
@@ -261,6 +267,9 @@ func (s *Store) removeDamagedLocked(tx *bolt.Tx, st *txState, id gossip.ID, rec,
 	if h, _, err := parseRecord(rec); err == nil {
 		p = poolOf(h.kind)
 		if err := tx.Bucket(bucketExp).Delete(cat(u64(uint64(h.expiresAt)), id[:])); err != nil {
+			return err
+		}
+		if err := unindexReceiptLocked(tx, h.kind, h.seq, id[:]); err != nil {
 			return err
 		}
 		if h.seq >= s.openSeq {
