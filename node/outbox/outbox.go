@@ -546,8 +546,24 @@ func (o *Outbox) setState(ref uint64, to State, reason string, from ...State) (E
 }
 
 // MarkStored records that a node answered the enqueue of ref.
-func (o *Outbox) MarkStored(ref uint64) (Entry, error) {
-	e, _, err := o.setState(ref, Stored, "", Queued)
+func (o *Outbox) MarkStored(ref uint64) (Entry, error) { return o.markStored(ref, false) }
+
+// markStored is MarkStored, counting the attempt too when attempt is set
+// (one write for both).
+func (o *Outbox) markStored(ref uint64, attempt bool) (Entry, error) {
+	e, wrote, err := o.update(ref, func(_ *bolt.Tx, e *Entry) (bool, error) {
+		if attempt {
+			e.Attempts++
+		}
+		if e.State != Queued {
+			return attempt, nil
+		}
+		e.State, e.Reason, e.Changed = Stored, "", o.cfg.Now().UTC()
+		return true, nil
+	})
+	if wrote && e.State == Stored {
+		o.changed(e)
+	}
 	return e, err
 }
 

@@ -175,9 +175,6 @@ func (s *Sender) one(ctx context.Context, e Entry) (sent, stop bool, _ error) {
 	if s.cfg.AfterEnqueue != nil {
 		s.cfg.AfterEnqueue(e)
 	}
-	if err := s.o.noteAttempt(e.Ref, nil); err != nil {
-		return false, false, err
-	}
-	_, err = s.o.MarkStored(e.Ref)
+	_, err = s.o.markStored(e.Ref, true)
 	return err == nil, false, err
 }
