@@ -267,3 +267,34 @@ func TestHistoryKeepsBoundedAndEncrypted(t *testing.T) {
 		t.Fatalf("alice's history:\n%s", out)
 	}
 }
+
+// The second of three messages never leaves (its TTL ends in the
+// outbox): bob's recv, and his history later, say one from alice has not
+// arrived.
+func TestHistoryGapNoticeWhenOneNeverArrives(t *testing.T) {
+	n := startNode(t, "", "--listen", loop)
+	node := n.peerArg()
+	alice, bob := newUser(t), newUser(t)
+	if code, _, e := runQPQ(t, userEnv, "contact", "add", alice.fp, "alice", "--home", bob.home); code != 0 {
+		t.Fatal(e)
+	}
+	recvAll(t, bob, n)
+	sendWhenKnown(t, alice, n, bob, "first")
+	hook := append([]string{testHookEnv + "=after-outbox"}, userEnv...)
+	if code, _, _ := runQPQ(t, hook, "send", "--home", alice.home, "--node", node, "--to", bob.fp, "--text", "second", "--ttl", "1s"); code != -1 {
+		t.Fatalf("send second: exit %d, want killed", code)
+	}
+	testkit.WaitForEvery(t, 5*time.Second, 200*time.Millisecond, "the second's TTL to end in the outbox", func() bool {
+		e, _ := entryWithText(outboxList(t, alice), "second")
+		return e.State == "expired"
+	})
+	sendWhenKnown(t, alice, n, bob, "third")
+	code, _, errOut := runQPQ(t, userEnv, "recv", "--home", bob.home, "--node", node, "--json")
+	if code != 0 || !strings.Contains(errOut, "1 message from alice not yet arrived") {
+		t.Fatalf("recv: exit %d, stderr:\n%s", code, errOut)
+	}
+	code, _, errOut = runQPQ(t, userEnv, "history", "--home", bob.home, "alice")
+	if code != 0 || !strings.Contains(errOut, "1 message from alice not yet arrived") {
+		t.Fatalf("history: exit %d, stderr:\n%s", code, errOut)
+	}
+}
