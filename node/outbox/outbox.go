@@ -70,7 +70,7 @@ type Entry struct {
 	Channel   string   // broadcast: the channel's local name
 	ChannelID [32]byte // broadcast: the channel id
 	Body      []byte
-	Seq       uint64 // per-conversation sequence number
+	Seq       uint64 // per-conversation sequence number, taken when sealed (0 before)
 	Created   time.Time
 	TTL       time.Duration
 	Hops      uint8
@@ -211,21 +211,24 @@ func (o *Outbox) Add(m Message) (Entry, error) {
 		if err := o.makeRoomLocked(tx, int64(len(m.Body))+4096); err != nil {
 			return err
 		}
-		seq, err := o.nextSeqTx(tx, e.Conversation())
-		if err != nil {
-			return err
-		}
-		e.Seq = seq
 		ref, err := tx.Bucket(bEntries).NextSequence()
 		if err != nil {
 			return err
 		}
 		e.Ref = ref
+		// The sequence number is taken when the message is sealed, so one
+		// that fails before (no bundle anywhere) leaves no gap.
 		if m.Channel != nil {
+			if e.Seq, err = o.nextSeqTx(tx, e.Conversation()); err != nil {
+				return err
+			}
 			if err := o.sealChannel(&e, *m.Channel); err != nil {
 				return err
 			}
 		} else if b, ok := o.bundleTx(tx, m.To); ok {
+			if e.Seq, err = o.nextSeqTx(tx, e.Conversation()); err != nil {
+				return err
+			}
 			if err := o.sealDM(&e, b); err != nil {
 				return err
 			}
@@ -730,6 +733,11 @@ func (o *Outbox) sealWith(ref uint64, b e2e.Bundle) (Entry, error) {
 		if !b.Fingerprint.Equal(e.To) {
 			return false, fmt.Errorf("bundle of %s for a message to %s", b.Fingerprint, e.To)
 		}
+		seq, err := o.nextSeqTx(tx, e.Conversation())
+		if err != nil {
+			return false, err
+		}
+		e.Seq = seq
 		return true, o.sealDM(e, b)
 	})
 	o.noteTag(e)

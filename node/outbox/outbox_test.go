@@ -166,8 +166,11 @@ func TestUnsealedUntilBundleKnownOrFailed(t *testing.T) {
 		t.Fatalf("carol's without FailUnknown: %s %q", gc.State, gc.Reason)
 	}
 	NewSender(r.o, node, SenderConfig{FailUnknown: func(Entry) bool { return true }}).Pass(context.Background())
-	if gc, _ = r.o.Get(ec.Ref); gc.State != Failed || !bytes.Contains([]byte(gc.Reason), []byte("key bundle")) {
+	if gc, _ = r.o.Get(ec.Ref); gc.State != Failed || gc.Seq != 0 || !bytes.Contains([]byte(gc.Reason), []byte("key bundle")) {
 		t.Fatalf("carol's with FailUnknown: %s %q", gc.State, gc.Reason)
+	}
+	if gb.Seq != 1 {
+		t.Fatalf("bob's first message sealed as number %d", gb.Seq)
 	}
 	// The bundle is remembered: the next message to bob is sealed at once.
 	if e, _ := r.o.Add(dmTo(bob, "again")); !e.Sealed() || e.Seq != 2 {

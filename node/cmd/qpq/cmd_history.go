@@ -275,12 +275,14 @@ func keepSent(env *cliEnv, h home.Home, u *e2e.User, limit int, e outbox.Entry) 
 	}
 }
 
-// recvKeeper keeps what recv shows in the history and follows the
-// senders' sequence numbers, printing what has not arrived. A history
-// that cannot be opened is a warning: recv shows messages all the same.
+// recvKeeper keeps what recv (or the chat) shows in the history and
+// follows the senders' sequence numbers, telling what has not arrived. A
+// history that cannot be opened is a warning: messages are shown all the
+// same.
 type recvKeeper struct {
-	env     *cliEnv
 	h       home.Home
+	say     func(text string) // a gap notice, already safe to show
+	warn    func(err error)
 	st      *history.Store // nil: keep nothing
 	tr      *gaps.Tracker
 	pending []history.Message
@@ -288,19 +290,36 @@ type recvKeeper struct {
 }
 
 // openRecvKeeper opens the history for recv ($QPQ_HISTORY or the saved
-// limit) and prints the gaps that turned missing since the last run.
+// limit), printing notices and warnings on stderr.
 func openRecvKeeper(env *cliEnv, h home.Home, u *e2e.User) *recvKeeper {
-	k := &recvKeeper{env: env, h: h}
-	limit, err := history.LimitFrom("", env.getenv)
+	return newKeeper(h, u, env.getenv,
+		func(text string) { fmt.Fprintf(env.stderr, "qpq recv: %s\n", text) },
+		func(err error) { fmt.Fprintf(env.stderr, "qpq recv: warning: %v\n", err) })
+}
+
+// newKeeper opens the history of u in h and says the gaps that turned
+// missing since the last run. say gets each gap notice ("1 message from
+// alice not yet arrived"), warn each failure to keep something.
+func newKeeper(h home.Home, u *e2e.User, getenv func(string) string, say func(string), warn func(error)) *recvKeeper {
+	k := &recvKeeper{h: h, say: say, warn: warn}
+	limit, err := history.LimitFrom("", getenv)
 	if err == nil {
 		k.st, err = openHistory(h, u, limit)
 	}
 	if err != nil {
-		fmt.Fprintf(env.stderr, "qpq recv: warning: no history this time: %v\n", err)
+		k.warn(fmt.Errorf("no history this time: %w", err))
 	}
 	k.tr = loadTracker(k.st)
 	k.notices(k.tr.Check())
 	return k
+}
+
+// check says the gaps whose time passed (call it now and then, e.g. once
+// a minute, in a long-running reader).
+func (k *recvKeeper) check() {
+	if k != nil {
+		k.notices(k.tr.Check())
+	}
 }
 
 // dm records a DM shown.
@@ -326,14 +345,21 @@ func (k *recvKeeper) add(m history.Message, g gaps.Message) {
 
 func (k *recvKeeper) notices(ns []gaps.Notice) {
 	for _, n := range ns {
-		fmt.Fprintf(k.env.stderr, "qpq recv: %s\n", n.Text(senderName(k.h, n.From)))
+		k.say(n.Text(senderName(k.h, n.From)))
 	}
 }
 
 // flush writes what was shown since the last flush (called before the
 // batch is acknowledged, like the seen ids).
 func (k *recvKeeper) flush() {
-	if k == nil || k.st == nil || !k.dirty {
+	if k == nil || k.st == nil {
+		return
+	}
+	if ns := k.tr.Check(); len(ns) > 0 { // gaps whose time passed meanwhile (recv --follow)
+		k.notices(ns)
+		k.dirty = true
+	}
+	if !k.dirty {
 		return
 	}
 	err := k.st.Append(k.pending...)
@@ -344,7 +370,7 @@ func (k *recvKeeper) flush() {
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(k.env.stderr, "qpq recv: warning: not kept in the history: %v\n", err)
+		k.warn(fmt.Errorf("not kept in the history: %w", err))
 	}
 	k.pending, k.dirty = k.pending[:0], false
 }

@@ -439,7 +439,7 @@ func (r *sendReporter) finish(e outbox.Entry, code int, wait bool) int {
 		fmt.Fprintf(r.env.stderr, "qpq send: %s\n", display.Escape(fmt.Sprintf(
 			"not sent yet (%s); it stays queued in the outbox and goes out with the next qpq send or qpq chat, under the same id: do not send it again", why)))
 	case outbox.Stored:
-		fmt.Fprintln(r.env.stderr, "qpq send: --wait ended before the recipient acknowledged it; the last state is stored (the mesh holds it)")
+		fmt.Fprintln(r.env.stderr, "qpq send: not delivered yet (the recipient's client has not acknowledged it); the last state is stored (the mesh holds it)")
 	}
 	return exitFailure
 }
