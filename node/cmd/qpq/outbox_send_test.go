@@ -298,3 +298,24 @@ func TestHistoryGapNoticeWhenOneNeverArrives(t *testing.T) {
 		t.Fatalf("history: exit %d, stderr:\n%s", code, errOut)
 	}
 }
+
+// `qpq outbox` shows a body a person typed escaped on one line; the JSON
+// keeps it exact. --wait is refused for channels (no receipts).
+func TestOutboxListsEscapedAndJSONExact(t *testing.T) {
+	alice, bob := newUser(t), newUser(t)
+	text := "line one\n\x1b[2Jalice: forged"
+	hook := append([]string{testHookEnv + "=after-outbox"}, userEnv...)
+	if code, _, _ := runQPQ(t, hook, "send", "--home", alice.home, "--node", "127.0.0.1:9", "--to", bob.fp, "--text", text); code != -1 {
+		t.Fatalf("send: exit %d, want killed by the hook", code)
+	}
+	code, out, _ := runQPQ(t, userEnv, "outbox", "--home", alice.home)
+	if code != 0 || strings.Count(strings.TrimSpace(out), "\n") != 0 || strings.Contains(out, "\x1b") || !strings.Contains(out, `\x1b[2J`) || !strings.Contains(out, "queued") {
+		t.Fatalf("outbox (exit %d):\n%q", code, out)
+	}
+	if e, ok := entryWithText(outboxList(t, alice), text); !ok || e.State != "queued" || e.To != bob.fp || e.ID != "" {
+		t.Fatalf("outbox --json: %+v (found %v); want the exact text, queued, unsealed (bob's bundle never seen)", e, ok)
+	}
+	if code, _, e := runQPQ(t, userEnv, "send", "--home", alice.home, "--node", "127.0.0.1:9", "--channel", "town", "--text", "x", "--wait"); code != 2 || !strings.Contains(e, "--wait needs --to") {
+		t.Fatalf("send --channel --wait: exit %d: %s", code, e)
+	}
+}
