@@ -208,7 +208,9 @@ func (o *Outbox) Add(m Message) (Entry, error) {
 		e.Kind, e.Channel, e.ChannelID, e.To = Broadcast, m.ChannelName, m.Channel.ID(), identity.Fingerprint{}
 	}
 	err := o.db.Update(func(tx *bolt.Tx) error {
-		if err := o.makeRoomLocked(tx, int64(len(m.Body))+4096); err != nil {
+		// The record holds the body and the sealed payload, both base64
+		// in JSON: about 3 times the body, and the KEM overhead.
+		if err := o.makeRoomLocked(tx, 3*int64(len(m.Body))+4096); err != nil {
 			return err
 		}
 		ref, err := tx.Bucket(bEntries).NextSequence()

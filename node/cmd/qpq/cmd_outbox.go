@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -21,7 +22,9 @@ under your identity key) and where each one is:
   expired    its TTL passed without a receipt
   failed     it cannot be sent (the reason follows)
 
-Queued messages go out with the next qpq send or a running qpq chat.
+Queued messages go out with the next qpq send, a running qpq chat, or
+qpq outbox --send, which sends them now (to --node or $QPQ_NODE) and then
+lists the outbox; it exits 1 when some are still queued.
 "delivered" comes from receipts that qpq send --wait or qpq chat watched
 for; a message stays "stored" when neither was running as it was read.
 
@@ -31,6 +34,7 @@ reason, attempts, seq, created, expires, changed (RFC 3339, UTC), text.
 
 Examples:
   qpq outbox
+  qpq outbox --send --node 127.0.0.1:7443
   qpq outbox --json`
 
 // outboxJSON is one line of `qpq outbox --json`.
@@ -52,11 +56,22 @@ type outboxJSON struct {
 }
 
 func runOutbox(env *cliEnv, args []string) int {
-	fs := newFlags(env, "outbox", "outbox [--home DIR] [--json]", outboxAbout)
+	fs := newFlags(env, "outbox", "outbox [--home DIR] [--send [--node ADDR[#FP]] [--repin]] [--json]", outboxAbout)
 	homeDir := fs.String("home", "", "client home dir [$QPQ_HOME]")
 	asJSON := fs.Bool("json", false, "one JSON object per message")
+	sendNow := fs.Bool("send", false, "send what is queued now, then list")
+	nodeFlag := fs.String("node", "", "with --send: node to hand the messages to, ADDR[#FINGERPRINT] [$QPQ_NODE]")
+	repin := fs.Bool("repin", false, "with --send: accept and remember a changed node key")
 	if code, ok := parseStatus(env, fs, fs.Parse(args)); !ok {
 		return code
+	}
+	var target nodeTarget
+	if *sendNow {
+		var err error
+		if target, err = parseNode(*nodeFlag, env); err != nil {
+			fmt.Fprintf(env.stderr, "qpq outbox: %v\n", err)
+			return exitUsage
+		}
 	}
 	h, err := home.Resolve(*homeDir, env.getenv)
 	if err != nil {
@@ -73,6 +88,16 @@ func runOutbox(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "qpq outbox: %v\n", err)
 		return exitFailure
 	}
+	code := exitOK
+	if *sendNow {
+		if left, err := sendOutboxNow(env, h, u, target, *repin, ob); err != nil {
+			fmt.Fprintf(env.stderr, "qpq outbox: %s\n", display.Escape(err.Error()))
+			code = exitFailure
+		} else if left > 0 {
+			fmt.Fprintf(env.stderr, "qpq outbox: %d still queued\n", left)
+			code = exitFailure
+		}
+	}
 	list, err := ob.List()
 	if err != nil {
 		fmt.Fprintf(env.stderr, "qpq outbox: %v\n", err)
@@ -86,16 +111,28 @@ func runOutbox(env *cliEnv, args []string) int {
 				return exitFailure
 			}
 		}
-		return exitOK
+		return code
 	}
 	if len(list) == 0 {
 		fmt.Fprintln(env.stderr, "qpq outbox: the outbox is empty")
-		return exitOK
 	}
 	for _, e := range list {
 		fmt.Fprintln(env.stdout, outboxLine(h, e))
 	}
-	return exitOK
+	return code
+}
+
+// sendOutboxNow makes one pass over the queued messages and returns how
+// many are still queued.
+func sendOutboxNow(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bool, ob *outbox.Outbox) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*connectTimeout)
+	defer cancel()
+	s, err := openSendSession(ctx, env, h, u, t, repin, false)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	return outbox.NewSender(ob, outbox.SessionTransport(s), outbox.SenderConfig{}).Pass(ctx)
 }
 
 func entryJSON(e outbox.Entry) outboxJSON {

@@ -87,6 +87,10 @@ func TestOutboxSurvivesKill9OfSend(t *testing.T) {
 	if two, _ := entryWithText(list, "two"); two.State != "stored" || three.State != "queued" {
 		t.Fatalf("two %s (sent before three), three %s (killed before stored was written)", two.State, three.State)
 	}
+	// qpq outbox --send sends what is queued without a new message.
+	if code, _, e := runQPQ(t, userEnv, "outbox", "--home", alice.home, "--send", "--node", node); code != 0 {
+		t.Fatalf("outbox --send: exit %d: %s", code, e)
+	}
 	code, id4 := send("four", "")
 	if code != 0 || len(id4) != 64 {
 		t.Fatalf("send four: exit %d %q", code, id4)
