@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/mesh/testkit"
 	"github.com/quicproquo/qpq/node/client"
 	"github.com/quicproquo/qpq/node/daemon/daemontest"
 	"github.com/quicproquo/qpq/node/e2e"
@@ -60,6 +61,7 @@ func (c *counter) Shown() error                         { return nil }
 // shows it to the reader once; sent again after the reader acknowledged
 // it, it is not shown again either (the node remembers the id).
 func TestResendSameEnvelopeOverRealNodeShownOnce(t *testing.T) {
+	testkit.LeakCheck(t)
 	dir := t.TempDir()
 	n := daemontest.Start(t, daemontest.Config(dir, "n"))
 	alice, bob := e2e.NewUser(), e2e.NewUser()

@@ -37,7 +37,27 @@ func newRig(t *testing.T, cfg Config) *rig {
 	t.Helper()
 	r := &rig{path: filepath.Join(t.TempDir(), FileName), u: e2e.NewUser(), clock: testkit.NewClock(t0)}
 	r.o = r.open(t, cfg)
+	t.Cleanup(func() { checkFile(t, r.path) })
 	return r
+}
+
+// checkFile runs bbolt's consistency check on a file the test wrote.
+func checkFile(t *testing.T, path string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Errorf("open %s for the check: %v", path, err)
+		return
+	}
+	defer db.Close()
+	if err := db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("%s is inconsistent: %v", path, err)
+	}
 }
 
 func (r *rig) open(t *testing.T, cfg Config) *Outbox {
@@ -279,7 +299,7 @@ func TestFullRefusesNeverDropsQueued(t *testing.T) {
 	if _, err := r.o.Add(dmTo(bob, "w")); !errors.Is(err, ErrFull) {
 		t.Fatalf("all queued: %v, want ErrFull", err)
 	}
-	big := newRig(t, Config{MaxBytes: 8 << 10})
+	big := newRig(t, Config{MaxBytes: 16 << 10})
 	m := Message{To: bob.Fingerprint(), Body: bytes.Repeat([]byte("a"), 3000), TTL: time.Hour}
 	if _, err := big.o.Add(m); err != nil {
 		t.Fatal(err)
@@ -355,3 +375,47 @@ func TestBusyFileIsAClearError(t *testing.T) {
 }
 
 func fpBytes(u *e2e.User) []byte { fp := u.Fingerprint(); return fp[:] }
+
+// Run (the chat's loop) sends what is added while the node is down as
+// soon as it is woken after the node is back; it stops with its context.
+func TestRunSendsOnWakeAndStops(t *testing.T) {
+	testkit.LeakCheck(t)
+	stored := make(chan Entry, 4)
+	r := &rig{path: filepath.Join(t.TempDir(), FileName), u: e2e.NewUser(), clock: testkit.NewClock(t0)}
+	o, err := Open(r.path, r.u, Config{Now: r.clock.Now, OnChange: func(e Entry) {
+		if e.State == Stored {
+			stored <- e
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := e2e.NewUser()
+	o.RememberBundle(e2etest.BundleOf(t, bob))
+	node := &fakeNode{down: true}
+	// Retry and Idle are long: only Wake can make the second pass.
+	s := NewSender(o, node, SenderConfig{Retry: time.Hour, Idle: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(ctx)
+	}()
+	e, _ := o.Add(dmTo(bob, "typed offline"))
+	s.Wake()
+	node.mu.Lock()
+	node.down = false
+	node.mu.Unlock()
+	s.Wake()
+	select {
+	case got := <-stored:
+		if got.Ref != e.Ref {
+			t.Fatalf("stored %d, want %d", got.Ref, e.Ref)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("not sent after Wake")
+	}
+	cancel()
+	<-done
+	checkFile(t, r.path)
+}
