@@ -28,6 +28,8 @@ FUZZ := \
 	./node/e2e:FuzzParseShare \
 	./node/e2e:FuzzLoadUser \
 	./node/e2e:FuzzOpenChannel \
+	./node/gaps:FuzzUnmarshal \
+	./node/gaps:FuzzObserve \
 	./mesh/discovery:FuzzParseTXT \
 	./mesh/descriptor:FuzzVerify
 

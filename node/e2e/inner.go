@@ -71,7 +71,10 @@ const (
 type Meta struct {
 	// Seq numbers the sender's messages in one conversation (a DM
 	// recipient, or a channel), counting from 1, so the reader can tell a
-	// message has not arrived (package node/gaps). 0 means unknown.
+	// message has not arrived (package node/gaps). 0 means unknown. Each
+	// number is used for one message only: a resend sends the same
+	// sealed payload again (readers take one number with two send times
+	// for a restarted count).
 	Seq uint64
 	// TTL is the time to live the sender gave the envelope. It is kept in
 	// whole seconds (truncated), at most math.MaxUint32; a negative TTL
