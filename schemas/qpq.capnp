@@ -211,7 +211,10 @@ interface Node {
   # "from the oldest still held", as does one older than what it still
   # holds; a cursor from before a restart of the same node may resume
   # where it was or start again from the oldest. So a client may see a
-  # secret twice and must treat that as harmless. The node caps limit (0
+  # secret twice and must treat that as harmless. The cursor of all ones
+  # (0xffffffffffffffff) means "from now on": no secrets, and a `next`
+  # after the newest receipt held (a sender that wants only receipts of
+  # what it sends from now takes it before sending). The node caps limit (0
   # means its maximum) and the bytes of one answer. When there are none
   # after the cursor and waitSeconds > 0 it waits up to that long (capped
   # by the node) for one.

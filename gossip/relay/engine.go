@@ -8,8 +8,9 @@
 // schedule), accept.go (admission), peer.go (per-neighbour state and
 // sending), raise.go (hop raises), summary.go and filter.go
 // (anti-entropy), mailbox.go (mailbox, channels, acks, waiters),
-// limits.go (the neighbour protocol's limits), errors.go. The wire form
-// of the calls is gossip/wire's.
+// receipts.go (waking the watchers of the receipt stream), limits.go
+// (the neighbour protocol's limits), errors.go. The wire form of the
+// calls is gossip/wire's.
 package relay
 
 import (

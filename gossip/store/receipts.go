@@ -28,13 +28,13 @@ import (
 // older build deleted leave entries behind, which readers drop.
 //
 // A cursor is the sequence number of the last receipt handed out, with a
-// random 16-bit tag of this file (meta key cursor) in its top bits, so a
-// cursor another node gave out is recognised as foreign (but for a
-// chance of 1 in 65535) and read from the oldest receipt held.
+// random tag of this file (meta key cursor, 1 to 65534) in its top 16
+// bits, so a cursor another node gave out is recognised as foreign (but
+// for a chance of 1 in 65534) and read from the oldest receipt held.
 var (
 	bucketRSeq = []byte("rseq")
 	metaRSeq   = []byte("rseq")   // record seq the receipt index is complete at
-	metaCursor = []byte("cursor") // this file's cursor tag, 1 to 65535
+	metaCursor = []byte("cursor") // this file's cursor tag, 1 to 65534
 )
 
 const (
@@ -51,9 +51,9 @@ const (
 func (s *Store) loadReceiptIndexLocked(tx *bolt.Tx, seq uint64) error {
 	meta := tx.Bucket(bucketMeta)
 	tag := getU64(meta.Get(metaCursor))
-	if tag == 0 || tag > 0xffff {
+	if tag == 0 || tag >= 0xffff { // never all ones: that is CursorLatest
 		var b [2]byte
-		for tag == 0 {
+		for tag == 0 || tag == 0xffff {
 			if _, err := rand.Read(b[:]); err != nil {
 				return err
 			}
@@ -117,11 +117,16 @@ func unindexReceiptLocked(tx *bolt.Tx, kind schemas.Envelope_Kind, seq uint64, i
 	return idx.Delete(k)
 }
 
+// CursorLatest is the receipt cursor that means "from now on": Receipts
+// returns none and a cursor after the newest receipt held.
+const CursorLatest = ^uint64(0)
+
 // Receipts returns the secrets of unexpired receipts held, in arrival
 // order, after cursor after, at most limit of them (at least 1), and the
 // cursor to pass next time. A cursor this store did not give out (0,
 // another store's, or past its sequence) reads from the oldest receipt
-// held. A damaged record is skipped and removed.
+// held; CursorLatest skips every receipt held. A damaged record is
+// skipped and removed.
 func (s *Store) Receipts(after uint64, limit int) (secrets [][]byte, next uint64, err error) {
 	limit = max(limit, 1)
 	now, _ := s.now()
@@ -133,7 +138,11 @@ func (s *Store) Receipts(after uint64, limit int) (secrets [][]byte, next uint64
 	secrets = [][]byte{}
 	err = s.view(func(tx *bolt.Tx) error {
 		last := getU64(tx.Bucket(bucketMeta).Get(metaSeq))
-		if after>>cursorShift == s.cursorTag && after&cursorSeq <= last {
+		switch {
+		case after == CursorLatest:
+			next = last
+			return nil
+		case after>>cursorShift == s.cursorTag && after&cursorSeq <= last:
 			from = after & cursorSeq
 		}
 		next = from

@@ -4,7 +4,8 @@
 // limit caps, byte budgets per kind, per source, per mailbox and per
 // source in a mailbox that refuse rather than evict (see Put), tombstones
 // for delivered and expired ids, and the indexes the node needs (by id,
-// by destination, by receipt tag, by expiry).
+// by destination, by receipt tag, by expiry, and receipts by arrival for
+// the receipt stream, see receipts.go).
 //
 // Time. The store keeps one "elapsed" counter: the elapsed value persisted
 // at the last write, plus the monotonic time since Open. Each envelope

@@ -7,6 +7,9 @@
 // (reconnecting with backoff and jitter, authenticating again), and a
 // Reader fetches the mailbox and channels through it, handing each
 // envelope over once; `qpq recv` and the chat client are built on both.
+// WatchReceipts follows every receipt a node sees, so that a sender
+// learns its DMs were fetched by matching their tags itself, never
+// asking a node about one (receipts.go).
 package client
 
 import (

@@ -14,6 +14,11 @@ import (
 	"github.com/quicproquo/qpq/schemas"
 )
 
+// ReceiptsLatest is the cursor that asks Receipts for none of the
+// receipts held now, only the cursor after them: take it before sending
+// to wait only for receipts that arrive later.
+const ReceiptsLatest = ^uint64(0)
+
 // ErrReceiptsUnsupported is returned by Receipts when the node is too old
 // to stream receipts.
 var ErrReceiptsUnsupported = errors.New("the node does not stream receipts (an older qpq)")

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -163,5 +164,135 @@ func TestWatchReceiptsSeesDeliveryWithoutAskingForTheTag(t *testing.T) {
 	}
 	if n := tags.count([32]byte(dm2.ReceiptTag)); n != 1 {
 		t.Errorf("dm2's tag handed over %d times, want once", n)
+	}
+}
+
+// When the session moves to another node (its key differs), the watch
+// starts that node's stream from its oldest receipt: receipts that
+// arrived while the watcher was away are not missed.
+func TestWatchReceiptsOnAnotherNodeStartsFromItsOldest(t *testing.T) {
+	testkit.LeakCheck(t)
+	dir := t.TempDir()
+	ns := daemontest.Line(t, daemontest.Config(dir, "n1"), daemontest.Config(dir, "n2"))
+	n1, n2 := ns[0], ns[1]
+	alice, bob := e2e.NewUser(), e2e.NewUser()
+	aliceSigned, _ := alice.SignedBundle(1, time.Hour)
+	var mu sync.Mutex
+	target := n1
+	s, err := client.Open(t.Context(), client.SessionConfig{
+		Connect: func(ctx context.Context) (*client.Client, error) {
+			mu.Lock()
+			n := target
+			mu.Unlock()
+			return client.Dial(ctx, n.Cfg.Listen, n.ID.Fingerprint())
+		},
+		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
+			return c.Authenticate(ctx, alice, aliceSigned)
+		},
+		ProbeInterval: 200 * time.Millisecond,
+		ProbeTimeout:  time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tags := &tagSet{seen: map[[32]byte]int{}, new: make(chan [32]byte, 64)}
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- client.WatchReceipts(ctx, s, tags.handle) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("WatchReceipts: %v", err)
+		}
+	}()
+
+	dm1 := e2etest.SealDM(t, alice, e2etest.BundleOf(t, bob), []byte("one"))
+	enqueue(t, n1, dm1)
+	testkit.WaitFor(t, 10*time.Second, "node 2 to hold the DM", func() bool { return n2.D.Status().Store.Kinds["dm"] == 1 })
+	// dm1 is delivered while the watcher's node is down; node 2 holds
+	// the receipt, node 1 never hears of it.
+	mu.Lock()
+	target = n2
+	mu.Unlock()
+	n1.Stop()
+	deliver(t, n2, bob, dm1)
+	tags.waitTag(t, dm1.ReceiptTag)
+}
+
+// A node that refuses the watch's long poll while still answering (here:
+// the connection already has as many waiting calls as a node allows) is
+// asked again after a pause; the connection, which a Reader may share,
+// is not dropped for it.
+func TestWatchReceiptsRefusedKeepsTheConnection(t *testing.T) {
+	testkit.LeakCheck(t)
+	n := daemontest.Start(t, daemontest.Config(t.TempDir(), "n"))
+	alice := e2e.NewUser()
+	aliceSigned, _ := alice.SignedBundle(1, time.Hour)
+	var mu sync.Mutex
+	lost := 0
+	s, err := client.Open(t.Context(), client.SessionConfig{
+		Connect: func(ctx context.Context) (*client.Client, error) {
+			return client.Dial(ctx, n.Cfg.Listen, n.ID.Fingerprint())
+		},
+		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
+			return c.Authenticate(ctx, alice, aliceSigned)
+		},
+		OnLost: func(error) { mu.Lock(); lost++; mu.Unlock() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := s.Get(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fill the connection's waits (a node allows 4) with channel polls:
+	// one more than that is refused, and then the others hold them all.
+	pctx, stopPolls := context.WithCancel(t.Context())
+	var polls sync.WaitGroup
+	defer polls.Wait()
+	defer stopPolls()
+	refused := make(chan struct{}, 5)
+	for range 5 {
+		polls.Add(1)
+		go func() {
+			defer polls.Done()
+			_, err := conn.Client.ChannelFetch(pctx, [][32]byte{{9}}, nil, 1, time.Minute)
+			if err != nil && strings.Contains(err.Error(), "too many waiting") {
+				refused <- struct{}{}
+			}
+		}()
+	}
+	select {
+	case <-refused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no channel poll was refused")
+	}
+
+	tags := &tagSet{seen: map[[32]byte]int{}, new: make(chan [32]byte, 64)}
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- client.WatchReceipts(ctx, s, tags.handle) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("WatchReceipts: %v", err)
+		}
+	}()
+
+	bob := e2e.NewUser()
+	dm := e2etest.SealDM(t, alice, e2etest.BundleOf(t, bob), []byte("hi"))
+	enqueue(t, n, dm)
+	deliver(t, n, bob, dm)
+	tags.waitTag(t, dm.ReceiptTag)
+	mu.Lock()
+	defer mu.Unlock()
+	if lost != 0 {
+		t.Errorf("the session lost its connection %d times for a refused poll", lost)
+	}
+	if cur, _ := s.Get(t.Context()); cur != conn {
+		t.Error("the session replaced its connection for a refused poll")
 	}
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,6 +13,15 @@ import (
 // each, so an answer stays near 40 KiB, under fetchBytes. A variable for
 // tests.
 var maxReceipts = 1024
+
+// receiptBatch is how long a woken long poll waits for more receipts
+// before answering: receipts come in bursts (a recipient acknowledges
+// a batch), and every waiter is woken by each, so this bounds how often
+// one waiter reads the store to a few times a second.
+const receiptBatch = 100 * time.Millisecond
+
+// errShuttingDown ends the long polls waiting when the node stops.
+var errShuttingDown = errors.New("node shutting down")
 
 // Receipts streams the receipt secrets this node holds, in arrival order
 // after the client's cursor, from the store (each receipt is kept there
@@ -54,10 +64,19 @@ func (s *clientSession) Receipts(ctx context.Context, call schemas.Node_receipts
 		defer t.Stop()
 		select {
 		case <-arrived:
+			b := time.NewTimer(receiptBatch)
+			select {
+			case <-b.C:
+			case <-ctx.Done():
+			case <-s.d.ctx.Done():
+			}
+			b.Stop()
 		case <-t.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.d.ctx.Done():
+			// An answer now would bring the client straight back.
+			return fmt.Errorf("receipts: %w", errShuttingDown)
 		}
 		// From the cursor the first look returned: it is this node's even
 		// when the client's was not.

@@ -81,12 +81,18 @@ func TestReceiptsStreamInOrderBoundedAndWoken(t *testing.T) {
 	if err != nil || len(got) != 0 {
 		t.Fatalf("third call: %d secrets (%v), want none", len(got), err)
 	}
-	for _, bad := range []uint64{^uint64(0), 12345, next + 1<<20} {
+	for _, bad := range []uint64{^uint64(0) - 1, 12345, next + 1<<20} {
 		got, _, err := c.Receipts(ctx, bad, 2, 0)
 		if err != nil {
 			t.Fatalf("cursor %#x: %v", bad, err)
 		}
 		sameSecrets(t, "a cursor the node never gave out", got, sent[:2])
+	}
+
+	// The cursor "from now on" skips what is held.
+	got, latest, err := c.Receipts(ctx, client.ReceiptsLatest, 0, 0)
+	if err != nil || len(got) != 0 || latest != next {
+		t.Fatalf("from now on: %d secrets, next %#x (the end is %#x), %v", len(got), latest, next, err)
 	}
 
 	// The deadline is honoured when nothing comes.
@@ -146,4 +152,18 @@ func TestReceiptsStreamInOrderBoundedAndWoken(t *testing.T) {
 	gone.Close()
 	<-ended
 	testkit.WaitFor(t, 10*time.Second, "the node to end the gone client's poll", func() bool { return d.waiting() == 0 })
+
+	// A poll waiting when the node shuts down ends with it.
+	go func() {
+		defer close(ans)
+		_, _, err := c.Receipts(ctx, client.ReceiptsLatest, 0, time.Minute)
+		ans <- answer{err: err}
+	}()
+	testkit.WaitFor(t, 10*time.Second, "a poll to wait", func() bool { return d.waiting() == 1 })
+	t0 = time.Now()
+	d.Close()
+	<-ans
+	if el := time.Since(t0); el > 10*time.Second {
+		t.Errorf("the node took %v to end a waiting poll at shutdown", el)
+	}
 }
