@@ -249,15 +249,6 @@ type sendOptions struct {
 	history int // history limit
 }
 
-// sendStateJSON is what `qpq send --json` prints: one object, or with
-// --wait one per state change.
-type sendStateJSON struct {
-	ID     string `json:"id"` // "" until sealed (the recipient's bundle was never seen)
-	State  string `json:"state"`
-	Reason string `json:"reason,omitempty"`
-	At     string `json:"at"` // RFC 3339, UTC
-}
-
 // sendQueued writes msg to the outbox, then sends what the outbox holds
 // queued (this message and any left by an earlier run) and reports this
 // message's state.
@@ -407,7 +398,7 @@ func (r *sendReporter) printChanged(e outbox.Entry) {
 		id = e.ID.String()
 	}
 	if r.asJSON {
-		json.NewEncoder(r.env.stdout).Encode(sendStateJSON{ID: id, State: string(e.State), Reason: e.Reason, At: e.Changed.UTC().Format(time.RFC3339)})
+		json.NewEncoder(r.env.stdout).Encode(sendJSON{ID: id, State: string(e.State), Reason: e.Reason, At: e.Changed.UTC().Format(time.RFC3339)})
 		return
 	}
 	if id != "" && !r.idShown {

@@ -160,7 +160,7 @@ func TestSendWaitQueuedStoredDelivered(t *testing.T) {
 	states := func() []string {
 		var s []string
 		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-			var j sendStateJSON
+			var j sendJSON
 			if json.Unmarshal([]byte(line), &j) == nil {
 				s = append(s, j.State)
 			}
