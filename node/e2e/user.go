@@ -12,9 +12,11 @@ package e2e
 
 import (
 	"crypto/ed25519"
+	"crypto/hkdf"
 	"crypto/hpke"
 	"crypto/mlkem"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"strings"
 
@@ -151,4 +153,29 @@ func purposeInput(label string, msg []byte) []byte {
 	b = append(b, label...)
 	b = append(b, 0)
 	return append(b, msg...)
+}
+
+// atRestLabel starts the HKDF info of every at-rest key (AtRestKey).
+const atRestLabel = "qpq at rest v1\x00"
+
+// AtRestKey derives a 32-byte key for encrypting the user's own files at
+// rest (the outbox, the history) for one purpose, such as "outbox": HKDF-
+// SHA256 over the user's secret seeds with info atRestLabel || purpose.
+// Whoever unlocks the key file (with its passphrase, when one is set)
+// can read those files; nobody else can, and there is no second
+// passphrase. Different purposes give independent keys.
+func (u *User) AtRestKey(purpose string) [32]byte {
+	secret := make([]byte, 0, 2*seedSize)
+	secret = append(secret, u.sign.Seed()...)
+	secret = append(secret, u.kemSeed[:]...)
+	defer clear(secret)
+	k, err := hkdf.Key(sha256.New, secret, nil, atRestLabel+purpose, 32)
+	if err != nil {
+		// HKDF-SHA256 fails only for an output over 255*32 bytes.
+		panic(fmt.Sprintf("e2e: at-rest key: %v", err))
+	}
+	var out [32]byte
+	copy(out[:], k)
+	clear(k)
+	return out
 }

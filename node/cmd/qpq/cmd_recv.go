@@ -198,6 +198,7 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, plan nodeP
 		ids[i] = ch.Key.ID()
 	}
 	p := &recvPrinter{env: env, h: h, u: u, chans: chans, seen: seen, asJSON: asJSON, layout: display.Layout{Width: termWidth(env.stdout)}}
+	p.keep = openRecvKeeper(env, h, u)
 	r := client.NewReader(s, client.ReaderConfig{Channels: ids, CallTimeout: connectTimeout}, p)
 	if follow {
 		err = r.Follow(ctx)
@@ -238,6 +239,7 @@ type recvPrinter struct {
 	asJSON bool
 	layout display.Layout
 	shown  int
+	keep   *recvKeeper // the history (cmd_history.go)
 }
 
 func (p *recvPrinter) DM(e gossip.Envelope) ([]byte, error) {
@@ -255,6 +257,7 @@ func (p *recvPrinter) DM(e gossip.Envelope) ([]byte, error) {
 			return nil, err
 		}
 		p.seen.Add(id)
+		p.keep.dm(id, m)
 	}
 	return append([]byte(nil), m.ReceiptSecret[:]...), nil
 }
@@ -278,12 +281,16 @@ func (p *recvPrinter) Broadcast(i int, e gossip.Envelope) error {
 	if err := p.print(recvJSON{ID: id, Kind: "broadcast", Channel: ch.Name, From: m.From.String(), Text: string(m.Body), SentAt: m.SentAt.UTC().Format(time.RFC3339)}, m.From, m.SentAt, ch.Name); err != nil {
 		return err
 	}
+	p.keep.broadcast(id, ch, m)
 	p.seen.Add(id)
 	return nil
 }
 
 // Shown persists the ids shown before the batch is acknowledged.
-func (p *recvPrinter) Shown() error { return p.seen.Save() }
+func (p *recvPrinter) Shown() error {
+	p.keep.flush() // the history and the gap tracker too
+	return p.seen.Save()
+}
 
 // print writes one message: the exact text as JSON, or laid out safely.
 func (p *recvPrinter) print(j recvJSON, from identity.Fingerprint, sentAt time.Time, channel string) error {

@@ -3,19 +3,28 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strconv"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/link"
+	"github.com/quicproquo/qpq/node/client"
 	"github.com/quicproquo/qpq/node/config"
 	"github.com/quicproquo/qpq/node/display"
 	"github.com/quicproquo/qpq/node/e2e"
+	"github.com/quicproquo/qpq/node/history"
 	"github.com/quicproquo/qpq/node/home"
-	"github.com/quicproquo/qpq/schemas"
+	"github.com/quicproquo/qpq/node/outbox"
 )
 
 // Message defaults (DESIGN "Broadcast channels" lists them).
@@ -29,8 +38,23 @@ const (
 const sendAbout = `Seal a direct message to one person and hand it to a node, which carries
 it hop by hop and holds it until they connect. The message is end-to-end
 encrypted (X25519 + ML-KEM-768) to the recipient's published key bundle; the
-node sees neither the text nor who sent it. Exits 0 once the node has stored
-it and prints the message id (the same id qpq recv shows).
+node sees neither the text nor who sent it.
+
+The message is first written to the outbox in the home dir (outbox.db,
+encrypted under your identity key), sealed under the id it keeps for good,
+then sent; it prints that id (the same id qpq recv shows) and its delivery
+state on standard error: queued (in the outbox), stored (a node holds it),
+delivered (the recipient's client fetched and acknowledged it; not "read"),
+expired (its TTL passed without a receipt), failed (with the reason). It
+exits 0 once a node has stored it. When no node answers, the message stays
+queued and exits 1: the next qpq send (or qpq chat) sends it, under the same
+id, so it is never shown twice; do not send it again. qpq outbox lists the
+outbox.
+
+--wait [DURATION] (default 60s) stays until the recipient's client
+acknowledged the message (delivered), printing each state change, and
+exits 0 only then; when the duration ends first it exits 1 with the last
+state. It keeps retrying an unreachable node meanwhile. Only for --to.
 
 With --channel NAME it posts to a channel instead (TTL 6h and 3 hops by
 default, at most 7); every member's qpq recv shows it.
@@ -38,14 +62,19 @@ default, at most 7); every member's qpq recv shows it.
 The body comes from --text, else from standard input (at most 16 KiB).
 --to takes a contact name, a full fingerprint, or a unique prefix of a
 contact's fingerprint. The recipient must have connected to the mesh once
-(qpq recv) so that their key bundle is known.
+(qpq recv) so that their key bundle is known; it is remembered in the
+outbox after the first message, so later ones can be written offline.
+
+Sent messages are kept in the history (qpq history; its size is set with
+qpq history --keep N, or $QPQ_HISTORY).
 
 Examples:
   qpq send --node 127.0.0.1:7443 --to bob --text "meet at the water tower"
+  qpq send --to bob --wait 2m --text "are you there?"
   echo "status: ok" | QPQ_NODE=127.0.0.1:7443 qpq send --to 4xq7 --ttl 2d --hops 8`
 
 func runSend(env *cliEnv, args []string) int {
-	fs := newFlags(env, "send", "send [--node ADDR[#FP]] [--home DIR] --to WHO | --channel NAME [--ttl DURATION] [--hops N] [--text TEXT] [--json]", sendAbout)
+	fs := newFlags(env, "send", "send [--node ADDR[#FP]] [--home DIR] --to WHO | --channel NAME [--ttl DURATION] [--hops N] [--text TEXT] [--wait [DURATION]] [--json]", sendAbout)
 	nodeFlag := fs.String("node", "", "node to hand the message to, ADDR[#FINGERPRINT] [$QPQ_NODE]")
 	homeDir := fs.String("home", "", "client home dir [$QPQ_HOME]")
 	to := fs.String("to", "", "recipient: contact name, fingerprint, or unique prefix of a contact's fingerprint")
@@ -54,9 +83,11 @@ func runSend(env *cliEnv, args []string) int {
 	ttlFlag := fs.String("ttl", "", "how long the mesh keeps trying, e.g. 6h, 2d (default 7d; 6h for --channel)")
 	hopsFlag := fs.String("hops", "", fmt.Sprintf("most node-to-node forwards (default %d, at most %d; --channel: default 3, at most 7)", defaultDMHops, maxDMHops))
 	repin := fs.Bool("repin", false, "accept and remember a changed node key")
-	asJSON := fs.Bool("json", false, "print {\"id\": ...}")
+	asJSON := fs.Bool("json", false, "print {\"id\": ..., \"state\": ...} (with --wait, one object per state change)")
+	wait := &waitFlag{}
+	fs.Var(wait, "wait", "wait until delivered, at most DURATION (default 60s); exit 0 only when delivered")
 	textGiven := false
-	if code, ok := parseStatus(env, fs, fs.Parse(args)); !ok {
+	if code, ok := parseStatus(env, fs, parseWait(fs, wait, args)); !ok {
 		return code
 	}
 	fs.Visit(func(f *flag.Flag) { textGiven = textGiven || f.Name == "text" })
@@ -73,6 +104,15 @@ func runSend(env *cliEnv, args []string) int {
 	}
 	if *hopsFlag == "" {
 		*hopsFlag = strconv.Itoa(hopsDefault)
+	}
+	if wait.set && *channel != "" {
+		fmt.Fprintln(env.stderr, "qpq send: --wait needs --to: channel messages have no receipts, so they are never delivered")
+		return exitUsage
+	}
+	histLimit, err := history.LimitFrom("", env.getenv)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
+		return exitUsage
 	}
 	ttl, err := config.ParseDuration(*ttlFlag)
 	if err != nil || ttl < time.Second || ttl > 90*24*time.Hour {
@@ -137,83 +177,322 @@ func runSend(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
 		return exitFailure
 	}
-	var id gossip.ID
+	msg := outbox.Message{To: toFP, ToName: h.NameOf(toFP), Body: body, TTL: ttl, Hops: uint8(hops)}
 	if *channel != "" {
-		id, err = sendChannel(env, h, u, target, *repin, ch, body, ttl, uint8(hops))
-	} else {
-		id, err = send(env, h, u, target, *repin, toFP, body, ttl, uint8(hops))
+		msg = outbox.Message{Channel: &ch.Key, ChannelName: ch.Name, Body: body, TTL: ttl, Hops: uint8(hops)}
 	}
+	return sendQueued(env, h, u, target, *repin, msg, sendOptions{wait: wait.d, asJSON: *asJSON, history: histLimit})
+}
+
+// defaultWait is how long --wait alone waits for delivered.
+const defaultWait = 60 * time.Second
+
+// testHookEnv names the test hook: "after-outbox" makes `qpq send` kill
+// itself (SIGKILL, like kill -9) right after the message was written to
+// the outbox, "after-enqueue" right after a node answered the enqueue and
+// before stored was written. For tests only; never set it otherwise.
+const testHookEnv = "QPQ_TEST_HOOK"
+
+// waitFlag is --wait with an optional duration: `--wait`, `--wait=2m`,
+// or `--wait 2m` (parseWait takes the next argument when it is one).
+type waitFlag struct {
+	set bool
+	d   time.Duration
+}
+
+func (w *waitFlag) String() string {
+	if w == nil || !w.set {
+		return ""
+	}
+	return w.d.String()
+}
+
+func (w *waitFlag) IsBoolFlag() bool { return true }
+
+func (w *waitFlag) Set(v string) error {
+	w.set = true
+	switch v {
+	case "true":
+		w.d = defaultWait
+		return nil
+	case "false":
+		w.set, w.d = false, 0
+		return nil
+	}
+	d, err := config.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("want a duration such as 60s or 5m")
+	}
+	w.d = d
+	return nil
+}
+
+// parseWait parses args, letting `--wait DURATION` take its value from
+// the next argument.
+func parseWait(fs *flag.FlagSet, w *waitFlag, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for w.set && fs.NArg() > 0 {
+		d, err := config.ParseDuration(fs.Arg(0))
+		if err != nil || d <= 0 {
+			return nil // parseStatus names the unexpected argument
+		}
+		w.d = d
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type sendOptions struct {
+	wait    time.Duration // 0: do not wait for delivered
+	asJSON  bool
+	history int // history limit
+}
+
+// sendQueued writes msg to the outbox, then sends what the outbox holds
+// queued (this message and any left by an earlier run) and reports this
+// message's state.
+func sendQueued(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bool, msg outbox.Message, o sendOptions) int {
+	changes := make(chan outbox.Entry, 64)
+	ob, err := openOutbox(h, u, func(e outbox.Entry) {
+		select {
+		case changes <- e:
+		default: // the periodic check below catches up
+		}
+	})
 	if err != nil {
-		// The node's own words are inside: shown escaped, like a message.
-		fmt.Fprintf(env.stderr, "qpq send: %s\n", display.Escape(err.Error()))
+		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
 		return exitFailure
 	}
-	if *asJSON {
-		return writeJSON(env, "send", sendJSON{ID: id.String()})
+	e, err := ob.Add(msg)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
+		return exitFailure
 	}
-	fmt.Fprintln(env.stdout, id)
-	return exitOK
+	hook := env.getenv(testHookEnv)
+	if hook == "after-outbox" {
+		killSelf()
+	}
+	rep := &sendReporter{env: env, asJSON: o.asJSON, verbose: o.wait > 0}
+	rep.show(e)
+
+	base, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	limit := 2 * connectTimeout
+	if o.wait > 0 {
+		limit = o.wait
+	}
+	ctx, cancel := context.WithTimeout(base, limit)
+	defer cancel()
+
+	code := func() int {
+		s, err := openSendSession(ctx, env, h, u, t, repin, o.wait > 0)
+		if err != nil {
+			rep.unsent = err
+			return exitFailure
+		}
+		defer s.Close()
+		cfg := outbox.SenderConfig{
+			Retry:       2 * time.Second,
+			FailUnknown: func(x outbox.Entry) bool { return x.Ref == e.Ref },
+		}
+		if hook == "after-enqueue" {
+			cfg.AfterEnqueue = func(x outbox.Entry) {
+				if x.Ref == e.Ref {
+					killSelf()
+				}
+			}
+		}
+		snd := outbox.NewSender(ob, outbox.SessionTransport(s), cfg)
+		if o.wait == 0 {
+			if _, err := snd.Pass(ctx); err != nil {
+				rep.unsent = err
+			}
+			return exitOK
+		}
+		return waitDelivered(ctx, ob, s, snd, e.Ref, changes, rep)
+	}()
+	if cur, err := ob.Get(e.Ref); err == nil {
+		e = cur
+	}
+	rep.show(e)
+	if e.State != outbox.Failed {
+		keepSent(env, h, u, o.history, e)
+	}
+	return rep.finish(e, code, o.wait > 0)
 }
 
-func send(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bool, to [32]byte, body []byte, ttl time.Duration, hops uint8) (gossip.ID, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
-	defer cancel()
-	c, err := connect(ctx, env, h, t, repin)
-	if err != nil {
-		return gossip.ID{}, err
+// waitDelivered sends and follows receipts until entry ref is delivered
+// (exit 0), final otherwise (exit 1), or ctx ends (exit 1).
+func waitDelivered(ctx context.Context, ob *outbox.Outbox, s *client.Session, snd *outbox.Sender, ref uint64, changes <-chan outbox.Entry, rep *sendReporter) int {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		snd.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		client.WatchReceipts(ctx, s, func(tag [32]byte) { ob.MarkDelivered(tag) })
+	}()
+	// Another process (a chat) may change the entry too: look now and then.
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		var e outbox.Entry
+		select {
+		case <-ctx.Done():
+			return exitFailure
+		case e = <-changes:
+			if e.Ref != ref {
+				continue
+			}
+		case <-tick.C:
+			cur, err := ob.Get(ref)
+			if err != nil {
+				continue
+			}
+			e = cur
+		}
+		rep.show(e)
+		switch {
+		case e.State == outbox.Delivered:
+			return exitOK
+		case e.State.Final():
+			return exitFailure
+		}
 	}
-	defer c.Close()
+}
+
+// sendReporter prints an entry's id once known (standard output) and its
+// state (standard error): with --wait each state it takes, else the last.
+type sendReporter struct {
+	env     *cliEnv
+	asJSON  bool
+	verbose bool // --wait: every state
+	idShown bool
+	last    outbox.State
+	sealed  bool
+	unsent  error // why nothing was sent (no node)
+}
+
+// show prints e when following every state and it changed.
+func (r *sendReporter) show(e outbox.Entry) {
+	if r.verbose {
+		r.printChanged(e)
+	}
+}
+
+func (r *sendReporter) printChanged(e outbox.Entry) {
+	if e.State == r.last && e.Sealed() == r.sealed {
+		return
+	}
+	r.last, r.sealed = e.State, e.Sealed()
+	id := ""
+	if e.Sealed() {
+		id = e.ID.String()
+	}
+	if r.asJSON {
+		json.NewEncoder(r.env.stdout).Encode(sendJSON{ID: id, State: string(e.State), Reason: e.Reason, At: e.Changed.UTC().Format(time.RFC3339)})
+		return
+	}
+	if id != "" && !r.idShown {
+		fmt.Fprintln(r.env.stdout, id)
+		r.idShown = true
+	}
+	fmt.Fprintf(r.env.stderr, "qpq send: %s\n", display.Escape(stateLine(e)))
+}
+
+// finish prints the last state and returns the exit status: 0 when a
+// node stored it (without --wait) or it was delivered (with --wait).
+func (r *sendReporter) finish(e outbox.Entry, code int, wait bool) int {
+	r.printChanged(e)
+	switch {
+	case wait && e.State == outbox.Delivered:
+		return exitOK
+	case !wait && (e.State == outbox.Stored || e.State == outbox.Delivered) && code == exitOK:
+		return exitOK
+	}
+	switch e.State {
+	case outbox.Queued:
+		why := e.Reason
+		if r.unsent != nil {
+			why = r.unsent.Error()
+		}
+		if why == "" {
+			why = "no node answered in time"
+		}
+		fmt.Fprintf(r.env.stderr, "qpq send: %s\n", display.Escape(fmt.Sprintf(
+			"not sent yet (%s); it stays queued in the outbox and goes out with the next qpq send or qpq chat, under the same id: do not send it again", why)))
+	case outbox.Stored:
+		fmt.Fprintln(r.env.stderr, "qpq send: not delivered yet (the recipient's client has not acknowledged it); the last state is stored (the mesh holds it)")
+	}
+	return exitFailure
+}
+
+// killSelf ends the process as kill -9 would (the test hook).
+func killSelf() {
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {} // the signal arrives
+}
+
+// openSendSession opens the user's session to the node: once, or with
+// retry until ctx ends (waiting for a node that is down).
+func openSendSession(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin, retry bool) (*client.Session, error) {
 	signed, err := signedBundle(h, u)
 	if err != nil {
-		return gossip.ID{}, err
+		return nil, err
 	}
-	if err := c.PublishBundle(ctx, signed); err != nil {
-		return gossip.ID{}, fmt.Errorf("publish your key bundle: %w", err)
+	// The first connection trusts on first use (or checks the key
+	// remembered); every reconnection pins the key that first one proved.
+	var mu sync.Mutex
+	var pin identity.Fingerprint
+	cfg := client.SessionConfig{
+		Connect: func(ctx context.Context) (*client.Client, error) {
+			mu.Lock()
+			p := pin
+			mu.Unlock()
+			if !p.IsZero() {
+				return client.Dial(ctx, t.addr, p)
+			}
+			c, err := connect(ctx, env, h, t, repin)
+			if err == nil {
+				mu.Lock()
+				pin = c.NodeFingerprint()
+				mu.Unlock()
+			}
+			return c, err
+		},
+		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
+			return c.Authenticate(ctx, u, signed)
+		},
+		AttemptTimeout: connectTimeout,
+		ProbeInterval:  3 * time.Second,
+		ProbeTimeout:   3 * time.Second,
 	}
-	b, err := c.LookupBundle(ctx, to)
-	if err != nil {
-		return gossip.ID{}, fmt.Errorf("%w: the recipient must connect once (qpq recv) before they can be written to", err)
+	var b client.Backoff
+	for {
+		s, err := client.Open(ctx, cfg)
+		if err == nil {
+			return s, nil
+		}
+		if !retry || errors.Is(err, link.ErrFingerprintMismatch) || errors.Is(err, home.ErrNodeChanged) {
+			return nil, err
+		}
+		tm := time.NewTimer(b.Next())
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return nil, err
+		case <-tm.C:
+		}
 	}
-	sealed, err := e2e.SealDM(u, b, body, time.Now())
-	if errors.Is(err, e2e.ErrBodyTooLarge) {
-		return gossip.ID{}, err
-	} else if err != nil {
-		return gossip.ID{}, fmt.Errorf("seal: %w", err)
-	}
-	env2 := gossip.Envelope{
-		Kind:        schemas.Envelope_Kind_dm,
-		Destination: append([]byte(nil), to[:]...),
-		TTLSeconds:  uint32(ttl / time.Second),
-		HopLimit:    hops,
-		ReceiptTag:  append([]byte(nil), sealed.ReceiptTag[:]...),
-		Payload:     sealed.Payload,
-	}
-	env2.ID = gossip.ComputeID(env2.Kind, env2.Destination, env2.ReceiptTag, env2.Payload)
-	if _, err := c.Enqueue(ctx, env2); err != nil {
-		return gossip.ID{}, fmt.Errorf("node refused the message: %w", err)
-	}
-	return env2.ID, nil
-}
-
-// sendChannel seals a channel message and hands it to the node; relays
-// spread it to every neighbour once.
-func sendChannel(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bool, ch home.Channel, body []byte, ttl time.Duration, hops uint8) (gossip.ID, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
-	defer cancel()
-	c, err := connect(ctx, env, h, t, repin)
-	if err != nil {
-		return gossip.ID{}, err
-	}
-	defer c.Close()
-	payload, err := e2e.SealChannel(u, ch.Key, body, time.Now())
-	if err != nil {
-		return gossip.ID{}, fmt.Errorf("seal: %w", err)
-	}
-	id := ch.Key.ID()
-	e := gossip.Envelope{Kind: schemas.Envelope_Kind_broadcast, Destination: id[:], TTLSeconds: uint32(ttl / time.Second), HopLimit: hops, Payload: payload}
-	e.ID = gossip.ComputeID(e.Kind, e.Destination, nil, e.Payload)
-	if _, err := c.Enqueue(ctx, e); err != nil {
-		return gossip.ID{}, fmt.Errorf("node refused the message: %w", err)
-	}
-	return e.ID, nil
 }

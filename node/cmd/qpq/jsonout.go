@@ -28,9 +28,13 @@ type contactJSON struct {
 	Fingerprint string `json:"fingerprint"`
 }
 
-// sendJSON is what `qpq send --json` prints.
+// sendJSON is what `qpq send --json` prints: one object, or with --wait
+// one per state change (cmd_send.go).
 type sendJSON struct {
-	ID string `json:"id"`
+	ID     string `json:"id"` // "" until sealed (the recipient's bundle was never seen)
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	At     string `json:"at"` // RFC 3339, UTC
 }
 
 // channelJSON is one line of `qpq channel list --json`.

@@ -45,6 +45,8 @@ func commands() []command {
 		{"channel", "broadcast channels: qpq channel new NAME | join SHARE | list", runChannel},
 		{"send", "send a direct or channel message: qpq send --to WHO | --channel NAME --text TEXT", runSend},
 		{"recv", "receive your messages: qpq recv [--follow] [--json]", runRecv},
+		{"outbox", "list your outbox and each message's delivery state: qpq outbox [--json]", runOutbox},
+		{"history", "show the messages you received and sent: qpq history [NAME] [N] [--json]", runHistory},
 		{"config", "check a uci config file: qpq config check /etc/config/qpq", runConfig},
 		{"selftest", "start two nodes in-process on loopback, link them, exercise every path", runSelftest},
 		{"version", "print the version, Go version and os/arch", runVersion},
