@@ -48,12 +48,26 @@ printf '%s\n' "$*" >>/tmp/syslog
 
 func newProcdRoot(t *testing.T, config string) *procdRoot {
 	t.Helper()
+	r := newRouterRoot(t)
+	copyFile(t, hostQPQ(t), r.path("usr/bin/qpq"), 0o755)
+	copyFile(t, initScript, r.path("etc/init.d/qpq"), 0o755)
+	writeFile(t, r.dir, "etc/config/qpq", config, 0o600)
+	// OpenWrt's base-files users, and qpq's as the package's postinst adds it.
+	writeFile(t, r.dir, "etc/passwd", basePasswd+qpqPasswd, 0o644)
+	writeFile(t, r.dir, "etc/group", baseGroup+qpqGroup, 0o644)
+	return r
+}
+
+// newRouterRoot is a chroot with what a router has before qpq is installed: busybox,
+// OpenWrt's shell library, uci and jshn, the stub ubus and logger, a firewall config,
+// netifd's interfaces (through the stub), base-files' users.
+func newRouterRoot(t *testing.T) *procdRoot {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		missing(t, "running the init script in a chroot needs root")
 	}
 	tools := owTools(t)
 	bb := needTool(t, "busybox")
-	qpq := hostQPQ(t)
 	dir := t.TempDir()
 	copyTree(t, filepath.Join(tools, "owroot"), dir)
 
@@ -77,16 +91,13 @@ func newProcdRoot(t *testing.T, config string) *procdRoot {
 	for _, lib := range sharedLibs(t, bb, uci, jshn) {
 		copyFile(t, lib, filepath.Join(dir, lib), 0o755)
 	}
-	copyFile(t, qpq, filepath.Join(dir, "usr/bin/qpq"), 0o755)
 	writeFile(t, dir, "usr/bin/ubus", ubusStub, 0o755)
 	writeFile(t, dir, "usr/bin/logger", loggerStub, 0o755)
-	copyFile(t, initScript, filepath.Join(dir, "etc/init.d/qpq"), 0o755)
-	writeFile(t, dir, "etc/config/qpq", config, 0o600)
 	writeFile(t, dir, "etc/config/firewall", testFirewall, 0o644)
 	writeFile(t, dir, "etc/test/network.interface.dump.json", testInterfaces, 0o644)
-	// OpenWrt's base-files users, and qpq's as the package's postinst adds it.
-	writeFile(t, dir, "etc/passwd", basePasswd+qpqPasswd, 0o644)
-	writeFile(t, dir, "etc/group", baseGroup+qpqGroup, 0o644)
+	writeFile(t, dir, "etc/passwd", basePasswd, 0o644)
+	writeFile(t, dir, "etc/group", baseGroup, 0o644)
+	writeFile(t, dir, "etc/shadow", "root:::0:99999:7:::\n", 0o600)
 
 	// /var is /tmp on a router.
 	for _, d := range []string{"dev", "tmp/run", "tmp/lock", "etc/rc.d"} {
