@@ -77,6 +77,9 @@ func FromUCI(f *uci.File) (Config, []uci.Problem) {
 		// A list option written as `option NAME X` is a one-element list:
 		// the node reads it itself, so it is honoured.
 		for i, val := range v.Values {
+			if val == "" {
+				continue // an empty list element: a warning (UCIWarnings)
+			}
 			if absolutePath[v.Name] && !filepath.IsAbs(val) {
 				probs = append(probs, uci.Problem{Line: v.Lines[i], Section: main.Name, Option: v.Name, Msg: fmt.Sprintf("%q: must be an absolute path", val)})
 				continue
@@ -88,6 +91,17 @@ func FromUCI(f *uci.File) (Config, []uci.Problem) {
 	}
 	if len(cfg.Zones) == 0 {
 		cfg.Zones = []string{DefaultZone}
+	}
+	// The socket path the node will really use (the uci default is short,
+	// so a long data dir is fine) must fit a unix socket address.
+	if len(cfg.Control) > maxSocketPath {
+		line := main.Line
+		if v, ok := main.Value("control"); ok {
+			line = v.Line()
+		}
+		probs = append(probs, uci.Problem{Line: line, Section: main.Name, Option: "control", Msg: fmt.Sprintf(
+			"%q: socket path is %d bytes, unix sockets allow %d: choose a shorter one", cfg.Control, len(cfg.Control), maxSocketPath)})
+		return cfg, probs
 	}
 	if err := cfg.Finish(); err != nil {
 		probs = append(probs, uci.Problem{Line: main.Line, Section: main.Name, Msg: err.Error()})

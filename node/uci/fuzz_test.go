@@ -45,16 +45,16 @@ func FuzzParse(f *testing.F) {
 			if s.Line < 1 || s.Line > n || !validType(s.Type) || s.Name != "" && !validName(s.Name) {
 				t.Fatalf("bad section %+v (lines 1..%d)", s, n)
 			}
-			if s.Line <= prev {
+			if s.Line < prev { // two sections may share a line (c a; c b)
 				t.Fatalf("section %+v out of order", s)
 			}
 			prev = s.Line
 			for _, o := range s.Options {
-				if o.Line < s.Line || o.Line > n || !validName(o.Name) {
-					t.Fatalf("bad option %+v in section at line %d (lines 1..%d)", o, s.Line, n)
+				if o.Line < 1 || o.Line > n || !validName(o.Name) {
+					t.Fatalf("bad option %+v (lines 1..%d)", o, n)
 				}
-				if strings.ContainsAny(o.Value, "\n\x00") {
-					t.Fatalf("option %+v holds a newline or NUL", o)
+				if strings.ContainsRune(o.Value, 0) {
+					t.Fatalf("option %+v holds a NUL", o)
 				}
 			}
 		}
@@ -66,8 +66,12 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		again, probs := Parse(strings.NewReader(out))
-		if len(probs) != 0 {
-			t.Fatalf("exported text has problems %q:\n%s", formatAll(probs), out)
+		for _, p := range probs {
+			// A value holding a line break is exported as a quote over
+			// lines, which is reported, and reads back the same.
+			if !p.Misread {
+				t.Fatalf("exported text has problems %q:\n%s", formatAll(probs), out)
+			}
 		}
 		if a, b := dumpLines(file, false), dumpLines(again, false); a != b {
 			t.Fatalf("round trip differs:\n%s\n%s", a, b)

@@ -12,9 +12,8 @@ import (
 	"strings"
 )
 
-// Parse reads a uci file and returns what it parsed together with every
-// problem found, in line order (at most MaxProblems). A statement with a
-// problem is skipped up to the end of its line, and parsing goes on. The
+// Parse reads a uci file and returns what libuci reads from it together
+// with every problem found, in line order (at most MaxProblems). The
 // returned File is never nil. A read error from r is reported as a problem
 // at the line where reading stopped.
 func Parse(r io.Reader) (*File, []Problem) {
@@ -64,122 +63,149 @@ func parse(data []byte, truncated bool) (*File, []Problem) {
 		data = data[:bytes.LastIndexByte(data[:MaxFileSize], '\n')+1]
 		tooBig = bytes.Count(data, []byte{'\n'}) + 1
 	}
-	p := &parser{
-		text:      string(data),
-		file:      &File{},
-		named:     make(map[string]*Section),
-		typeCount: make(map[string]int),
-	}
-	for p.start < len(p.text) && !p.stopped {
-		p.enterLine()
-		p.statements()
-		p.start = p.end + 1
-	}
+	p := &parser{in: data, file: &File{}, named: map[string]*Section{}}
+	p.run()
 	if tooBig > 0 && !p.stopped {
-		p.report(&Problem{Line: tooBig, Msg: fmt.Sprintf("file larger than %d KiB; the rest is ignored", MaxFileSize>>10)})
+		p.report(Problem{Line: tooBig, Msg: fmt.Sprintf("file larger than %d KiB; the rest is ignored", MaxFileSize>>10)})
 	}
-	// A line entered by a continuation can be reported before the statement
-	// that continued onto it.
 	slices.SortStableFunc(p.probs, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
 	return p.file, p.probs
 }
 
-// eol is what parser.peek returns at the end of the current line.
-const eol = -1
-
-// parser holds the state of one Parse. Lines are visited once each, in
-// order: the main loop enters a line, and a statement continued with `\`
-// enters the next.
+// parser is libuci's file parser (uci/file.c: uci_import, uci_parse_line,
+// next_arg, parse_str and the quote and backslash helpers), followed step
+// by step on a byte buffer that, as in C, holds the current line (and the
+// lines a quote or a `\` pulled in) with a 0 byte at its end, and is
+// rewritten in place as words are read. Following libuci this closely is
+// what makes its quirks ours: a `;` right after a bare word overwrites
+// itself with the word's terminating 0 and so ends the line; `#` ends a
+// word anywhere; a quote runs on over line breaks.
+//
+// It reads as `uci -S` (not strict) does: a problem abandons the rest of
+// its line and the next line is read, so one run finds every problem. What
+// strict libuci (uci show, uci get, LuCI) refuses outright is reported as a
+// Problem; so is what libuci reads silently but not as written
+// (Problem.Misread).
 type parser struct {
-	text       string // the whole input
-	start, end int    // the current line is text[start:end]; end is its '\n' or len(text)
-	lineNo     int    // the current line's number, from 1
-	line       string // the current line, "" when it was rejected
-	col        int    // position in line
-	semi       bool   // the last statement ended with ';'
-	buf        []byte // scratch for building words
+	in  []byte // the input
+	off int    // bytes of in read so far
 
-	file      *File
-	cur       *Section // the section options go to; nil before the first `config`
-	curRef    ref      // cur's name for problems
-	named     map[string]*Section
-	typeCount map[string]int // sections of each type so far
-	probs     []Problem
-	stopped   bool // MaxProblems reached
+	buf    []byte // the current buffer; buf[len(buf)-1] is always 0
+	pos    int    // libuci's pctx->pos
+	lineNo int    // the physical line most recently read, from 1
+	failed bool   // the current line hit an error; skip to the next line
+
+	file    *File
+	cur     *Section // libuci's pctx->section
+	optName string   // the option the current statement sets, once its name is read
+	named   map[string]*Section
+	probs   []Problem
+	stopped bool // MaxProblems reached
 }
 
-// ref names a section in problems; it is built into a string only when a
-// problem needs it.
-type ref struct {
-	name  string // the section's name, "" when anonymous
-	typ   string // an anonymous section's type, "" for no section
-	index int    // an anonymous section's index among sections of its type
-}
-
-func (r ref) String() string {
-	if r.name != "" || r.typ == "" {
-		return r.name
-	}
-	return anonRef(r.typ, r.index)
-}
-
-// enterLine makes the line starting at p.start current, rejecting it (it then
-// reads as empty) when it is too long or holds a NUL byte.
-func (p *parser) enterLine() {
-	p.lineNo++
-	p.end = len(p.text)
-	if i := strings.IndexByte(p.text[p.start:], '\n'); i >= 0 {
-		p.end = p.start + i
-	}
-	p.line = p.text[p.start:p.end]
-	p.col = 0
-	switch {
-	case len(p.line) > MaxLineSize:
-		p.line = ""
-		p.report(p.problem(p.lineNo, "", fmt.Sprintf("line longer than %d KiB", MaxLineSize>>10)))
-	case strings.IndexByte(p.line, 0) >= 0:
-		p.line = ""
-		p.report(p.problem(p.lineNo, "", "NUL byte in line"))
+func (p *parser) run() {
+	for p.off < len(p.in) && !p.stopped {
+		p.pos = 0
+		p.failed = false
+		p.getln(0)
+		if p.buf[0] != 0 {
+			p.parseLine()
+		}
 	}
 }
 
-// continueLine moves to the start of the next line, for a `\` at the end of
-// this one. At the end of the input it stays at the end of the line.
-func (p *parser) continueLine() {
-	if p.end+1 >= len(p.text) {
-		p.col = len(p.line)
+// getln is uci_getln: the next input line (with its '\n') replaces the
+// buffer from offset on. At the end of the input the buffer just ends at
+// offset. As fgets and strlen do in C, a 0 byte in a line loses the rest
+// of that line, which then runs on into the next.
+func (p *parser) getln(offset int) {
+	p.buf = append(p.buf[:offset], 0)
+	for p.off < len(p.in) {
+		line := p.in[p.off:]
+		if i := bytes.IndexByte(line, '\n'); i >= 0 {
+			line = line[:i+1]
+		}
+		p.off += len(line)
+		p.lineNo++
+		if len(line)-1 > MaxLineSize {
+			p.problem(p.lineNo, "", fmt.Sprintf("line longer than %d KiB", MaxLineSize>>10))
+		}
+		if i := bytes.IndexByte(line, 0); i >= 0 {
+			p.misread(p.lineNo, "", "NUL byte in line: uci ignores the rest of the line")
+			p.buf = append(append(p.buf[:len(p.buf)-1], line[:i]...), 0)
+			if line[len(line)-1] == '\n' {
+				continue
+			}
+			return
+		}
+		p.buf = append(append(p.buf[:len(p.buf)-1], line...), 0)
 		return
 	}
-	p.start = p.end + 1
-	p.enterLine()
 }
 
-// peek returns the current byte, or eol at the end of the line.
-func (p *parser) peek() int {
-	if p.col < len(p.line) {
-		return int(p.line[p.col])
+// at returns the byte at i, 0 past the end (the buffer's end is 0 anyway).
+func (p *parser) at(i int) byte {
+	if i < len(p.buf) {
+		return p.buf[i]
 	}
-	return eol
+	return 0
 }
 
-func (p *parser) skipSpace() {
-	for p.col < len(p.line) && isSpace(p.line[p.col]) {
-		p.col++
+func (p *parser) cur0() byte { return p.at(p.pos) }
+
+// filled is libuci's pctx->buf_filled: the length of the buffer's text.
+func (p *parser) filled() int { return len(p.buf) - 1 }
+
+// cstr returns the 0-terminated string starting at i.
+func (p *parser) cstr(i int) string {
+	if i >= len(p.buf) {
+		return ""
 	}
+	if j := bytes.IndexByte(p.buf[i:], 0); j >= 0 {
+		return string(p.buf[i : i+j])
+	}
+	return string(p.buf[i:])
 }
 
-// atBackslashEnd reports whether a `\` just before p.col ends the line (a
-// continuation); a CR before the newline is allowed, as libuci does.
-func (p *parser) atBackslashEnd() bool {
-	rest := p.line[p.col:]
-	return rest == "" || rest == "\r"
+// restOfLine returns what is left of the current buffer from i up to its
+// first '\n' or 0, for messages about text uci ignores.
+func (p *parser) restOfLine(i int) string {
+	s := p.cstr(i)
+	if j := strings.IndexByte(s, '\n'); j >= 0 {
+		s = s[:j]
+	}
+	return s
 }
 
-func (p *parser) problem(line int, option, msg string) *Problem {
-	return &Problem{Line: line, Section: p.curRef.String(), Option: option, Msg: msg}
+func (p *parser) problem(line int, option, msg string) {
+	if option == "" {
+		option = p.optName
+	}
+	p.report(Problem{Line: line, Section: p.ref(), Option: option, Msg: msg})
 }
 
-func (p *parser) report(pr *Problem) {
+func (p *parser) misread(line int, option, msg string) {
+	if option == "" {
+		option = p.optName
+	}
+	p.report(Problem{Line: line, Section: p.ref(), Option: option, Msg: msg, Misread: true})
+}
+
+// fail is uci_parse_error: a problem that makes libuci drop the rest of
+// the line (and strict libuci the whole file).
+func (p *parser) fail(option, msg string) {
+	p.problem(p.lineNo, option, msg)
+	p.failed = true
+}
+
+func (p *parser) ref() string {
+	if p.cur == nil {
+		return ""
+	}
+	return p.file.SectionRef(p.cur)
+}
+
+func (p *parser) report(pr Problem) {
 	if p.stopped {
 		return
 	}
@@ -188,268 +214,392 @@ func (p *parser) report(pr *Problem) {
 		p.stopped = true
 		return
 	}
-	p.probs = append(p.probs, *pr)
+	p.probs = append(p.probs, pr)
 }
 
-// statements parses the statements on the current line (and on lines that
-// line is continued onto). After a problem it skips to the end of the line.
-func (p *parser) statements() {
-	afterSemi := false
-	for !p.stopped {
-		p.skipSpace()
-		switch p.peek() {
-		case eol:
-			if afterSemi {
-				p.report(p.problem(p.lineNo, "", "empty statement after \";\""))
-			}
-			return
-		case '#':
-			return
-		case ';':
-			p.report(p.problem(p.lineNo, "", "empty statement before \";\""))
-			return
-		}
-		p.semi = false
-		if pr := p.statement(); pr != nil {
-			p.report(pr)
-			return
-		}
-		afterSemi = p.semi
-	}
-}
-
-// statement parses one statement starting at its keyword.
-func (p *parser) statement() *Problem {
-	line := p.lineNo
-	start := p.col
-	for p.col < len(p.line) && !isSpace(p.line[p.col]) {
-		p.col++
-	}
-	switch kw := p.line[start:p.col]; kw {
-	case "config", "c":
-		return p.config(line)
-	case "option", "o":
-		return p.option(line, "option")
-	case "list", "l":
-		return p.option(line, "list")
-	case "package", "p":
-		return p.pkg(line)
-	default:
-		return p.problem(line, "", "unknown keyword "+quoteShort(kw))
-	}
-}
-
-// word is one argument of a statement.
-type word struct {
-	text    string
-	present bool // something was written, if only ''
-	line    int  // where it starts
-}
-
-// next reads the next argument, as libuci's next_arg and parse_str do: bare
-// text, quoted parts and backslash escapes run together until a space; `#`
-// starts a comment, even inside bare text; `;` ends the statement, and a
-// leading `;` is consumed as an empty argument.
-func (p *parser) next() (word, *Problem) {
+// parseLine is uci_parse_line: statements, split by strtok on spaces and
+// tabs, until the buffer's text runs out.
+func (p *parser) parseLine() {
 	p.skipSpace()
-	w := word{line: p.lineNo}
-	if p.peek() == ';' {
-		p.col++
-		p.semi = true
-		return w, nil
+	for !p.failed && !p.stopped {
+		start, ok := p.strtok()
+		if !ok {
+			return
+		}
+		word := p.cstr(start)
+		line := p.lineNo
+		p.optName = ""
+		bare := strings.TrimRight(word, " \t\r\n\v\f")
+		switch {
+		case word[0] == '#':
+			return
+		case word == "p" || word == "package":
+			p.pkg()
+		case word == "c" || word == "config":
+			p.config(line)
+		case word == "o" || word == "option":
+			p.option(line, false)
+		case word == "l" || word == "list":
+			p.option(line, true)
+		case bare != word && keywords[bare] != "":
+			// strtok splits on spaces and tabs only: the keyword is
+			// "config\n", which libuci does not know.
+			p.fail("", "missing "+keywords[bare])
+		case strings.TrimLeft(word, " \t\r\n\v\f") == "" && strings.Contains(word, "\n"):
+			p.fail("", `nothing but the line break after ";": uci refuses this (remove the ";")`)
+		default:
+			p.fail("", "unknown keyword "+quoteShort(strings.TrimRight(word, "\r\n")))
+		}
 	}
-	p.buf = p.buf[:0]
+}
+
+// keywords maps each keyword to what must follow it.
+var keywords = map[string]string{
+	"p": "package name", "package": "package name",
+	"c": "section type", "config": "section type",
+	"o": "option name", "option": "option name",
+	"l": "list name", "list": "list name",
+}
+
+// strtok is C's strtok(pctx_cur_str(pctx), " \t"): it skips spaces and
+// tabs, ends the word found with a 0 and returns where it starts (pos does
+// not move); false when the text has run out.
+func (p *parser) strtok() (int, bool) {
+	i := p.pos
+	for c := p.at(i); c == ' ' || c == '\t'; c = p.at(i) {
+		i++
+	}
+	if p.at(i) == 0 {
+		return 0, false
+	}
+	start := i
+	for c := p.at(i); c != 0 && c != ' ' && c != '\t'; c = p.at(i) {
+		i++
+	}
+	if i < p.filled() {
+		p.buf[i] = 0
+	}
+	return start, true
+}
+
+// skipKeyword moves past the keyword strtok found (uci_increase_pos);
+// false, with the problem reported, when the keyword ends the text.
+func (p *parser) skipKeyword(what string) bool {
+	n := len(p.cstr(p.pos)) + 1
+	if p.pos+n > p.filled() {
+		p.fail("", "missing "+what)
+		return false
+	}
+	p.pos += n
+	return true
+}
+
+func (p *parser) skipSpace() {
+	for c := p.cur0(); c != 0 && isSpace(c); c = p.cur0() {
+		p.pos++
+	}
+}
+
+// arg is one argument as next_arg returns it: where its text starts in the
+// buffer, and the line it started on.
+type arg struct {
+	at   int
+	line int
+}
+
+// next is next_arg without its checks: it reads one argument and returns
+// its start (its text is p.cstr(a.at)).
+func (p *parser) next() arg {
+	p.skipSpace()
+	a := arg{at: p.pos, line: p.lineNo}
+	if p.cur0() == ';' {
+		p.buf[p.pos] = 0
+		p.pos++
+		return a
+	}
+	p.parseStr(a.at)
+	return a
+}
+
+// parseStr is parse_str: bare text, quoted parts and backslash escapes
+// run together, written back into the buffer from target on.
+func (p *parser) parseStr(target int) {
+	start := target
+	next := true
+	misreadSemi := false
 loop:
 	for {
-		switch c := p.peek(); c {
+		switch c := p.cur0(); c {
 		case '\'':
-			w.present = true
-			if pr := p.singleQuoted(); pr != nil {
-				return w, pr
-			}
+			p.singleQuote(&target)
 		case '"':
-			w.present = true
-			if pr := p.doubleQuoted(); pr != nil {
-				return w, pr
-			}
+			p.doubleQuote(&target)
 		case '#':
-			p.col = len(p.line) // a comment: the rest of the line is ignored
+			if p.pos > start {
+				p.misread(p.lineNo, "", fmt.Sprintf("%q: \"#\" starts a comment for uci, even inside a word: it reads %q and ignores the rest of the line (quote the value to keep the \"#\")",
+					p.restOfLine(start), string(p.buf[start:target])))
+			}
+			p.buf[p.pos] = 0
 			break loop
-		case eol, ';':
+		case 0:
+			break loop
+		case ';':
+			next = false
+			// Ending the word overwrites this very ';' with 0 when nothing
+			// was unquoted before it: libuci then sees no more text on
+			// the line.
+			misreadSemi = target == p.pos
 			break loop
 		case '\\':
-			p.col++
-			if p.atBackslashEnd() {
-				p.continueLine()
-				break
+			if !p.backslash() {
+				break // C's `continue` in a do-while: test the condition
 			}
-			w.present = true
-			p.buf = append(p.buf, p.line[p.col])
-			p.col++
+			p.addc(&target)
 		default:
-			w.present = true
-			p.buf = append(p.buf, byte(c))
-			p.col++
+			p.addc(&target)
 		}
-		if c := p.peek(); c == eol || isSpace(byte(c)) {
+		if p.failed {
+			return
+		}
+		if c := p.cur0(); c == 0 || isSpace(c) {
 			break
 		}
 	}
-	w.text = string(p.buf)
-	return w, nil
-}
-
-// singleQuoted reads a '...' part: everything up to the next ' on the same
-// line, with no escapes.
-func (p *parser) singleQuoted() *Problem {
-	open := p.lineNo
-	p.col++
-	i := strings.IndexByte(p.line[p.col:], '\'')
-	if i < 0 {
-		p.col = len(p.line)
-		return p.problem(open, "", "unterminated single quote")
-	}
-	p.buf = append(p.buf, p.line[p.col:p.col+i]...)
-	p.col += i + 1
-	return nil
-}
-
-// doubleQuoted reads a "..." part. As in libuci a backslash makes the next
-// byte literal (so \" is ", \\ is \ and \n is n) and a backslash at the end
-// of a line continues the string on the next line.
-func (p *parser) doubleQuoted() *Problem {
-	open := p.lineNo
-	p.col++
-	for {
-		if p.col >= len(p.line) {
-			return p.problem(open, "", "unterminated double quote")
+	if misreadSemi {
+		if rest := strings.TrimSpace(p.restOfLine(p.pos + 1)); rest != "" && rest[0] != '#' {
+			p.misread(p.lineNo, "", fmt.Sprintf("%q: a \";\" right after a word ends the line for uci: it ignores %s (write a space before the \";\")",
+				string(p.buf[start:target])+";", quoteShort(rest)))
 		}
-		switch c := p.line[p.col]; c {
+	}
+	if p.cur0() != 0 && next {
+		p.pos++
+	}
+	p.buf[target] = 0
+}
+
+func (p *parser) addc(target *int) {
+	p.buf[*target] = p.buf[p.pos]
+	*target++
+	p.pos++
+}
+
+// backslash is parse_backslash: it skips the '\'; at the end of the line
+// it pulls in the next one and returns false, else the next byte is to be
+// taken literally (true).
+func (p *parser) backslash() bool {
+	p.pos++
+	c := p.cur0()
+	if c == 0 || c == '\n' || (c == '\r' && p.at(p.pos+1) == '\n' && p.at(p.pos+2) == 0) {
+		p.getln(p.pos)
+		return false
+	}
+	return true
+}
+
+// singleQuote is parse_single_quote: everything up to the next ', no
+// escapes; a line break is part of the value.
+func (p *parser) singleQuote(target *int) {
+	open, broken := p.lineNo, false
+	p.pos++
+	for {
+		switch p.cur0() {
+		case '\'':
+			p.pos++
+			p.spanned(open, broken, "'")
+			return
+		case 0:
+			broken = true
+			p.getln(p.pos)
+			if p.cur0() == 0 {
+				p.failAt(open, "unterminated single quote: the file ends inside it")
+				return
+			}
+		default:
+			p.addc(target)
+		}
+	}
+}
+
+// doubleQuote is parse_double_quote: up to the next unescaped "; a
+// backslash takes the next byte literally ("\n" is n) and at the end of a
+// line continues the value on the next.
+func (p *parser) doubleQuote(target *int) {
+	open, broken := p.lineNo, false
+	p.pos++
+	for {
+		switch p.cur0() {
 		case '"':
-			p.col++
-			return nil
+			p.pos++
+			p.spanned(open, broken, `"`)
+			return
+		case 0:
+			broken = true
+			p.getln(p.pos)
+			if p.cur0() == 0 {
+				p.failAt(open, "unterminated double quote: the file ends inside it")
+				return
+			}
 		case '\\':
-			p.col++
-			if p.atBackslashEnd() {
-				p.continueLine()
+			if !p.backslash() {
 				continue
 			}
-			p.buf = append(p.buf, p.line[p.col])
-			p.col++
+			p.addc(target)
 		default:
-			p.buf = append(p.buf, c)
-			p.col++
+			p.addc(target)
 		}
 	}
 }
 
-// endOfStatement checks that nothing but a comment or `;` follows; after
-// names what came last, for the message.
-func (p *parser) endOfStatement(after string) *Problem {
-	w, pr := p.next()
-	if pr != nil {
-		return pr
+// spanned reports a quote that held a line break (broken; a `\` at the end
+// of a line inside "..." is a continuation, not a break): uci keeps the
+// line breaks in the value, which is rarely what was meant.
+func (p *parser) spanned(open int, broken bool, q string) {
+	if broken {
+		p.misread(open, "", fmt.Sprintf("the %s opened here closes on line %d: uci reads the lines between as part of the value (a missing %s?)", q, p.lineNo, q))
 	}
-	if w.present {
-		return p.problem(w.line, "", fmt.Sprintf("unexpected %s after %s", quoteShort(w.text), after))
-	}
-	return nil
 }
 
-// config parses `config TYPE ['NAME']`.
-func (p *parser) config(line int) *Problem {
-	// Until this statement proves good, options go to a section that is not
-	// in the file, so they are still checked but not kept.
-	p.cur, p.curRef = &Section{}, ref{}
-	typ, pr := p.next()
-	if pr != nil {
-		return pr
+func (p *parser) failAt(line int, msg string) {
+	p.problem(line, "", msg)
+	p.failed = true
+}
+
+// endOfStatement is assert_eol: one more argument is read, and strict
+// libuci refuses the file when there is one (uci -S ignores it).
+func (p *parser) endOfStatement(option, after string) {
+	p.skipSpace()
+	a := p.next()
+	if p.failed {
+		return
 	}
-	if typ.text == "" {
-		return p.problem(typ.line, "", "missing section type")
+	if extra := p.cstr(a.at); extra != "" {
+		p.problem(a.line, option, fmt.Sprintf("unexpected %s after %s", quoteShort(extra), after))
 	}
-	if !validType(typ.text) {
-		return p.problem(typ.line, "", "invalid section type "+quoteShort(typ.text))
+}
+
+// pkg is uci_parse_package for a single file: the name is checked, and
+// otherwise ignored.
+func (p *parser) pkg() {
+	if !p.skipKeyword("package name") {
+		return
 	}
-	name, pr := p.next()
-	if pr != nil {
-		return pr
+	a := p.next()
+	if p.failed {
+		return
 	}
-	p.curRef = ref{name: name.text}
-	if name.text == "" {
-		p.curRef = ref{typ: typ.text, index: p.typeCount[typ.text]}
-	} else if !validName(name.text) {
-		p.curRef = ref{}
-		return p.problem(name.line, "", "invalid section name "+quoteShort(name.text))
+	switch name := p.cstr(a.at); {
+	case name == "":
+		p.fail("", "missing package name")
+		return
+	case !validPackage(name):
+		p.fail("", "invalid package name "+quoteShort(name))
+		return
+	}
+	p.endOfStatement("", "package name")
+}
+
+// config is uci_parse_config.
+func (p *parser) config(line int) {
+	if !p.skipKeyword("section type") {
+		return
+	}
+	ta := p.next()
+	if p.failed {
+		return
+	}
+	typ := p.cstr(ta.at)
+	if typ == "" {
+		p.fail("", "missing section type")
+		return
+	}
+	if !validType(typ) {
+		p.fail("", "invalid section type "+quoteShort(typ))
+		return
+	}
+	na := p.next()
+	if p.failed {
+		return
+	}
+	name := p.cstr(na.at)
+	if name != "" && !validName(name) {
+		p.fail("", "invalid section name "+quoteShort(name))
+		return
 	}
 	after := "section name"
-	if name.text == "" {
+	if name == "" {
 		after = "section type"
 	}
-	if pr := p.endOfStatement(after); pr != nil {
-		return pr
+	p.endOfStatement("", after)
+	if p.failed {
+		return
 	}
-
-	if s, ok := p.named[name.text]; ok {
-		if s.Type != typ.text {
-			return p.problem(line, "", fmt.Sprintf("redefined with type %s (was %s on line %d)",
-				quoteShort(typ.text), quoteShort(s.Type), s.Line))
-		}
+	if name == "" {
+		p.addSection(typ, "", line)
+		return
+	}
+	s, ok := p.named[name]
+	if !ok {
+		p.addSection(typ, name, line)
+		return
+	}
+	if s.Type != typ {
+		// Strict libuci refuses this; uci -S gives the section the new type.
 		p.cur = s
-		return nil
+		p.problem(line, "", fmt.Sprintf("redefined with type %s (was %s on line %d)", quoteShort(typ), quoteShort(s.Type), s.Line))
+		s.Type = typ
 	}
-	s := &Section{Type: typ.text, Name: name.text, Line: line}
-	if s.Name != "" {
-		p.named[s.Name] = s
+	p.cur = s
+}
+
+func (p *parser) addSection(typ, name string, line int) {
+	s := &Section{Type: typ, Name: name, Line: line}
+	if name != "" {
+		p.named[name] = s
 	}
-	p.typeCount[s.Type]++
 	p.file.Sections = append(p.file.Sections, s)
 	p.cur = s
-	return nil
 }
 
-// option parses `option NAME VALUE` and `list NAME VALUE` (kw says which).
-func (p *parser) option(line int, kw string) *Problem {
-	name, pr := p.next()
-	if pr != nil {
-		return pr
-	}
-	if name.text == "" {
-		return p.problem(name.line, "", "missing "+kw+" name")
-	}
-	if !validName(name.text) {
-		return p.problem(name.line, "", "invalid "+kw+" name "+quoteShort(name.text))
-	}
-	val, pr := p.next()
-	if pr == nil && !val.present {
-		pr = p.problem(val.line, "", "missing value")
-	}
-	if pr == nil {
-		pr = p.endOfStatement("value")
-	}
-	if pr != nil {
-		pr.Option = name.text
-		return pr
+// option is uci_parse_option (list says `list`).
+func (p *parser) option(line int, list bool) {
+	kw := "option"
+	if list {
+		kw = "list"
 	}
 	if p.cur == nil {
-		return p.problem(line, "", fmt.Sprintf("%s %s before any config section", kw, quoteShort(name.text)))
+		p.fail("", kw+" before any config section")
+		return
 	}
-	p.cur.Options = append(p.cur.Options, Option{Name: name.text, Value: val.text, List: kw == "list", Line: line})
-	return nil
-}
-
-// pkg parses `package NAME`, which is checked and otherwise ignored, as uci
-// does when it loads a single file.
-func (p *parser) pkg(line int) *Problem {
-	name, pr := p.next()
-	if pr != nil {
-		return pr
+	if !p.skipKeyword(kw + " name") {
+		return
 	}
-	if name.text == "" {
-		return p.problem(line, "", "missing package name")
+	na := p.next()
+	if p.failed {
+		return
 	}
-	if !validPackage(name.text) {
-		return p.problem(name.line, "", "invalid package name "+quoteShort(name.text))
+	name := p.cstr(na.at)
+	if name == "" {
+		p.fail("", "missing "+kw+" name")
+		return
 	}
-	return p.endOfStatement("package name")
+	if !validName(name) {
+		p.fail("", "invalid "+kw+" name "+quoteShort(name))
+		return
+	}
+	p.optName = name
+	va := p.next()
+	if p.failed {
+		return
+	}
+	value := p.cstr(va.at)
+	p.endOfStatement("", "value")
+	if p.failed {
+		return
+	}
+	p.cur.Options = append(p.cur.Options, Option{Name: name, Value: value, List: list, Line: line})
+	if list {
+		p.cur.addList(name, value, line)
+	} else {
+		p.cur.set(name, value, line)
+	}
 }

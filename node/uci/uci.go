@@ -1,23 +1,24 @@
-// Package uci reads OpenWrt uci configuration files (/etc/config/*) as
-// libuci parses them: `package`, `config`, `option` and `list` statements (or
-// their one-letter forms p, c, o, l), `#` comments, `;` between statements
-// and `\` line continuations. A word is bare text, a '...' part (no escapes),
-// a "..." part or several run together ('a'"b"c is abc). As in libuci, a
-// backslash makes the next byte literal, in bare text and inside "...", so
-// "\n" is n, not a newline; `#` ends a word even inside bare text
-// (http://x/#y reads as http://x/); and a named section that appears twice
-// is one section.
+// Package uci reads OpenWrt uci configuration files (/etc/config/*) exactly
+// as libuci reads them: its parser (uci/file.c) is followed step by step,
+// quirks included, and cross/uci_test.go checks the result against the real
+// uci on crafted and random files. So what the node reads from
+// /etc/config/qpq is what `uci show qpq` shows. In particular: a word is
+// bare text, '...' parts (no escapes) and "..." parts run together; a
+// backslash makes the next byte literal ("\n" is n) or, at the end of a
+// line, continues it; a quote runs on over line breaks, which stay in the
+// value; `#` ends a word even inside bare text (http://x/#y reads as
+// http://x/); a `;` after a space or a quote separates statements, but a
+// `;` right after a bare word ends the whole line; a named section that
+// appears twice is one section; an empty `option` sets nothing, and an
+// empty `list` element is added.
 //
-// Parse never panics and never stops at the first problem: it returns what it
-// could read together with every problem found, each with its line, so that
-// `qpq config check` can print them all. Input is bounded (MaxFileSize,
-// MaxLineSize, MaxProblems) so a broken file cannot exhaust a small router's
-// memory.
-//
-// Parse is stricter than libuci where libuci would silently misread a file:
-// a quoted string may not span lines (libuci carries it over, which hides a
-// missing quote until another one turns up), an `option` or `list` needs a
-// value, and an empty statement (a trailing `;`) or an extra empty argument is reported.
+// Parse never panics and never stops at the first problem: it reads on as
+// `uci -S` does, a line at a time, and returns every problem, each with its
+// line, so that `qpq config check` can print them all. A Problem is either
+// something strict libuci refuses (uci show fails on the file) or a
+// Misread: something libuci reads silently but not as it looks, such as
+// the `;` above. Input is bounded (MaxFileSize, MaxProblems) so a broken
+// file cannot exhaust a small router's memory.
 package uci
 
 import (
@@ -30,8 +31,9 @@ const (
 	// MaxFileSize is the most Parse reads; anything beyond is reported and
 	// ignored.
 	MaxFileSize = 1 << 20
-	// MaxLineSize is the longest line Parse accepts, not counting the
-	// newline; longer lines are reported and skipped.
+	// MaxLineSize is the longest line Parse accepts without a problem, not
+	// counting the newline; a longer line is read as libuci reads it and
+	// reported.
 	MaxLineSize = 64 << 10
 	// MaxProblems is the most problems Parse returns; the last one then says
 	// it stopped checking.
@@ -52,8 +54,11 @@ type Section struct {
 	Type string
 	Name string // "" when anonymous; see File.SectionRef for uci's name for it
 	Line int    // line of the (first) `config` statement, counting from 1
-	// Options holds one entry per `option` or `list` statement, in file order.
+	// Options holds one entry per `option` or `list` statement libuci
+	// applied, in file order, as written; Values has what they add up to.
 	Options []Option
+	values  []Value
+	index   map[string]int // values' index by name
 }
 
 // Option is one `option NAME VALUE` or `list NAME VALUE` statement.
@@ -70,6 +75,12 @@ type Problem struct {
 	Section string // the section's name, `@type[index]` when anonymous, "" outside any section
 	Option  string // the option or list name, "" when the problem is not about one
 	Msg     string
+	// Misread says libuci accepts this without complaint but reads it
+	// other than it looks (a `;` right after a word drops the rest of the
+	// line, `#` inside a word starts a comment, a quote runs over lines).
+	// Otherwise strict libuci (uci show, uci get) refuses the file here, or
+	// it is beyond Parse's limits.
+	Misread bool
 }
 
 // Format renders the problem as DESIGN's "FILE:LINE: section.option: problem";
@@ -87,38 +98,6 @@ func (p Problem) Format(file string) string {
 		where = p.Option + ": "
 	}
 	return fmt.Sprintf("%s:%d: %s%s", file, p.Line, where, p.Msg)
-}
-
-// Get returns the value of the last `option NAME` statement, as uci keeps the
-// last one. As in uci, an empty value (`option NAME ""`) sets nothing, so Get
-// skips it. `list` statements are ignored; use List for them.
-func (s *Section) Get(name string) (Option, bool) {
-	for i := len(s.Options) - 1; i >= 0; i-- {
-		o := s.Options[i]
-		if o.Name == name && !o.List && o.Value != "" {
-			return o, true
-		}
-	}
-	return Option{}, false
-}
-
-// List returns the values of NAME as uci builds them: each `list NAME`
-// statement appends its value, and an `option NAME` statement with a
-// non-empty value replaces everything before it with that one value (so a
-// list written as a single option reads as a one-element list). It returns
-// nil when NAME is absent.
-func (s *Section) List(name string) []string {
-	var out []string
-	for _, o := range s.Options {
-		switch {
-		case o.Name != name:
-		case o.List:
-			out = append(out, o.Value)
-		case o.Value != "":
-			out = append(out[:0], o.Value)
-		}
-	}
-	return out
 }
 
 // Section returns the section of type typ named name, or nil. With name ""

@@ -1,5 +1,7 @@
 package uci
 
+import "slices"
+
 // Value is an option as libuci resolves a section: the final state after
 // every `option` and `list` statement for that name, as `uci show` prints
 // it.
@@ -19,49 +21,60 @@ type Value struct {
 func (v Value) Line() int { return v.Lines[len(v.Lines)-1] }
 
 // Values returns the section's options as libuci resolves them, in the
-// order uci keeps them (where each name first appeared, among the names
-// still set): an `option` replaces whatever was there, a `list` appends
-// (an `option` followed by a `list` is a list of both), and an empty value
-// sets nothing: an empty `option` deletes the name, an empty `list`
-// element is not added.
-func (s *Section) Values() []Value {
-	var out []Value
-	find := func(name string) int {
-		for i := range out {
-			if out[i].Name == name {
-				return i
-			}
-		}
-		return -1
-	}
-	for _, o := range s.Options {
-		i := find(o.Name)
-		switch {
-		case o.List && o.Value == "":
-		case o.List && i >= 0:
-			out[i].List = true
-			out[i].Values = append(out[i].Values, o.Value)
-			out[i].Lines = append(out[i].Lines, o.Line)
-		case o.List:
-			out = append(out, Value{Name: o.Name, List: true, Values: []string{o.Value}, Lines: []int{o.Line}})
-		case o.Value == "" && i >= 0:
-			out = append(out[:i], out[i+1:]...)
-		case o.Value == "":
-		case i >= 0:
-			out[i] = Value{Name: o.Name, Values: []string{o.Value}, Lines: []int{o.Line}}
-		default:
-			out = append(out, Value{Name: o.Name, Values: []string{o.Value}, Lines: []int{o.Line}})
-		}
-	}
-	return out
-}
+// order uci keeps them: where each name first appeared. An `option`
+// replaces whatever the name held (in its place), a `list` appends (an
+// `option` followed by a `list` is a list of both), and an `option` with an
+// empty value changes nothing (it neither sets nor deletes), while a
+// `list` with an empty value adds an empty element, as libuci does.
+func (s *Section) Values() []Value { return slices.Clone(s.values) }
 
 // Value returns the resolved value of name, and whether it is set.
 func (s *Section) Value(name string) (Value, bool) {
-	for _, v := range s.Values() {
-		if v.Name == name {
-			return v, true
-		}
+	if i := s.find(name); i >= 0 {
+		return s.values[i], true
 	}
 	return Value{}, false
+}
+
+func (s *Section) find(name string) int {
+	if i, ok := s.index[name]; ok {
+		return i
+	}
+	return -1
+}
+
+// set is uci_set for an option, as the parser calls it.
+func (s *Section) set(name, value string, line int) {
+	if value == "" {
+		return
+	}
+	v := Value{Name: name, Values: []string{value}, Lines: []int{line}}
+	if i := s.find(name); i >= 0 {
+		s.values[i] = v
+		return
+	}
+	s.add(v)
+}
+
+// add appends a new name (libuci never removes one while parsing, so the
+// index stays valid).
+func (s *Section) add(v Value) {
+	if s.index == nil {
+		s.index = map[string]int{}
+	}
+	s.index[v.Name] = len(s.values)
+	s.values = append(s.values, v)
+}
+
+// addList is uci_add_list, as the parser calls it.
+func (s *Section) addList(name, value string, line int) {
+	i := s.find(name)
+	if i < 0 {
+		s.add(Value{Name: name, List: true, Values: []string{value}, Lines: []int{line}})
+		return
+	}
+	v := &s.values[i]
+	v.List = true
+	v.Values = append(slices.Clip(v.Values), value)
+	v.Lines = append(slices.Clip(v.Lines), line)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -18,6 +19,7 @@ import (
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/node/config"
 	"github.com/quicproquo/qpq/node/daemon"
+	"github.com/quicproquo/qpq/node/uci"
 )
 
 // shutdownGrace bounds how long SIGINT/SIGTERM may take (procd's
@@ -53,9 +55,10 @@ func runNode(env *cliEnv, args []string) int {
 		return code
 	}
 	base, getenv := config.Default(), env.getenv
+	var file *uci.File
 	if *uciPath != "" {
 		var code int
-		if base, code = nodeUCI(env, *uciPath); code != exitOK {
+		if base, file, code = nodeUCI(env, *uciPath); code != exitOK {
 			return code
 		}
 		getenv = nil
@@ -65,12 +68,17 @@ func runNode(env *cliEnv, args []string) int {
 		return code
 	}
 	log := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	for _, w := range cfg.Warnings() {
-		log.Warn(w.Msg, "option", "--"+w.Option)
-	}
-	if *uciPath != "" {
+	if file != nil {
+		for _, p := range config.UCIWarnings(file, cfg) {
+			p.Msg = strings.TrimPrefix(p.Msg, "warning: ") // the level says it
+			log.Warn(p.Format(*uciPath))
+		}
 		applyMemLimit(env, cfg, log)
 		logSettings(log, *uciPath, cfg)
+	} else {
+		for _, w := range cfg.Warnings() {
+			log.Warn(w.Msg, "option", "--"+w.Option)
+		}
 	}
 
 	d, err := daemon.New(cfg, log)
@@ -108,20 +116,20 @@ func runNode(env *cliEnv, args []string) int {
 // config check` does. On any problem it prints each one to stderr as the
 // check prints them and returns exitUsage: the node must not start on a
 // file the check refuses.
-func nodeUCI(env *cliEnv, path string) (config.Config, int) {
-	cfg, _, probs, err := readUCI(path)
+func nodeUCI(env *cliEnv, path string) (config.Config, *uci.File, int) {
+	cfg, f, probs, err := readUCI(path)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "qpq node: --uci: %v\n", err)
-		return cfg, exitUsage
+		return cfg, nil, exitUsage
 	}
 	for _, p := range probs {
 		fmt.Fprintln(env.stderr, p.Format(path))
 	}
 	if len(probs) > 0 {
 		fmt.Fprintf(env.stderr, "qpq node: not starting: %s has %d problem(s) (qpq config check %s)\n", path, len(probs), path)
-		return cfg, exitUsage
+		return cfg, nil, exitUsage
 	}
-	return cfg, exitOK
+	return cfg, f, exitOK
 }
 
 // applyMemLimit sets Go's soft memory limit to the uci mem_limit (0 is no
@@ -152,8 +160,10 @@ func logSettings(log *slog.Logger, path string, cfg config.Config) {
 	if len(ifaces) > 0 {
 		ifaceList = strings.Join(ifaces, ",")
 	}
-	if cfg.MemLimit > 0 {
-		memLimit = fmt.Sprint(cfg.MemLimit)
+	// The limit in force, whether from mem_limit or GOMEMLIMIT (a negative
+	// argument only reads it).
+	if n := debug.SetMemoryLimit(-1); n != math.MaxInt64 {
+		memLimit = fmt.Sprint(n)
 	}
 	log.Info("settings", "uci", path, "listen", cfg.Listen, "data", cfg.DataDir, "store", cfg.Store,
 		"mdns", mdns, "mdns_iface", ifaceList, "domain", cfg.Domain, "max_links", cfg.MaxLinks,
