@@ -722,3 +722,16 @@ func TestProcdStopAndReload(t *testing.T) {
 		t.Errorf("after reload, command %q firewall %v, want the changed config's: no mDNS", in.Command, in.Data.Firewall)
 	}
 }
+
+// TestProcdControlInDataDir: a control socket in the data dir leaves that dir 0700
+// (the control dir's 0750 is for a dir of its own).
+func TestProcdControlInDataDir(t *testing.T) {
+	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n\toption control '/etc/qpq/qpq.sock'\n")
+	if len(mustStart(t, r).Instances) != 1 {
+		t.Fatalf("not started:\n%s", r.syslog(t))
+	}
+	ownedBy(t, r.dir, "etc/qpq", 7443, 7443, 0o700)
+	if exists(r.path("tmp/run/qpq")) {
+		t.Error("/var/run/qpq created although the socket is elsewhere")
+	}
+}
