@@ -3,10 +3,20 @@
 # needs (.ci/deps) and installs what is missing when run as root, or says in
 # one line what to run.
 
+# The one version source. VERSION is the source's (the release tag is
+# v$(VERSION)); RELEASE counts package revisions of it, as OpenWrt's
+# PKG_RELEASE does (openwrt/Makefile's PKG_VERSION and PKG_RELEASE must equal
+# these: cross/version_test.go). Each package manager spells it its own way:
+# opkg (24.10, Gluon) 0.1.0-1, what the 24.10 SDK makes; apk (25.12) 0.1.0-r1,
+# what the 25.12 SDK makes (apk refuses 0.1.0-1). `qpq version` says 0.1.0-1,
+# as the SDK stamps it.
 VERSION ?= 0.1.0
+RELEASE ?= 1
+IPK_VERSION := $(VERSION)-$(RELEASE)
+APK_VERSION := $(VERSION)-r$(RELEASE)
 GO      ?= go
 PKG     := github.com/quicproquo/qpq
-LDFLAGS := -s -w -X $(PKG)/node/buildinfo.Version=$(VERSION)
+LDFLAGS := -s -w -X $(PKG)/node/buildinfo.Version=$(IPK_VERSION)
 export CGO_ENABLED = 0
 
 # Fuzz targets run for FUZZTIME each by `make test` (package:Func). A count,
@@ -129,16 +139,15 @@ bench: build
 # Static binaries for every router architecture (cross/targets.txt) in
 # build/bin/qpq_linux_<goarch>.
 cross:
-	cross/build.sh $(VERSION)
+	cross/build.sh $(IPK_VERSION)
 
-# One .ipk per OpenWrt architecture name in build/ipk/, reproducibly.
+# One .ipk per OpenWrt architecture name in build/ipk/qpq_<version>_<arch>.ipk,
+# reproducibly.
 ipk: cross
-	$(GO) run ./cross/cmd/mkipk -version $(VERSION) -all -out build/ipk -epoch $(SOURCE_DATE_EPOCH)
+	$(GO) run ./cross/cmd/mkipk -version $(IPK_VERSION) -all -out build/ipk -epoch $(SOURCE_DATE_EPOCH)
 
 # One .apk (apk v3, OpenWrt 25.12) per OpenWrt architecture in
 # build/apk/<arch>/qpq-<version>.apk, made by the real `apk mkpkg` from owtools.
-# apk's version scheme needs a release, -rN (it refuses 0.1.0-1).
-APK_VERSION ?= $(VERSION)-r1
 .PHONY: apk
 apk: cross owtools
 	$(GO) run ./cross/cmd/mkapk -version $(APK_VERSION) -all -out build/apk -apk $(QPQ_OWTOOLS)/bin/apk -epoch $(SOURCE_DATE_EPOCH)
@@ -161,9 +170,32 @@ feed: ipk apk
 	$(GO) run ./cross/cmd/mkfeed -ipk build/ipk -apk build/apk -out build/feed \
 		-usign-key $(FEED_KEY) -apk-key $(FEED_APK_KEY) -tools $(QPQ_OWTOOLS)
 
-# Raw, gzip and xz sizes and the .ipk sizes against cross/budgets.txt.
+# Raw, gzip and xz sizes and the .ipk sizes against cross/budgets.txt (and
+# the .apk sizes against the same budget, when make apk has run).
 size: ipk
-	$(GO) run ./cross/cmd/size -version $(VERSION)
+	$(GO) run ./cross/cmd/size -version $(IPK_VERSION) -apk build/apk -apk-version $(APK_VERSION)
+
+# Tags the release the feed recipe builds: an annotated tag v$(VERSION) on
+# HEAD, which openwrt/Makefile's PKG_SOURCE_VERSION names (README, "Making a
+# release"). Refuses a tree with changes not committed, and a VERSION or
+# RELEASE that openwrt/Makefile does not say. A later package revision
+# (RELEASE 2) of the same source needs no new tag. Push it with
+# `git push origin v$(VERSION)`.
+.PHONY: release
+release:
+	@set -e; \
+	mk_version=$$(sed -n 's/^PKG_VERSION:=//p' openwrt/Makefile); \
+	mk_release=$$(sed -n 's/^PKG_RELEASE:=//p' openwrt/Makefile); \
+	if [ "$$mk_version" != '$(VERSION)' ] || [ "$$mk_release" != '$(RELEASE)' ]; then \
+		echo "make release: openwrt/Makefile says $$mk_version-$$mk_release, this Makefile $(VERSION)-$(RELEASE): make them agree first"; exit 1; fi; \
+	if [ -n "$$(git status --porcelain)" ]; then \
+		echo "make release: the work tree has changes not committed; commit them first"; exit 1; fi; \
+	if git rev-parse -q --verify 'refs/tags/v$(VERSION)' >/dev/null; then \
+		if [ "$$(git rev-parse 'v$(VERSION)^{commit}')" = "$$(git rev-parse HEAD)" ]; then \
+			echo "v$(VERSION) already tags HEAD"; exit 0; fi; \
+		echo "make release: v$(VERSION) exists on another commit: raise VERSION (a package-only change raises RELEASE and needs no tag)"; exit 1; fi; \
+	git tag -a 'v$(VERSION)' -m 'qpq $(VERSION)'; \
+	echo "tagged v$(VERSION); push it: git push origin v$(VERSION)"
 
 # OpenWrt's own opkg, uci, jshn, usign, apk and shell library, built from the
 # sources in ../shared/openwrt-tools (beside the clone, as in CI; about a

@@ -2,10 +2,8 @@ package cross
 
 import (
 	"bufio"
-	"bytes"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -53,277 +51,6 @@ func TestScriptsPassShellcheck(t *testing.T) {
 	}
 }
 
-// harness sources the init script under busybox sh with procd, uci and logger replaced
-// by stubs that print what they are called with, then calls start_service.
-const harness = `
-. "$INIT"
-PROG="$FAKE_QPQ"
-# The control dir off the host's /var/run; the qpq user as the package creates it.
-CONTROL_DIR="$FAKE_RUN"
-user_exists() { [ "$1" = qpq ]; }
-chown() { echo "chown $*"; }
-logger() { echo "logger $*"; }
-config_load() { echo "config_load $1"; }
-config_get() {
-	eval "_isset=\${UCI_$3+x}"
-	if [ -n "$_isset" ]; then eval "$1=\$UCI_$3"; else eval "$1=\$4"; fi
-}
-config_get_bool() {
-	config_get "$@"
-	eval "_v=\$$1"
-	case "$_v" in 1|on|true|yes|enabled) eval "$1=1" ;; *) eval "$1=0" ;; esac
-}
-config_list_foreach() {
-	eval "_list=\$UCI_$2"
-	for _p in $_list; do "$3" "$_p"; done
-}
-procd_open_instance() { echo "procd_open_instance"; }
-procd_close_instance() { echo "procd_close_instance"; }
-procd_set_param() { echo "procd_set_param $*"; }
-procd_append_param() { echo "procd_append_param $*"; }
-procd_open_data() { echo "procd_open_data"; }
-procd_close_data() { echo "procd_close_data"; }
-json_add_array() { echo "json_add_array $*"; }
-json_close_array() { echo "json_close_array"; }
-json_add_object() { echo "json_add_object"; }
-json_close_object() { echo "json_close_object"; }
-json_add_string() { echo "json_add_string $*"; }
-start_service
-echo "rc=$?"
-`
-
-// fakeQPQ answers `config check FILE`: success, or with $FAKE_CHECK set, that text and
-// status 1.
-const fakeQPQ = `#!/bin/sh
-if [ "$1 $2" = "config check" ]; then
-	if [ -n "$FAKE_CHECK" ]; then
-		printf '%s\n' "$FAKE_CHECK"
-		exit 1
-	fi
-	exit 0
-fi
-echo "unexpected call: $*" >&2
-exit 3
-`
-
-// startService runs start_service with the given uci option values (UCI_<option>;
-// UCI_peer is a space-separated list) and returns its output lines.
-func startService(t *testing.T, env map[string]string) []string {
-	t.Helper()
-	bb := needTool(t, "busybox")
-	dir := t.TempDir()
-	if _, ok := env["UCI_store"]; !ok {
-		// Keep the script's default (/tmp/qpq) off this machine.
-		env["UCI_store"] = filepath.Join(dir, "store", "store.db")
-	}
-	fake := filepath.Join(dir, "qpq")
-	if err := os.WriteFile(fake, []byte(fakeQPQ), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	abs, err := filepath.Abs(initScript)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bb, "sh", "-c", harness)
-	cmd.Env = append(os.Environ(), "INIT="+abs, "FAKE_QPQ="+fake, "FAKE_RUN="+filepath.Join(dir, "run"))
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("harness: %v\n%s%s", err, out, stderr.String())
-	}
-	if stderr.Len() > 0 {
-		t.Errorf("harness wrote to stderr:\n%s", stderr.String())
-	}
-	return strings.Split(strings.TrimSpace(string(out)), "\n")
-}
-
-func hasLine(lines []string, want string) bool { return slices.Contains(lines, want) }
-
-func hasPrefix(lines []string, prefix string) bool {
-	return slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, prefix) })
-}
-
-func TestInitStartServicePassesUCIAsFlags(t *testing.T) {
-	data := filepath.Join(t.TempDir(), "keys")
-	storeFile := filepath.Join(t.TempDir(), "ram", "store.db")
-	lines := startService(t, map[string]string{
-		"UCI_enabled":         "1",
-		"UCI_data":            data,
-		"UCI_log_level":       "debug",
-		"UCI_mem_limit":       "48M",
-		"UCI_peer":            "192.0.2.1:7443#aaaa [2001:db8::1]:7443#bbbb",
-		"UCI_store":           storeFile,
-		"UCI_store_max_bytes": "8M",
-		"UCI_max_ttl":         "2d",
-		"UCI_max_hops":        "8",
-		"UCI_domain":          "mesh-x",
-	})
-	// The fake binary's path varies; call it FAKE.
-	for i, l := range lines {
-		if strings.HasPrefix(l, "procd_set_param command ") {
-			f := strings.Fields(l)
-			f[2] = "FAKE"
-			lines[i] = strings.Join(f, " ")
-		}
-	}
-	wantLines := []string{
-		"config_load qpq",
-		"procd_open_instance",
-		"procd_set_param command FAKE node --data " + data + " --listen [::]:7443 --control /var/run/qpq/qpq.sock --log-level debug --store " + storeFile,
-		"procd_append_param command --store-max-bytes 8M",
-		"procd_append_param command --max-ttl 2d",
-		"procd_append_param command --max-hops 8",
-		"procd_append_param command --mdns",
-		"procd_append_param command --domain mesh-x",
-		"json_add_string dest_port 5353",
-		"procd_append_param command --peer 192.0.2.1:7443#aaaa",
-		"procd_append_param command --peer [2001:db8::1]:7443#bbbb",
-		"procd_set_param env GOMEMLIMIT=48MiB",
-		"procd_set_param user qpq",
-		"procd_set_param respawn",
-		"procd_set_param stdout 1",
-		"procd_set_param stderr 1",
-		"procd_set_param file /etc/config/qpq",
-		"procd_set_param term_timeout 10",
-		"procd_open_data",
-		"json_add_array firewall",
-		"json_add_string type rule",
-		"json_add_string dest_port 7443",
-		"json_add_string proto udp",
-		"json_add_string target ACCEPT",
-		"procd_close_data",
-		"procd_close_instance",
-		"rc=0",
-	}
-	for _, want := range wantLines {
-		if !hasLine(lines, want) {
-			t.Errorf("missing %q in:\n%s", want, strings.Join(lines, "\n"))
-		}
-	}
-	if hasPrefix(lines, "json_add_string dest_ip") {
-		t.Errorf("a wildcard listen address must not restrict dest_ip:\n%s", strings.Join(lines, "\n"))
-	}
-	// The peers come after the command and before the instance closes.
-	cmdAt := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "procd_set_param command ") })
-	peerAt := slices.Index(lines, "procd_append_param command --peer 192.0.2.1:7443#aaaa")
-	closeAt := slices.Index(lines, "procd_close_instance")
-	if !(cmdAt >= 0 && cmdAt < peerAt && peerAt < closeAt) {
-		t.Errorf("command, peers and close out of order:\n%s", strings.Join(lines, "\n"))
-	}
-	fi, err := os.Stat(data)
-	if err != nil {
-		t.Fatalf("data dir not created: %v", err)
-	}
-	if fi.Mode().Perm() != 0o700 {
-		t.Errorf("data dir mode %v, want 0700", fi.Mode().Perm())
-	}
-}
-
-func TestInitStartServiceDefaults(t *testing.T) {
-	lines := startService(t, map[string]string{"UCI_enabled": "1", "UCI_data": t.TempDir()})
-	if hasPrefix(lines, "procd_set_param env") {
-		t.Errorf("no mem_limit must set no GOMEMLIMIT:\n%s", strings.Join(lines, "\n"))
-	}
-	if !hasPrefix(lines, "procd_set_param command ") || !strings.Contains(strings.Join(lines, "\n"), "--listen [::]:7443 ") {
-		t.Errorf("default listen missing:\n%s", strings.Join(lines, "\n"))
-	}
-	if !strings.Contains(strings.Join(lines, "\n"), "--log-level info") {
-		t.Errorf("default log level missing:\n%s", strings.Join(lines, "\n"))
-	}
-	if hasPrefix(lines, "procd_append_param command --peer") {
-		t.Errorf("no peers configured, yet:\n%s", strings.Join(lines, "\n"))
-	}
-}
-
-func TestInitFirewallFollowsListen(t *testing.T) {
-	tests := []struct {
-		listen, port, destIP string
-	}{
-		{"[::]:7443", "7443", ""},
-		{"0.0.0.0:9000", "9000", ""},
-		{"192.168.1.1:7443", "7443", "192.168.1.1"},
-		{"[fd00::1]:8443", "8443", "fd00::1"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.listen, func(t *testing.T) {
-			lines := startService(t, map[string]string{"UCI_enabled": "1", "UCI_data": t.TempDir(), "UCI_listen": tt.listen})
-			if !hasLine(lines, "json_add_string dest_port "+tt.port) {
-				t.Errorf("want dest_port %s:\n%s", tt.port, strings.Join(lines, "\n"))
-			}
-			if tt.destIP == "" && hasPrefix(lines, "json_add_string dest_ip") ||
-				tt.destIP != "" && !hasLine(lines, "json_add_string dest_ip "+tt.destIP) {
-				t.Errorf("want dest_ip %q:\n%s", tt.destIP, strings.Join(lines, "\n"))
-			}
-		})
-	}
-}
-
-func TestInitMemLimitToGOMEMLIMIT(t *testing.T) {
-	tests := []struct{ uci, env string }{
-		{"48M", "48MiB"},
-		{"512K", "512KiB"},
-		{"1G", "1GiB"},
-		{"50000000", "50000000"},
-		{"1.5G", ""},
-		{"48MB", ""},
-		{"M", ""},
-		{"-1", ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.uci, func(t *testing.T) {
-			lines := startService(t, map[string]string{"UCI_enabled": "1", "UCI_data": t.TempDir(), "UCI_mem_limit": tt.uci})
-			if tt.env != "" {
-				if !hasLine(lines, "procd_set_param env GOMEMLIMIT="+tt.env) {
-					t.Errorf("want GOMEMLIMIT=%s:\n%s", tt.env, strings.Join(lines, "\n"))
-				}
-				return
-			}
-			if hasPrefix(lines, "procd_set_param env") {
-				t.Errorf("a malformed mem_limit must set no GOMEMLIMIT:\n%s", strings.Join(lines, "\n"))
-			}
-			if !hasPrefix(lines, "logger -t qpq -p daemon.err ignoring mem_limit") {
-				t.Errorf("a malformed mem_limit must be logged:\n%s", strings.Join(lines, "\n"))
-			}
-		})
-	}
-}
-
-func TestInitDisabledStartsNothing(t *testing.T) {
-	for _, v := range []string{"0", "off", ""} {
-		lines := startService(t, map[string]string{"UCI_enabled": v, "UCI_data": t.TempDir()})
-		if hasLine(lines, "procd_open_instance") {
-			t.Errorf("enabled=%q opened an instance:\n%s", v, strings.Join(lines, "\n"))
-		}
-		if !hasLine(lines, "rc=0") || !hasPrefix(lines, "logger -t qpq -p daemon.notice not starting: disabled") {
-			t.Errorf("enabled=%q: want a notice and status 0:\n%s", v, strings.Join(lines, "\n"))
-		}
-	}
-}
-
-func TestInitRefusesBadConfig(t *testing.T) {
-	problems := "/etc/config/qpq:9: main.listen: port 99999 is out of range\n/etc/config/qpq:12: main.bogus: unknown option"
-	lines := startService(t, map[string]string{"UCI_enabled": "1", "UCI_data": t.TempDir(), "FAKE_CHECK": problems})
-	if hasLine(lines, "procd_open_instance") {
-		t.Errorf("a failed config check opened an instance:\n%s", strings.Join(lines, "\n"))
-	}
-	for _, want := range []string{
-		"logger -t qpq -p daemon.err /etc/config/qpq:9: main.listen: port 99999 is out of range",
-		"logger -t qpq -p daemon.err /etc/config/qpq:12: main.bogus: unknown option",
-		"rc=1",
-	} {
-		if !hasLine(lines, want) {
-			t.Errorf("missing %q in:\n%s", want, strings.Join(lines, "\n"))
-		}
-	}
-	if !hasPrefix(lines, "logger -t qpq -p daemon.err not starting: /etc/config/qpq has problems") {
-		t.Errorf("missing the not-starting line:\n%s", strings.Join(lines, "\n"))
-	}
-}
-
 func TestInitScriptHeader(t *testing.T) {
 	b, err := os.ReadFile(initScript)
 	if err != nil {
@@ -334,10 +61,17 @@ func TestInitScriptHeader(t *testing.T) {
 		t.Error("init script must start with #!/bin/sh /etc/rc.common")
 	}
 	for _, re := range []string{`(?m)^USE_PROCD=1$`, `(?m)^START=\d+$`, `(?m)^STOP=\d+$`,
-		`(?m)^\s*procd_add_reload_trigger qpq$`, `(?m)^\s*"\$PROG" config check|config check "\$CONFIG_FILE"`} {
+		`(?m)^\s*procd_add_reload_trigger qpq$`, `(?m)^\s*procd_add_reload_interface_trigger "\$net"$`,
+		`(?m)^\s*eval "\$check"$`, `"\$PROG" config check --shell "\$CONFIG_FILE"`,
+		`(?m)^\s*procd_set_param command "\$PROG" node --uci "\$CONFIG_FILE"$`} {
 		if !regexp.MustCompile(re).MatchString(s) {
 			t.Errorf("init script lacks %s", re)
 		}
+	}
+	// One reading of /etc/config/qpq: the node's (qpq config check --shell, qpq node
+	// --uci). config_get and its kin read it differently (booleans, option vs list).
+	if m := regexp.MustCompile(`(?m)^[^#]*\b(config_load qpq|config_get(_bool)? \w+ main |config_list_foreach main )`).FindString(s); m != "" {
+		t.Errorf("init script reads uci itself: %q", m)
 	}
 	fi, err := os.Stat(initScript)
 	if err != nil {
@@ -397,7 +131,7 @@ func TestShippedConfig(t *testing.T) {
 	if !slices.Equal(sections, []string{"config qpq 'main'"}) {
 		t.Errorf("sections %q, want one: config qpq 'main'", sections)
 	}
-	want := map[string]string{"enabled": "1", "listen": "[::]:7443", "data": "/etc/qpq", "log_level": "info"}
+	want := map[string]string{"enabled": "0", "listen": "[::]:7443", "data": "/etc/qpq", "log_level": "info"}
 	got := map[string]string{}
 	for _, o := range opts {
 		got[o.name] = o.value

@@ -48,12 +48,26 @@ printf '%s\n' "$*" >>/tmp/syslog
 
 func newProcdRoot(t *testing.T, config string) *procdRoot {
 	t.Helper()
+	r := newRouterRoot(t)
+	copyFile(t, hostQPQ(t), r.path("usr/bin/qpq"), 0o755)
+	copyFile(t, initScript, r.path("etc/init.d/qpq"), 0o755)
+	writeFile(t, r.dir, "etc/config/qpq", config, 0o600)
+	// OpenWrt's base-files users, and qpq's as the package's postinst adds it.
+	writeFile(t, r.dir, "etc/passwd", basePasswd+qpqPasswd, 0o644)
+	writeFile(t, r.dir, "etc/group", baseGroup+qpqGroup, 0o644)
+	return r
+}
+
+// newRouterRoot is a chroot with what a router has before qpq is installed: busybox,
+// OpenWrt's shell library, uci and jshn, the stub ubus and logger, a firewall config,
+// netifd's interfaces (through the stub), base-files' users.
+func newRouterRoot(t *testing.T) *procdRoot {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		missing(t, "running the init script in a chroot needs root")
 	}
 	tools := owTools(t)
 	bb := needTool(t, "busybox")
-	qpq := hostQPQ(t)
 	dir := t.TempDir()
 	copyTree(t, filepath.Join(tools, "owroot"), dir)
 
@@ -77,14 +91,13 @@ func newProcdRoot(t *testing.T, config string) *procdRoot {
 	for _, lib := range sharedLibs(t, bb, uci, jshn) {
 		copyFile(t, lib, filepath.Join(dir, lib), 0o755)
 	}
-	copyFile(t, qpq, filepath.Join(dir, "usr/bin/qpq"), 0o755)
 	writeFile(t, dir, "usr/bin/ubus", ubusStub, 0o755)
 	writeFile(t, dir, "usr/bin/logger", loggerStub, 0o755)
-	copyFile(t, initScript, filepath.Join(dir, "etc/init.d/qpq"), 0o755)
-	writeFile(t, dir, "etc/config/qpq", config, 0o600)
-	// OpenWrt's base-files users, and qpq's as the package's postinst adds it.
-	writeFile(t, dir, "etc/passwd", basePasswd+qpqPasswd, 0o644)
-	writeFile(t, dir, "etc/group", baseGroup+qpqGroup, 0o644)
+	writeFile(t, dir, "etc/config/firewall", testFirewall, 0o644)
+	writeFile(t, dir, "etc/test/network.interface.dump.json", testInterfaces, 0o644)
+	writeFile(t, dir, "etc/passwd", basePasswd, 0o644)
+	writeFile(t, dir, "etc/group", baseGroup, 0o644)
+	writeFile(t, dir, "etc/shadow", "root:::0:99999:7:::\n", 0o600)
 
 	// /var is /tmp on a router.
 	for _, d := range []string{"dev", "tmp/run", "tmp/lock", "etc/rc.d"} {
@@ -238,22 +251,138 @@ func instance(t *testing.T, s procdService) procdInstance {
 	panic("unreachable")
 }
 
-func TestProcdStartShippedConfig(t *testing.T) {
+// testFirewall is a router's /etc/config/firewall as the tests see it: OpenWrt's lan and
+// wan zones (wan with wan and wan6), a community mesh zone written the older way (one
+// option with two networks), and a guest zone.
+const testFirewall = `config defaults
+	option input 'REJECT'
+	option forward 'REJECT'
+
+config zone
+	option name 'lan'
+	list network 'lan'
+	option input 'ACCEPT'
+
+config zone
+	option name 'wan'
+	list network 'wan'
+	list network 'wan6'
+	option input 'REJECT'
+	option masq '1'
+
+config zone
+	option name 'mesh'
+	option network 'mesh mesh_vpn'
+
+config zone
+	option name 'guest'
+	list network 'guest'
+
+config forwarding
+	option src 'lan'
+	option dest 'wan'
+`
+
+// testInterfaces is what the stub ubus answers to `network.interface dump`, in netifd's
+// form: lan up on br-lan; wan up on eth1 with pppoe-wan as its l3 device, wan6 on the
+// same; mesh (batman-adv) up on bat0; mesh_vpn up without an l3 device, on eth0.3; guest
+// down.
+const testInterfaces = `{"interface":[
+ {"interface":"lan","up":true,"pending":false,"available":true,"proto":"static","l3_device":"br-lan","device":"br-lan","ipv4-address":[{"address":"192.168.1.1","mask":24}]},
+ {"interface":"wan","up":true,"pending":false,"available":true,"proto":"pppoe","l3_device":"pppoe-wan","device":"eth1"},
+ {"interface":"wan6","up":true,"pending":false,"available":true,"proto":"dhcpv6","l3_device":"pppoe-wan","device":"@wan"},
+ {"interface":"mesh","up":true,"pending":false,"available":true,"proto":"batadv","l3_device":"bat0","device":"bat0"},
+ {"interface":"mesh_vpn","up":true,"pending":false,"available":true,"proto":"none","device":"eth0.3"},
+ {"interface":"guest","up":false,"pending":false,"available":true,"proto":"static","device":"br-guest"}
+]}`
+
+// enabledConfig is the shipped config turned on with the real uci, as a volunteer does.
+func enabledConfig(t *testing.T) string {
+	t.Helper()
+	tools := owTools(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "qpq", readFile(t, configFile), 0o600)
+	uci := filepath.Join(tools, "bin/uci")
+	for _, args := range [][]string{{"set", "qpq.main.enabled=1"}, {"commit", "qpq"}} {
+		if out, err := exec.Command(uci, append([]string{"-c", dir}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("uci %s: %v\n%s", args, err, out)
+		}
+	}
+	return readFile(t, filepath.Join(dir, "qpq"))
+}
+
+// nodeCommand is the command the service runs for a config: the node reads the file
+// itself; only the mDNS devices come from the script.
+func nodeCommand(extra ...string) []string {
+	return append([]string{"/usr/bin/qpq", "node", "--uci", "/etc/config/qpq"}, extra...)
+}
+
+// Procd triggers the script adds: uci's qpq changing, and interfaces of the networks.
+const configTrigger = `["config.change",["if",["eq","package","qpq"],["run_script","/etc/init.d/qpq","reload"]],1000]`
+
+func interfaceTrigger(network string) string {
+	return `["interface.*",["if",["eq","interface","` + network + `"],["run_script","/etc/init.d/qpq","reload"]],1000]`
+}
+
+func checkTriggers(t *testing.T, s procdService, want ...string) {
+	t.Helper()
+	var got []string
+	for _, tr := range s.Triggers {
+		got = append(got, compactJSON(t, tr))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("triggers\n %s\nwant\n %s", strings.Join(got, "\n "), strings.Join(want, "\n "))
+	}
+}
+
+// checkNoWan: nothing of the wan zone reaches the node: no wan device in the command,
+// no firewall rule from wan.
+func checkNoWan(t *testing.T, in procdInstance) {
+	t.Helper()
+	for _, a := range in.Command {
+		if strings.Contains(a, "pppoe-wan") || strings.Contains(a, "eth1") || strings.Contains(a, "wan") {
+			t.Errorf("command %q names a wan device", in.Command)
+		}
+	}
+	for _, r := range in.Data.Firewall {
+		if r["src"] == "wan" || r["src"] == "*" || r["src"] == "" {
+			t.Errorf("firewall rule %v opens the node to wan or every zone", r)
+		}
+	}
+}
+
+// TestProcdFreshInstallStartsNothing: the shipped config is off, so starting the service
+// (as opkg's postinst does on a router) gives procd no instance: nothing listens and no
+// firewall rule opens until the volunteer turns it on; the log says how.
+func TestProcdFreshInstallStartsNothing(t *testing.T) {
 	r := newProcdRoot(t, readFile(t, configFile))
+	s := mustStart(t, r)
+	if len(s.Instances) != 0 {
+		t.Errorf("the shipped config started instances: %+v", s.Instances)
+	}
+	if log := r.syslog(t); !strings.Contains(log, "-t qpq -p daemon.notice not starting: disabled in /etc/config/qpq (uci set qpq.main.enabled=1; uci commit qpq)") {
+		t.Errorf("log lacks the disabled notice:\n%s", log)
+	}
+	checkTriggers(t, s, configTrigger)
+	if exists(r.path("etc/qpq")) {
+		t.Error("a disabled service created its data dir")
+	}
+}
+
+func TestProcdStartShippedConfigEnabled(t *testing.T) {
+	r := newProcdRoot(t, enabledConfig(t))
 	s, calls := r.start(t)
 	if s.Name != "qpq" || s.Script != "/etc/init.d/qpq" {
 		t.Errorf("service %q script %q, want qpq /etc/init.d/qpq", s.Name, s.Script)
 	}
 	in := instance(t, s)
-	want := []string{"/usr/bin/qpq", "node", "--data", "/etc/qpq", "--listen", "[::]:7443",
-		"--control", "/var/run/qpq/qpq.sock", "--log-level", "info", "--store", "/tmp/qpq/store.db",
-		"--store-max-bytes", "8M", "--max-ttl", "7d", "--max-hops", "32", "--mdns",
-		"--domain", "qpq", "--max-links", "8"}
-	if !slices.Equal(in.Command, want) {
+	// mDNS on the lan zone's device only.
+	if want := nodeCommand("--mdns-iface", "^br-lan$"); !slices.Equal(in.Command, want) {
 		t.Errorf("command\n %q\nwant\n %q", in.Command, want)
 	}
-	if in.Env["GOMEMLIMIT"] != "48MiB" || len(in.Env) != 1 {
-		t.Errorf("env %v, want GOMEMLIMIT=48MiB only", in.Env)
+	// The node applies mem_limit itself.
+	if len(in.Env) != 0 {
+		t.Errorf("env %v, want none (the node applies mem_limit from uci)", in.Env)
 	}
 	if len(in.Respawn) != 3 {
 		t.Errorf("respawn %q, want procd's three values (threshold, timeout, retries)", in.Respawn)
@@ -267,12 +396,10 @@ func TestProcdStartShippedConfig(t *testing.T) {
 	if in.TermTimeout != 10 {
 		t.Errorf("term_timeout %d, want 10", in.TermTimeout)
 	}
-	wantTrigger := `["config.change",["if",["eq","package","qpq"],["run_script","/etc/init.d/qpq","reload"]],1000]`
-	if len(s.Triggers) != 1 || compactJSON(t, s.Triggers[0]) != wantTrigger {
-		t.Errorf("triggers %s, want [%s]", s.Triggers, wantTrigger)
-	}
+	checkTriggers(t, s, configTrigger, interfaceTrigger("lan"))
 	// The QUIC port and mDNS, from the lan zone only.
 	checkFirewall(t, in.Data.Firewall, []fwRule{{"lan", "7443", ""}, {"lan", "5353", ""}})
+	checkNoWan(t, in)
 	// service_started tells procd the firewall changed.
 	last := calls[len(calls)-1]
 	if len(last) != 4 || last[2] != "event" || compactJSON(t, json.RawMessage(last[3])) != `{"data":{"package":"firewall"},"type":"config.change"}` {
@@ -287,10 +414,92 @@ func TestProcdStartShippedConfig(t *testing.T) {
 	ownedBy(t, r.dir, "tmp/run/qpq", 7443, 7443, 0o750)
 }
 
+// TestProcdMdnsOnZoneDevices: mDNS runs on the up devices of the zones' networks (an
+// l3 device first, else the device, each as an exact regexp), never on wan's.
+func TestProcdMdnsOnZoneDevices(t *testing.T) {
+	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n\tlist zone 'lan'\n\tlist zone 'mesh'\n")
+	s := mustStart(t, r)
+	in := instance(t, s)
+	want := nodeCommand("--mdns-iface", "^br-lan$", "--mdns-iface", "^bat0$", "--mdns-iface", `^eth0\.3$`)
+	if !slices.Equal(in.Command, want) {
+		t.Errorf("command\n %q\nwant\n %q", in.Command, want)
+	}
+	checkTriggers(t, s, configTrigger, interfaceTrigger("lan"), interfaceTrigger("mesh"), interfaceTrigger("mesh_vpn"))
+	checkFirewall(t, in.Data.Firewall, []fwRule{{"lan", "7443", ""}, {"lan", "5353", ""}, {"mesh", "7443", ""}, {"mesh", "5353", ""}})
+	checkNoWan(t, in)
+}
+
+// TestProcdMdnsWaitsForInterfaces: with none of the zones' interfaces up, the node runs
+// without mDNS (not on every interface), the log says why, and the interface trigger
+// brings it in on the reload that follows the interface coming up.
+func TestProcdMdnsWaitsForInterfaces(t *testing.T) {
+	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n\tlist zone 'guest'\n")
+	s := mustStart(t, r)
+	in := instance(t, s)
+	if want := nodeCommand("--mdns=false"); !slices.Equal(in.Command, want) {
+		t.Errorf("command\n %q\nwant\n %q", in.Command, want)
+	}
+	checkFirewall(t, in.Data.Firewall, []fwRule{{"guest", "7443", ""}})
+	checkTriggers(t, s, configTrigger, interfaceTrigger("guest"))
+	if log := r.syslog(t); !strings.Contains(log, "daemon.notice mDNS waits for the interfaces of zones 'guest'") {
+		t.Errorf("log lacks the mDNS notice:\n%s", log)
+	}
+
+	// netifd brings guest up; procd runs the trigger's reload.
+	writeFile(t, r.dir, "etc/test/network.interface.dump.json",
+		strings.Replace(testInterfaces, `"interface":"guest","up":false`, `"interface":"guest","up":true,"l3_device":"br-guest"`, 1), 0o644)
+	before := len(r.ubusCalls(t))
+	out := r.initd(t, "reload")
+	s = lastServiceSet(t, r.ubusCalls(t)[before:], out)
+	if in := instance(t, s); !slices.Equal(in.Command, nodeCommand("--mdns-iface", "^br-guest$")) {
+		t.Errorf("after guest came up, command %q, want mDNS on br-guest", in.Command)
+	}
+}
+
+// lastServiceSet returns the service of the one service.set among calls.
+func lastServiceSet(t *testing.T, calls [][]string, out string) procdService {
+	t.Helper()
+	for i := len(calls) - 1; i >= 0; i-- {
+		c := calls[i]
+		if len(c) == 4 && slices.Equal(c[:3], []string{"call", "service", "set"}) {
+			var s procdService
+			if err := json.Unmarshal([]byte(c[3]), &s); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+	}
+	t.Fatalf("no service set among ubus calls %q\n%s", calls, out)
+	return procdService{}
+}
+
+// TestProcdMdnsOffOrNamed: mdns off gives the node no mDNS flag and opens no 5353; a
+// config with its own mdns_iface list leaves the interfaces to the node (it reads them).
+func TestProcdMdnsOffOrNamed(t *testing.T) {
+	for _, c := range []struct {
+		name, config string
+		fw           []fwRule
+	}{
+		{"off", "\toption mdns '0'\n", []fwRule{{"lan", "7443", ""}}},
+		{"named", "\tlist mdns_iface '^br-'\n", []fwRule{{"lan", "7443", ""}, {"lan", "5353", ""}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n"+c.config)
+			s := mustStart(t, r)
+			in := instance(t, s)
+			if want := nodeCommand(); !slices.Equal(in.Command, want) {
+				t.Errorf("command\n %q\nwant\n %q", in.Command, want)
+			}
+			checkFirewall(t, in.Data.Firewall, c.fw)
+			checkTriggers(t, s, configTrigger)
+		})
+	}
+}
+
 // TestProcdHandsOldKeysToQPQ: a 0.1 node's data (root's, 0600) and store are the new
 // user's after start, so the node keeps its identity instead of failing on them.
 func TestProcdHandsOldKeysToQPQ(t *testing.T) {
-	r := newProcdRoot(t, readFile(t, configFile))
+	r := newProcdRoot(t, enabledConfig(t))
 	for _, d := range []string{"etc/qpq", "tmp/qpq"} {
 		if err := os.MkdirAll(r.path(d), 0o700); err != nil {
 			t.Fatal(err)
@@ -314,7 +523,7 @@ func TestProcdHandsOldKeysToQPQ(t *testing.T) {
 // TestProcdRefusesWithoutUser: with no qpq user (a broken install) the service does
 // not fall back to root; the log says why.
 func TestProcdRefusesWithoutUser(t *testing.T) {
-	r := newProcdRoot(t, readFile(t, configFile))
+	r := newProcdRoot(t, enabledConfig(t))
 	writeFile(t, r.dir, "etc/passwd", basePasswd, 0o644)
 	if s := mustStart(t, r); len(s.Instances) != 0 {
 		t.Errorf("started without a qpq user: %+v", s.Instances)
@@ -373,14 +582,12 @@ func TestProcdStartCustomConfig(t *testing.T) {
 	list peer '[2001:db8::10]:7443#`+testFP+`'
 `)
 	in := instance(t, mustStart(t, r))
-	want := []string{"/usr/bin/qpq", "node", "--data", "/mnt/qpq", "--listen", "192.168.1.1:9000",
-		"--control", "/var/run/qpq/qpq.sock", "--log-level", "debug", "--store", "/mnt/qpq/store.db",
-		"--mdns=false", "--peer", "192.0.2.10:7443#" + testFP, "--peer", "[2001:db8::10]:7443#" + testFP}
-	if !slices.Equal(in.Command, want) {
+	// Everything but the firewall and mDNS devices is the node's to read.
+	if want := nodeCommand(); !slices.Equal(in.Command, want) {
 		t.Errorf("command\n %q\nwant\n %q", in.Command, want)
 	}
-	if in.Env["GOMEMLIMIT"] != "64MiB" {
-		t.Errorf("env %v, want GOMEMLIMIT=64MiB", in.Env)
+	if len(in.Env) != 0 {
+		t.Errorf("env %v, want none (the node applies mem_limit)", in.Env)
 	}
 	// Port 9000 on the listen address from each zone listed; nothing for mDNS (off).
 	checkFirewall(t, in.Data.Firewall, []fwRule{{"lan", "9000", "192.168.1.1"}, {"mesh", "9000", "192.168.1.1"}})
@@ -419,6 +626,7 @@ func TestProcdFirewallDefaultsToLan(t *testing.T) {
 	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n")
 	in := instance(t, mustStart(t, r))
 	checkFirewall(t, in.Data.Firewall, []fwRule{{"lan", "7443", ""}, {"lan", "5353", ""}})
+	checkNoWan(t, in)
 }
 
 // mustStart is start without the calls.
@@ -443,7 +651,7 @@ func TestProcdConfigCheckStopsStart(t *testing.T) {
 	log := r.syslog(t)
 	for _, want := range []string{
 		"-t qpq -p daemon.err not starting: /etc/config/qpq has problems",
-		`/etc/config/qpq:3: main.listen: "[::]:99999"`,
+		`-t qpq -p daemon.err /etc/config/qpq:3: main.listen: "[::]:99999"`,
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)
@@ -451,17 +659,6 @@ func TestProcdConfigCheckStopsStart(t *testing.T) {
 	}
 	if exists(r.path("mnt/qpq")) {
 		t.Error("a refused config still created the data dir")
-	}
-}
-
-func TestProcdDisabledStartsNothing(t *testing.T) {
-	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '0'\n")
-	s := mustStart(t, r)
-	if len(s.Instances) != 0 {
-		t.Errorf("a disabled service started instances: %+v", s.Instances)
-	}
-	if log := r.syslog(t); !strings.Contains(log, "-t qpq -p daemon.notice not starting: disabled") {
-		t.Errorf("log lacks the disabled notice:\n%s", log)
 	}
 }
 
@@ -496,10 +693,10 @@ func TestShippedConfigExamplesPass(t *testing.T) {
 // reload (the script has no reload_service) sends the service again, now with the
 // changed config.
 func TestProcdStopAndReload(t *testing.T) {
-	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n\tlist mdns_iface '^br-'\n\tlist mdns_iface '^bat0$'\n")
+	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n")
 	in := instance(t, mustStart(t, r))
-	if i := slices.Index(in.Command, "--mdns"); i < 0 || !slices.Equal(in.Command[i:i+5], []string{"--mdns", "--mdns-iface", "^br-", "--mdns-iface", "^bat0$"}) {
-		t.Errorf("command %q, want --mdns with both --mdns-iface", in.Command)
+	if !slices.Equal(in.Command, nodeCommand("--mdns-iface", "^br-lan$")) {
+		t.Errorf("command %q, want mDNS on br-lan", in.Command)
 	}
 	before := len(r.ubusCalls(t))
 
@@ -521,7 +718,20 @@ func TestProcdStopAndReload(t *testing.T) {
 	if err := json.Unmarshal([]byte(calls[0][3]), &s); err != nil {
 		t.Fatal(err)
 	}
-	if in := instance(t, s); !slices.Contains(in.Command, "--mdns=false") {
-		t.Errorf("after reload, command %q, want the changed config's --mdns=false", in.Command)
+	if in := instance(t, s); !slices.Equal(in.Command, nodeCommand()) || len(in.Data.Firewall) != 1 {
+		t.Errorf("after reload, command %q firewall %v, want the changed config's: no mDNS", in.Command, in.Data.Firewall)
+	}
+}
+
+// TestProcdControlInDataDir: a control socket in the data dir leaves that dir 0700
+// (the control dir's 0750 is for a dir of its own).
+func TestProcdControlInDataDir(t *testing.T) {
+	r := newProcdRoot(t, "config qpq 'main'\n\toption enabled '1'\n\toption control '/etc/qpq/qpq.sock'\n")
+	if len(mustStart(t, r).Instances) != 1 {
+		t.Fatalf("not started:\n%s", r.syslog(t))
+	}
+	ownedBy(t, r.dir, "etc/qpq", 7443, 7443, 0o700)
+	if exists(r.path("tmp/run/qpq")) {
+		t.Error("/var/run/qpq created although the socket is elsewhere")
 	}
 }

@@ -64,6 +64,10 @@ fi
 // as openwrt/Makefile's PKG_LICENSE gives it.
 const QPQLicense = "Apache-2.0"
 
+// QPQMaintainer is the packages' Maintainer field, as openwrt/Makefile's PKG_MAINTAINER
+// gives it: empty (the field left out) while the project names no maintainer contact.
+const QPQMaintainer = ""
+
 // QPQOptions is what a qpq package is made from.
 type QPQOptions struct {
 	Version         string // package version

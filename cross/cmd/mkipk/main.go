@@ -34,7 +34,7 @@ func main() {
 		files      = flag.String("files", "openwrt/files", "directory holding qpq.init, qpq.config and qpq.keep")
 		table      = flag.String("targets", "cross/targets.txt", "targets table")
 		license    = flag.String("license", ipk.QPQLicense, "License field (SPDX); empty leaves it out")
-		maintainer = flag.String("maintainer", "", "Maintainer field; empty leaves it out")
+		maintainer = flag.String("maintainer", ipk.QPQMaintainer, "Maintainer field; empty leaves it out")
 		all        = flag.Bool("all", false, "one package per architecture in the targets table, binaries from -bindir")
 		binDir     = flag.String("bindir", "build/bin", "with -all: directory of the cross-built binaries")
 	)

@@ -1,11 +1,12 @@
 // Command size prints the flash figures of the cross-built binaries and the .ipk
 // packages and checks them against cross/budgets.txt (DESIGN "Budgets").
 //
-//	go run ./cross/cmd/size [-version V] [-bin build/bin] [-ipk build/ipk]
+//	go run ./cross/cmd/size [-version V] [-bin build/bin] [-ipk build/ipk] [-apk build/apk -apk-version V]
 //
 // For each binary in cross/targets.txt it prints the raw size, `gzip -9` and `xz -9e`
 // (single-threaded) sizes and its budget; for each OpenWrt architecture the .ipk size and
-// its budget. It exits 1 when a figure is not strictly under its budget, when a file is
+// its budget, and with -apk, when that directory exists, the .apk (APK/ARCH/qpq-V.apk)
+// against the same budget (the two carry the same files to the same flash). It exits 1 when a figure is not strictly under its budget, when a file is
 // missing or when a target has no budget, naming each; 2 on a usage error. Run it from
 // the repository root (paths are relative to it).
 package main
@@ -32,6 +33,8 @@ func main() {
 	flag.StringVar(&c.ipkDir, "ipk", "build/ipk", "directory of the .ipk packages")
 	flag.StringVar(&c.version, "version", "", "package version in the .ipk names; empty: the one qpq_*_ARCH.ipk per arch")
 	flag.BoolVar(&c.noIpk, "no-ipk", false, "check the binaries only")
+	flag.StringVar(&c.apkDir, "apk", "", "directory of the .apk packages (ARCH/qpq-V.apk); skipped when it does not exist")
+	flag.StringVar(&c.apkVersion, "apk-version", "", "package version in the .apk names; empty: the one qpq-*.apk per arch")
 	flag.Usage = func() {
 		fmt.Fprintln(flag.CommandLine.Output(), "usage: size [flags]")
 		flag.PrintDefaults()
@@ -62,6 +65,8 @@ type config struct {
 	binDir, ipkDir   string
 	version          string
 	noIpk            bool
+	apkDir           string
+	apkVersion       string
 }
 
 // run prints the tables to w and returns every budget breach, missing file and missing
@@ -128,7 +133,57 @@ func run(c config, w io.Writer) (problems []string, err error) {
 	if err := tw.Flush(); err != nil {
 		return nil, fmt.Errorf("write table: %w", err)
 	}
+	if c.apkDir == "" {
+		return problems, nil
+	}
+	if _, err := os.Stat(c.apkDir); err != nil {
+		fmt.Fprintf(w, "\nno .apk in %s (make apk): not checked\n", c.apkDir)
+		return problems, nil
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "package\tsize\tbudget\tresult")
+	for _, t := range ts {
+		path, err := findApk(c.apkDir, c.apkVersion, t.Arch)
+		if err != nil {
+			fmt.Fprintf(tw, "%s\t-\t\tMISSING\n", t.Arch)
+			problems = append(problems, fmt.Sprintf("%s: %v (run make apk)", t.Arch, err))
+			continue
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			return nil, err
+		}
+		name := t.Arch + "/" + filepath.Base(path)
+		figures := map[string]int64{targets.KindIpk: fi.Size()}
+		budget, result, ps := check(bs, name, t.Arch, figures, targets.KindIpk, []string{targets.KindIpk})
+		problems = append(problems, ps...)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, mib(fi.Size()), strings.Replace(budget, "ipk <", "apk <", 1), result)
+	}
+	if err := tw.Flush(); err != nil {
+		return nil, fmt.Errorf("write table: %w", err)
+	}
 	return problems, nil
+}
+
+// findApk returns dir/ARCH/qpq-VERSION.apk, or with no version the one qpq-*.apk there.
+func findApk(dir, version, arch string) (string, error) {
+	pattern := filepath.Join(dir, arch, "qpq-*.apk")
+	if version != "" {
+		pattern = filepath.Join(dir, arch, "qpq-"+version+".apk")
+	}
+	matches, err := filepath.Glob(pattern)
+	if err != nil {
+		return "", fmt.Errorf("look for the package: %w", err)
+	}
+	switch len(matches) {
+	case 0:
+		return "", fmt.Errorf("%s missing", pattern)
+	case 1:
+		return matches[0], nil
+	default:
+		return "", fmt.Errorf("%d versions in %s (%s); name one with -apk-version", len(matches), filepath.Dir(pattern), strings.Join(matches, ", "))
+	}
 }
 
 // check compares figures with the budgets for target. The kind named required must have

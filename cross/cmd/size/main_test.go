@@ -166,3 +166,41 @@ func TestFindIpk(t *testing.T) {
 		t.Errorf("findIpk 1.1 = %q, %v", p, err)
 	}
 }
+
+// TestApkAgainstTheIpkBudget: with -apk, each arch's .apk is held to the same budget.
+func TestApkAgainstTheIpkBudget(t *testing.T) {
+	needTool(t, "xz")
+	needTool(t, "gzip")
+	c := setup(t)
+	writeRandom(t, filepath.Join(c.binDir, "qpq_linux_mips"), 100)
+	writeRandom(t, filepath.Join(c.binDir, "qpq_linux_arm"), 100)
+	c.noIpk = false
+	for _, a := range []string{"mips_24kc", "arm_cortex-a7_neon-vfpv4", "arm_cortex-a9_vfpv3-d16"} {
+		writeRandom(t, filepath.Join(c.ipkDir, "qpq_1.0-1_"+a+".ipk"), 100)
+	}
+	c.apkDir = filepath.Join(t.TempDir(), "apk")
+	c.apkVersion = "1.0-r1"
+	writeRandom(t, filepath.Join(c.apkDir, "mips_24kc", "qpq-1.0-r1.apk"), 11000) // over 10KiB
+	writeRandom(t, filepath.Join(c.apkDir, "arm_cortex-a7_neon-vfpv4", "qpq-1.0-r1.apk"), 100)
+	// arm_cortex-a9's .apk missing
+	var out strings.Builder
+	problems, err := run(c, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(problems, "\n")
+	if len(problems) != 2 || !strings.Contains(joined, "mips_24kc/qpq-1.0-r1.apk: ipk size") ||
+		!strings.Contains(joined, "arm_cortex-a9_vfpv3-d16: ") {
+		t.Errorf("problems:\n%s\nwant the mips .apk over budget and the a9 one missing\n%s", joined, out.String())
+	}
+	if !strings.Contains(out.String(), "apk < 0.01 MiB") {
+		t.Errorf("table lacks the .apk budget:\n%s", out.String())
+	}
+
+	// No apk dir (make apk not run): reported, not a problem.
+	c.apkDir = filepath.Join(t.TempDir(), "none")
+	out.Reset()
+	if problems, err := run(c, &out); err != nil || len(problems) != 0 || !strings.Contains(out.String(), "no .apk in") {
+		t.Errorf("without an apk dir: %v %q\n%s", err, problems, out.String())
+	}
+}
