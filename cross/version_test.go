@@ -154,7 +154,7 @@ func TestOpkgUpgradeFromPlainVersion(t *testing.T) {
 }
 
 // TestMaintainerAgrees: the Maintainer of the packages is the feed recipe's PKG_MAINTAINER
-// (none yet: both leave it out rather than name someone who is not).
+// and has the form Name <email>.
 func TestMaintainerAgrees(t *testing.T) {
 	feed := readFile(t, feedMake)
 	if got := makeVar(feed, "PKG_MAINTAINER"); got != ipk.QPQMaintainer {

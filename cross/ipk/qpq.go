@@ -65,8 +65,8 @@ fi
 const QPQLicense = "Apache-2.0"
 
 // QPQMaintainer is the packages' Maintainer field, as openwrt/Makefile's PKG_MAINTAINER
-// gives it: empty (the field left out) while the project names no maintainer contact.
-const QPQMaintainer = ""
+// gives it: the maintainers as the repository's commits name their author.
+const QPQMaintainer = "qpq maintainers <maintainers@users.noreply.r-seed-9b324d54.example>"
 
 // QPQOptions is what a qpq package is made from.
 type QPQOptions struct {
