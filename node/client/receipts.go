@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -34,7 +35,7 @@ func (c *Client) Receipts(ctx context.Context, after uint64, limit int, wait tim
 	}
 	fut, release := c.node.Receipts(ctx, func(p schemas.Node_receipts_Params) error {
 		p.SetAfter(after)
-		p.SetLimit(uint32(min(limit, 1<<31)))
+		p.SetLimit(uint32(min(uint64(limit), math.MaxUint32)))
 		p.SetWaitSeconds(uint32(wait / time.Second))
 		return nil
 	})
