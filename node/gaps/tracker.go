@@ -256,11 +256,7 @@ func (t *Tracker) Observe(m Message) Result {
 			return res
 		case skipped > 0:
 			s.gaps = append(s.gaps, gap{first: s.high + 1, last: m.Seq - 1, seen: now, deadline: now + t.ttl(m.TTL).Milliseconds()})
-			if len(s.gaps) > t.maxGaps {
-				drop := len(s.gaps) - t.maxGaps
-				s.floor = s.gaps[drop-1].last + 1
-				s.gaps = slices.Delete(s.gaps, 0, drop)
-			}
+			s.capGaps(t.maxGaps)
 		}
 		s.high, s.highSent = m.Seq, sent
 		s.remember(m.Seq, sent)
@@ -268,6 +264,8 @@ func (t *Tracker) Observe(m Message) Result {
 			note(KindPending, skipped)
 		}
 	case s.fill(m.Seq):
+		// Splitting a gap in two adds one: keep the bound.
+		s.capGaps(t.maxGaps)
 		s.remember(m.Seq, sent)
 		note(KindArrived, 1)
 	default:
@@ -394,6 +392,17 @@ func (s *stream) recentSent(seq uint64) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// capGaps keeps at most max gaps, forgetting the oldest (lowest) ones: the
+// floor moves past them, so they are no longer tracked.
+func (s *stream) capGaps(max int) {
+	if len(s.gaps) <= max {
+		return
+	}
+	drop := len(s.gaps) - max
+	s.floor = s.gaps[drop-1].last + 1
+	s.gaps = slices.Delete(s.gaps, 0, drop)
 }
 
 // fill removes seq from the gap holding it, reporting whether one did.
