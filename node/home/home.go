@@ -5,7 +5,6 @@
 package home
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -130,9 +129,10 @@ func (h Home) KnownNode(addr string) (identity.Fingerprint, bool) {
 	if err != nil {
 		return identity.Fingerprint{}, false
 	}
-	sc := bufio.NewScanner(strings.NewReader(string(b)))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+	// Split, not bufio.Scanner: a damaged over-long line must not hide
+	// the lines after it.
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
 		if len(f) == 2 && f[0] == addr {
 			if fp, err := identity.ParseFingerprint(f[1]); err == nil {
 				return fp, true
@@ -142,23 +142,31 @@ func (h Home) KnownNode(addr string) (identity.Fingerprint, bool) {
 	return identity.Fingerprint{}, false
 }
 
-// RememberNode records (or replaces) the fingerprint for a node address.
+// MaxNodes bounds the remembered nodes: remembering one more drops the
+// least recently remembered, so the file (read on every client start)
+// cannot grow without bound as a user walks past many routers.
+const MaxNodes = 64
+
+// RememberNode records (or replaces) the fingerprint for a node address,
+// as the most recently remembered; beyond MaxNodes the oldest is dropped.
 func (h Home) RememberNode(addr string, fp identity.Fingerprint) error {
 	b, err := h.read(NodesFile)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	var out strings.Builder
-	sc := bufio.NewScanner(strings.NewReader(string(b)))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 && f[0] == addr {
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || (len(f) == 2 && f[0] == addr) {
 			continue
 		}
-		out.WriteString(sc.Text() + "\n")
+		keep = append(keep, line)
 	}
-	fmt.Fprintf(&out, "%s %s\n", addr, fp)
-	return h.write(NodesFile, []byte(out.String()))
+	keep = append(keep, fmt.Sprintf("%s %s", addr, fp))
+	if len(keep) > MaxNodes {
+		keep = keep[len(keep)-MaxNodes:]
+	}
+	return h.write(NodesFile, []byte(strings.Join(keep, "\n")+"\n"))
 }
 
 // Seen is the set of message ids already shown to the user.

@@ -1,7 +1,6 @@
 package home
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -40,12 +39,13 @@ func (h Home) Nodes() ([]Node, error) {
 }
 
 // parseNodes reads the file in its order, skipping malformed lines and
-// keeping the last line of an address.
+// keeping the last line of an address; of a file written before the
+// MaxNodes bound, only the MaxNodes most recent count.
 func parseNodes(text string) []Node {
-	var ns []Node
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+	var all []Node
+	last := map[string]int{}                         // address -> index of its last line in all
+	for _, line := range strings.Split(text, "\n") { // no line limit: see KnownNode
+		f := strings.Fields(line)
 		if len(f) != 2 {
 			continue
 		}
@@ -53,13 +53,17 @@ func parseNodes(text string) []Node {
 		if err != nil {
 			continue
 		}
-		for i, o := range ns {
-			if o.Addr == f[0] {
-				ns = append(ns[:i], ns[i+1:]...)
-				break
-			}
+		last[f[0]] = len(all)
+		all = append(all, Node{Addr: f[0], Fingerprint: fp})
+	}
+	var ns []Node
+	for i, n := range all {
+		if last[n.Addr] == i {
+			ns = append(ns, n)
 		}
-		ns = append(ns, Node{Addr: f[0], Fingerprint: fp})
+	}
+	if len(ns) > MaxNodes {
+		ns = ns[len(ns)-MaxNodes:]
 	}
 	return ns
 }

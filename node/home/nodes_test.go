@@ -1,7 +1,9 @@
 package home
 
 import (
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/quicproquo/qpq/mesh/identity"
@@ -41,5 +43,43 @@ func TestRememberedNodesNewestFirstAndTrustedByKey(t *testing.T) {
 	}
 	if err := h.ForgetNode("10.0.0.3:7443"); err != nil || h.TrustsNode(nodeFP(3)) {
 		t.Fatalf("ForgetNode: %v", err)
+	}
+}
+
+func TestRememberedNodesBoundedAndADamagedLineHidesNothing(t *testing.T) {
+	h := Home{Dir: t.TempDir()}
+	// An over-long damaged line (longer than bufio.Scanner's 64 KiB) before
+	// a good one: the good one must stay readable and survive a rewrite.
+	long := strings.Repeat("x", 100<<10)
+	if err := os.WriteFile(h.Path(NodesFile), []byte(long+"\n10.0.0.9:7443 "+nodeFP(9).String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if fp, ok := h.KnownNode("10.0.0.9:7443"); !ok || fp != nodeFP(9) {
+		t.Fatalf("KnownNode after a damaged line: %v %v", fp, ok)
+	}
+	if err := h.RememberNode("10.0.1.1:7443", nodeFP(1)); err != nil {
+		t.Fatal(err)
+	}
+	if fp, ok := h.KnownNode("10.0.0.9:7443"); !ok || fp != nodeFP(9) {
+		t.Fatal("RememberNode lost the node after a damaged line")
+	}
+	for i := 0; i < 3*MaxNodes; i++ {
+		if err := h.RememberNode(fmt.Sprintf("10.0.2.%d:7443", i), nodeFP(byte(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns, err := h.Nodes()
+	if err != nil || len(ns) != MaxNodes {
+		t.Fatalf("after %d remembered: %d nodes, %v; want %d", 3*MaxNodes+2, len(ns), err, MaxNodes)
+	}
+	if want := fmt.Sprintf("10.0.2.%d:7443", 3*MaxNodes-1); ns[0].Addr != want {
+		t.Fatalf("newest is %s, want %s", ns[0].Addr, want)
+	}
+	b, _ := os.ReadFile(h.Path(NodesFile))
+	if n := strings.Count(string(b), "\n"); n != MaxNodes {
+		t.Fatalf("file has %d lines, want %d", n, MaxNodes)
+	}
+	if _, ok := h.KnownNode("10.0.0.9:7443"); ok {
+		t.Fatal("the oldest node is still remembered beyond the bound")
 	}
 }

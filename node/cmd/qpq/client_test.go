@@ -85,11 +85,24 @@ func TestNodeTrustedOnFirstUseAndChangedKeyRefused(t *testing.T) {
 
 func TestClientCommandsNeedANode(t *testing.T) {
 	bob := newUser(t)
-	for _, args := range [][]string{{"recv", "--home", bob.home, "--mdns=false"}, {"send", "--home", bob.home, "--to", bob.fp, "--text", "x"}} {
+	// mDNS off: this test runs outside a namespace of its own, so it must
+	// not browse the host's links.
+	for _, args := range [][]string{{"recv", "--home", bob.home, "--mdns=false"}, {"send", "--home", bob.home, "--mdns=false", "--to", bob.fp, "--text", "x"}} {
 		code, _, errOut := runQPQ(t, userEnv, args...)
-		if code != 2 || !strings.Contains(errOut, "--node") {
+		if code != 2 || !strings.Contains(errOut, "no node given (--node or QPQ_NODE) and mDNS is off") {
 			t.Errorf("qpq %v without a node: exit %d %q", args, code, errOut)
 		}
+	}
+	code, _, errOut := runQPQ(t, append(userEnv, "QPQ_MDNS=false"), "send", "--home", bob.home, "--to", bob.fp, "--text", "x")
+	if code != 2 || !strings.Contains(errOut, "mDNS is off (--mdns=false or QPQ_MDNS=false)") {
+		t.Errorf("send with QPQ_MDNS=false and no node: exit %d %q", code, errOut)
+	}
+	code, _, errOut = runQPQ(t, userEnv, "send", "--home", bob.home, "--node", "127.0.0.1:port", "--to", bob.fp, "--text", "x")
+	if code != 2 || !strings.Contains(errOut, `"127.0.0.1:port"`) {
+		t.Errorf("send --node 127.0.0.1:port: exit %d %q", code, errOut)
+	}
+	if list := outboxList(t, bob); len(list) != 0 {
+		t.Errorf("a send refused for its node wrote the outbox: %+v", list)
 	}
 }
 

@@ -338,7 +338,9 @@ func (k *recvKeeper) add(m history.Message, g gaps.Message) {
 	if k == nil {
 		return
 	}
-	k.pending = append(k.pending, m)
+	if k.st != nil && k.st.Limit() > 0 { // nothing kept: nothing to hold until flush
+		k.pending = append(k.pending, m)
+	}
 	k.notices(k.tr.Observe(g).Notices)
 	k.dirty = true
 }

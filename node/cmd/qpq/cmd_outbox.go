@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/quicproquo/qpq/node/client"
 	"github.com/quicproquo/qpq/node/display"
 	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/node/home"
@@ -127,7 +128,8 @@ func runOutbox(env *cliEnv, args []string) int {
 func sendOutboxNow(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bool, ob *outbox.Outbox) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*connectTimeout)
 	defer cancel()
-	s, err := openSendSession(ctx, env, h, u, t, repin, false)
+	plan := nodePlan{cands: []client.Candidate{{Addr: t.addr, Pin: t.pin, Trusted: true, Name: "--node"}}, given: true}
+	s, err := openSendSession(ctx, env, h, u, plan, repin, false)
 	if err != nil {
 		return 0, err
 	}

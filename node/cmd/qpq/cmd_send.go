@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/quicproquo/qpq/gossip"
-	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/node/client"
 	"github.com/quicproquo/qpq/node/config"
@@ -59,6 +58,11 @@ state. It keeps retrying an unreachable node meanwhile. Only for --to.
 With --channel NAME it posts to a channel instead (TTL 6h and 3 hops by
 default, at most 7); every member's qpq recv shows it.
 
+Without --node or $QPQ_NODE it finds a node by mDNS on this machine's
+links, trusted nodes first, then the lowest RTT, as qpq recv does. A node
+never used before is trusted only with --trust-new, or when you confirm it
+on a terminal: anyone on the Wi-Fi can announce a node.
+
 The body comes from --text, else from standard input (at most 16 KiB).
 --to takes a contact name, a full fingerprint, or a unique prefix of a
 contact's fingerprint. The recipient must have connected to the mesh once
@@ -70,12 +74,15 @@ qpq history --keep N, or $QPQ_HISTORY).
 
 Examples:
   qpq send --node 127.0.0.1:7443 --to bob --text "meet at the water tower"
-  qpq send --to bob --wait 2m --text "are you there?"
+  qpq send --to bob --wait 2m --text "are you there?"   # node found by mDNS
   echo "status: ok" | QPQ_NODE=127.0.0.1:7443 qpq send --to 4xq7 --ttl 2d --hops 8`
 
 func runSend(env *cliEnv, args []string) int {
-	fs := newFlags(env, "send", "send [--node ADDR[#FP]] [--home DIR] --to WHO | --channel NAME [--ttl DURATION] [--hops N] [--text TEXT] [--wait [DURATION]] [--json]", sendAbout)
-	nodeFlag := fs.String("node", "", "node to hand the message to, ADDR[#FINGERPRINT] [$QPQ_NODE]")
+	fs := newFlags(env, "send", "send [--node ADDR[#FP][,ADDR[#FP]...]] [--trust-new] [--home DIR] --to WHO | --channel NAME [--ttl DURATION] [--hops N] [--text TEXT] [--wait [DURATION]] [--json]", sendAbout)
+	nodeFlag := fs.String("node", "", "node(s) to hand the message to, ADDR[#FINGERPRINT], comma separated (default: found by mDNS) [$QPQ_NODE]")
+	mdnsOn, mdnsErr := mdnsDefault(env)
+	mdns := fs.Bool("mdns", mdnsOn, "without --node: look for a node by mDNS on this machine's links [$QPQ_MDNS]")
+	trustNew := fs.Bool("trust-new", false, "without --node: trust a node found by mDNS that was never used (else only a terminal may confirm it)")
 	homeDir := fs.String("home", "", "client home dir [$QPQ_HOME]")
 	to := fs.String("to", "", "recipient: contact name, fingerprint, or unique prefix of a contact's fingerprint")
 	channel := fs.String("channel", "", "post to this channel (a name from qpq channel list) instead of --to")
@@ -124,9 +131,16 @@ func runSend(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "qpq send: --hops %q: want a whole number from 0 to %d\n", *hopsFlag, hopsMax)
 		return exitUsage
 	}
-	target, err := parseNode(*nodeFlag, env)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "qpq send: %v\n", err)
+	if mdnsErr != nil {
+		fmt.Fprintf(env.stderr, "qpq send: %v\n", mdnsErr)
+		return exitUsage
+	}
+	if *nodeFlag == "" && env.getenv("QPQ_NODE") == "" && !*mdns {
+		fmt.Fprintf(env.stderr, "qpq send: %v\n", errMDNSOff)
+		return exitUsage
+	}
+	if _, err := planNodes(context.Background(), env, home.Home{}, *nodeFlag, false, false, false); err != nil && (*nodeFlag != "" || env.getenv("QPQ_NODE") != "") {
+		fmt.Fprintf(env.stderr, "qpq send: %v\n", err) // a bad --node: said before anything is written
 		return exitUsage
 	}
 	h, err := home.Resolve(*homeDir, env.getenv)
@@ -181,7 +195,12 @@ func runSend(env *cliEnv, args []string) int {
 	if *channel != "" {
 		msg = outbox.Message{Channel: &ch.Key, ChannelName: ch.Name, Body: body, TTL: ttl, Hops: uint8(hops)}
 	}
-	return sendQueued(env, h, u, target, *repin, msg, sendOptions{wait: wait.d, asJSON: *asJSON, history: histLimit})
+	// The node is found after the message is in the outbox: with no node
+	// reachable it waits there as queued.
+	nodes := func(ctx context.Context) (nodePlan, error) {
+		return planNodes(ctx, env, h, *nodeFlag, false, *trustNew, *mdns)
+	}
+	return sendQueued(env, h, u, nodes, *repin, msg, sendOptions{wait: wait.d, asJSON: *asJSON, history: histLimit})
 }
 
 // defaultWait is how long --wait alone waits for delivered.
@@ -255,7 +274,7 @@ type sendOptions struct {
 // sendQueued writes msg to the outbox, then sends what the outbox holds
 // queued (this message and any left by an earlier run) and reports this
 // message's state.
-func sendQueued(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bool, msg outbox.Message, o sendOptions) int {
+func sendQueued(env *cliEnv, h home.Home, u *e2e.User, nodes func(context.Context) (nodePlan, error), repin bool, msg outbox.Message, o sendOptions) int {
 	changes := make(chan outbox.Entry, 64)
 	ob, err := openOutbox(h, u, func(e outbox.Entry) {
 		select {
@@ -289,7 +308,12 @@ func sendQueued(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bool,
 	defer cancel()
 
 	code := func() int {
-		s, err := openSendSession(ctx, env, h, u, t, repin, o.wait > 0)
+		plan, err := nodes(ctx)
+		if err != nil {
+			rep.unsent = err
+			return exitFailure
+		}
+		s, err := openSendSession(ctx, env, h, u, plan, repin, o.wait > 0)
 		if err != nil {
 			rep.unsent = err
 			return exitFailure
@@ -446,35 +470,22 @@ func killSelf() {
 
 // openSendSession opens the user's session to the node: once, or with
 // retry until ctx ends (waiting for a node that is down).
-func openSendSession(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin, retry bool) (*client.Session, error) {
+func openSendSession(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, plan nodePlan, repin, retry bool) (*client.Session, error) {
 	signed, err := signedBundle(h, u)
 	if err != nil {
 		return nil, err
 	}
-	// The first connection trusts on first use (or checks the key
-	// remembered); every reconnection pins the key that first one proved.
-	var mu sync.Mutex
-	var pin identity.Fingerprint
+	// The first connection to a node trusts on first use (or checks the
+	// key remembered); every reconnection pins the key it proved.
 	cfg := client.SessionConfig{
-		Connect: func(ctx context.Context) (*client.Client, error) {
-			mu.Lock()
-			p := pin
-			mu.Unlock()
-			if !p.IsZero() {
-				return client.Dial(ctx, t.addr, p)
-			}
-			c, err := connect(ctx, env, h, t, repin)
-			if err == nil {
-				mu.Lock()
-				pin = c.NodeFingerprint()
-				mu.Unlock()
-			}
-			return c, err
-		},
+		Nodes:      plan.cands,
+		Candidates: plan.provider,
+		Dial:       plan.dial(env, h, repin),
+		Trust:      plan.trust(env, h, "send"),
 		Authenticate: func(ctx context.Context, c *client.Client) (*client.Mailbox, error) {
 			return c.Authenticate(ctx, u, signed)
 		},
-		AttemptTimeout: connectTimeout,
+		AttemptTimeout: attemptTimeout(len(plan.cands)),
 		ProbeInterval:  3 * time.Second,
 		ProbeTimeout:   3 * time.Second,
 	}

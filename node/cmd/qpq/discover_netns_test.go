@@ -56,6 +56,21 @@ func TestDiscoverRecvFindsANodeByMDNS(t *testing.T) {
 		t.Fatalf("recv found by mDNS: exit %d, stdout %q\n%s", code, out, errOut)
 	}
 
+	// send finds its node the same way, the trusted one first (alice used
+	// node 1 above), even where an untrusted one answers faster.
+	code, _, errOut = runQPQIn(t, client, userEnv, "send", "--home", alice.home, "--to", bob.fp, "--text", "sent by mDNS")
+	if code != 0 || !strings.Contains(errOut, "found node 10.78.0.1:7443") || !strings.Contains(errOut, "stored") {
+		t.Fatalf("send with the node found by mDNS: exit %d\n%s", code, errOut)
+	}
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "bob's recv to show the message sent by mDNS", func() bool {
+		_, out, _ := runQPQIn(t, client, userEnv, "recv", "--home", bob.home, "--json")
+		return strings.Contains(out, "sent by mDNS")
+	})
+	code, _, errOut = runQPQIn(t, client, userEnv, "send", "--home", bob.home, "--mdns=false", "--to", alice.fp, "--text", "x")
+	if code != 2 || !strings.Contains(errOut, "mDNS is off") {
+		t.Fatalf("send --mdns=false with no node: exit %d %q", code, errOut)
+	}
+
 	// A machine with no link: nothing to browse, nothing given.
 	alone := r.prefix + "alone"
 	r.ip("netns", "add", alone)
