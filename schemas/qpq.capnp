@@ -100,6 +100,7 @@ struct UserKeyBundle {
   kemKey @1 :Data;            # X-Wing (X25519 + ML-KEM-768) public key, 1216 bytes
   sequence @2 :UInt64;        # a higher sequence replaces a lower one from the same user
   lifetimeSeconds @3 :UInt32; # remaining lifetime (30 days when published), ages like a TTL
+  readsInner @4 :UInt8;       # newest end-to-end inner layout the owner's client opens; 0 (older clients): 1
 }
 
 # SignedBundle carries a UserKeyBundle as the exact bytes that were signed.

@@ -23,6 +23,10 @@ type Bundle struct {
 	Sequence    uint64            // a higher sequence replaces a lower one
 	Lifetime    time.Duration     // remaining lifetime as published, whole seconds
 	Fingerprint identity.Fingerprint
+	// ReadsInner is the newest inner layout version the owner's client
+	// opens, as its bundle says: SealDMWith writes no newer one. Bundles
+	// of older clients do not say, and read as 1; so does 0 here.
+	ReadsInner int
 }
 
 // SignedBundle returns the user's key bundle as an encoded
@@ -47,6 +51,7 @@ func (u *User) SignedBundle(seq uint64, lifetime time.Duration) ([]byte, error) 
 		}
 		b.SetSequence(seq)
 		b.SetLifetimeSeconds(uint32(secs))
+		b.SetReadsInner(innerVersion)
 		return nil
 	})
 	if err != nil {
@@ -131,7 +136,12 @@ func VerifyBundle(b []byte) (Bundle, error) {
 		return Bundle{}, fmt.Errorf("%w: kemKey: %v", ErrBadBundle, err)
 	}
 	id := append(ed25519.PublicKey(nil), idKey...)
+	reads := int(ukb.ReadsInner())
+	if reads == 0 { // an older client's bundle: it opens version 1 only
+		reads = innerVersion1
+	}
 	return Bundle{
+		ReadsInner:  reads,
 		Identity:    id,
 		KEMKey:      append([]byte(nil), kemKey...),
 		Sequence:    ukb.Sequence(),
@@ -147,6 +157,7 @@ func (u *User) Bundle() Bundle {
 		Identity:    u.PublicKey(),
 		KEMKey:      u.KEMPublicKey(),
 		Fingerprint: u.fp,
+		ReadsInner:  innerVersion,
 	}
 }
 

@@ -63,6 +63,11 @@ func SealDM(from *User, to Bundle, body []byte, sentAt time.Time) (Sealed, error
 // layout. The caller keeps one counter per recipient and gives each new
 // message the next number, starting at 1; a resend reuses the sealed
 // payload (and so its number).
+//
+// A recipient whose bundle does not say it reads version 2 (an older
+// client, to.ReadsInner < 2) gets version 1 without m, which every build
+// opens: mixed versions keep talking, without gap detection. Both layouts
+// pad to the same size, so the envelope does not tell them apart.
 func SealDMWith(from *User, to Bundle, body []byte, sentAt time.Time, m Meta) (Sealed, error) {
 	if err := checkBody(body); err != nil {
 		return Sealed{}, err
@@ -77,6 +82,9 @@ func SealDMWith(from *User, to Bundle, body []byte, sentAt time.Time, m Meta) (S
 
 	f := innerFields{version: innerVersion, from: from.PublicKey(), sentAt: sentAt.UnixMilli(), receipt: &s.ReceiptSecret,
 		seq: m.Seq, ttl: m.ttlSeconds(), body: body}
+	if to.ReadsInner < innerVersion2 {
+		f.version, f.seq, f.ttl = innerVersion1, 0, 0
+	}
 	sig := ed25519.Sign(from.sign, dmSigInput(fp, f))
 	pt := encodeInner(f, sig, paddedLen(dmHeaderLen+len(body), dmOverhead))
 	s.Payload, err = hpkeSeal(to.KEMKey, fp, pt)

@@ -751,6 +751,10 @@ type bundleRecord struct {
 	Identity []byte `json:"identity"`
 	KEMKey   []byte `json:"kem_key"`
 	Sequence uint64 `json:"sequence"`
+	// ReadsInner is e2e.Bundle.ReadsInner; absent in records written
+	// before it existed, which then seal version 1 until the bundle is
+	// seen again.
+	ReadsInner int `json:"reads_inner,omitempty"`
 }
 
 // RememberBundle keeps b so that messages to its owner can be sealed
@@ -761,10 +765,10 @@ func (o *Outbox) RememberBundle(b e2e.Bundle) error {
 
 func (o *Outbox) rememberBundleTx(tx *bolt.Tx, b e2e.Bundle) error {
 	fp := identity.FingerprintOf(b.Identity)
-	if old, ok := o.bundleTx(tx, fp); ok && old.Sequence > b.Sequence {
+	if old, ok := o.bundleTx(tx, fp); ok && (old.Sequence > b.Sequence || old.Sequence == b.Sequence && old.ReadsInner >= b.ReadsInner) {
 		return nil
 	}
-	v, err := json.Marshal(bundleRecord{Identity: b.Identity, KEMKey: b.KEMKey, Sequence: b.Sequence})
+	v, err := json.Marshal(bundleRecord{Identity: b.Identity, KEMKey: b.KEMKey, Sequence: b.Sequence, ReadsInner: b.ReadsInner})
 	if err != nil {
 		return err
 	}
@@ -786,5 +790,5 @@ func (o *Outbox) bundleTx(tx *bolt.Tx, fp identity.Fingerprint) (e2e.Bundle, boo
 	if json.Unmarshal(pt, &r) != nil || !identity.FingerprintOf(r.Identity).Equal(fp) || len(r.KEMKey) != e2e.KEMPublicKeySize {
 		return e2e.Bundle{}, false
 	}
-	return e2e.Bundle{Identity: r.Identity, KEMKey: r.KEMKey, Sequence: r.Sequence, Fingerprint: fp}, true
+	return e2e.Bundle{Identity: r.Identity, KEMKey: r.KEMKey, Sequence: r.Sequence, Fingerprint: fp, ReadsInner: r.ReadsInner}, true
 }

@@ -419,3 +419,29 @@ func TestRunSendsOnWakeAndStops(t *testing.T) {
 	<-done
 	checkFile(t, r.path)
 }
+
+// The bundle remembered for offline sealing keeps what its owner reads: a
+// DM written with no node reachable to a recipient on this build carries
+// the sequence (version 2), one to an older client's bundle version 1.
+func TestRememberedBundleKeepsTheInnerVersionItsOwnerReads(t *testing.T) {
+	r := newRig(t, Config{})
+	for _, reads := range []int{2, 1} {
+		bob := e2e.NewUser()
+		b := bob.Bundle()
+		b.ReadsInner = reads
+		if err := r.o.RememberBundle(b); err != nil {
+			t.Fatal(err)
+		}
+		e, err := r.o.Add(Message{To: bob.Fingerprint(), Body: []byte("offline"), TTL: time.Hour})
+		if err != nil || !e.Sealed() {
+			t.Fatalf("Add: sealed %v, %v", e.Sealed(), err)
+		}
+		m, err := e2e.OpenDM(bob, e.Envelope.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Version != reads || (reads == 2) != (m.Seq == 1) {
+			t.Fatalf("recipient reads %d: sealed version %d seq %d", reads, m.Version, m.Seq)
+		}
+	}
+}
