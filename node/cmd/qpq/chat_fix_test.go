@@ -47,8 +47,9 @@ func (n *fixNode) kill9() {
 }
 
 // restart starts the node again on its address and data dir. The port
-// was the node's until a moment ago; nothing else on this machine takes
-// ports in that range, so it is taken again without a retry.
+// was the node's until a moment ago; another socket taking it meanwhile
+// (the kernel picks free ports at random from a wide range) would make
+// the node fail to start, which fails the test loudly, never silently.
 func (n *fixNode) restart() {
 	n.t.Helper()
 	n.p = startNode(n.t, n.p.data, append([]string{"--listen", n.addr}, n.args...)...)
