@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
+	"github.com/quicproquo/qpq/node/chat"
+	"github.com/quicproquo/qpq/node/home"
+)
+
+// chatEvents collects a backend's events for a test.
+type chatEvents struct {
+	t  *testing.T
+	ch <-chan chat.Event
+	// got is every event read so far, in order.
+	got []chat.Event
+}
+
+// until reads events until ok holds for one of them (or any earlier one).
+func (c *chatEvents) until(d time.Duration, what string, ok func(chat.Event) bool) chat.Event {
+	c.t.Helper()
+	for _, e := range c.got {
+		if ok(e) {
+			return e
+		}
+	}
+	deadline := time.After(d)
+	for {
+		select {
+		case e, open := <-c.ch:
+			if !open {
+				c.t.Fatalf("events closed while waiting for %s", what)
+			}
+			c.got = append(c.got, e)
+			if ok(e) {
+				return e
+			}
+		case <-deadline:
+			c.t.Fatalf("no %s within %s; events: %s", what, d, eventsText(c.got))
+		}
+	}
+}
+
+func eventsText(es []chat.Event) string {
+	var b strings.Builder
+	for _, e := range es {
+		switch e.Kind {
+		case chat.EventMessage:
+			b.WriteString("\n  message " + e.Message.Peer + ": " + e.Message.Text)
+		case chat.EventDelivery:
+			b.WriteString("\n  delivery " + e.Delivery.To + " " + e.Delivery.State + " " + e.Delivery.Reason)
+		case chat.EventLink:
+			b.WriteString("\n  link " + e.Link.State + " " + e.Link.Node + " " + e.Link.Err)
+		case chat.EventNotice:
+			b.WriteString("\n  notice " + e.Notice.Level + " " + e.Notice.Text)
+		}
+	}
+	return b.String()
+}
+
+// testCLIEnv is the process boundary of an in-process command: no
+// terminal, the given variables only.
+func testCLIEnv(vars map[string]string) *cliEnv {
+	look := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+	return &cliEnv{stdout: io.Discard, stderr: io.Discard, stdin: strings.NewReader(""),
+		getenv: func(k string) string { return vars[k] }, lookupEnv: look}
+}
+
+// openTestBackend opens u's chat backend in this process, on nodes.
+func openTestBackend(t *testing.T, u user, nodes string) (*chatBackend, *chatEvents) {
+	t.Helper()
+	env := testCLIEnv(map[string]string{"QPQ_PASSPHRASE": "", "QPQ_MDNS": "false"})
+	h := home.Home{Dir: u.home}
+	usr, err := loadUser(env, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := planNodes(context.Background(), env, h, nodes, true, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newChatBackend(env, h, usr, plan, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b, &chatEvents{t: t, ch: b.Events()}
+}
+
+func isState(ref uint64, state string) func(chat.Event) bool {
+	return func(e chat.Event) bool {
+		return e.Kind == chat.EventDelivery && e.Delivery.Ref == ref && e.Delivery.State == state
+	}
+}
+
+// TestChatBackend drives the backends of two users directly (no
+// terminal): alice on A, bob on C of a line A-B-C. A message to bob goes
+// queued, stored, delivered; bob's reply arrives; each is shown once and
+// kept in the history; a contact whose identity changed gets nothing;
+// Close ends the events and is safe twice.
+func TestChatBackend(t *testing.T) {
+	ns := linkFixNodes(t, 3)
+	alice, bob := newUser(t), newUser(t)
+	befriend(t, alice, "alice", bob, "bob")
+	a, aev := openTestBackend(t, alice, ns[0].arg())
+	b, bev := openTestBackend(t, bob, ns[2].arg())
+	aev.until(20*time.Second, "alice connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+	bev.until(20*time.Second, "bob connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+
+	d, err := a.SendDM(context.Background(), "bob", "hello bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != "queued" || d.To != "bob" {
+		t.Errorf("SendDM returned %+v, want queued to bob", d)
+	}
+	aev.until(30*time.Second, "stored", isState(d.Ref, "stored"))
+	m := bev.until(30*time.Second, "bob's message", func(e chat.Event) bool { return e.Kind == chat.EventMessage }).Message
+	if m.Text != "hello bob" || m.From != "alice" || m.Peer != "alice" {
+		t.Errorf("bob got %+v", m)
+	}
+	aev.until(30*time.Second, "delivered", isState(d.Ref, "delivered"))
+
+	r, err := b.SendDM(context.Background(), "alice", "hi alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aev.until(30*time.Second, "alice's message", func(e chat.Event) bool { return e.Kind == chat.EventMessage && e.Message.Text == "hi alice" })
+	bev.until(30*time.Second, "delivered to alice", isState(r.Ref, "delivered"))
+
+	hist, err := a.History("bob", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for _, m := range hist {
+		texts = append(texts, map[bool]string{true: "out ", false: "in "}[m.Out]+m.Text)
+	}
+	if got := strings.Join(texts, "|"); got != "out hello bob|in hi alice" {
+		t.Errorf("alice's history with bob: %q", got)
+	}
+	st := a.Status()
+	if st.Link.State != "connected" || st.Link.Node != ns[0].addr || st.Outbox["delivered"] != 1 {
+		t.Errorf("alice's status: %+v", st)
+	}
+
+	// bob's contacts file changes while the chat runs: an identity
+	// change for alice is seen at the next send, and nothing is sent.
+	mallory := newUser(t)
+	if code, _, _ := runQPQ(t, userEnv, "contact", "add", mallory.fp, "alice", "--home", bob.home); code == 0 {
+		t.Fatal("contact add of another identity under alice's name succeeded")
+	}
+	before := len(b.Status().Outbox)
+	if _, err := b.SendDM(context.Background(), "alice", "secret"); err == nil || !strings.Contains(err.Error(), "/verify alice") {
+		t.Errorf("send to a changed contact: %v, want a refusal pointing to /verify alice", err)
+	}
+	if n := b.Status().Outbox; len(n) != before || n["queued"] != 0 {
+		t.Errorf("the refused message reached the outbox: %v", n)
+	}
+	v, err := b.Verify("alice", false)
+	if err != nil || !v.Changed || v.Old == "" || v.Number == v.Old {
+		t.Errorf("Verify of the changed contact: %+v %v", v, err)
+	}
+
+	// Nothing was shown twice.
+	n := 0
+	for _, e := range bev.got {
+		if e.Kind == chat.EventMessage {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("bob was shown %d messages, want 1:%s", n, eventsText(bev.got))
+	}
+	a.Close()
+	a.Close()
+	testkit.WaitForEvery(t, 10*time.Second, 10*time.Millisecond, "events closed", func() bool {
+		select {
+		case _, open := <-aev.ch:
+			return !open
+		default:
+			return false
+		}
+	})
+}
