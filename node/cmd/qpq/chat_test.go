@@ -187,3 +187,35 @@ func TestChatBackend(t *testing.T) {
 		}
 	})
 }
+
+// TestChatBackendOffline starts a chat whose only node is down: it comes
+// up all the same, a message typed then waits as queued, and goes out
+// (stored) by itself once the node is back.
+func TestChatBackendOffline(t *testing.T) {
+	n := startFixNode(t)
+	alice, bob := newUser(t), newUser(t)
+	befriend(t, alice, "alice", bob, "bob")
+	// bob's bundle reaches the node once; alice's message waits unsealed
+	// until the node is back to tell it.
+	b, bev := openTestBackend(t, bob, n.arg())
+	bev.until(20*time.Second, "bob connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+	n.kill9()
+
+	a, aev := openTestBackend(t, alice, n.arg())
+	d, err := a.SendDM(context.Background(), "bob", "written offline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aev.until(20*time.Second, "alice reconnecting", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "reconnecting" })
+	if st := a.Status(); st.Link.State == "connected" || st.Outbox["queued"] != 1 {
+		t.Errorf("status with the node down: %+v", st)
+	}
+	n.restart()
+	aev.until(40*time.Second, "stored after the node came back", isState(d.Ref, "stored"))
+	m := bev.until(40*time.Second, "bob's message", func(e chat.Event) bool { return e.Kind == chat.EventMessage }).Message
+	if m.Text != "written offline" {
+		t.Errorf("bob got %q", m.Text)
+	}
+	aev.until(30*time.Second, "delivered", isState(d.Ref, "delivered"))
+	b.Close()
+}
