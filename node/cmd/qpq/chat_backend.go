@@ -150,6 +150,8 @@ func newChatBackend(env *cliEnv, h home.Home, u *e2e.User, plan nodePlan, mdns b
 	r := client.NewReader(s, client.ReaderConfig{Channels: ids, CallTimeout: connectTimeout}, hd)
 
 	b.lastLink = b.link()
+	l := b.lastLink
+	b.emit(chat.Event{Kind: chat.EventLink, Link: &l}) // connecting to the first node
 	b.run(func(ctx context.Context) { b.snd.Run(ctx) })
 	b.run(func(ctx context.Context) {
 		client.WatchReceipts(ctx, s, func(tag [32]byte) { b.ob.MarkDelivered(tag) })
