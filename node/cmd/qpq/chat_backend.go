@@ -167,6 +167,7 @@ func newChatBackend(env *cliEnv, h home.Home, u *e2e.User, plan nodePlan, mdns b
 		}
 	})
 	b.run(b.watchLink)
+	b.run(hd.watchGaps)
 	return b, nil
 }
 
@@ -750,10 +751,40 @@ type chatHandler struct {
 	b     *chatBackend
 	chans []home.Channel
 	seen  *home.Seen
-	keep  *recvKeeper
+
+	mu   sync.Mutex // the reader and watchGaps take turns with keep
+	keep *recvKeeper
+}
+
+// chatGapCheck is how often the chat looks whether a message not yet
+// arrived is now missing (its TTL passed): in memory, cheap.
+const chatGapCheck = time.Second
+
+// watchGaps tells the gaps whose time passed while nothing arrives (the
+// reader's batches check too, but a quiet chat has none) and saves the
+// tracker when something changed.
+func (p *chatHandler) watchGaps(ctx context.Context) {
+	t := time.NewTicker(chatGapCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		if p.keep != nil && p.keep.st == nil {
+			p.keep.check() // no history to save the tracker in
+		} else {
+			p.keep.flush()
+		}
+		p.mu.Unlock()
+	}
 }
 
 func (p *chatHandler) DM(e gossip.Envelope) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	id := e.ID.String()
 	m, err := e2e.OpenDM(p.b.u, e.Payload)
 	if err != nil {
@@ -772,6 +803,8 @@ func (p *chatHandler) DM(e gossip.Envelope) ([]byte, error) {
 }
 
 func (p *chatHandler) Broadcast(i int, e gossip.Envelope) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	id := e.ID.String()
 	if p.seen.Has(id) || p.seen.Has("bad "+id) {
 		return nil
@@ -794,6 +827,8 @@ func (p *chatHandler) Broadcast(i int, e gossip.Envelope) error {
 // Shown persists the history and the ids shown before the batch is
 // acknowledged.
 func (p *chatHandler) Shown() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.keep.flush()
 	return p.seen.Save()
 }
