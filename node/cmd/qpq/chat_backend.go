@@ -212,9 +212,12 @@ func (b *chatBackend) emit(ev chat.Event) {
 	}
 }
 
-// notice emits a line for the person; text must be safe to show.
+// notice emits text for the person, one notice per line (a notice is
+// shown as one line); text must be safe to show.
 func (b *chatBackend) notice(level, text string) {
-	b.emit(chat.Event{Kind: chat.EventNotice, Notice: &chat.Notice{Level: level, Text: text}})
+	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		b.emit(chat.Event{Kind: chat.EventNotice, Notice: &chat.Notice{Level: level, Text: line}})
+	}
 }
 
 // noticeWriter turns what the shared helpers write on stderr into
@@ -325,7 +328,7 @@ func (b *chatBackend) SendDM(ctx context.Context, to, text string) (chat.Deliver
 		var ic *home.IdentityChangedError
 		if errors.As(err, &ic) {
 			n := display.Escape(ic.Name)
-			b.notice("warn", strings.TrimRight(identityChangeWarning(b.h, ic), "\n"))
+			b.notice("warn", identityChangeWarning(b.h, ic))
 			return chat.Delivery{}, fmt.Errorf("not sent: the identity of %s changed and was not accepted; compare the safety numbers with /verify %s, then accept with /verify %s ok", n, n, n)
 		}
 		if errors.Is(err, home.ErrUnknownRecipient) {
