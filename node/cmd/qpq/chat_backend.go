@@ -62,12 +62,13 @@ type chatBackend struct {
 	wg       sync.WaitGroup
 	closeOne sync.Once
 
-	mu       sync.Mutex      // guards the fields below
-	stopping bool            // Close began: no new goroutines
-	closed   bool            // events is closed
-	dropped  int             // events lost since the last notice about it
-	kept     map[uint64]bool // outbox refs already in the history
-	asked    map[string]bool // new nodes (ADDR#FP) the person was told about
+	mu       sync.Mutex              // guards the fields below
+	stopping bool                    // Close began: no new goroutines
+	closed   bool                    // events is closed
+	dropped  int                     // events lost since the last notice about it
+	kept     map[uint64]bool         // outbox refs already in the history
+	shown    map[uint64]deliveryMark // outbox refs: the state last shown
+	asked    map[string]bool         // new nodes (ADDR#FP) the person was told about
 	lastLink chat.Link
 }
 
@@ -77,7 +78,7 @@ func newChatBackend(env *cliEnv, h home.Home, u *e2e.User, plan nodePlan, mdns b
 	b := &chatBackend{
 		h: h, u: u, plan: plan, mdns: mdns, hook: env.getenv(testHookEnv), histEnv: env.getenv,
 		events: make(chan chat.Event, chatEventBuffer), kick: make(chan struct{}, 1),
-		kept: map[uint64]bool{}, asked: map[string]bool{},
+		kept: map[uint64]bool{}, shown: map[uint64]deliveryMark{}, asked: map[string]bool{},
 	}
 	// What the shared helpers print on stderr (trust on first use...)
 	// becomes notices: the terminal belongs to the REPL.
@@ -276,8 +277,21 @@ func (b *chatBackend) wakeSender() {
 // outboxChanged is the outbox's OnChange: it must not block or call
 // back into the outbox.
 func (b *chatBackend) outboxChanged(e outbox.Entry) {
-	d := deliveryOf(e)
-	b.emit(chat.Event{Kind: chat.EventDelivery, Delivery: &d})
+	// Each state once: a new entry's queued is what SendDM returns, so
+	// only its sealing (the id now known) and later states are events.
+	shown := deliveryMark{e.State, e.Sealed()}
+	b.mu.Lock()
+	last, known := b.shown[e.Ref]
+	emit := known && last != shown || !known && e.State != outbox.Queued
+	b.shown[e.Ref] = shown
+	if e.State.Final() {
+		delete(b.shown, e.Ref)
+	}
+	b.mu.Unlock()
+	if emit {
+		d := deliveryOf(e)
+		b.emit(chat.Event{Kind: chat.EventDelivery, Delivery: &d})
+	}
 	if e.Sealed() && e.State != outbox.Failed {
 		b.mu.Lock()
 		keep := !b.kept[e.Ref]
@@ -289,6 +303,12 @@ func (b *chatBackend) outboxChanged(e outbox.Entry) {
 			b.run(func(context.Context) { keepSent(b.env, b.h, b.u, b.historyLimit(), e) })
 		}
 	}
+}
+
+// deliveryMark is what a delivery event says of an entry.
+type deliveryMark struct {
+	state  outbox.State
+	sealed bool
 }
 
 func deliveryOf(e outbox.Entry) chat.Delivery {

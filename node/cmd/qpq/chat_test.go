@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -218,4 +219,98 @@ func TestChatBackendOffline(t *testing.T) {
 	}
 	aev.until(30*time.Second, "delivered", isState(d.Ref, "delivered"))
 	b.Close()
+}
+
+// linesWithAll returns the lines of h that contain each of subs.
+func linesWithAll(h string, subs ...string) []string {
+	var out []string
+	for _, l := range strings.Split(h, "\n") {
+		all := true
+		for _, s := range subs {
+			all = all && strings.Contains(l, s)
+		}
+		if all {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// after returns what h shows after the last line containing mark (the
+// output of the command typed there), "" when mark is not shown.
+func after(h, mark string) string {
+	i := strings.LastIndex(h, mark)
+	if i < 0 {
+		return ""
+	}
+	return h[i+len(mark):]
+}
+
+// TestChatTwoUsersInTerminals is what two people see: alice's chat on
+// node A and bob's on node C of a line A-B-C, each in a real terminal
+// (tmux). Messages go both ways; alice sees hers go queued, stored,
+// delivered; a message reaching bob while he is typing is printed above
+// his prompt and leaves his half-typed line as it was; /history and
+// /status show the conversation and the node. With QPQ_CHAT_CAPTURE set,
+// the final screens are written to that file (the README's session).
+func TestChatTwoUsersInTerminals(t *testing.T) {
+	ns := linkFixNodes(t, 3)
+	alice, bob := newUser(t), newUser(t)
+	befriend(t, alice, "alice", bob, "bob")
+	hostOnly(t, ns[0].addr, ns[2].addr)
+	bc := startChatTerm(t, "", []string{"QPQ_MDNS=false"}, "--home", bob.home, "--node", ns[2].arg())
+	ac := startChatTerm(t, "", []string{"QPQ_MDNS=false"}, "--home", alice.home, "--node", ns[0].arg())
+	bc.waitText(20*time.Second, "connected")
+	ac.waitText(20*time.Second, "connected")
+
+	ac.typeLine("/to bob")
+	ac.typeLine("hello bob, it's alice")
+	bc.waitText(30*time.Second, "hello bob, it's alice")
+	h := ac.waitFor(30*time.Second, "alice's message delivered", func(h string) bool {
+		return len(linesWithAll(h, "hello bob", "delivered")) > 0
+	})
+	// The states in the order they were taken.
+	q, s, d := strings.Index(h, "queued"), strings.Index(h, "stored"), strings.Index(h, "delivered")
+	if q < 0 || s < q || d < s {
+		t.Errorf("alice's screen does not show queued, stored, delivered in order (%d %d %d):\n%s", q, s, d, h)
+	}
+
+	// bob starts typing; alice's next message arrives meanwhile.
+	bc.typeLine("/to alice")
+	bc.typeKeys("on my way, see you at the wat")
+	bc.waitText(5*time.Second, "see you at the wat")
+	ac.typeLine("are you coming?")
+	bc.waitText(30*time.Second, "are you coming?")
+	scr := bc.screen()
+	lines := strings.Split(scr, "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasSuffix(last, "on my way, see you at the wat") || !strings.Contains(last, ">") {
+		t.Errorf("bob's prompt line is %q, want his half-typed line intact:\n%s", last, scr)
+	}
+	if i := strings.Index(scr, "are you coming?"); i < 0 || i > strings.LastIndex(scr, last) {
+		t.Errorf("the incoming message is not above bob's prompt:\n%s", scr)
+	}
+	bc.typeLine("er tower")
+	ac.waitText(30*time.Second, "on my way, see you at the water tower")
+	countIn(t, "bob's screen", bc.history(), "are you coming?", 1)
+	countIn(t, "alice's screen", ac.history(), "on my way, see you at the water tower", 1)
+
+	ac.typeLine("/history bob")
+	ac.waitFor(10*time.Second, "/history to show the conversation", func(h string) bool {
+		out := after(h, "/history bob")
+		return strings.Contains(out, "hello bob, it's alice") && strings.Contains(out, "are you coming?") && strings.Contains(out, "on my way, see you at the water tower")
+	})
+	ac.typeLine("/status")
+	ac.waitFor(10*time.Second, "/status to show the node and the outbox", func(h string) bool {
+		out := after(h, "/status")
+		return strings.Contains(out, ns[0].addr) && strings.Contains(out, "connected") && strings.Contains(out, "delivered")
+	})
+	ac.alive()
+	bc.alive()
+	if p := os.Getenv("QPQ_CHAT_CAPTURE"); p != "" {
+		out := "alice:\n" + ac.screen() + "\n\nbob:\n" + bc.screen() + "\n"
+		if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
+			t.Errorf("write the capture: %v", err)
+		}
+	}
 }
