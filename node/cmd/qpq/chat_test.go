@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -312,5 +315,114 @@ func TestChatTwoUsersInTerminals(t *testing.T) {
 		if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
 			t.Errorf("write the capture: %v", err)
 		}
+	}
+}
+
+// chatJSONLine is one line of `qpq chat --json` (field names matched
+// case-insensitively, as encoding/json does).
+type chatJSONLine struct {
+	Event string
+	ID    string
+	OK    bool
+	Error string
+	Data  struct {
+		Text, State, To, From string
+		Ref                   uint64
+	}
+	raw string
+}
+
+// TestChatJSONProtocol drives `qpq chat --json` as a script would,
+// through pipes: a command line in, the result and the events out, one
+// JSON object per line with the exact text.
+func TestChatJSONProtocol(t *testing.T) {
+	n := startFixNode(t)
+	alice, bob := newUser(t), newUser(t)
+	befriend(t, alice, "alice", bob, "bob")
+	recvAll(t, bob, n.p) // bob's bundle reaches the node
+	cmd := exec.Command(qpqBin, "chat", "--json", "--home", alice.home, "--node", n.arg())
+	cmd.Env = append(cleanEnv(), append(userEnv, "QPQ_MDNS=false")...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuf{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan chatJSONLine, 256)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var l chatJSONLine
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				l.Event = "not JSON: " + err.Error()
+			}
+			l.raw = sc.Text()
+			lines <- l
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	var seen []string
+	next := func(what string, ok func(chatJSONLine) bool) chatJSONLine {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for {
+			select {
+			case l, open := <-lines:
+				if !open {
+					t.Fatalf("qpq chat --json ended waiting for %s; it printed:\n%s\nstderr:\n%s", what, strings.Join(seen, "\n"), stderr)
+				}
+				seen = append(seen, l.raw)
+				if strings.HasPrefix(l.Event, "not JSON") {
+					t.Errorf("a line that is not JSON: %q (%s)", l.raw, l.Event)
+				}
+				if ok(l) {
+					return l
+				}
+			case <-deadline:
+				t.Fatalf("no %s; qpq chat --json printed:\n%s\nstderr:\n%s", what, strings.Join(seen, "\n"), stderr)
+			}
+		}
+	}
+	next("connected", func(l chatJSONLine) bool { return l.Event == "link" && strings.Contains(l.raw, "connected") })
+
+	const text = "from a script: \"quoted\", \x1b[31mred\x1b[0m and a tab\t"
+	cmdLine, _ := json.Marshal(map[string]string{"id": "c1", "cmd": "/dm bob " + text})
+	if _, err := stdin.Write(append(cmdLine, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	res := next("the result of c1", func(l chatJSONLine) bool { return l.Event == "result" && l.ID == "c1" })
+	if !res.OK || res.Data.State != "queued" || res.Data.Text != text {
+		t.Errorf("result of /dm: %s", res.raw)
+	}
+	next("stored", func(l chatJSONLine) bool { return l.Event == "delivery" && l.Data.State == "stored" && l.Data.Ref == res.Data.Ref })
+	got := recvAll(t, bob, n.p)
+	if len(got) != 1 || got[0].Text != text {
+		t.Errorf("bob received %+v", got)
+	}
+	next("delivered", func(l chatJSONLine) bool { return l.Event == "delivery" && l.Data.State == "delivered" && l.Data.Ref == res.Data.Ref })
+
+	sendWhenKnown(t, bob, n.p, alice, "a reply\nwith two lines")
+	m := next("bob's reply", func(l chatJSONLine) bool { return l.Event == "message" })
+	if m.Data.Text != "a reply\nwith two lines" || m.Data.From != "bob" {
+		t.Errorf("message event: %s", m.raw)
+	}
+	io.WriteString(stdin, "/quit\n")
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("qpq chat --json after /quit: %v\n%s", err, stderr)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("qpq chat --json did not exit after /quit")
 	}
 }
