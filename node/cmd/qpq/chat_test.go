@@ -404,12 +404,16 @@ func TestChatJSONProtocol(t *testing.T) {
 	if !res.OK || res.Data.State != "queued" || res.Data.Text != text {
 		t.Errorf("result of /dm: %s", res.raw)
 	}
-	next("stored", func(l chatJSONLine) bool { return l.Event == "delivery" && l.Data.State == "stored" && l.Data.Ref == res.Data.Ref })
+	next("stored", func(l chatJSONLine) bool {
+		return l.Event == "delivery" && l.Data.State == "stored" && l.Data.Ref == res.Data.Ref
+	})
 	got := recvAll(t, bob, n.p)
 	if len(got) != 1 || got[0].Text != text {
 		t.Errorf("bob received %+v", got)
 	}
-	next("delivered", func(l chatJSONLine) bool { return l.Event == "delivery" && l.Data.State == "delivered" && l.Data.Ref == res.Data.Ref })
+	next("delivered", func(l chatJSONLine) bool {
+		return l.Event == "delivery" && l.Data.State == "delivered" && l.Data.Ref == res.Data.Ref
+	})
 
 	sendWhenKnown(t, bob, n.p, alice, "a reply\nwith two lines")
 	m := next("bob's reply", func(l chatJSONLine) bool { return l.Event == "message" })
