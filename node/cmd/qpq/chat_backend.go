@@ -69,6 +69,7 @@ type chatBackend struct {
 	kept     map[uint64]bool         // outbox refs already in the history
 	shown    map[uint64]deliveryMark // outbox refs: the state last shown
 	asked    map[string]bool         // new nodes (ADDR#FP) the person was told about
+	choices  int                     // raised by each /mesh server and /mesh auto
 	lastLink chat.Link
 }
 
@@ -664,6 +665,7 @@ func (b *chatBackend) Server(ctx context.Context, addr string) (chat.Peer, error
 	}
 	c.Trusted, c.Name = true, "/mesh server"
 	b.mgr.Server(c)
+	b.chose()
 	b.kickLink()
 	p := chat.Peer{Addr: c.Addr, FP: c.Pin.String(), Code: c.Pin.Short(), Name: c.Name, Trusted: true, Current: true}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -687,6 +689,7 @@ func (b *chatBackend) Auto(ctx context.Context) (chat.Peer, error) {
 	if err != nil {
 		return chat.Peer{}, err
 	}
+	b.chose()
 	b.kickLink()
 	p := peerOf(n)
 	p.Current = true
@@ -694,6 +697,14 @@ func (b *chatBackend) Auto(ctx context.Context) (chat.Peer, error) {
 		p.Err = "new node: not used until you confirm it with /mesh server " + n.Addr + "#" + n.FP.String()
 	}
 	return p, nil
+}
+
+// chose records that the person picked a node, which ends a wait in
+// trust.
+func (b *chatBackend) chose() {
+	b.mu.Lock()
+	b.choices++
+	b.mu.Unlock()
 }
 
 // dial dials a candidate without printing: a trusted one pinned to its
@@ -747,6 +758,7 @@ func (b *chatBackend) trust(ctx context.Context, c client.Candidate, fp identity
 	b.mu.Lock()
 	tell := !b.asked[key]
 	b.asked[key] = true
+	choices := b.choices
 	b.mu.Unlock()
 	if tell {
 		b.notice("warn", fmt.Sprintf("node %s (%s, %s) was found by mDNS and is new; anyone on this network can announce a node, so it is not used unless you confirm it: /mesh server %s",
@@ -760,9 +772,13 @@ func (b *chatBackend) trust(ctx context.Context, c client.Candidate, fp identity
 			return fmt.Errorf("%w: not confirmed", client.ErrNotTrusted)
 		case <-t.C:
 		}
-		if b.s != nil && b.s.State().Node.Addr != c.Addr {
-			// Another node was chosen: this attempt is stale.
-			return fmt.Errorf("%w: another node was chosen", client.ErrNotTrusted)
+		b.mu.Lock()
+		chosen := b.choices != choices
+		b.mu.Unlock()
+		if chosen || b.s != nil && b.s.State().Node.Addr != c.Addr {
+			// A node was chosen meanwhile (this one, confirmed by its
+			// key, or another): the session has made this attempt stale.
+			return fmt.Errorf("%w: another choice was made", client.ErrNotTrusted)
 		}
 	}
 }
