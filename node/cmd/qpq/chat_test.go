@@ -13,6 +13,7 @@ import (
 
 	"github.com/quicproquo/qpq/mesh/testkit"
 	"github.com/quicproquo/qpq/node/chat"
+	"github.com/quicproquo/qpq/node/client"
 	"github.com/quicproquo/qpq/node/home"
 )
 
@@ -428,5 +429,47 @@ func TestChatJSONProtocol(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("qpq chat --json did not exit after /quit")
+	}
+}
+
+// TestChatBackendNewNodeNeedsConfirmation: a node as mDNS would announce
+// it (its key, never used: the candidate is built here because mDNS must
+// not run on the host's links) is shown with the command that confirms
+// it, and the mailbox is not opened there until the person names its key
+// with /mesh server ADDR#FP; /mesh server ADDR alone names the key.
+func TestChatBackendNewNodeNeedsConfirmation(t *testing.T) {
+	n := startFixNode(t)
+	alice := newUser(t)
+	env := testCLIEnv(map[string]string{"QPQ_PASSPHRASE": "", "QPQ_MDNS": "false"})
+	h := home.Home{Dir: alice.home}
+	usr, err := loadUser(env, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := mustFP(t, n.fp)
+	plan := nodePlan{cands: []client.Candidate{{Addr: n.addr, Pin: fp, Name: "mdns lo"}}}
+	b, err := newChatBackend(env, h, usr, plan, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ev := &chatEvents{t: t, ch: b.Events()}
+	ev.until(20*time.Second, "the new node shown", func(e chat.Event) bool {
+		return e.Kind == chat.EventNotice && strings.Contains(e.Notice.Text, "/mesh server "+n.arg())
+	})
+	time.Sleep(time.Second) // the session is waiting: it must not have gone on
+	if st := b.Status(); st.Link.State == "connected" || h.TrustsNode(fp) {
+		t.Fatalf("the new node was used before it was confirmed: %+v", st)
+	}
+	if _, err := b.Server(context.Background(), n.addr); err == nil || !strings.Contains(err.Error(), n.arg()) {
+		t.Errorf("/mesh server ADDR of a new node: %v, want the key and ADDR#FP", err)
+	}
+	p, err := b.Server(context.Background(), n.arg())
+	if err != nil || !p.Trusted || p.Addr != n.addr {
+		t.Fatalf("/mesh server ADDR#FP: %+v %v", p, err)
+	}
+	ev.until(20*time.Second, "connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+	if !h.TrustsNode(fp) {
+		t.Error("the confirmed node was not remembered")
 	}
 }
