@@ -772,6 +772,9 @@ func (b *chatBackend) trust(ctx context.Context, c client.Candidate, fp identity
 			return fmt.Errorf("%w: not confirmed", client.ErrNotTrusted)
 		case <-t.C:
 		}
+		if b.h.TrustsNode(fp) {
+			return nil // confirmed meanwhile (here or by another qpq)
+		}
 		b.mu.Lock()
 		chosen := b.choices != choices
 		b.mu.Unlock()
