@@ -82,11 +82,11 @@ const (
 
 // Event is one thing to show.
 type Event struct {
-	Kind     EventKind
-	Message  *Message
-	Delivery *Delivery
-	Link     *Link
-	Notice   *Notice
+	Kind     EventKind `json:"event"`
+	Message  *Message  `json:"message,omitempty"`
+	Delivery *Delivery `json:"delivery,omitempty"`
+	Link     *Link     `json:"link,omitempty"`
+	Notice   *Notice   `json:"notice,omitempty"`
 }
 
 // Message is a message received (or, in History, sent), with the exact

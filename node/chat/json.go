@@ -15,14 +15,15 @@ import (
 // comes back in the reply. Lines are at most MaxLine bytes.
 //
 // Output: one JSON object per line, with the exact text (never escaped
-// for a terminal), each with an "event" field:
+// for a terminal), each with an "event" field naming the object beside
+// it:
 //
-//	{"event":"message", "id", "channel", "from", "from_fp", "from_code", "text", "sent_at", "at", "seq"}
-//	{"event":"delivery", "ref", "id", "to", "text", "state", "reason", "changed"}
+//	{"event":"message", "message":{"id", "channel", "from", "from_fp", "from_code", "text", "sent_at", "at", "seq"}}
+//	{"event":"delivery", "delivery":{"ref", "id", "to", "text", "state", "reason", "changed"}}
 //	   state is queued, stored, delivered, expired or failed (with reason)
-//	{"event":"link", "state", "node", "fp", "mode", "err"}
+//	{"event":"link", "link":{"state", "node", "fp", "mode", "err"}}
 //	   state is connected, connecting, reconnecting or "no node"
-//	{"event":"notice", "level": "info"|"warn", "text"}
+//	{"event":"notice", "notice":{"level": "info"|"warn", "text"}}
 //	{"event":"result", "id", "cmd", "ok": true|false, "error", "data"}
 //	   one per command read; data is what the command returns: the
 //	   delivery of a sent message (/dm, /broadcast, plain text), the
@@ -84,33 +85,9 @@ func (r *repl) jsonResult(id, cmd string, data any, err error) {
 	r.writeJSON(out)
 }
 
-// jsonEvent writes an event as {"event": KIND, ...its fields}.
+// jsonEvent writes an event as {"event": KIND, KIND: {...}}.
 func (r *repl) jsonEvent(ev Event) {
-	var v any
-	switch {
-	case ev.Message != nil:
-		v = ev.Message
-	case ev.Delivery != nil:
-		v = ev.Delivery
-	case ev.Link != nil:
-		v = ev.Link
-	case ev.Notice != nil:
-		v = ev.Notice
-	default:
-		return
-	}
-	b, err := json.Marshal(v)
-	if err != nil || len(b) < 2 || b[0] != '{' {
-		return
-	}
-	head, _ := json.Marshal(map[string]EventKind{"event": ev.Kind})
-	line := string(head[:len(head)-1])
-	if len(b) > 2 {
-		line += "," + string(b[1:])
-	} else {
-		line += "}"
-	}
-	r.write(line + "\n")
+	r.writeJSON(ev)
 }
 
 func (r *repl) writeJSON(v any) {
