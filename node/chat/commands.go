@@ -140,6 +140,7 @@ func (r *repl) send(ctx context.Context, cmd, to, text string, channel bool) res
 	if d.To != "" {
 		shown = d.To
 	}
+	r.noteShown(d)
 	return result{cmd: cmd, data: d, text: []string{"you → " + display.Escape(shown) + ": " + display.Escape(text) + "  [" + display.Escape(d.State) + "]"}}
 }
 

@@ -69,7 +69,14 @@ type repl struct {
 	to   string // the current conversation: a contact or "#channel"
 	now  func() time.Time
 	quit bool
+	// shown is the last delivery state shown per outbox entry, so the
+	// same state is not printed twice (the send line shows the first).
+	shown map[uint64]string
 }
+
+// maxShown bounds repl.shown; past it the map starts over (at worst a
+// state is shown twice).
+const maxShown = 4096
 
 // input is what the reading goroutine hands the loop.
 type input struct {
@@ -311,7 +318,12 @@ func (r *repl) eventText(ev Event) []string {
 	case ev.Kind == EventMessage && ev.Message != nil:
 		return r.messageText(*ev.Message)
 	case ev.Kind == EventDelivery && ev.Delivery != nil:
-		return []string{deliveryText(*ev.Delivery)}
+		d := *ev.Delivery
+		if r.shown[d.Ref] == d.State {
+			return nil
+		}
+		r.noteShown(d)
+		return []string{deliveryText(d)}
 	case ev.Kind == EventLink && ev.Link != nil:
 		return []string{linkText(*ev.Link)}
 	case ev.Kind == EventNotice && ev.Notice != nil:
@@ -336,7 +348,26 @@ func (r *repl) messageText(m Message) []string {
 	}
 	l := display.Layout{Width: r.width()}
 	s := l.Format(display.Message{SentAt: m.SentAt, Channel: m.Channel, From: m.From, FromShort: m.FromCode, Body: m.Text})
-	return strings.Split(strings.TrimRight(s, "\n"), "\n")
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	// Continuation lines get a bar in the indent: a sender's line that
+	// copies a header stays visibly inside their message.
+	for i := 1; i < len(lines); i++ {
+		if strings.HasPrefix(lines[i], display.Indent) {
+			lines[i] = continuation + lines[i][len(display.Indent):]
+		}
+	}
+	return lines
+}
+
+// continuation starts every line of a message after its header; as wide
+// as display.Indent.
+const continuation = "  | "
+
+func (r *repl) noteShown(d Delivery) {
+	if r.shown == nil || len(r.shown) >= maxShown {
+		r.shown = map[uint64]string{}
+	}
+	r.shown[d.Ref] = d.State
 }
 
 // deliveryText is a state change of a message sent: `→ bob "hello" stored`.
