@@ -109,12 +109,20 @@ func runChat(env *cliEnv, args []string) int {
 // the line editor when stdin and stdout are a terminal, plain lines
 // otherwise, the line protocol with --json.
 func runChatREPL(ctx context.Context, env *cliEnv, b *chatBackend, asJSON bool) error {
-	cfg := chat.Config{In: env.stdin, Out: env.stdout, JSON: asJSON, RawFd: -1}
+	cfg := chat.Config{In: env.stdin, Out: env.stdout, JSON: asJSON}
 	in, inOK := env.stdin.(*os.File)
 	out, outOK := env.stdout.(*os.File)
 	if inOK && outOK && term.IsTerminal(int(in.Fd())) && term.IsTerminal(int(out.Fd())) {
-		cfg.Terminal, cfg.RawFd = true, int(in.Fd())
+		fd := int(in.Fd())
+		cfg.Terminal = true
 		cfg.Width = func() int { return termWidth(out) }
+		cfg.Raw = func() (func() error, error) {
+			st, err := term.MakeRaw(fd)
+			if err != nil {
+				return nil, err
+			}
+			return func() error { return term.Restore(fd, st) }, nil
+		}
 	}
 	return chat.Run(ctx, b, cfg)
 }
