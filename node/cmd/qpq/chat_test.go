@@ -322,15 +322,20 @@ func TestChatTwoUsersInTerminals(t *testing.T) {
 // chatJSONLine is one line of `qpq chat --json` (field names matched
 // case-insensitively, as encoding/json does).
 type chatJSONLine struct {
-	Event string
-	ID    string
-	OK    bool
-	Error string
-	Data  struct {
-		Text, State, To, From string
-		Ref                   uint64
-	}
-	raw string
+	Event    string
+	ID       string
+	OK       bool
+	Error    string
+	Data     chatJSONFields // a result's data
+	Delivery chatJSONFields // a delivery event's state
+	Message  chatJSONFields // a message event
+	raw      string
+}
+
+// chatJSONFields are the fields of the JSON objects the test reads.
+type chatJSONFields struct {
+	Text, State, To, From string
+	Ref                   uint64
 }
 
 // TestChatJSONProtocol drives `qpq chat --json` as a script would,
@@ -406,19 +411,19 @@ func TestChatJSONProtocol(t *testing.T) {
 		t.Errorf("result of /dm: %s", res.raw)
 	}
 	next("stored", func(l chatJSONLine) bool {
-		return l.Event == "delivery" && l.Data.State == "stored" && l.Data.Ref == res.Data.Ref
+		return l.Event == "delivery" && l.Delivery.State == "stored" && l.Delivery.Ref == res.Data.Ref
 	})
 	got := recvAll(t, bob, n.p)
 	if len(got) != 1 || got[0].Text != text {
 		t.Errorf("bob received %+v", got)
 	}
 	next("delivered", func(l chatJSONLine) bool {
-		return l.Event == "delivery" && l.Data.State == "delivered" && l.Data.Ref == res.Data.Ref
+		return l.Event == "delivery" && l.Delivery.State == "delivered" && l.Delivery.Ref == res.Data.Ref
 	})
 
 	sendWhenKnown(t, bob, n.p, alice, "a reply\nwith two lines")
 	m := next("bob's reply", func(l chatJSONLine) bool { return l.Event == "message" })
-	if m.Data.Text != "a reply\nwith two lines" || m.Data.From != "bob" {
+	if m.Message.Text != "a reply\nwith two lines" || m.Message.From != "bob" {
 		t.Errorf("message event: %s", m.raw)
 	}
 	io.WriteString(stdin, "/quit\n")
