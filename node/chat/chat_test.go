@@ -123,6 +123,7 @@ func TestCommandsCallTheBackend(t *testing.T) {
 	f := newFake()
 	out := runPlain(t, f, Config{}, strings.Join([]string{
 		"/dm bob hello there",
+		"/dm bob  tab at the end\t",
 		"/to bob",
 		"plain line",
 		"//slash line",
@@ -142,7 +143,7 @@ func TestCommandsCallTheBackend(t *testing.T) {
 		"/quit",
 		"/dm bob after quit",
 	}, "\n")+"\n")
-	want := []string{"dm bob hello there", "dm bob plain line", "dm bob /slash line", "channel town water at six", "history bob 5",
+	want := []string{"dm bob hello there", "dm bob tab at the end\t", "dm bob plain line", "dm bob /slash line", "channel town water at six", "history bob 5",
 		"verify bob", "verify eve", "verify eve ok", "block bob on", "block bob off", "server 10.0.0.2:7443#fp", "auto"}
 	if got := f.Calls(); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("backend calls:\n%q\nwant\n%q", got, want)

@@ -85,12 +85,16 @@ func (r *repl) exec(ctx context.Context, line string) result {
 		}
 		return r.send(ctx, "/dm", r.to, text, false)
 	}
-	name, args, _ := strings.Cut(trimmed, " ")
-	c, ok := lookup(strings.ToLower(name))
+	// The text of /dm and /broadcast is kept exactly, trailing blanks too.
+	name, args, _ := strings.Cut(strings.TrimLeft(line, " \t"), " ")
+	c, ok := lookup(strings.ToLower(strings.TrimRight(name, "\r\t")))
 	if !ok {
 		return result{cmd: name, err: fmt.Errorf("unknown command %s: /help lists them", name)}
 	}
-	res := c.run(r, ctx, strings.TrimSpace(args))
+	if c.name != "/dm" && c.name != "/broadcast" && c.name != "/mesh" {
+		args = strings.TrimSpace(args)
+	}
+	res := c.run(r, ctx, strings.TrimLeft(args, " "))
 	res.cmd = c.name
 	return res
 }
@@ -304,9 +308,10 @@ func (r *repl) block(name string, blocked bool) result {
 }
 
 func (r *repl) cmdMesh(ctx context.Context, args string) result {
-	sub, rest, _ := strings.Cut(args, " ")
-	rest = strings.TrimSpace(rest)
-	switch strings.ToLower(sub) {
+	sub, full, _ := strings.Cut(args, " ")
+	full = strings.TrimLeft(full, " ")
+	rest := strings.TrimSpace(full)
+	switch strings.ToLower(strings.TrimSpace(sub)) {
 	case "peers":
 		ps, err := r.b.Peers(ctx)
 		if err != nil {
@@ -333,9 +338,9 @@ func (r *repl) cmdMesh(ctx context.Context, args string) result {
 		}
 		return result{data: p, text: []string{line + "; re-measured now and then"}}
 	case "dm":
-		return r.cmdDM(ctx, rest)
+		return r.cmdDM(ctx, full)
 	case "broadcast":
-		return r.cmdBroadcast(ctx, rest)
+		return r.cmdBroadcast(ctx, full)
 	}
 	return result{err: errors.New("/mesh peers | server ADDR[#FP] | auto | dm CONTACT TEXT | broadcast CHANNEL TEXT")}
 }
