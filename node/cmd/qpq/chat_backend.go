@@ -62,12 +62,14 @@ type chatBackend struct {
 	wg       sync.WaitGroup
 	closeOne sync.Once
 
-	mu       sync.Mutex      // guards the fields below
-	stopping bool            // Close began: no new goroutines
-	closed   bool            // events is closed
-	dropped  int             // events lost since the last notice about it
-	kept     map[uint64]bool // outbox refs already in the history
-	asked    map[string]bool // new nodes (ADDR#FP) the person was told about
+	mu       sync.Mutex              // guards the fields below
+	stopping bool                    // Close began: no new goroutines
+	closed   bool                    // events is closed
+	dropped  int                     // events lost since the last notice about it
+	kept     map[uint64]bool         // outbox refs already in the history
+	shown    map[uint64]deliveryMark // outbox refs: the state last shown
+	asked    map[string]bool         // new nodes (ADDR#FP) the person was told about
+	choices  int                     // raised by each /mesh server and /mesh auto
 	lastLink chat.Link
 }
 
@@ -77,7 +79,7 @@ func newChatBackend(env *cliEnv, h home.Home, u *e2e.User, plan nodePlan, mdns b
 	b := &chatBackend{
 		h: h, u: u, plan: plan, mdns: mdns, hook: env.getenv(testHookEnv), histEnv: env.getenv,
 		events: make(chan chat.Event, chatEventBuffer), kick: make(chan struct{}, 1),
-		kept: map[uint64]bool{}, asked: map[string]bool{},
+		kept: map[uint64]bool{}, shown: map[uint64]deliveryMark{}, asked: map[string]bool{},
 	}
 	// What the shared helpers print on stderr (trust on first use...)
 	// becomes notices: the terminal belongs to the REPL.
@@ -167,6 +169,7 @@ func newChatBackend(env *cliEnv, h home.Home, u *e2e.User, plan nodePlan, mdns b
 		}
 	})
 	b.run(b.watchLink)
+	b.run(hd.watchGaps)
 	return b, nil
 }
 
@@ -211,9 +214,12 @@ func (b *chatBackend) emit(ev chat.Event) {
 	}
 }
 
-// notice emits a line for the person; text must be safe to show.
+// notice emits text for the person, one notice per line (a notice is
+// shown as one line); text must be safe to show.
 func (b *chatBackend) notice(level, text string) {
-	b.emit(chat.Event{Kind: chat.EventNotice, Notice: &chat.Notice{Level: level, Text: text}})
+	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		b.emit(chat.Event{Kind: chat.EventNotice, Notice: &chat.Notice{Level: level, Text: line}})
+	}
 }
 
 // noticeWriter turns what the shared helpers write on stderr into
@@ -272,8 +278,21 @@ func (b *chatBackend) wakeSender() {
 // outboxChanged is the outbox's OnChange: it must not block or call
 // back into the outbox.
 func (b *chatBackend) outboxChanged(e outbox.Entry) {
-	d := deliveryOf(e)
-	b.emit(chat.Event{Kind: chat.EventDelivery, Delivery: &d})
+	// Each state once: a new entry's queued is what SendDM returns, so
+	// only its sealing (the id now known) and later states are events.
+	shown := deliveryMark{e.State, e.Sealed()}
+	b.mu.Lock()
+	last, known := b.shown[e.Ref]
+	emit := known && last != shown || !known && e.State != outbox.Queued
+	b.shown[e.Ref] = shown
+	if e.State.Final() {
+		delete(b.shown, e.Ref)
+	}
+	b.mu.Unlock()
+	if emit {
+		d := deliveryOf(e)
+		b.emit(chat.Event{Kind: chat.EventDelivery, Delivery: &d})
+	}
 	if e.Sealed() && e.State != outbox.Failed {
 		b.mu.Lock()
 		keep := !b.kept[e.Ref]
@@ -285,6 +304,12 @@ func (b *chatBackend) outboxChanged(e outbox.Entry) {
 			b.run(func(context.Context) { keepSent(b.env, b.h, b.u, b.historyLimit(), e) })
 		}
 	}
+}
+
+// deliveryMark is what a delivery event says of an entry.
+type deliveryMark struct {
+	state  outbox.State
+	sealed bool
 }
 
 func deliveryOf(e outbox.Entry) chat.Delivery {
@@ -324,7 +349,7 @@ func (b *chatBackend) SendDM(ctx context.Context, to, text string) (chat.Deliver
 		var ic *home.IdentityChangedError
 		if errors.As(err, &ic) {
 			n := display.Escape(ic.Name)
-			b.notice("warn", strings.TrimRight(identityChangeWarning(b.h, ic), "\n"))
+			b.notice("warn", identityChangeWarning(b.h, ic))
 			return chat.Delivery{}, fmt.Errorf("not sent: the identity of %s changed and was not accepted; compare the safety numbers with /verify %s, then accept with /verify %s ok", n, n, n)
 		}
 		if errors.Is(err, home.ErrUnknownRecipient) {
@@ -640,6 +665,7 @@ func (b *chatBackend) Server(ctx context.Context, addr string) (chat.Peer, error
 	}
 	c.Trusted, c.Name = true, "/mesh server"
 	b.mgr.Server(c)
+	b.chose()
 	b.kickLink()
 	p := chat.Peer{Addr: c.Addr, FP: c.Pin.String(), Code: c.Pin.Short(), Name: c.Name, Trusted: true, Current: true}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -663,6 +689,7 @@ func (b *chatBackend) Auto(ctx context.Context) (chat.Peer, error) {
 	if err != nil {
 		return chat.Peer{}, err
 	}
+	b.chose()
 	b.kickLink()
 	p := peerOf(n)
 	p.Current = true
@@ -670,6 +697,14 @@ func (b *chatBackend) Auto(ctx context.Context) (chat.Peer, error) {
 		p.Err = "new node: not used until you confirm it with /mesh server " + n.Addr + "#" + n.FP.String()
 	}
 	return p, nil
+}
+
+// chose records that the person picked a node, which ends a wait in
+// trust.
+func (b *chatBackend) chose() {
+	b.mu.Lock()
+	b.choices++
+	b.mu.Unlock()
 }
 
 // dial dials a candidate without printing: a trusted one pinned to its
@@ -723,6 +758,7 @@ func (b *chatBackend) trust(ctx context.Context, c client.Candidate, fp identity
 	b.mu.Lock()
 	tell := !b.asked[key]
 	b.asked[key] = true
+	choices := b.choices
 	b.mu.Unlock()
 	if tell {
 		b.notice("warn", fmt.Sprintf("node %s (%s, %s) was found by mDNS and is new; anyone on this network can announce a node, so it is not used unless you confirm it: /mesh server %s",
@@ -736,9 +772,16 @@ func (b *chatBackend) trust(ctx context.Context, c client.Candidate, fp identity
 			return fmt.Errorf("%w: not confirmed", client.ErrNotTrusted)
 		case <-t.C:
 		}
-		if b.s != nil && b.s.State().Node.Addr != c.Addr {
-			// Another node was chosen: this attempt is stale.
-			return fmt.Errorf("%w: another node was chosen", client.ErrNotTrusted)
+		if b.h.TrustsNode(fp) {
+			return nil // confirmed meanwhile (here or by another qpq)
+		}
+		b.mu.Lock()
+		chosen := b.choices != choices
+		b.mu.Unlock()
+		if chosen || b.s != nil && b.s.State().Node.Addr != c.Addr {
+			// A node was chosen meanwhile (this one, confirmed by its
+			// key, or another): the session has made this attempt stale.
+			return fmt.Errorf("%w: another choice was made", client.ErrNotTrusted)
 		}
 	}
 }
@@ -750,10 +793,40 @@ type chatHandler struct {
 	b     *chatBackend
 	chans []home.Channel
 	seen  *home.Seen
-	keep  *recvKeeper
+
+	mu   sync.Mutex // the reader and watchGaps take turns with keep
+	keep *recvKeeper
+}
+
+// chatGapCheck is how often the chat looks whether a message not yet
+// arrived is now missing (its TTL passed): in memory, cheap.
+const chatGapCheck = time.Second
+
+// watchGaps tells the gaps whose time passed while nothing arrives (the
+// reader's batches check too, but a quiet chat has none) and saves the
+// tracker when something changed.
+func (p *chatHandler) watchGaps(ctx context.Context) {
+	t := time.NewTicker(chatGapCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		if p.keep != nil && p.keep.st == nil {
+			p.keep.check() // no history to save the tracker in
+		} else {
+			p.keep.flush()
+		}
+		p.mu.Unlock()
+	}
 }
 
 func (p *chatHandler) DM(e gossip.Envelope) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	id := e.ID.String()
 	m, err := e2e.OpenDM(p.b.u, e.Payload)
 	if err != nil {
@@ -772,6 +845,8 @@ func (p *chatHandler) DM(e gossip.Envelope) ([]byte, error) {
 }
 
 func (p *chatHandler) Broadcast(i int, e gossip.Envelope) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	id := e.ID.String()
 	if p.seen.Has(id) || p.seen.Has("bad "+id) {
 		return nil
@@ -794,6 +869,8 @@ func (p *chatHandler) Broadcast(i int, e gossip.Envelope) error {
 // Shown persists the history and the ids shown before the batch is
 // acknowledged.
 func (p *chatHandler) Shown() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.keep.flush()
 	return p.seen.Save()
 }

@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/signal"
 	"syscall"
 
+	"golang.org/x/term"
+
+	"github.com/quicproquo/qpq/node/chat"
 	"github.com/quicproquo/qpq/node/display"
 	"github.com/quicproquo/qpq/node/home"
 )
@@ -94,14 +98,23 @@ func runChat(env *cliEnv, args []string) int {
 		return exitFailure
 	}
 	defer b.Close()
-	if err := runChatREPL(ctx, env, b, h, *asJSON); err != nil && ctx.Err() == nil {
+	if err := runChatREPL(ctx, env, b, *asJSON); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(env.stderr, "qpq chat: %s\n", display.Escape(err.Error()))
 		return exitFailure
 	}
 	return exitOK
 }
 
-// runChatREPL runs the REPL of node/chat over b until /quit or ctx ends.
-func runChatREPL(ctx context.Context, env *cliEnv, b *chatBackend, h home.Home, asJSON bool) error {
-	return errors.New("the chat prompt is not built in yet (waiting for node/chat's Run)")
+// runChatREPL runs the REPL of node/chat over b until /quit or ctx ends:
+// the line editor when stdin and stdout are a terminal, plain lines
+// otherwise, the line protocol with --json.
+func runChatREPL(ctx context.Context, env *cliEnv, b *chatBackend, asJSON bool) error {
+	cfg := chat.Config{In: env.stdin, Out: env.stdout, JSON: asJSON, RawFd: -1}
+	in, inOK := env.stdin.(*os.File)
+	out, outOK := env.stdout.(*os.File)
+	if inOK && outOK && term.IsTerminal(int(in.Fd())) && term.IsTerminal(int(out.Fd())) {
+		cfg.Terminal, cfg.RawFd = true, int(in.Fd())
+		cfg.Width = func() int { return termWidth(out) }
+	}
+	return chat.Run(ctx, b, cfg)
 }
