@@ -82,7 +82,7 @@ func TestChatShowsAForgedLineNeutralised(t *testing.T) {
 	testkit.WaitForEvery(t, 10*time.Second, procPoll, "the chat to quit", func() bool { d, _ := c.dead(); return d })
 	sendWhenKnown(t, mallory, n.p, alice, forgery)
 	ev := chatJSONFirst(t, alice, n, func(m map[string]any) bool { return m["event"] == "message" })
-	if msg, _ := ev["data"].(map[string]any); msg == nil || msg["Text"] != forgery {
+	if msg, _ := ev["message"].(map[string]any); msg == nil || msg["text"] != forgery {
 		t.Fatalf("--json message event %v; want the exact text %q", ev, forgery)
 	}
 }
