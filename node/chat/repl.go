@@ -251,7 +251,7 @@ func (r *repl) prompt() string {
 	if r.to == "" {
 		return "> "
 	}
-	return "[" + display.Escape(r.to) + "]> "
+	return display.Escape(r.to) + "> "
 }
 
 func (r *repl) redraw() {

@@ -42,7 +42,7 @@ func TestPlainDMAndUnknownCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.String()
-	for _, want := range []string{"no conversation: /to NAME first", "you → bob: hi there   [queued]", "unknown command /nope"} {
+	for _, want := range []string{"no conversation: /to NAME first", "you → bob: hi there  [queued]", "unknown command /nope"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
