@@ -112,3 +112,18 @@ func nodesArg(ns ...*fixNode) string {
 	}
 	return strings.Join(s, ",")
 }
+
+// dropSecond writes bob's second message to alice into his outbox with a
+// 1 s TTL and kills the send before it leaves, then waits until the TTL
+// ended there: the message has a sequence number and will never arrive.
+func dropSecond(t *testing.T, bob user, n *fixNode) {
+	t.Helper()
+	hook := append([]string{testHookEnv + "=after-outbox"}, userEnv...)
+	if code, _, _ := runQPQ(t, hook, "send", "--home", bob.home, "--node", n.arg(), "--to", "alice", "--text", "second of three", "--ttl", "1s"); code != -1 {
+		t.Fatalf("send second: exit %d, want killed by the hook", code)
+	}
+	testkit.WaitForEvery(t, 5*time.Second, 100*time.Millisecond, "the second's TTL to end in bob's outbox", func() bool {
+		e, _ := entryWithText(outboxList(t, bob), "second of three")
+		return e.State == "expired"
+	})
+}
