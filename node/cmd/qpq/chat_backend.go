@@ -695,6 +695,7 @@ func (b *chatBackend) Auto(ctx context.Context) (chat.Peer, error) {
 	p.Current = true
 	if !n.Trusted {
 		p.Err = "new node: not used until you confirm it with /mesh server " + n.Addr + "#" + n.FP.String()
+		b.notice("warn", display.Escape(fmt.Sprintf("node %s (%s) is the lowest RTT but new: it is not used until you confirm it with /mesh server %s#%s", n.Addr, n.FP.Short(), n.Addr, n.FP)))
 	}
 	return p, nil
 }

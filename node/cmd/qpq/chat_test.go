@@ -299,6 +299,7 @@ func TestChatTwoUsersInTerminals(t *testing.T) {
 	countIn(t, "bob's screen", bc.history(), "are you coming?", 1)
 	countIn(t, "alice's screen", ac.history(), "on my way, see you at the water tower", 1)
 
+	writeCapture(t, ac, bc) // the conversation, in case a later step fails
 	ac.typeLine("/history bob")
 	ac.waitFor(10*time.Second, "/history to show the conversation", func(h string) bool {
 		out := after(h, "/history bob")
@@ -311,11 +312,20 @@ func TestChatTwoUsersInTerminals(t *testing.T) {
 	})
 	ac.alive()
 	bc.alive()
-	if p := os.Getenv("QPQ_CHAT_CAPTURE"); p != "" {
-		out := "alice:\n" + ac.screen() + "\n\nbob:\n" + bc.screen() + "\n"
-		if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
-			t.Errorf("write the capture: %v", err)
-		}
+	writeCapture(t, ac, bc)
+}
+
+// writeCapture writes alice's and bob's screens to $QPQ_CHAT_CAPTURE,
+// when set (the README's chat session is pasted from it).
+func writeCapture(t *testing.T, ac, bc *chatTerm) {
+	t.Helper()
+	p := os.Getenv("QPQ_CHAT_CAPTURE")
+	if p == "" {
+		return
+	}
+	out := "alice:\n" + ac.screen() + "\n\nbob:\n" + bc.screen() + "\n"
+	if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
+		t.Errorf("write the capture: %v", err)
 	}
 }
 
