@@ -82,100 +82,100 @@ const (
 
 // Event is one thing to show.
 type Event struct {
-	Kind     EventKind
-	Message  *Message
-	Delivery *Delivery
-	Link     *Link
-	Notice   *Notice
+	Kind     EventKind `json:"event"`
+	Message  *Message  `json:"message,omitempty"`
+	Delivery *Delivery `json:"delivery,omitempty"`
+	Link     *Link     `json:"link,omitempty"`
+	Notice   *Notice   `json:"notice,omitempty"`
 }
 
 // Message is a message received (or, in History, sent), with the exact
 // text: the REPL neutralises it for the terminal (node/display), --json
 // keeps it.
 type Message struct {
-	ID       string    // envelope id, hex
-	Out      bool      // sent by this user (History only)
-	Channel  string    // local channel name; "" for a direct message
-	From     string    // contact name; "" when the sender is not a contact
-	FromFP   string    // the sender's fingerprint, hex
-	FromCode string    // the short code of FromFP
-	Peer     string    // for a DM: the other person's contact name or short code
-	Text     string    // exactly as sent
-	SentAt   time.Time // the sender's clock (not trusted for ordering)
-	At       time.Time // when received or written here
-	Seq      uint64    // the sender's sequence in the conversation; 0 unknown
+	ID       string    `json:"id"`                // envelope id, hex
+	Out      bool      `json:"out"`               // sent by this user (History only)
+	Channel  string    `json:"channel,omitempty"` // local channel name; "" for a direct message
+	From     string    `json:"from"`              // contact name; "" when the sender is not a contact
+	FromFP   string    `json:"from_fp"`           // the sender's fingerprint, hex
+	FromCode string    `json:"from_code"`         // the short code of FromFP
+	Peer     string    `json:"peer,omitempty"`    // for a DM: the other person's contact name or short code
+	Text     string    `json:"text"`              // exactly as sent
+	SentAt   time.Time `json:"sent_at"`           // the sender's clock (not trusted for ordering)
+	At       time.Time `json:"at"`                // when received or written here
+	Seq      uint64    `json:"seq"`               // the sender's sequence in the conversation; 0 unknown
 }
 
 // Delivery is a sent message's delivery state: one of the outbox's
 // words, queued, stored, delivered, expired or failed.
 type Delivery struct {
-	Ref     uint64 // the outbox entry, stable over restarts
-	ID      string // envelope id, hex ("" until sealed)
-	To      string // contact name or "#channel"
-	Text    string // exactly as typed
-	State   string // queued | stored | delivered | expired | failed
-	Reason  string // why, when failed
-	Changed time.Time
+	Ref     uint64    `json:"ref"`              // the outbox entry, stable over restarts
+	ID      string    `json:"id"`               // envelope id, hex ("" until sealed)
+	To      string    `json:"to"`               // contact name or "#channel"
+	Text    string    `json:"text"`             // exactly as typed
+	State   string    `json:"state"`            // queued | stored | delivered | expired | failed
+	Reason  string    `json:"reason,omitempty"` // why, when failed
+	Changed time.Time `json:"changed"`
 }
 
 // Link is the connection to the node in use.
 type Link struct {
-	State string // connected | connecting | reconnecting | no node
-	Node  string // ADDR of the node in use or being tried, "" none
-	FP    string // its fingerprint short code, "" unknown
-	Err   string // the last failure while down
-	Mode  string // node choice: "fixed" or "auto"
+	State string `json:"state"`         // connected | connecting | reconnecting | no node
+	Node  string `json:"node"`          // ADDR of the node in use or being tried, "" none
+	FP    string `json:"fp"`            // its fingerprint short code, "" unknown
+	Err   string `json:"err,omitempty"` // the last failure while down
+	Mode  string `json:"mode"`          // node choice: "fixed" or "auto"
 }
 
 // Notice is a line for the person that is not a message: a gap ("1
 // message from alice not yet arrived"), a changed identity, a new node
 // found, a warning. Text is safe to show as is (the backend built it).
 type Notice struct {
-	Level string // info | warn
-	Text  string
+	Level string `json:"level"` // info | warn
+	Text  string `json:"text"`
 }
 
 // Contact is one contact as /contacts shows it.
 type Contact struct {
-	Name     string
-	FP       string // hex
-	Code     string // short code
-	Verified bool
-	Blocked  bool
-	Changed  bool // a new identity was seen for this name and waits for /verify
+	Name     string `json:"name"`
+	FP       string `json:"fp"`   // hex
+	Code     string `json:"code"` // short code
+	Verified bool   `json:"verified"`
+	Blocked  bool   `json:"blocked"`
+	Changed  bool   `json:"changed"` // a new identity was seen for this name and waits for /verify
 }
 
 // Status is what /status shows.
 type Status struct {
-	Link Link
+	Link Link `json:"link"`
 	// Outbox counts by state word (queued, stored, ...): messages kept in
 	// the outbox file.
-	Outbox map[string]int
+	Outbox map[string]int `json:"outbox"`
 	// History is how many messages the history keeps at most (0: none).
-	HistoryLimit int
-	User         string // the user's own fingerprint short code
+	HistoryLimit int    `json:"history_limit"`
+	User         string `json:"user"` // the user's own fingerprint short code
 }
 
 // Verification is what /verify shows.
 type Verification struct {
-	Name    string
-	Number  string // the safety number in digit groups
-	QR      string // the safety number as a QR code, terminal text
-	Changed bool   // this is a pending changed identity
+	Name    string `json:"name"`
+	Number  string `json:"number"`  // the safety number in digit groups
+	QR      string `json:"qr"`      // the safety number as a QR code, terminal text
+	Changed bool   `json:"changed"` // this is a pending changed identity
 	// Old is the safety number of the identity bound before the change.
-	Old      string
-	Verified bool // recorded as compared (after confirm)
-	Accepted bool // confirm accepted a pending change
+	Old      string `json:"old,omitempty"`
+	Verified bool   `json:"verified"` // recorded as compared (after confirm)
+	Accepted bool   `json:"accepted"` // confirm accepted a pending change
 }
 
 // Peer is a node found on the local links, or the one switched to.
 type Peer struct {
-	Addr    string
-	FP      string // hex
-	Code    string // short code
-	Name    string // how it was found: "mdns IFACE", "--node", "remembered"
-	RTT     time.Duration
-	Trusted bool
-	Current bool // the node in use
-	Err     string
+	Addr    string        `json:"addr"`
+	FP      string        `json:"fp"`   // hex
+	Code    string        `json:"code"` // short code
+	Name    string        `json:"name"` // how it was found: "mdns IFACE", "--node", "remembered"
+	RTT     time.Duration `json:"rtt_ns"`
+	Trusted bool          `json:"trusted"`
+	Current bool          `json:"current"` // the node in use
+	Err     string        `json:"err,omitempty"`
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"sync"
 	"time"
@@ -47,7 +48,20 @@ func (s nodeService) Hello(ctx context.Context, call schemas.Node_hello) error {
 	return link.AnswerHello(s.d.hello, h, res.NewHello)
 }
 
+// healthDelay is a test hook, read only when QPQ_TEST_HEALTH_DELAY is set
+// (a duration): every health answer waits that long, so a namespace test
+// can make one node measure farther away than another (the test kernel
+// has no sch_netem). Never set it otherwise.
+var healthDelay, _ = time.ParseDuration(os.Getenv("QPQ_TEST_HEALTH_DELAY"))
+
 func (s nodeService) Health(ctx context.Context, call schemas.Node_health) error {
+	if healthDelay > 0 {
+		select {
+		case <-time.After(healthDelay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err

@@ -38,6 +38,7 @@ type cliEnv struct {
 
 func commands() []command {
 	return []command{
+		{"chat", "chat with your contacts and channels: qpq chat [--node ADDR[#FP]] [--json]", runChat},
 		{"node", "run the mesh node daemon (`qpq node id` prints its identity)", runNode},
 		{"status", "show a running node's fingerprint, address, uptime and links", runStatus},
 		{"id", "create or show your user identity: qpq id new | qpq id show [--qr]", runID},
