@@ -149,31 +149,9 @@ var ErrSessionClosed = errors.New("session closed")
 // in order; when none works the failure is returned (a node that was
 // never reached is not retried).
 func Open(ctx context.Context, cfg SessionConfig) (*Session, error) {
-	if cfg.AttemptTimeout <= 0 {
-		cfg.AttemptTimeout = 10 * time.Second
-	}
-	if cfg.ProbeInterval == 0 {
-		cfg.ProbeInterval = 10 * time.Second
-	}
-	if cfg.ProbeTimeout <= 0 {
-		cfg.ProbeTimeout = 5 * time.Second
-	}
-	if cfg.SwitchAfter <= 0 {
-		cfg.SwitchAfter = DefaultSwitchAfter
-	}
-	if cfg.Candidates == nil && len(cfg.Nodes) > 0 {
-		cfg.Candidates = Static(cfg.Nodes...)
-	}
-	if cfg.Candidates == nil && cfg.Connect == nil {
-		return nil, ErrNoCandidates
-	}
-	s := &Session{
-		cfg: cfg, sem: make(chan struct{}, 1), backoff: cfg.Backoff,
-		learned: map[string]identity.Fingerprint{}, accepted: map[string]bool{}, refused: map[string]bool{},
-	}
-	list := s.candidates(ctx)
-	if len(list) == 0 {
-		return nil, ErrNoCandidates
+	s, list, err := newSession(ctx, cfg)
+	if err != nil {
+		return nil, err
 	}
 	var errs []error
 	for i, cand := range list {
@@ -194,6 +172,38 @@ func Open(ctx context.Context, cfg SessionConfig) (*Session, error) {
 		return s, nil
 	}
 	return nil, fmt.Errorf("no node of %d worked: %w", len(list), errors.Join(errs...))
+}
+
+// newSession fills cfg's defaults and returns a session that has not
+// connected yet, with its first candidate list (Open and Start).
+func newSession(ctx context.Context, cfg SessionConfig) (*Session, []Candidate, error) {
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = 10 * time.Second
+	}
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = 10 * time.Second
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = 5 * time.Second
+	}
+	if cfg.SwitchAfter <= 0 {
+		cfg.SwitchAfter = DefaultSwitchAfter
+	}
+	if cfg.Candidates == nil && len(cfg.Nodes) > 0 {
+		cfg.Candidates = Static(cfg.Nodes...)
+	}
+	if cfg.Candidates == nil && cfg.Connect == nil {
+		return nil, nil, ErrNoCandidates
+	}
+	s := &Session{
+		cfg: cfg, sem: make(chan struct{}, 1), backoff: cfg.Backoff,
+		learned: map[string]identity.Fingerprint{}, accepted: map[string]bool{}, refused: map[string]bool{},
+	}
+	list := s.candidates(ctx)
+	if len(list) == 0 {
+		return nil, nil, ErrNoCandidates
+	}
+	return s, list, nil
 }
 
 // candidates asks the provider for the current list, with the node chosen

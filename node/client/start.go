@@ -2,9 +2,6 @@ package client
 
 import (
 	"context"
-	"time"
-
-	"github.com/quicproquo/qpq/mesh/identity"
 )
 
 // Start returns a session that has not connected yet: the first Get
@@ -15,32 +12,9 @@ import (
 // "connecting", then "reconnecting" once attempts failed. OnSwitch is
 // called before the first OnBack with a zero from.
 func Start(ctx context.Context, cfg SessionConfig) (*Session, error) {
-	// The defaults of Open.
-	if cfg.AttemptTimeout <= 0 {
-		cfg.AttemptTimeout = 10 * time.Second
-	}
-	if cfg.ProbeInterval == 0 {
-		cfg.ProbeInterval = 10 * time.Second
-	}
-	if cfg.ProbeTimeout <= 0 {
-		cfg.ProbeTimeout = 5 * time.Second
-	}
-	if cfg.SwitchAfter <= 0 {
-		cfg.SwitchAfter = DefaultSwitchAfter
-	}
-	if cfg.Candidates == nil && len(cfg.Nodes) > 0 {
-		cfg.Candidates = Static(cfg.Nodes...)
-	}
-	if cfg.Candidates == nil && cfg.Connect == nil {
-		return nil, ErrNoCandidates
-	}
-	s := &Session{
-		cfg: cfg, sem: make(chan struct{}, 1), backoff: cfg.Backoff,
-		learned: map[string]identity.Fingerprint{}, accepted: map[string]bool{}, refused: map[string]bool{},
-	}
-	list := s.candidates(ctx)
-	if len(list) == 0 {
-		return nil, ErrNoCandidates
+	s, list, err := newSession(ctx, cfg)
+	if err != nil {
+		return nil, err
 	}
 	s.list = list
 	s.state = LinkState{Node: list[0]}
