@@ -48,6 +48,21 @@ type Peer interface {
 	Raise(ctx context.Context, raises []HopRaise) error
 }
 
+// Versioned is a Peer that says which protocol version its link agreed
+// on (gossip/wire's Peer does). A Peer that does not is taken to speak
+// version 1, the first.
+type Versioned interface {
+	ProtocolVersion() uint16
+}
+
+// peerVersion is the protocol version p's link agreed on.
+func peerVersion(p Peer) uint16 {
+	if v, ok := p.(Versioned); ok {
+		return v.ProtocolVersion()
+	}
+	return 1
+}
+
 // BundleVerifier checks a SignedBundle (or a SignedDescriptor) and
 // returns whose it is and its sequence number. The node passes the e2e
 // and descriptor packages' verifiers.

@@ -76,6 +76,7 @@ type Store struct {
 	tombstones int64
 	pools      [numPools]int64 // bytes each pool's records take (not persisted: counted at Open)
 	damaged    int64           // damaged records removed since Open
+	commits    int64           // write transactions committed since Open
 	src        *sources
 	cursorTag  uint64 // this file's receipt cursor tag, set at Open (receipts.go)
 }
@@ -88,6 +89,10 @@ type Stats struct {
 	Sources    int           // sources holding bytes put since Open
 	Elapsed    time.Duration // the store's elapsed counter now
 	Damaged    int64         // damaged records found and removed since Open (each logged)
+	// Commits counts write transactions committed since Open: each is
+	// one fsync on disk, what relaying costs most (make bench prints it
+	// per relayed DM).
+	Commits int64
 
 	// What messages, receipts, bundles and descriptors take, each
 	// bounded by its budget below.
@@ -400,6 +405,7 @@ func (s *Store) updateLocked(fn func(tx *bolt.Tx, st *txState) error) (*txState,
 		return nil, err
 	}
 	s.seq, s.envelopes, s.bytes, s.tombstones, s.pools = st.seq, st.envelopes, st.bytes, st.tombstones, st.pools
+	s.commits++
 	for _, r := range st.released {
 		s.src.release(r)
 	}
@@ -453,6 +459,7 @@ func (s *Store) Stats() Stats {
 		Sources:             s.src.count(),
 		Elapsed:             el,
 		Damaged:             s.damaged,
+		Commits:             s.commits,
 		MessageBytes:        s.pools[poolMessage],
 		ReceiptBytes:        s.pools[poolReceipt],
 		BundleBytes:         s.pools[poolBundle],

@@ -19,13 +19,25 @@ import (
 )
 
 // Peer is a neighbour's MeshPeer as the relay engine sees it.
-type Peer struct{ remote schemas.MeshPeer }
+type Peer struct {
+	remote  schemas.MeshPeer
+	version uint16
+}
 
-var _ relay.Peer = Peer{}
+var (
+	_ relay.Peer      = Peer{}
+	_ relay.Versioned = Peer{}
+)
 
 // NewPeer wraps a neighbour's MeshPeer capability (borrowed: the link
-// owns and releases it).
-func NewPeer(remote schemas.MeshPeer) Peer { return Peer{remote: remote} }
+// owns and releases it); version is the protocol version the link's
+// hello agreed on, which says what the neighbour understands.
+func NewPeer(remote schemas.MeshPeer, version uint16) Peer {
+	return Peer{remote: remote, version: version}
+}
+
+// ProtocolVersion is the version the link agreed on.
+func (p Peer) ProtocolVersion() uint16 { return p.version }
 
 // Push sends envelopes and returns how many the neighbour newly stored.
 func (p Peer) Push(ctx context.Context, envs []gossip.Envelope) (int, error) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/relay"
+	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/schemas"
 
 	"github.com/quicproquo/qpq/gossip/gossiptest"
@@ -17,7 +18,7 @@ import (
 func TestPushAndSummaryRoundTrip(t *testing.T) {
 	testkit.LeakCheck(t)
 	h := &recHandler{}
-	peer := NewPeer(serve(t, h, ServerOptions{}))
+	peer := NewPeer(serve(t, h, ServerOptions{}), link.ProtocolVersion)
 	e := gossiptest.Hops(gossiptest.DM(nil, nil, 60, 1), 3)
 	n, err := peer.Push(ctxT(t), []gossip.Envelope{e})
 	if err != nil || n != 1 {
@@ -45,7 +46,7 @@ func TestPushOverTheBatchLimitRefused(t *testing.T) {
 	}
 	// The sender refuses before sending, and the receiver refuses a peer
 	// that does not.
-	if _, err := NewPeer(remote).Push(ctxT(t), envs); err == nil || !strings.Contains(err.Error(), "at most 256") {
+	if _, err := NewPeer(remote, link.ProtocolVersion).Push(ctxT(t), envs); err == nil || !strings.Contains(err.Error(), "at most 256") {
 		t.Errorf("sending %d envelopes: got %v, want refused", len(envs), err)
 	}
 	fut, release := remote.Push(ctxT(t), func(ps schemas.MeshPeer_push_Params) error {

@@ -42,7 +42,7 @@ func rawRaise(ctx context.Context, peer schemas.MeshPeer, ids [][]byte) error {
 func TestRaiseRoundTrip(t *testing.T) {
 	testkit.LeakCheck(t)
 	h := &recHandler{}
-	peer := NewPeer(serve(t, h, ServerOptions{}))
+	peer := NewPeer(serve(t, h, ServerOptions{}), link.ProtocolVersion)
 	want := []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 2}, {ID: gossip.ID{2, 3}, HopLimit: 6}}
 	if err := peer.Raise(ctxT(t), want); err != nil {
 		t.Fatalf("raise: %v", err)
@@ -60,7 +60,7 @@ func TestRaiseMalformedRefused(t *testing.T) {
 	testkit.LeakCheck(t)
 	h := &recHandler{}
 	remote := serve(t, h, ServerOptions{})
-	peer := NewPeer(remote)
+	peer := NewPeer(remote, link.ProtocolVersion)
 	id := make([]byte, gossip.IDLen)
 	tooMany := make([][]byte, relay.MaxRaises+1)
 	for i := range tooMany {
@@ -103,7 +103,7 @@ func TestRaiseNotServedOverALink(t *testing.T) {
 		return NewServer(identity0, ServerOptions{Local: link.LocalHello("test", "qpq")}).Client()
 	}
 	la, _ := linkPair(t, newID(t), newID(t), boot, boot)
-	err := NewPeer(la.Remote()).Raise(ctxT(t), []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 1}})
+	err := NewPeer(la.Remote(), la.Version()).Raise(ctxT(t), []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 1}})
 	if !errors.Is(err, relay.ErrRaiseUnsupported) {
 		t.Fatalf("raise to a node that does not serve it: got %v, want ErrRaiseUnsupported", err)
 	}
@@ -131,7 +131,7 @@ func TestRaiseToANodeThatPredatesIt(t *testing.T) {
 	}
 	remote := schemas.MeshPeer(capnp.NewClient(server.New(old, impl, nil)))
 	defer remote.Release()
-	err := NewPeer(remote).Raise(ctxT(t), []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 1}})
+	err := NewPeer(remote, link.ProtocolVersion).Raise(ctxT(t), []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 1}})
 	if !errors.Is(err, relay.ErrRaiseUnsupported) {
 		t.Fatalf("raise to a node without the method: got %v, want ErrRaiseUnsupported", err)
 	}

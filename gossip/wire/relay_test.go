@@ -66,8 +66,8 @@ func TestEnginesRelayOverQUIC(t *testing.T) {
 		t.Fatalf("accept before the link: %v %v", added, err)
 	}
 	la, lb := linkPair(t, a.id, b.id, a.serverFor(b), b.serverFor(a))
-	defer a.eng.AddPeer(b.id.Fingerprint(), NewPeer(la.Remote()))()
-	defer b.eng.AddPeer(a.id.Fingerprint(), NewPeer(lb.Remote()))()
+	defer a.eng.AddPeer(b.id.Fingerprint(), NewPeer(la.Remote(), la.Version()))()
+	defer b.eng.AddPeer(a.id.Fingerprint(), NewPeer(lb.Remote(), lb.Version()))()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go b.eng.Run(ctx) // its summary at link-up pulls early across
@@ -105,7 +105,7 @@ func TestPanickingCallDropsTheLinkOverQUIC(t *testing.T) {
 	la, l := linkPair(t, a, b, bootA, bootB)
 	lb = l
 	close(ready)
-	err := NewPeer(la.Remote()).Raise(ctxT(t), []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 2}})
+	err := NewPeer(la.Remote(), la.Version()).Raise(ctxT(t), []relay.HopRaise{{ID: gossip.ID{1}, HopLimit: 2}})
 	if err == nil {
 		t.Fatal("a raise whose handler panicked succeeded")
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/relay"
 	"github.com/quicproquo/qpq/gossip/store"
+	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/schemas"
 
 	"github.com/quicproquo/qpq/gossip/gossiptest"
@@ -31,7 +32,7 @@ func TestHandlerPanicIsRecoveredAndDropsTheLink(t *testing.T) {
 		h := &recHandler{panicOn: method}
 		var dropped []string
 		remote := serve(t, h, ServerOptions{Drop: func(reason string) { dropped = append(dropped, reason) }})
-		peer := NewPeer(remote)
+		peer := NewPeer(remote, link.ProtocolVersion)
 		var err error
 		switch method {
 		case "push":
@@ -66,21 +67,21 @@ func TestHostileSummaryRefusedAndTheNodeStillAnswers(t *testing.T) {
 	defer st.Close()
 	eng := relay.New(relay.Options{Store: st})
 	defer eng.Close()
-	defer eng.AddPeer(identity0, NewPeer(schemas.MeshPeer{}))()
+	defer eng.AddPeer(identity0, NewPeer(schemas.MeshPeer{}, link.ProtocolVersion))()
 	remote := schemas.MeshPeer(NewServer(identity0, ServerOptions{Handler: eng}).Client())
 	defer remote.Release()
 	filter := make([]byte, 32)
 	binary.BigEndian.PutUint64(filter[0:], 1<<40)
 	binary.BigEndian.PutUint64(filter[8:], 7)
 	binary.BigEndian.PutUint64(filter[16:], 1<<40)
-	err = NewPeer(remote).Summary(ctxT(t), relay.Summary{Filter: filter, Key: make([]byte, 16), Count: 1})
+	err = NewPeer(remote, link.ProtocolVersion).Summary(ctxT(t), relay.Summary{Filter: filter, Key: make([]byte, 16), Count: 1})
 	if err == nil || !strings.Contains(err.Error(), "malformed summary") || !strings.Contains(err.Error(), "1099511627776 bits") {
 		t.Fatalf("summary claiming 2^40 bits: got %v, want a malformed-summary error naming the claim", err)
 	}
 	if err := health(t, remote); err != nil {
 		t.Fatalf("health after the hostile summary: %v", err)
 	}
-	if n, err := NewPeer(remote).Push(ctxT(t), []gossip.Envelope{gossiptest.Hops(gossiptest.DM(nil, nil, 60, 1), 3)}); err != nil || n != 1 {
+	if n, err := NewPeer(remote, link.ProtocolVersion).Push(ctxT(t), []gossip.Envelope{gossiptest.Hops(gossiptest.DM(nil, nil, 60, 1), 3)}); err != nil || n != 1 {
 		t.Fatalf("push after the hostile summary: %d %v", n, err)
 	}
 }

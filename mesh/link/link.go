@@ -121,6 +121,9 @@ func (l *Link) Outbound() bool { return l.outbound }
 // RemoteAddr returns the peer's UDP address.
 func (l *Link) RemoteAddr() net.Addr { return l.conn.RemoteAddr() }
 
+// Version is the protocol version the two sides agreed on in hello.
+func (l *Link) Version() uint16 { return l.version }
+
 // PeerHello returns what the peer said in hello.
 func (l *Link) PeerHello() Hello { return l.hello }
 

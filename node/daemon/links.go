@@ -125,7 +125,7 @@ func (d *Daemon) runLink(l *link.Link, in linkInfo) (registered bool) {
 	}
 	d.log.Info("link up", "peer", l.Peer(), "addr", l.RemoteAddr(), "direction", dir, "peer_software", l.PeerHello().Software)
 	defer d.removeLink(l)
-	stopRelay := d.eng.AddPeer(l.Peer(), wire.NewPeer(l.Remote()))
+	stopRelay := d.eng.AddPeer(l.Peer(), wire.NewPeer(l.Remote(), l.Version()))
 	defer stopRelay()
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
