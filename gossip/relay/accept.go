@@ -31,6 +31,40 @@ func (e *Engine) Accept(env gossip.Envelope, src Source) (added bool, err error)
 			return false, err
 		}
 	}
+	return e.admit(env, src)
+}
+
+// AcceptPush handles a neighbour's push: it takes as many envelopes,
+// from the first, as the neighbour's rate budget allows, and accepts
+// each (an envelope refused for good counts as taken). With flow, the
+// answer says how many were taken and when to send the rest; without
+// (a neighbour at protocol version 1, which cannot read that answer), a
+// push over the budget is refused with ErrRateLimited once the part
+// within it is handled, as version 1 did.
+func (e *Engine) AcceptPush(from identity.Fingerprint, envs []gossip.Envelope, flow bool) (PushResult, error) {
+	n, wait := e.takeUpTo(from, len(envs))
+	res := PushResult{Taken: n, RetryAfter: wait}
+	for _, env := range envs[:n] {
+		added, err := e.admit(env, Source{Peer: from})
+		if err != nil {
+			e.log.Debug("refused envelope from peer", "peer", from, "id", env.ID, "err", err)
+			continue
+		}
+		if added {
+			res.Accepted++
+		}
+	}
+	if n < len(envs) && !flow {
+		return res, ErrRateLimited
+	}
+	if n == len(envs) {
+		res.RetryAfter = 0
+	}
+	return res, nil
+}
+
+// admit checks and stores an envelope whose rate budget was taken.
+func (e *Engine) admit(env gossip.Envelope, src Source) (added bool, err error) {
 	switch env.Kind {
 	case schemas.Envelope_Kind_receipt:
 		secret, err := gossip.ReceiptSecret(env)
