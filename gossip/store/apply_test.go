@@ -231,6 +231,31 @@ func TestApplyQuotaAsOneByOne(t *testing.T) {
 			ops = append(ops, putOp(put[rng.IntN(len(put))], sources[rng.IntN(len(sources))]))
 		}
 	}
+	refusals := applyBothWays(t, batch, single, ops)
+	if refusals[ErrFull] == 0 || refusals[ErrSourceFull] == 0 || refusals[ErrMailboxQuota] == 0 {
+		t.Fatalf("the ops do not reach every quota: %v", refusals)
+	}
+	compareStats(t, batch.Stats(), single.Stats())
+
+	// What each source may still put into each mailbox is the same too.
+	for _, src := range append(sources, "new") {
+		for _, d := range dests {
+			e := gossiptest.DM(d, nil, 3600, 1)
+			a1, e1 := batch.Put(e, src)
+			a2, e2 := single.Put(e, src)
+			if a1 != a2 || fmt.Sprint(e1) != fmt.Sprint(e2) {
+				t.Fatalf("%s into a mailbox after the ops: batch added=%v err=%v, one by one added=%v err=%v", src, a1, e1, a2, e2)
+			}
+		}
+	}
+	compareStats(t, batch.Stats(), single.Stats())
+}
+
+// applyBothWays applies ops as one batch on batch and one by one on
+// single, fails unless every result is the same, and counts the quota
+// refusals by kind.
+func applyBothWays(t *testing.T, batch, single *testStore, ops []Op) map[error]int {
+	t.Helper()
 	got := batch.mustApply(ops...)
 	refusals := map[error]int{}
 	for i, op := range ops {
@@ -257,23 +282,7 @@ func TestApplyQuotaAsOneByOne(t *testing.T) {
 			}
 		}
 	}
-	if refusals[ErrFull] == 0 || refusals[ErrSourceFull] == 0 || refusals[ErrMailboxQuota] == 0 {
-		t.Fatalf("the ops do not reach every quota: %v", refusals)
-	}
-	compareStats(t, batch.Stats(), single.Stats())
-
-	// What each source may still put into each mailbox is the same too.
-	for _, src := range append(sources, "new") {
-		for _, d := range dests {
-			e := gossiptest.DM(d, nil, 3600, 1)
-			a1, e1 := batch.Put(e, src)
-			a2, e2 := single.Put(e, src)
-			if a1 != a2 || fmt.Sprint(e1) != fmt.Sprint(e2) {
-				t.Fatalf("%s into a mailbox after the ops: batch added=%v err=%v, one by one added=%v err=%v", src, a1, e1, a2, e2)
-			}
-		}
-	}
-	compareStats(t, batch.Stats(), single.Stats())
+	return refusals
 }
 
 func compareStats(t *testing.T, a, b Stats) {
