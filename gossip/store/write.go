@@ -30,6 +30,9 @@ import (
 // share), ErrMailboxQuota (the mailbox is full) or ErrFull (the budget
 // or the store is full). An envelope that fails gossip's checks, or has
 // no TTL left (ErrExpired), is refused too.
+//
+// Put is an Apply of one op and costs one commit; Apply stores many
+// envelopes in one.
 func (s *Store) Put(e gossip.Envelope, source string) (added bool, err error) {
 	res, err := s.apply([]Op{{Put: &e, Source: source}})
 	if err != nil {
