@@ -22,6 +22,7 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/seen"
+	"github.com/quicproquo/qpq/gossip/store"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/schemas"
 )
@@ -33,6 +34,9 @@ type Store interface {
 	Mailbox(dest []byte, limit int) ([]gossip.Envelope, error)
 	Delete(id gossip.ID) (bool, error)
 	DeleteByReceiptTag(tag []byte) (int, error)
+	// Apply makes a batch of puts and deletions in one transaction
+	// (one commit); see gossip/store.
+	Apply(ops []store.Op) ([]store.Result, error)
 	Has(id gossip.ID) bool
 	IDs(fn func(id gossip.ID, kind schemas.Envelope_Kind) bool) error
 	// Purge removes expired envelopes and old tombstones.
