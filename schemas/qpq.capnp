@@ -122,8 +122,13 @@ interface MeshPeer {
   # and the answer to a summary. Each arrives with its remaining TTL and
   # the hop limit already decremented for this hop. The receiver checks
   # every envelope and stores what is new; accepted counts those.
-  # A peer that pushes too fast gets an error and retries later.
-  push @2 (envelopes :List(Envelope)) -> (accepted :UInt32);
+  # A peer that pushes too fast gets an error and retries later, from a
+  # callee at protocol version 1. From version 2 the callee answers
+  # instead: taken is how many of the envelopes, from the first, it
+  # handled (stored, or refused for good); the caller keeps the rest and
+  # sends them again, no sooner than retryAfterMs from now. Both are 0 from
+  # an older callee, which handled all of them.
+  push @2 (envelopes :List(Envelope)) -> (accepted :UInt32, taken :UInt32, retryAfterMs :UInt32);
 
   # summary offers a bloom filter of the ids the caller holds; the callee
   # pushes back (with push) what the filter shows the caller lacks. key is

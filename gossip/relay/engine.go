@@ -17,10 +17,12 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/seen"
+	"github.com/quicproquo/qpq/gossip/store"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/schemas"
 )
@@ -32,6 +34,9 @@ type Store interface {
 	Mailbox(dest []byte, limit int) ([]gossip.Envelope, error)
 	Delete(id gossip.ID) (bool, error)
 	DeleteByReceiptTag(tag []byte) (int, error)
+	// Apply makes a batch of puts and deletions in one transaction
+	// (one commit); see gossip/store.
+	Apply(ops []store.Op) ([]store.Result, error)
 	Has(id gossip.ID) bool
 	IDs(fn func(id gossip.ID, kind schemas.Envelope_Kind) bool) error
 	// Purge removes expired envelopes and old tombstones.
@@ -40,12 +45,27 @@ type Store interface {
 
 // Peer is a linked neighbour as the engine sees it.
 type Peer interface {
-	Push(ctx context.Context, envs []gossip.Envelope) (accepted int, err error)
+	// Push sends envelopes. A neighbour may take only the first of them
+	// and say when to send the rest (PushResult), or, an older one,
+	// refuse them all with an error IsRateLimited recognises.
+	Push(ctx context.Context, envs []gossip.Envelope) (PushResult, error)
 	Summary(ctx context.Context, s Summary) error
 	// Raise tells the neighbour it may hold broadcasts it has with a
 	// higher hop limit. A neighbour that does not serve it (an older
 	// node) gives an error wrapping ErrRaiseUnsupported.
 	Raise(ctx context.Context, raises []HopRaise) error
+}
+
+// PushResult is a neighbour's answer to a push.
+type PushResult struct {
+	Accepted int // envelopes it newly stored
+	// Taken is how many envelopes, from the first, it handled (stored or
+	// refused for good); the caller sends the rest again, no sooner than
+	// RetryAfter from now.
+	// Taken and RetryAfter both zero (an older neighbour's answer) mean
+	// all were taken.
+	Taken      int
+	RetryAfter time.Duration
 }
 
 // Versioned is a Peer that says which protocol version its link agreed
@@ -88,6 +108,10 @@ type Options struct {
 	ReceiptHops uint8
 	// Now is the monotonic clock for rate limits (tests inject it).
 	Now func() time.Time
+	// After is the timer a sender waits on when a neighbour asks it to
+	// hold back; tests that drive Now inject one to match. Default
+	// time.After.
+	After func(time.Duration) <-chan time.Time
 	// MaxBroadcastHops caps a broadcast's hop limit (DESIGN: 7).
 	MaxBroadcastHops uint8
 	// Seen configures the broadcast seen-set; its Confirm is the store.
@@ -130,6 +154,10 @@ type Engine struct {
 
 	receipts note // fired when a receipt is stored (receipts.go)
 
+	// pushWaits counts pushes a neighbour asked us to hold back (flow
+	// control), for status and benchmarks.
+	pushWaits atomic.Int64
+
 	wg sync.WaitGroup // every goroutine the engine starts
 }
 
@@ -152,6 +180,9 @@ func New(o Options) *Engine {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.After == nil {
+		o.After = time.After
 	}
 	if o.PurgeInterval <= 0 {
 		o.PurgeInterval = time.Minute
@@ -181,6 +212,10 @@ func New(o Options) *Engine {
 	}
 	return &Engine{o: o, log: o.Log, seen: set, boost: map[gossip.ID]uint8{}, peers: map[identity.Fingerprint]*peer{}, waiters: map[[32]byte]map[chan struct{}]struct{}{}}
 }
+
+// PushWaits counts the pushes neighbours asked this node to hold back
+// and send again later (flow control) since New.
+func (e *Engine) PushWaits() int64 { return e.pushWaits.Load() }
 
 // SeenStats reports the broadcast seen-set.
 func (e *Engine) SeenStats() seen.Stats { return e.seen.Stats() }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"errors"
+	"strings"
 )
 
 // Errors Accept and HandleRaise return, and one a Peer returns.
@@ -23,3 +24,10 @@ var ErrStale = errors.New("an equal or newer bundle is held")
 // ErrBadSummary: a summary whose key or filter is malformed, or whose
 // filter claims more than it holds or than a summary may hold.
 var ErrBadSummary = errors.New("malformed summary")
+
+// IsRateLimited reports whether err is a neighbour's refusal for sending
+// too fast: ErrRateLimited here, or its text in an error that crossed the
+// wire from a node that answers pushes that way (protocol version 1).
+func IsRateLimited(err error) bool {
+	return err != nil && (errors.Is(err, ErrRateLimited) || strings.Contains(err.Error(), ErrRateLimited.Error()))
+}

@@ -77,21 +77,27 @@ func (e *Engine) Channel(ids [][32]byte, after []gossip.ID, limit, maxBytes int)
 // address), so a client acking made-up secrets fills only its own share
 // of the receipt budget.
 func (e *Engine) Ack(secrets [][]byte, src Source) (deleted int, err error) {
+	rs := make([]gossip.Envelope, 0, len(secrets))
 	for _, k := range secrets {
 		r, err := gossip.NewReceipt(k, uint32(e.o.ReceiptTTL/time.Second), e.o.ReceiptHops)
 		if err != nil {
-			return deleted, err
+			return 0, err
 		}
-		n, err := e.o.Store.DeleteByReceiptTag(r.Destination)
-		if err != nil {
-			return deleted, err
-		}
-		deleted += n
-		if _, err := e.Accept(r, src); err != nil {
-			return deleted, err
+		rs = append(rs, r)
+	}
+	// One commit for the lot: each receipt deletes what its secret tags
+	// and is stored to travel on.
+	out, err := e.admitBatch(rs, src)
+	if err != nil {
+		return 0, err
+	}
+	for _, o := range out {
+		deleted += o.deleted
+		if o.err != nil && err == nil {
+			err = o.err
 		}
 	}
-	return deleted, nil
+	return deleted, err
 }
 
 // Wait returns a channel that is signalled when a dm for dest arrives,

@@ -12,8 +12,12 @@ import (
 )
 
 const (
-	pushTimeout    = 20 * time.Second
-	peerQueueLen   = 4096
+	pushTimeout = 20 * time.Second
+	// retryFirst and retryMax pace pushes to a neighbour that refuses
+	// them without saying when to come back (an older node's rate
+	// limit error): the wait doubles from the first to the last.
+	retryFirst     = 250 * time.Millisecond
+	retryMax       = 10 * time.Second
 	maxSentPerPeer = 1 << 17 // ids remembered per neighbour (~4 MiB at worst)
 	// maxRetryRaises bounds the raises remembered per neighbour for the
 	// next summary round; past it a lost raise is not offered again.
@@ -29,7 +33,7 @@ const (
 type peer struct {
 	fp     identity.Fingerprint
 	p      Peer
-	queue  chan gossip.ID
+	queue  *idQueue
 	ctx    context.Context // done when the neighbour is removed
 	cancel context.CancelFunc
 
@@ -43,6 +47,10 @@ type peer struct {
 	noRaise bool                   // the neighbour does not serve raise
 	tokens  float64                // envelope and raise budget (PeerRate, PeerBurst)
 	last    time.Time              // when tokens was last refilled
+	// credit is budget beyond tokens for envelopes we asked for: each
+	// summary we send the neighbour invites it to push what we lack,
+	// so a new neighbour catches up at the link's pace, not PeerRate's.
+	credit float64
 	// sumTokens is the summary budget: summaryBurst, one more per
 	// SummaryGap.
 	sumTokens float64
@@ -158,7 +166,7 @@ func (p *peer) stopRaises() {
 // function that stops it (call it when the link goes down).
 func (e *Engine) AddPeer(fp identity.Fingerprint, p Peer) (remove func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	pe := &peer{fp: fp, p: p, queue: make(chan gossip.ID, peerQueueLen), ctx: ctx, cancel: cancel, known: map[gossip.ID]uint8{}, retry: map[gossip.ID]struct{}{}, tokens: e.o.PeerBurst, last: e.o.Now(), sumTokens: summaryBurst, sumLast: e.o.Now()}
+	pe := &peer{fp: fp, p: p, queue: newIDQueue(), ctx: ctx, cancel: cancel, known: map[gossip.ID]uint8{}, retry: map[gossip.ID]struct{}{}, tokens: e.o.PeerBurst, last: e.o.Now(), sumTokens: summaryBurst, sumLast: e.o.Now()}
 	e.peersMu.Lock()
 	if e.closed {
 		e.peersMu.Unlock()
@@ -192,20 +200,49 @@ func (e *Engine) AddPeer(fp identity.Fingerprint, p Peer) (remove func()) {
 
 // take spends one token of a neighbour's rate budget.
 func (e *Engine) take(fp identity.Fingerprint) error {
+	if n, _ := e.takeUpTo(fp, 1); n == 0 {
+		return ErrRateLimited
+	}
+	return nil
+}
+
+// takeUpTo spends up to n tokens of a neighbour's budget (its invited
+// credit first) and returns how many it got; when fewer than n, wait is
+// how long until the rest (at most one push batch of it) would be there.
+func (e *Engine) takeUpTo(fp identity.Fingerprint, n int) (got int, wait time.Duration) {
 	p := e.peer(fp)
 	if p == nil {
-		return nil
+		return n, 0
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := e.o.Now()
 	p.tokens = min(e.o.PeerBurst, p.tokens+now.Sub(p.last).Seconds()*e.o.PeerRate)
 	p.last = now
-	if p.tokens < 1 {
-		return ErrRateLimited
+	for got < n && p.credit >= 1 {
+		p.credit--
+		got++
 	}
-	p.tokens--
-	return nil
+	for got < n && p.tokens >= 1 {
+		p.tokens--
+		got++
+	}
+	if got == n {
+		return got, 0
+	}
+	need := float64(min(n-got, pushBatch)) - p.tokens
+	return got, time.Duration(need / e.o.PeerRate * float64(time.Second))
+}
+
+// invite grants neighbour fp credit for n envelopes beyond its rate: we
+// just asked it (with a summary) for what we lack. Credit does not pile
+// up past one round's worth.
+func (e *Engine) invite(fp identity.Fingerprint, n int) {
+	if p := e.peer(fp); p != nil {
+		p.mu.Lock()
+		p.credit = min(float64(n), p.credit+float64(n))
+		p.mu.Unlock()
+	}
 }
 
 func (e *Engine) markKnown(fp identity.Fingerprint, id gossip.ID, level uint8) {
@@ -223,9 +260,7 @@ func (e *Engine) fanOut(id gossip.ID, except identity.Fingerprint) {
 		if fp == except {
 			continue
 		}
-		select {
-		case p.queue <- id:
-		default:
+		if !p.queue.push(id) {
 			// Full: the next summary exchange carries it instead.
 			e.log.Debug("push queue full; left to anti-entropy", "peer", fp)
 		}
@@ -241,11 +276,9 @@ func (e *Engine) sendLoop(ctx context.Context, p *peer) {
 	raises := make([]HopRaise, 0, raiseBatch)
 	prev := make([]uint8, 0, raiseBatch) // each raise's level before its claim
 	for {
-		var id gossip.ID
-		select {
-		case <-ctx.Done():
+		id, ok := p.queue.pop(ctx)
+		if !ok {
 			return
-		case id = <-p.queue:
 		}
 		batch, raises, prev = batch[:0], raises[:0], prev[:0]
 		size := 0
@@ -261,10 +294,8 @@ func (e *Engine) sendLoop(ctx context.Context, p *peer) {
 			if len(batch) == pushBatch || size >= pushBytes || len(raises) == raiseBatch {
 				break
 			}
-			select {
-			case id = <-p.queue:
+			if id, ok = p.queue.tryPop(); ok {
 				continue
-			default:
 			}
 			break
 		}
@@ -277,17 +308,49 @@ func (e *Engine) sendLoop(ctx context.Context, p *peer) {
 	}
 }
 
+// push sends batch to p at the pace p asks for: what it did not take it
+// gets again once it said it may (flow control), or, from an older node
+// that refuses with a rate-limit error, after a wait that doubles. Only a
+// push that fails otherwise (link lost, timeout) is left to the next
+// summary round.
 func (e *Engine) push(ctx context.Context, p *peer, batch []gossip.Envelope) {
-	pctx, cancel := context.WithTimeout(ctx, pushTimeout)
-	_, err := p.p.Push(pctx, batch)
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil {
-			e.log.Debug("push failed", "peer", p.fp, "count", len(batch), "err", err)
+	backoff := retryFirst
+	for len(batch) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, pushTimeout)
+		res, err := p.p.Push(pctx, batch)
+		cancel()
+		var wait time.Duration
+		switch {
+		case err == nil:
+			if res.Taken <= 0 && res.RetryAfter <= 0 {
+				return // an answer without flow control: all taken
+			}
+			batch = batch[min(max(res.Taken, 0), len(batch)):]
+			if len(batch) == 0 {
+				return
+			}
+			wait, backoff = max(res.RetryAfter, time.Millisecond), retryFirst
+			e.pushWaits.Add(1)
+		case IsRateLimited(err) && ctx.Err() == nil:
+			wait, backoff = backoff, min(2*backoff, retryMax)
+			e.pushWaits.Add(1)
+		default:
+			if ctx.Err() == nil {
+				e.log.Debug("push failed", "peer", p.fp, "count", len(batch), "err", err)
+			}
+			// The envelopes stay stored; the next summary asks again.
+			for _, env := range batch {
+				p.forget(env.ID)
+			}
+			return
 		}
-		// The envelopes stay stored; the next summary asks again.
-		for _, env := range batch {
-			p.forget(env.ID)
+		select {
+		case <-ctx.Done():
+			for _, env := range batch {
+				p.forget(env.ID)
+			}
+			return
+		case <-e.o.After(min(wait, retryMax)):
 		}
 	}
 }

@@ -137,12 +137,12 @@ type recPeer struct {
 
 func newRecPeer() *recPeer { return &recPeer{wake: make(chan struct{}, 1)} }
 
-func (r *recPeer) Push(ctx context.Context, envs []gossip.Envelope) (int, error) {
+func (r *recPeer) Push(ctx context.Context, envs []gossip.Envelope) (PushResult, error) {
 	r.mu.Lock()
 	r.pushed = append(r.pushed, envs...)
 	r.mu.Unlock()
 	r.signal()
-	return len(envs), nil
+	return PushResult{Accepted: len(envs), Taken: len(envs)}, nil
 }
 
 func (r *recPeer) Summary(context.Context, Summary) error { return nil }

@@ -76,21 +76,11 @@ type memPeer struct {
 	from identity.Fingerprint
 }
 
-func (p memPeer) Push(ctx context.Context, envs []gossip.Envelope) (int, error) {
+func (p memPeer) Push(ctx context.Context, envs []gossip.Envelope) (PushResult, error) {
 	p.to.pushes.Add(1)
 	p.to.inFlight.Add(1)
 	defer p.to.inFlight.Add(-1)
-	n := 0
-	for _, e := range envs {
-		added, err := p.to.eng.Accept(e, Source{Peer: p.from})
-		if err != nil {
-			return n, err
-		}
-		if added {
-			n++
-		}
-	}
-	return n, nil
+	return p.to.eng.AcceptPush(p.from, envs, true)
 }
 
 func (p memPeer) Summary(ctx context.Context, s Summary) error {
@@ -143,7 +133,7 @@ func queued(e *Engine) int {
 	defer e.peersMu.Unlock()
 	total := 0
 	for _, p := range e.peers {
-		total += len(p.queue)
+		total += p.queue.len()
 	}
 	return total
 }

@@ -117,7 +117,12 @@ func (e *Engine) sendSummary(ctx context.Context, p *peer) error {
 	if err != nil {
 		return err
 	}
-	return p.p.Summary(ctx, s)
+	if err := p.p.Summary(ctx, s); err != nil {
+		return err
+	}
+	// The neighbour now pushes what we lack: let it, at the link's pace.
+	e.invite(p.fp, e.o.MaxSummaryPush)
+	return nil
 }
 
 // HandleSummary queues for neighbour fp every envelope its digest shows
@@ -148,10 +153,7 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 	// Raises that were lost or refused since the last round go again;
 	// sendLoop sends each only if the neighbour still holds fewer hops.
 	for _, id := range p.takeRetries() {
-		select {
-		case p.queue <- id:
-		default:
-		}
+		p.queue.push(id)
 	}
 	buf := make([]byte, summaryKeyLen+gossip.IDLen)
 	copy(buf, s.Key)
@@ -166,12 +168,10 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 		// The digest is fresher than our record of what we sent: a push
 		// that was lost after it looked delivered is sent again.
 		p.forget(id)
-		select {
-		case p.queue <- id:
-			queued++
-			return queued < e.o.MaxSummaryPush // the rest: next round
-		default:
+		if !p.queue.push(id) {
 			return false // queue full: the next round continues
 		}
+		queued++
+		return queued < e.o.MaxSummaryPush // the rest: next round
 	})
 }

@@ -73,7 +73,7 @@ func TestSummaryFloodTriggersBoundedPushes(t *testing.T) {
 		t.Errorf("a second summary at once: got %v, want ErrRateLimited", err)
 	}
 	// Let the sender drain what was queued, then stop it.
-	testkit.WaitFor(t, 10*time.Second, "the sender to drain its queue", func() bool { return len(n.eng.peer(attacker).queue) == 0 })
+	testkit.WaitFor(t, 10*time.Second, "the sender to drain its queue", func() bool { return n.eng.peer(attacker).queue.len() == 0 })
 	n.eng.Close()
 	rp.mu.Lock()
 	pushed := len(rp.pushed)

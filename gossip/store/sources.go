@@ -22,6 +22,12 @@ import (
 // Memory is bounded: a source, and its share of a mailbox, is forgotten
 // once it holds nothing, so there are at most as many entries as
 // envelopes put since Open.
+//
+// A write transaction charges and releases here as it goes (so that the
+// ops of one batch see each other's quota use exactly as if each had
+// committed alone) and keeps an undo record of each change; if the
+// transaction does not commit, the records are undone in reverse order
+// (see Store.updateLocked).
 // The Store's mutex guards everything here.
 type sources struct {
 	mac    hash.Hash
@@ -101,11 +107,67 @@ func (ss *sources) unmask(id gossip.ID, m uint64) uint64 { return m ^ ss.pad(id)
 
 func (ss *sources) count() int { return len(ss.byName) }
 
+// srcUndo restores what one charge or release changed: the source's
+// entry (its contents and whether the maps held it), the slot counter,
+// the active counts and the one mailbox share it touched.
+type srcUndo struct {
+	s        *source // nil: the change touched nothing
+	prev     source
+	inMaps   bool
+	last     uint64
+	active   [numPools]int
+	mk       mboxKey
+	mprev    int64
+	mhad     bool
+	mtouched bool
+}
+
+// snapshot records the state a change to s (and to mailbox share mk,
+// when touched) is about to alter.
+func (ss *sources) snapshot(s *source, inMaps bool, mk mboxKey, mtouched bool) srcUndo {
+	u := srcUndo{s: s, prev: *s, inMaps: inMaps, last: ss.last, active: ss.active, mk: mk, mtouched: mtouched}
+	if mtouched {
+		u.mprev, u.mhad = ss.inMbox[mk]
+	}
+	return u
+}
+
+// undo reverses one change recorded by charge or release; changes must
+// be undone newest first.
+func (ss *sources) undo(u srcUndo) {
+	if u.s == nil {
+		return
+	}
+	ss.last, ss.active = u.last, u.active
+	*u.s = u.prev
+	if u.inMaps {
+		ss.byName[u.s.name] = u.s
+		ss.bySlot[u.s.slot] = u.s
+	} else {
+		delete(ss.byName, u.s.name)
+		delete(ss.bySlot, u.s.slot)
+	}
+	if u.mtouched {
+		if u.mhad {
+			ss.inMbox[u.mk] = u.mprev
+		} else {
+			delete(ss.inMbox, u.mk)
+		}
+	}
+}
+
 // charge adds n bytes of pool p in dest's mailbox (none when dest is
-// empty) to name, creating its entry under slot if new.
-func (ss *sources) charge(c charge) {
+// empty) to name, creating its entry under slot if new. It returns how
+// to undo it.
+func (ss *sources) charge(c charge) srcUndo {
 	s := ss.byName[c.name]
+	inMaps := s != nil
 	if s == nil {
+		s = &source{name: c.name, slot: c.slot}
+	}
+	mk := mboxKey{string(c.dest), c.slot}
+	u := ss.snapshot(s, inMaps, mk, len(c.dest) > 0)
+	if !inMaps {
 		s = &source{name: c.name, slot: c.slot}
 		ss.byName[c.name] = s
 		ss.bySlot[c.slot] = s
@@ -119,19 +181,22 @@ func (ss *sources) charge(c charge) {
 	s.bytes[c.pool] += c.n
 	s.total += c.n
 	if len(c.dest) > 0 {
-		ss.inMbox[mboxKey{string(c.dest), c.slot}] += c.n
+		ss.inMbox[mk] += c.n
 	}
+	return u
 }
 
 // release gives back n bytes of pool p in dest's mailbox held under
-// slot, forgetting what holds nothing any more.
-func (ss *sources) release(r release) {
+// slot, forgetting what holds nothing any more. It returns how to undo
+// it.
+func (ss *sources) release(r release) srcUndo {
 	s := ss.bySlot[r.slot]
 	if s == nil {
-		return
+		return srcUndo{}
 	}
+	k := mboxKey{string(r.dest), r.slot}
+	u := ss.snapshot(s, true, k, len(r.dest) > 0)
 	if len(r.dest) > 0 {
-		k := mboxKey{string(r.dest), r.slot}
 		if left := ss.inMbox[k] - r.n; left > 0 {
 			ss.inMbox[k] = left
 		} else {
@@ -150,4 +215,5 @@ func (ss *sources) release(r release) {
 		delete(ss.byName, s.name)
 		delete(ss.bySlot, s.slot)
 	}
+	return u
 }

@@ -17,9 +17,10 @@
 // was set years forward or back adds nothing, so it neither expires nor
 // revives anything.
 //
-// Durability. Every Put, Delete and Purge commits (with fsync) before it
-// returns, so an envelope acknowledged to a client or peer survives
-// kill -9 and power loss.
+// Durability. Every Put, Delete, Apply and Purge commits (with fsync)
+// before it returns, so an envelope acknowledged to a client or peer
+// survives kill -9 and power loss. Apply groups many changes into one
+// commit (one fsync), which is what a relay's throughput is bound by.
 //
 // Privacy. The file never holds who handed the node an envelope: the
 // per-source quota is counted in memory only (see sources).
@@ -359,8 +360,7 @@ type txState struct {
 	bytes      int64
 	tombstones int64
 	pools      [numPools]int64
-	released   []release // source bytes freed by deletes
-	charged    *charge   // source bytes taken by a put
+	srcUndo    []srcUndo // per-source charges and releases made so far, undone unless it commits
 	tombsLost  int       // tombstones dropped early to stay under MaxTombstones
 	damaged    []damage  // damaged records removed, logged after commit
 }
@@ -385,8 +385,22 @@ type damage struct {
 	err error
 }
 
+// chargeLocked charges a put's bytes to its source now, so that later
+// ops of the same transaction see them; undone unless it commits.
+func (s *Store) chargeLocked(st *txState, c charge) {
+	st.srcUndo = append(st.srcUndo, s.src.charge(c))
+}
+
+// releaseLocked gives a deleted record's bytes back to its source now;
+// undone unless the transaction commits.
+func (s *Store) releaseLocked(st *txState, r release) {
+	st.srcUndo = append(st.srcUndo, s.src.release(r))
+}
+
 // update runs fn in a write transaction that also persists the clock and
-// counters; s.mu must be held. In-memory state changes only if it commits.
+// counters; s.mu must be held. In-memory state changes only if it commits:
+// the counters are taken over then, and the per-source accounting fn
+// changed as it went is undone otherwise.
 func (s *Store) updateLocked(fn func(tx *bolt.Tx, st *txState) error) (*txState, error) {
 	if s.closed {
 		return nil, ErrClosed
@@ -402,16 +416,13 @@ func (s *Store) updateLocked(fn func(tx *bolt.Tx, st *txState) error) (*txState,
 		})
 	})
 	if err != nil {
+		for i := len(st.srcUndo) - 1; i >= 0; i-- {
+			s.src.undo(st.srcUndo[i])
+		}
 		return nil, err
 	}
 	s.seq, s.envelopes, s.bytes, s.tombstones, s.pools = st.seq, st.envelopes, st.bytes, st.tombstones, st.pools
 	s.commits++
-	for _, r := range st.released {
-		s.src.release(r)
-	}
-	if c := st.charged; c != nil {
-		s.src.charge(*c)
-	}
 	for _, d := range st.damaged {
 		s.damaged++
 		s.log.Error("store: removed a damaged record; the rest is delivered", "path", s.path, "id", fmt.Sprintf("%x", d.id), "err", d.err)

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -31,33 +30,15 @@ import (
 // share), ErrMailboxQuota (the mailbox is full) or ErrFull (the budget
 // or the store is full). An envelope that fails gossip's checks, or has
 // no TTL left (ErrExpired), is refused too.
+//
+// Put is an Apply of one op and costs one commit; Apply stores many
+// envelopes in one.
 func (s *Store) Put(e gossip.Envelope, source string) (added bool, err error) {
-	if err := e.Check(); err != nil {
-		return false, fmt.Errorf("store: put: %w", err)
-	}
-	if e.TTLSeconds == 0 {
-		return false, fmt.Errorf("store: put %v: %w", e.ID, ErrExpired)
-	}
-	e.TTLSeconds = ttlSeconds(min(time.Duration(e.TTLSeconds)*time.Second, s.opt.MaxTTL))
-	e.HopLimit = min(e.HopLimit, s.opt.MaxHops)
-	format, body, err := recordBody(&e)
+	res, err := s.apply([]Op{{Put: &e, Source: source}})
 	if err != nil {
 		return false, fmt.Errorf("store: put %v: %w", e.ID, err)
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	added, err = s.putLocked(&e, format, body, source)
-	if isQuota(err) && s.anyExpired() {
-		// Room held by expired envelopes is free for the taking.
-		if n, _, perr := s.purgeLocked(); perr == nil && n > 0 {
-			added, err = s.putLocked(&e, format, body, source)
-		}
-	}
-	if err != nil {
-		return false, fmt.Errorf("store: put %v: %w", e.ID, err)
-	}
-	return added, nil
+	return res[0].Added, res[0].Err
 }
 
 // anyExpired reports whether an expired envelope awaits Purge; a cheap
@@ -116,67 +97,6 @@ func (s *Store) admitLocked(st *txState, p pool, dest []byte, mboxUsed, size int
 		}
 	}
 	return nil
-}
-
-func (s *Store) putLocked(e *gossip.Envelope, format byte, body []byte, source string) (bool, error) {
-	added := false
-	_, err := s.updateLocked(func(tx *bolt.Tx, st *txState) error {
-		env := tx.Bucket(bucketEnv)
-		if env.Get(e.ID[:]) != nil || tx.Bucket(bucketTomb).Get(e.ID[:]) != nil {
-			return nil
-		}
-		slot := s.src.slotFor(source)
-		h := recHeader{
-			format:    format,
-			kind:      e.Kind,
-			expiresAt: st.now + time.Duration(e.TTLSeconds)*time.Second,
-			seq:       st.seq + 1,
-			srcMask:   s.src.mask(e.ID, slot),
-		}
-		rec := h.encode(body)
-		size := int64(len(rec))
-		p := poolOf(e.Kind)
-		mbox := tx.Bucket(bucketMbox)
-		var mboxUsed int64
-		if len(e.Destination) > 0 {
-			mboxUsed = int64(getU64(mbox.Get(e.Destination)))
-		}
-		if err := s.admitLocked(st, p, e.Destination, mboxUsed, size, source, slot); err != nil {
-			return err
-		}
-
-		id := clone(e.ID[:])
-		if err := env.Put(id, rec); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketExp).Put(cat(u64(uint64(h.expiresAt)), e.ID[:]), kindBytes(e.Kind)); err != nil {
-			return err
-		}
-		if len(e.Destination) > 0 {
-			if err := tx.Bucket(bucketDest).Put(cat(e.Destination, u64(h.seq)), clone(e.ID[:])); err != nil {
-				return err
-			}
-			if err := mbox.Put(clone(e.Destination), u64(uint64(mboxUsed+size))); err != nil {
-				return err
-			}
-		}
-		if len(e.ReceiptTag) > 0 {
-			if err := tx.Bucket(bucketTag).Put(cat(e.ReceiptTag, e.ID[:]), []byte{}); err != nil {
-				return err
-			}
-		}
-		if err := indexReceiptLocked(tx, e.Kind, h.seq, e.ID[:]); err != nil {
-			return err
-		}
-		st.seq = h.seq
-		st.envelopes++
-		st.bytes += size
-		st.pools[p] += size
-		st.charged = &charge{name: source, slot: slot, pool: p, dest: clone(e.Destination), n: size}
-		added = true
-		return nil
-	})
-	return added, err
 }
 
 func kindBytes(k schemas.Envelope_Kind) []byte {
@@ -242,7 +162,7 @@ func (s *Store) removeLocked(tx *bolt.Tx, st *txState, id gossip.ID, rec, destKe
 	p := poolOf(h.kind)
 	st.pools[p] -= size
 	if h.seq >= s.openSeq {
-		st.released = append(st.released, release{slot: s.src.unmask(id, h.srcMask), pool: p, dest: dest, n: size})
+		s.releaseLocked(st, release{slot: s.src.unmask(id, h.srcMask), pool: p, dest: dest, n: size})
 	}
 	return nil
 }
@@ -273,7 +193,7 @@ func (s *Store) removeDamagedLocked(tx *bolt.Tx, st *txState, id gossip.ID, rec,
 			return err
 		}
 		if h.seq >= s.openSeq {
-			st.released = append(st.released, release{slot: s.src.unmask(id, h.srcMask), pool: p, dest: dest, n: size})
+			s.releaseLocked(st, release{slot: s.src.unmask(id, h.srcMask), pool: p, dest: dest, n: size})
 		}
 	}
 	if dest != nil {
@@ -342,62 +262,25 @@ func dropTomb(tomb, texp *bolt.Bucket, k []byte) error {
 // tombstones the id, also when it was not stored, so no copy arriving
 // later is taken in. It reports whether the envelope was stored.
 func (s *Store) Delete(id gossip.ID) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	removed := false
-	_, err := s.updateLocked(func(tx *bolt.Tx, st *txState) error {
-		if rec := tx.Bucket(bucketEnv).Get(id[:]); rec != nil {
-			removed = true
-			return s.deleteLocked(tx, st, id, rec)
-		}
-		return s.tombstoneLocked(tx, st, id)
-	})
+	res, err := s.apply([]Op{{Delete: &id}})
 	if err != nil {
 		return false, fmt.Errorf("store: delete %v: %w", id, err)
 	}
-	return removed, nil
+	return res[0].Deleted > 0, res[0].Err
 }
 
 // DeleteByReceiptTag deletes and tombstones every envelope whose receipt
 // tag is tag (a receipt revealed the secret behind it) and returns how
 // many there were.
 func (s *Store) DeleteByReceiptTag(tag []byte) (int, error) {
-	if len(tag) != gossip.TagLen {
-		return 0, fmt.Errorf("store: delete by receipt tag: tag is %d bytes, want %d", len(tag), gossip.TagLen)
+	if tag == nil {
+		tag = []byte{} // set, so the op is a DeleteTag and its length is checked
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	_, err := s.updateLocked(func(tx *bolt.Tx, st *txState) error {
-		var ids []gossip.ID
-		c := tx.Bucket(bucketTag).Cursor()
-		for k, _ := c.Seek(tag); k != nil && bytes.HasPrefix(k, tag); k, _ = c.Next() {
-			if len(k) != gossip.TagLen+gossip.IDLen {
-				return fmt.Errorf("%w: receipt tag index key of %d bytes", ErrCorrupt, len(k))
-			}
-			ids = append(ids, gossip.ID(k[gossip.TagLen:]))
-		}
-		env := tx.Bucket(bucketEnv)
-		for _, id := range ids {
-			rec := env.Get(id[:])
-			if rec == nil {
-				// Left behind by a damaged record's removal.
-				if err := tx.Bucket(bucketTag).Delete(cat(tag, id[:])); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := s.deleteLocked(tx, st, id, rec); err != nil {
-				return err
-			}
-			n++
-		}
-		return nil
-	})
+	res, err := s.apply([]Op{{DeleteTag: tag}})
 	if err != nil {
 		return 0, fmt.Errorf("store: delete by receipt tag: %w", err)
 	}
-	return n, nil
+	return res[0].Deleted, res[0].Err
 }
 
 // Purge deletes expired envelopes, leaving tombstones for them, and

@@ -10,6 +10,7 @@ package wire
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
 
@@ -39,10 +40,12 @@ func NewPeer(remote schemas.MeshPeer, version uint16) Peer {
 // ProtocolVersion is the version the link agreed on.
 func (p Peer) ProtocolVersion() uint16 { return p.version }
 
-// Push sends envelopes and returns how many the neighbour newly stored.
-func (p Peer) Push(ctx context.Context, envs []gossip.Envelope) (int, error) {
+// Push sends envelopes and returns the neighbour's answer: how many it
+// newly stored, and, from a neighbour that paces us (protocol version 2),
+// how many it took and when to send the rest.
+func (p Peer) Push(ctx context.Context, envs []gossip.Envelope) (relay.PushResult, error) {
 	if len(envs) > relay.MaxPush {
-		return 0, fmt.Errorf("push of %d envelopes, at most %d", len(envs), relay.MaxPush)
+		return relay.PushResult{}, fmt.Errorf("push of %d envelopes, at most %d", len(envs), relay.MaxPush)
 	}
 	fut, release := p.remote.Push(ctx, func(ps schemas.MeshPeer_push_Params) error {
 		return gossip.ToCapnpList(envs, ps.NewEnvelopes)
@@ -50,9 +53,14 @@ func (p Peer) Push(ctx context.Context, envs []gossip.Envelope) (int, error) {
 	defer release()
 	res, err := fut.Struct()
 	if err != nil {
-		return 0, err
+		return relay.PushResult{}, err
 	}
-	return int(res.Accepted()), nil
+	out := relay.PushResult{Accepted: int(res.Accepted()), Taken: int(res.Taken()), RetryAfter: time.Duration(res.RetryAfterMs()) * time.Millisecond}
+	if out.Taken == 0 && out.RetryAfter == 0 {
+		out.Taken = len(envs) // an older neighbour: it handled them all
+	}
+	out.Taken = min(out.Taken, len(envs))
+	return out, nil
 }
 
 // Summary offers the neighbour our digest.

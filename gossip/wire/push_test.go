@@ -20,8 +20,8 @@ func TestPushAndSummaryRoundTrip(t *testing.T) {
 	h := &recHandler{}
 	peer := NewPeer(serve(t, h, ServerOptions{}), link.ProtocolVersion)
 	e := gossiptest.Hops(gossiptest.DM(nil, nil, 60, 1), 3)
-	n, err := peer.Push(ctxT(t), []gossip.Envelope{e})
-	if err != nil || n != 1 {
+	r, err := peer.Push(ctxT(t), []gossip.Envelope{e})
+	if n := r.Accepted; err != nil || n != 1 {
 		t.Fatalf("push: %d %v", n, err)
 	}
 	if len(h.accepted) != 1 || h.accepted[0].ID != e.ID {

@@ -29,12 +29,12 @@ type recHandler struct {
 	panicOn   string // a method that panics instead
 }
 
-func (h *recHandler) Accept(env gossip.Envelope, src relay.Source) (bool, error) {
+func (h *recHandler) AcceptPush(from identity.Fingerprint, envs []gossip.Envelope, flow bool) (relay.PushResult, error) {
 	if h.panicOn == "push" {
 		panic("test panic in accept")
 	}
-	h.accepted = append(h.accepted, env)
-	return true, nil
+	h.accepted = append(h.accepted, envs...)
+	return relay.PushResult{Accepted: len(envs), Taken: len(envs)}, nil
 }
 
 func (h *recHandler) HandleSummary(from identity.Fingerprint, s relay.Summary) error {

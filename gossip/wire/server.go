@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -21,7 +22,9 @@ import (
 // *relay.Engine is the node's. Byte slices it is given point into the
 // RPC message: they are valid only until the method returns.
 type Handler interface {
-	Accept(env gossip.Envelope, src relay.Source) (added bool, err error)
+	// AcceptPush takes a push's envelopes; flow says the neighbour reads
+	// flow-control answers (protocol version 2 on).
+	AcceptPush(from identity.Fingerprint, envs []gossip.Envelope, flow bool) (relay.PushResult, error)
 	HandleSummary(from identity.Fingerprint, s relay.Summary) error
 	HandleRaise(from identity.Fingerprint, raises []relay.HopRaise) error
 }
@@ -53,6 +56,30 @@ type Server struct {
 	from identity.Fingerprint
 	o    ServerOptions
 	log  *slog.Logger
+	// version is the protocol version agreed when the neighbour's hello
+	// was answered; 0 before (a push cannot come before it: the
+	// neighbour's link is up only once we answered).
+	version atomic.Uint32
+}
+
+// flowVersion is the first protocol version whose pushes get flow-control
+// answers (taken, retryAfterMs) instead of a rate-limit error.
+const flowVersion = 2
+
+// Hello answers the neighbour's hello (mesh/link) and remembers the
+// version the two sides agreed on, which says how to answer its pushes.
+func (s *Server) Hello(ctx context.Context, call schemas.MeshPeer_hello) error {
+	if err := s.PeerServer.Hello(ctx, call); err != nil {
+		return err
+	}
+	if h, err := call.Args().Hello(); err == nil {
+		if theirs, err := link.ReadHello(h); err == nil {
+			if v, err := link.Negotiate(s.o.Local, theirs); err == nil {
+				s.version.Store(uint32(v))
+			}
+		}
+	}
+	return nil
 }
 
 // NewServer returns the MeshPeer offered to the neighbour from.
@@ -101,30 +128,41 @@ func (s *Server) Push(ctx context.Context, call schemas.MeshPeer_push) (err erro
 	if list.Len() > relay.MaxPush {
 		return fmt.Errorf("push of %d envelopes, at most %d", list.Len(), relay.MaxPush)
 	}
-	var accepted uint32
+	envs := make([]gossip.Envelope, 0, list.Len())
+	at := make([]int, 0, list.Len()) // each decoded envelope's place in the list
 	for i := 0; i < list.Len(); i++ {
 		env, err := gossip.FromCapnp(list.At(i))
 		if err != nil {
+			// Refused for good: counted as taken, so the sender does not
+			// send it again.
 			s.log.Debug("dropped envelope from peer", "peer", s.from, "err", err)
 			continue
 		}
-		added, err := s.o.Handler.Accept(env, relay.Source{Peer: s.from})
-		if errors.Is(err, relay.ErrRateLimited) {
-			return err
-		}
-		if err != nil {
-			s.log.Debug("refused envelope from peer", "peer", s.from, "id", env.ID, "err", err)
-			continue
-		}
-		if added {
-			accepted++
-		}
+		envs = append(envs, env)
+		at = append(at, i)
+	}
+	flow := s.version.Load() >= flowVersion
+	r, err := s.o.Handler.AcceptPush(s.from, envs, flow)
+	if err != nil {
+		return err
+	}
+	// Taken counts list places: undecodable envelopes before the first
+	// one not taken were handled too.
+	taken := list.Len()
+	if r.Taken < len(envs) {
+		taken = at[max(r.Taken, 0)]
 	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
 	}
-	res.SetAccepted(accepted)
+	res.SetAccepted(uint32(r.Accepted))
+	if flow {
+		res.SetTaken(uint32(taken))
+		if taken < list.Len() {
+			res.SetRetryAfterMs(uint32(min(max(r.RetryAfter.Milliseconds(), 1), 60_000)))
+		}
+	}
 	return nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,7 +134,7 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		id:       id,
 		tr:       tr,
 		st:       st,
-		hello:    link.LocalHello(buildinfo.String(), cfg.Domain),
+		hello:    localHello(cfg.Domain),
 		started:  time.Now(),
 		ctx:      ctx,
 		cancel:   cancel,
@@ -245,4 +247,17 @@ func (d *Daemon) Close() error {
 		}
 	})
 	return nil
+}
+
+// localHello is what this node says of itself in hello. The test hook
+// QPQ_TEST_PROTOCOL_VERSION makes it speak no newer than that version, so
+// that a test can stand a node of this build in for an older one
+// (routers upgrade one at a time); unset, as everywhere but such a test,
+// it changes nothing.
+func localHello(domain string) link.Hello {
+	h := link.LocalHello(buildinfo.String(), domain)
+	if v, err := strconv.ParseUint(os.Getenv("QPQ_TEST_PROTOCOL_VERSION"), 10, 16); err == nil && v >= uint64(h.MinVersion) && v < uint64(h.Version) {
+		h.Version = uint16(v)
+	}
+	return h
 }
