@@ -149,6 +149,14 @@ struct Summary {
   filter @0 :Data; # a bits-and-blooms/bloom/v3 filter in its MarshalBinary form
   key @1 :Data;    # 16 random bytes, prepended to each 32-byte id before hashing
   count @2 :UInt32; # how many ids went in
+  # Protocol version 2: a summary may cover only the ids in [start, end)
+  # (byte-wise order), each 32 bytes or empty: an empty start is the
+  # first id, an empty end past the last. Both empty (what a version-1
+  # node sends, and what a version-1 node reads every summary as) is the
+  # whole store. A round of partial summaries covers the whole id space;
+  # each stays well under the RPC message bound however large the store.
+  start @3 :Data;
+  end @4 :Data;
 }
 
 # HopRaise is one entry of MeshPeer.raise.
