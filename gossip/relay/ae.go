@@ -70,6 +70,10 @@ type aeCache struct {
 	mu    sync.Mutex // held while building: concurrent askers wait for one build
 	whole aeRound
 	parts aeRound
+	// clock paces rounds; nil is time.Now (tests set a fake one). Not
+	// Options.Now: tests freeze that for rate limits while syncLoop's
+	// real timers run.
+	clock func() time.Time
 }
 
 // aeRound is one cached form.
@@ -111,6 +115,9 @@ func (e *Engine) round(version uint16, force bool) ([]Summary, error) {
 		r = &e.ae.parts
 	}
 	now := time.Now()
+	if e.ae.clock != nil {
+		now = e.ae.clock()
+	}
 	if r.fresh(now, e.o.SummaryInterval, commits, counted, force) {
 		return r.sums, nil
 	}
