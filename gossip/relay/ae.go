@@ -46,9 +46,13 @@ const (
 	// always gets a fresh key and a false positive is not repeated.
 	roundReuse = 0.9
 	// roundRebuildGap is the part of SummaryInterval after which a round
-	// is rebuilt early when the store has changed since: new links then
-	// see recent contents without every link of a busy node rebuilding.
-	roundRebuildGap = 0.125
+	// is rebuilt early when the store has changed since. A stale round
+	// makes neighbours push back what arrived after it was built (a
+	// summary makes the receiver forget what it believed we hold), so a
+	// busy node rebuilds, but at most 1/roundRebuildGap times an
+	// interval however many links it has (a node rebuilt once per link
+	// before).
+	roundRebuildGap = 0.25
 )
 
 // rangeStore is a Store that reads the ids in an id range by seeking
