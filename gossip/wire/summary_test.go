@@ -2,12 +2,22 @@ package wire
 
 import (
 	"bytes"
+	"context"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
 
 	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/gossip/gossiptest"
 	"github.com/quicproquo/qpq/gossip/relay"
+	"github.com/quicproquo/qpq/gossip/store"
 	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/link"
+	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
 // sumHandler keeps copies of the summaries a Server hands it and
@@ -58,4 +68,62 @@ func TestSummaryRangeCrossesTheWire(t *testing.T) {
 	if err := peer.Summary(ctxT(t), sent[0]); err == nil || !strings.Contains(err.Error(), relay.ErrBadSummary.Error()) {
 		t.Errorf("a refused summary: got %v, want an error saying %q", err, relay.ErrBadSummary)
 	}
+}
+
+func TestPartialSummariesOverQUIC(t *testing.T) {
+	testkit.LeakCheck(t)
+	// Version-2 neighbours over real QUIC: b's round is seven partial
+	// summaries (16 ids each) and a, checking each against its ids in the
+	// range, pushes b the 30 envelopes it lacks, spread over the ranges.
+	a := newWNode(t)
+	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"), store.Options{MaxBytes: 8 << 20, MaxTTL: 7 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &wnode{id: newID(t), st: st, eng: relay.New(relay.Options{Store: st, SummaryPartIDs: 16})}
+	t.Cleanup(func() { b.eng.Close(); b.st.Close() })
+	var missing []gossip.Envelope
+	for i := range 130 {
+		e := gossiptest.DM(nil, nil, 3600, 1)
+		for _, n := range []*wnode{a, b} {
+			if n == b && i < 30 {
+				missing = append(missing, e)
+				continue
+			}
+			if added, err := n.st.Put(e, "c"); err != nil || !added {
+				t.Fatalf("put: %v %v", added, err)
+			}
+		}
+	}
+	// Every envelope a pushes b is counted: a summary whose bounds were
+	// lost on the way reads as a whole store of 16 ids, and a would push
+	// b nearly everything. (Filters of 16 ids are sized for 64, so a
+	// false positive hiding a missing id is a few in a million.)
+	counted := &countingHandler{Handler: b.eng}
+	bootB := func() capnp.Client {
+		return NewServer(a.id.Fingerprint(), ServerOptions{Local: link.LocalHello("test", "qpq"), Handler: counted}).Client()
+	}
+	la, lb := linkPair(t, a.id, b.id, a.serverFor(b), bootB)
+	defer a.eng.AddPeer(b.id.Fingerprint(), NewPeer(la.Remote(), 2))()
+	defer b.eng.AddPeer(a.id.Fingerprint(), NewPeer(lb.Remote(), 2))()
+	if err := b.eng.SendSummary(context.Background(), a.id.Fingerprint()); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range missing {
+		waitStored(t, b, e.ID)
+	}
+	if n := counted.accepts.Load(); n != int64(len(missing)) {
+		t.Errorf("a pushed b %d envelopes, want the %d it lacked", n, len(missing))
+	}
+}
+
+// countingHandler counts the envelopes pushed to its Handler.
+type countingHandler struct {
+	Handler
+	accepts atomic.Int64
+}
+
+func (c *countingHandler) Accept(env gossip.Envelope, src relay.Source) (bool, error) {
+	c.accepts.Add(1)
+	return c.Handler.Accept(env, src)
 }
