@@ -157,6 +157,10 @@ struct Summary {
   # each stays well under the RPC message bound however large the store.
   start @3 :Data;
   end @4 :Data;
+  # Version 2: the XOR of the 32-byte ids in the range, or empty. A
+  # receiver whose own ids in the range give the same digest and count
+  # skips reading them.
+  digest @5 :Data;
 }
 
 # HopRaise is one entry of MeshPeer.raise.

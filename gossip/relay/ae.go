@@ -14,6 +14,19 @@ package relay
 // seek (store.IDRange), never its whole store. Ids are uniform hashes, so
 // equal-count ranges cut by the sender hold about as many ids on the
 // receiver.
+//
+// Ranges are cut on the boundaries of 4096 buckets (the ids' first 12
+// bits), and each carries the XOR of its ids. Building a round also
+// keeps our table of per-bucket XORs and counts; a receiver whose table
+// (from its own round, at most an interval old) gives the same digest
+// and count for a range skips it without reading anything, so a
+// neighbour in step costs nothing but the messages. A stale table can
+// only skip a range the sender held exactly as we did when we built it:
+// what either side got since was pushed, or goes in a later round. The
+// XOR is not keyed: an envelope set made to XOR to zero (which someone
+// who makes envelopes can compute) and held by one side only would go
+// unnoticed in a range, as if both held it; it only hides the maker's
+// own envelopes.
 
 import (
 	"bytes"
@@ -32,10 +45,10 @@ import (
 )
 
 const (
-	// defaultSummaryPartIDs is how many ids a partial summary holds at
-	// most: at summaryFPRate (9.6 bits an id) about 39 KiB of filter, so
-	// even a range the receiver holds a few more of stays far under the
-	// RPC bound (link.MaxRPCMessage, 256 KiB).
+	// defaultSummaryPartIDs is how many ids a partial summary holds (and
+	// up to a bucket more, to end on a bucket boundary): at summaryFPRate
+	// (9.6 bits an id) about 39 KiB of filter, far under the RPC bound
+	// (link.MaxRPCMessage, 256 KiB).
 	defaultSummaryPartIDs = 32 << 10
 	// maxRoundParts bounds the partial summaries of one round (32M ids at
 	// the default size); a range is charged at least 1/maxRoundParts of a
@@ -85,6 +98,70 @@ type aeRound struct {
 	at      time.Time // when built (wall clock: it paces work, as syncLoop's timers do)
 	commits int64     // the store's commit count when built
 	sums    []Summary
+	buckets *buckets // the partial form's: our ids' digests when built
+}
+
+// Ranges are cut on bucket boundaries (the ids' first bucketBits bits),
+// so a receiver can compute its own digest of any received range from
+// its bucket table alone, without reading the store.
+const (
+	bucketBits = 12
+	nBuckets   = 1 << bucketBits
+)
+
+// buckets holds, per bucket, the XOR and count of the ids in it: 144 KiB.
+type buckets struct {
+	xor   [nBuckets]gossip.ID
+	count [nBuckets]uint32
+}
+
+// bucketOf is id's bucket.
+func bucketOf(id []byte) int { return int(id[0])<<4 | int(id[1])>>4 }
+
+// bucketStart is the least id in bucket b.
+func bucketStart(b int) gossip.ID {
+	var id gossip.ID
+	id[0], id[1] = byte(b>>4), byte(b&15)<<4
+	return id
+}
+
+// bucketBound is the bucket a range bound starts, and whether it is on a
+// bucket boundary; nil is past the end (nBuckets) as an end, 0 as a
+// start.
+func bucketBound(bound []byte, end bool) (int, bool) {
+	if bound == nil {
+		if end {
+			return nBuckets, true
+		}
+		return 0, true
+	}
+	b := bucketOf(bound)
+	start := bucketStart(b)
+	return b, bytes.Equal(bound, start[:])
+}
+
+// digest is the XOR and count of our ids in r as the table holds them;
+// false when r is not on bucket boundaries.
+func (t *buckets) digest(r idRange) (gossip.ID, uint32, bool) {
+	lo, ok1 := bucketBound(r.start, false)
+	hi, ok2 := bucketBound(r.end, true)
+	var d gossip.ID
+	var n uint32
+	if !ok1 || !ok2 {
+		return d, 0, false
+	}
+	for b := lo; b < hi; b++ {
+		xorID(&d, &t.xor[b])
+		n += t.count[b]
+	}
+	return d, n, true
+}
+
+// xorID sets d to d XOR x.
+func xorID(d, x *gossip.ID) {
+	for i := range d {
+		d[i] ^= x[i]
+	}
 }
 
 // fresh reports whether r can be handed out again at now. force (an
@@ -126,9 +203,10 @@ func (e *Engine) round(version uint16, force bool) ([]Summary, error) {
 		return r.sums, nil
 	}
 	var sums []Summary
+	var table *buckets
 	if version >= 2 {
 		var err error
-		if sums, err = e.makeParts(); err != nil {
+		if sums, table, err = e.makeParts(); err != nil {
 			return nil, err
 		}
 	} else {
@@ -138,8 +216,25 @@ func (e *Engine) round(version uint16, force bool) ([]Summary, error) {
 		}
 		sums = []Summary{s}
 	}
-	*r = aeRound{at: now, commits: commits, sums: sums}
+	*r = aeRound{at: now, commits: commits, sums: sums, buckets: table}
 	return sums, nil
+}
+
+// ownBuckets is the bucket table of our current partial round, or nil
+// when there is none younger than SummaryInterval. It never builds one:
+// handling a summary stays a range read at worst.
+func (e *Engine) ownBuckets() *buckets {
+	e.ae.mu.Lock()
+	defer e.ae.mu.Unlock()
+	now := time.Now()
+	if e.ae.clock != nil {
+		now = e.ae.clock()
+	}
+	r := &e.ae.parts
+	if r.buckets == nil || now.Sub(r.at) < 0 || now.Sub(r.at) >= e.o.SummaryInterval {
+		return nil
+	}
+	return r.buckets
 }
 
 // newSummaryKey is a fresh random key for one round.
@@ -187,54 +282,74 @@ func (e *Engine) sortedIDs(fn func(id gossip.ID) bool) error {
 	return nil
 }
 
-// makeParts builds one round of partial summaries under a fresh key:
-// the ids in order, cut every SummaryPartIDs ids. Each range starts at
-// its first id and ends where the next begins, the first from the start
-// of the id space and the last to its end, so the ranges cover it all. A
-// store that fits in one range gives one summary with neither bound,
-// which is the whole-store form. Past maxRoundParts ranges the last
-// range stops growing (its ids beyond are left out, as a capped whole
-// summary leaves them).
-func (e *Engine) makeParts() ([]Summary, error) {
+// makeParts builds one round of partial summaries under a fresh key,
+// and the bucket table of the ids in them: the ids in order, cut at the
+// first bucket boundary once a range holds SummaryPartIDs ids (a bucket
+// holds 1/4096 of the ids, so a range holds about that many; at most
+// twice that, see below). Each range
+// starts where the one before ends, the first from the start of the id
+// space and the last to its end, so the ranges cover it all. A store
+// that fits in one range gives one summary with neither bound, which is
+// the whole-store form. Past maxRoundParts ranges the last range stops
+// growing (its ids beyond are left out, as a capped whole summary
+// leaves them).
+func (e *Engine) makeParts() ([]Summary, *buckets, error) {
 	key := newSummaryKey()
 	per := e.o.SummaryPartIDs
+	table := new(buckets)
 	var sums []Summary
 	chunk := make([]gossip.ID, 0, min(per, 1024))
 	var start []byte
+	var xor gossip.ID
 	flush := func(end []byte) error {
 		b, err := filterOfIDs(key, chunk)
 		if err != nil {
 			return err
 		}
-		sums = append(sums, Summary{Filter: b, Key: key, Count: uint32(len(chunk)), Start: start, End: end})
-		chunk = chunk[:0]
+		s := Summary{Filter: b, Key: key, Count: uint32(len(chunk)), Start: start, End: end}
+		if start != nil || end != nil {
+			s.Digest = bytes.Clone(xor[:])
+		}
+		sums = append(sums, s)
+		chunk, xor = chunk[:0], gossip.ID{}
 		return nil
 	}
 	var ferr error
 	err := e.sortedIDs(func(id gossip.ID) bool {
-		if len(chunk) == per {
+		b := bucketOf(id[:])
+		same := len(chunk) > 0 && b == bucketOf(chunk[len(chunk)-1][:])
+		// A bucket crowded past another SummaryPartIDs (ids made to share
+		// a prefix) is cut mid-way, at an id: no range outgrows twice the
+		// size, and that range is read rather than skipped by digest.
+		if len(chunk) >= per && (!same || len(chunk) >= 2*per) {
 			if len(sums) == maxRoundParts-1 {
 				return false
 			}
-			next := id
+			next := bucketStart(b)
+			if same {
+				next = id
+			}
 			if ferr = flush(next[:]); ferr != nil {
 				return false
 			}
 			start = next[:]
 		}
 		chunk = append(chunk, id)
+		xorID(&xor, &id)
+		xorID(&table.xor[b], &id)
+		table.count[b]++
 		return true
 	})
 	if err == nil {
 		err = ferr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("partial summaries: %w", err)
+		return nil, nil, fmt.Errorf("partial summaries: %w", err)
 	}
 	if err := flush(nil); err != nil {
-		return nil, fmt.Errorf("partial summaries: %w", err)
+		return nil, nil, fmt.Errorf("partial summaries: %w", err)
 	}
-	return sums, nil
+	return sums, table, nil
 }
 
 // idRange is a summary's [Start, End), checked.
@@ -287,11 +402,14 @@ func checkRange(start, end []byte) (idRange, error) {
 }
 
 // parseSummary checks everything a received summary says before the
-// node acts on it: its key, its range, its filter and the filter's fill
-// against its count.
+// node acts on it: its key, its range and digest, its filter and the
+// filter's fill against its count.
 func parseSummary(s Summary) (*bloom.BloomFilter, idRange, error) {
 	if len(s.Key) != summaryKeyLen {
 		return nil, idRange{}, fmt.Errorf("%w: key is %d bytes, want %d", ErrBadSummary, len(s.Key), summaryKeyLen)
+	}
+	if len(s.Digest) != 0 && len(s.Digest) != gossip.IDLen {
+		return nil, idRange{}, fmt.Errorf("%w: digest is %d bytes, want 0 or %d", ErrBadSummary, len(s.Digest), gossip.IDLen)
 	}
 	r, err := checkRange(s.Start, s.End)
 	if err != nil {

@@ -283,8 +283,13 @@ func TestMalformedRangeRefused(t *testing.T) {
 		{"long end", nil, append(bytes.Clone(hi), 0), "range end is 33 bytes"},
 		{"start after end", hi, lo, "is not before its end"},
 		{"empty range", lo, lo, "is not before its end"},
+		{"short digest", lo, hi, "digest is 5 bytes"},
 	} {
-		err := n.eng.HandleSummary(from, Summary{Filter: filter, Key: key, Start: c.start, End: c.end})
+		s := Summary{Filter: filter, Key: key, Start: c.start, End: c.end}
+		if c.name == "short digest" {
+			s.Digest = []byte{1, 2, 3, 4, 5}
+		}
+		err := n.eng.HandleSummary(from, s)
 		if !errors.Is(err, ErrBadSummary) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want ErrBadSummary saying %q", c.name, err, c.want)
 		}
@@ -306,7 +311,7 @@ func TestRoundOfRangesCostsOneSummary(t *testing.T) {
 	}
 	from := identity.Fingerprint{1}
 	defer n.eng.AddPeer(from, newRecPeer())()
-	sums, err := n.eng.makeParts()
+	sums, _, err := n.eng.makeParts()
 	if err != nil || len(sums) != 7 {
 		t.Fatalf("%d ranges, %v", len(sums), err)
 	}
@@ -428,5 +433,94 @@ func TestSummariesOf300kFitTheRPCBound(t *testing.T) {
 		if v >= 2 && len(sums) < 2 {
 			t.Errorf("version 2: %d summaries", len(sums))
 		}
+	}
+}
+
+func TestAgreedRangesAreNotRead(t *testing.T) {
+	// a holds b's 150 ids and 10 more; a has built its own round, so its
+	// bucket table shows which of b's ranges it holds exactly as b does:
+	// those it does not read at all, the rest it reads and pushes b what
+	// it lacks.
+	clock := newClock()
+	a, b := newTNode(t, clock), newTNode(t, clock)
+	a.eng.Close()
+	cs := &countStore{Store: a.st}
+	a.eng = New(Options{Store: cs, Now: clock.Now})
+	a.eng.ae.clock = clock.Now
+	b.eng.o.SummaryPartIDs = 16
+
+	var envs []gossip.Envelope
+	for range 160 {
+		envs = append(envs, gossiptest.DM(nil, nil, 3600, 1))
+	}
+	putDirect(t, a, envs...)
+	putDirect(t, b, envs[10:]...)
+	missing := envs[:10]
+	if _, err := a.eng.round(2, false); err != nil {
+		t.Fatal(err)
+	}
+
+	defer a.eng.AddPeer(b.fp, v2Mem{memPeer{to: b, from: a.fp}})()
+	toA := v2Rec{&sumRec{to: a, from: b.fp}}
+	defer b.eng.AddPeer(a.fp, toA)()
+	_, before := cs.counts()
+	if err := b.eng.SendSummary(context.Background(), a.fp); err != nil {
+		t.Fatal(err)
+	}
+	sums := toA.take()
+	differ := map[int]bool{}
+	for _, e := range missing {
+		differ[rangeOf(t, sums, e.ID)] = true
+	}
+	if len(differ) == len(sums) {
+		t.Fatalf("every one of the %d ranges holds a missing id; the test wants some in step", len(sums))
+	}
+	wantRead := 0
+	for i := range differ {
+		wantRead += int(sums[i].Count) // b's ids there...
+	}
+	for _, e := range missing {
+		waitHas(t, b, e.ID, true)
+	}
+	wantRead += len(missing) // ...and those a holds besides
+	if _, after := cs.counts(); after-before != wantRead {
+		t.Errorf("a read %d ids, want the %d in the %d of %d ranges that differ", after-before, wantRead, len(differ), len(sums))
+	}
+}
+
+func TestCrowdedBucketIsSplit(t *testing.T) {
+	// Ids made to share their first bytes land in one bucket: the ranges
+	// still hold at most twice SummaryPartIDs, and cover every id.
+	m := &memIDs{}
+	for i := range 50 {
+		var id gossip.ID
+		rand.Read(id[:])
+		id[0], id[1] = 0x42, 0x40
+		if i%10 == 0 {
+			id[0] = byte(i)
+		}
+		m.ids = append(m.ids, id)
+	}
+	e := New(Options{Store: m, SummaryPartIDs: 4})
+	defer e.Close()
+	sums, _, err := e.makeParts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for i, s := range sums {
+		total += int(s.Count)
+		if s.Count > 8 {
+			t.Errorf("range %d holds %d ids, over twice 4", i, s.Count)
+		}
+		if _, _, err := parseSummary(s); err != nil {
+			t.Errorf("range %d: %v", i, err)
+		}
+	}
+	for _, id := range m.ids {
+		rangeOf(t, sums, id)
+	}
+	if total != len(m.ids) {
+		t.Errorf("the ranges hold %d ids, want %d", total, len(m.ids))
 	}
 }

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -41,6 +42,10 @@ type Summary struct {
 	// holds the ids in [Start, End), each bound an id or empty (the start,
 	// the end of the id space). Both empty: the whole store.
 	Start, End []byte
+	// Digest is a partial summary's XOR of its ids (32 bytes), or empty:
+	// a receiver that holds the same ids there (by its own bucket table,
+	// see ae.go) skips reading them.
+	Digest []byte
 }
 
 // MakeSummary builds a whole-store digest (the version-1 form) of the
@@ -164,6 +169,16 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 	}
 	buf := make([]byte, summaryKeyLen+gossip.IDLen)
 	copy(buf, s.Key)
+	if len(s.Digest) == gossip.IDLen && !r.whole() {
+		if t := e.ownBuckets(); t != nil {
+			if d, n, ok := t.digest(r); ok && n == s.Count && bytes.Equal(d[:], s.Digest) {
+				// Both sides hold the same ids in the range (as of our
+				// last round): nothing to test. What either got since
+				// was pushed, or goes in a later round.
+				return nil
+			}
+		}
+	}
 	queued := 0
 	most := max(1, int(math.Ceil(share*float64(e.o.MaxSummaryPush))))
 	test := func(id gossip.ID) bool {

@@ -5,7 +5,7 @@ import (
 	"github.com/quicproquo/qpq/schemas"
 )
 
-// setSummaryRange writes a partial summary's bounds; a whole-store
+// setSummaryRange writes a partial summary's bounds and digest; a whole-store
 // summary (both empty) writes neither, so it is exactly what a
 // version-1 node sends.
 func setSummaryRange(sum schemas.Summary, s relay.Summary) error {
@@ -19,10 +19,15 @@ func setSummaryRange(sum schemas.Summary, s relay.Summary) error {
 			return err
 		}
 	}
+	if len(s.Digest) > 0 {
+		if err := sum.SetDigest(s.Digest); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// readSummaryRange reads a summary's bounds into s (empty when absent,
+// readSummaryRange reads a summary's bounds and digest into s (empty when absent,
 // as from a version-1 node); the engine checks them (relay.ErrBadSummary).
 func readSummaryRange(sum schemas.Summary, s *relay.Summary) error {
 	var err error
@@ -33,6 +38,11 @@ func readSummaryRange(sum schemas.Summary, s *relay.Summary) error {
 	}
 	if sum.HasEnd() {
 		if s.End, err = sum.End(); err != nil {
+			return err
+		}
+	}
+	if sum.HasDigest() {
+		if s.Digest, err = sum.Digest(); err != nil {
 			return err
 		}
 	}

@@ -29,7 +29,7 @@ type sumHandler struct {
 }
 
 func (h *sumHandler) HandleSummary(from identity.Fingerprint, s relay.Summary) error {
-	for _, b := range []*[]byte{&s.Filter, &s.Key, &s.Start, &s.End} {
+	for _, b := range []*[]byte{&s.Filter, &s.Key, &s.Start, &s.End, &s.Digest} {
 		if *b != nil {
 			*b = bytes.Clone(*b) // they point into the message
 		}
@@ -39,14 +39,14 @@ func (h *sumHandler) HandleSummary(from identity.Fingerprint, s relay.Summary) e
 }
 
 func TestSummaryRangeCrossesTheWire(t *testing.T) {
-	// A partial summary arrives with its bounds, one open at the end with
+	// A partial summary arrives with its bounds and digest, one open at the end with
 	// none there, and a whole-store summary with neither, as a version-1
 	// node's does; the engine's refusal comes back to the caller.
 	h := &sumHandler{}
 	peer := NewPeer(serve(t, h, ServerOptions{}), 2)
 	lo, hi := bytes.Repeat([]byte{0x11}, gossip.IDLen), bytes.Repeat([]byte{0xee}, gossip.IDLen)
 	sent := []relay.Summary{
-		{Filter: []byte{1, 2}, Key: []byte{3}, Count: 9, Start: lo, End: hi},
+		{Filter: []byte{1, 2}, Key: []byte{3}, Count: 9, Start: lo, End: hi, Digest: hi},
 		{Filter: []byte{1, 2}, Key: []byte{3}, Count: 8, Start: hi},
 		{Filter: []byte{1, 2}, Key: []byte{3}, Count: 7},
 	}
@@ -60,7 +60,7 @@ func TestSummaryRangeCrossesTheWire(t *testing.T) {
 	}
 	for i, s := range sent {
 		g := h.got[i]
-		if g.Count != s.Count || !bytes.Equal(g.Start, s.Start) || !bytes.Equal(g.End, s.End) || (s.Start == nil) != (g.Start == nil) || (s.End == nil) != (g.End == nil) {
+		if g.Count != s.Count || !bytes.Equal(g.Digest, s.Digest) || !bytes.Equal(g.Start, s.Start) || !bytes.Equal(g.End, s.End) || (s.Start == nil) != (g.Start == nil) || (s.End == nil) != (g.End == nil) {
 			t.Errorf("summary %d arrived as count %d start %x end %x, want %d %x %x", i, g.Count, g.Start, g.End, s.Count, s.Start, s.End)
 		}
 	}
