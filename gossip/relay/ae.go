@@ -306,11 +306,9 @@ func (e *Engine) makeParts() ([]Summary, *buckets, error) {
 		if err != nil {
 			return err
 		}
-		s := Summary{Filter: b, Key: key, Count: uint32(len(chunk)), Start: start, End: end}
-		if start != nil || end != nil {
-			s.Digest = bytes.Clone(xor[:])
-		}
-		sums = append(sums, s)
+		// The digest goes even on a lone range with no bounds (a small
+		// store): a version-1 receiver ignores it.
+		sums = append(sums, Summary{Filter: b, Key: key, Count: uint32(len(chunk)), Start: start, End: end, Digest: bytes.Clone(xor[:])})
 		chunk, xor = chunk[:0], gossip.ID{}
 		return nil
 	}

@@ -150,8 +150,8 @@ func TestPartialSummariesBringAllMissingIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	sums := toA.take()
-	if len(sums) != 10 { // 160 ids, 16 a range
-		t.Errorf("b sent %d summaries of its 160 ids, want 10 of 16 ids", len(sums))
+	if len(sums) < 5 || len(sums) > 10 { // 160 ids, 16 a range or a few more, to a bucket's end
+		t.Errorf("b sent %d summaries of its 160 ids, want 5..10 of 16 ids or a few more", len(sums))
 	}
 	ranges := map[int]bool{}
 	for _, e := range missing {
@@ -193,13 +193,15 @@ func TestVersion1NeighbourGetsWholeSummary(t *testing.T) {
 		t.Fatalf("version 1 got %d summaries (first %+v), want one whole summary of 100 ids", len(s1), s1[0])
 	}
 	s2 := v2.take()
-	if len(s2) != 7 {
-		t.Fatalf("version 2 got %d summaries, want 7 ranges of at most 16", len(s2))
+	if len(s2) < 4 || len(s2) > 7 {
+		t.Fatalf("version 2 got %d summaries, want 4..7 ranges of 16 ids or a few more", len(s2))
 	}
 	total := 0
 	for i, s := range s2 {
 		total += int(s.Count)
-		if s.Count > 16 {
+		// Cut at the first bucket boundary after 16 ids, so at most
+		// twice that, and never fewer but in the last.
+		if s.Count > 32 || (s.Count < 16 && i < len(s2)-1) {
 			t.Errorf("range %d holds %d ids", i, s.Count)
 		}
 		if (i == 0) != (s.Start == nil) || (i == len(s2)-1) != (s.End == nil) {
@@ -301,7 +303,7 @@ func TestMalformedRangeRefused(t *testing.T) {
 
 func TestRoundOfRangesCostsOneSummary(t *testing.T) {
 	// The summary budget (summaryBurst at once) counts rounds, not
-	// messages: three rounds of seven ranges are handled at one instant,
+	// messages: three rounds of several ranges are handled at one instant,
 	// the fourth is refused.
 	clock := newClock()
 	n := newTNode(t, clock)
@@ -312,7 +314,7 @@ func TestRoundOfRangesCostsOneSummary(t *testing.T) {
 	from := identity.Fingerprint{1}
 	defer n.eng.AddPeer(from, newRecPeer())()
 	sums, _, err := n.eng.makeParts()
-	if err != nil || len(sums) != 7 {
+	if err != nil || len(sums) < 4 {
 		t.Fatalf("%d ranges, %v", len(sums), err)
 	}
 	for round := range summaryBurst + 1 {
@@ -524,3 +526,54 @@ func TestCrowdedBucketIsSplit(t *testing.T) {
 		t.Errorf("the ranges hold %d ids, want %d", total, len(m.ids))
 	}
 }
+
+func TestAgreedSmallStoreIsNotRead(t *testing.T) {
+	// A store that fits one range sends it without bounds (as version 1
+	// does) but with its digest: a neighbour in step reads nothing; one
+	// that holds an id more reads its store and pushes it.
+	clock := newClock()
+	a, b := newTNode(t, clock), newTNode(t, clock)
+	a.eng.Close()
+	cs := &countStore{Store: a.st}
+	a.eng = New(Options{Store: cs, Now: clock.Now})
+	a.eng.ae.clock = clock.Now
+	var envs []gossip.Envelope
+	for range 20 {
+		envs = append(envs, gossiptest.DM(nil, nil, 3600, 1))
+	}
+	putDirect(t, a, envs...)
+	putDirect(t, b, envs...)
+	if _, err := a.eng.round(2, false); err != nil {
+		t.Fatal(err)
+	}
+	defer a.eng.AddPeer(b.fp, v2Mem{memPeer{to: b, from: a.fp}})()
+	toA := v2Rec{&sumRec{to: a, from: b.fp}}
+	defer b.eng.AddPeer(a.fp, toA)()
+	if err := b.eng.SendSummary(context.Background(), a.fp); err != nil {
+		t.Fatal(err)
+	}
+	if s := toA.take(); len(s) != 1 || s[0].Start != nil || s[0].End != nil || len(s[0].Digest) != gossip.IDLen {
+		t.Fatalf("b sent %d summaries, want one without bounds, with a digest", len(s))
+	}
+	if scans, inRange := cs.counts(); scans+inRange != 20 {
+		t.Errorf("a in step with b read %d ids besides the 20 its own round read", scans+inRange-20)
+	}
+	// a gets one more (its table, rebuilt, shows it): b's next summary
+	// differs, and a reads its store and pushes it.
+	extra := gossiptest.DM(nil, nil, 3600, 1)
+	putDirect(t, a, extra)
+	if _, err := a.eng.round(2, true); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(n2(b.eng.o.SummaryGap)) // b's summary budget
+	if err := b.eng.SendSummary(context.Background(), a.fp); err != nil {
+		t.Fatal(err)
+	}
+	waitHas(t, b, extra.ID, true)
+	if scans, _ := cs.counts(); scans != 21 {
+		t.Errorf("a read %d ids by a whole scan, want its 21", scans)
+	}
+}
+
+// n2 is twice d.
+func n2(d time.Duration) time.Duration { return 2 * d }

@@ -42,9 +42,9 @@ type Summary struct {
 	// holds the ids in [Start, End), each bound an id or empty (the start,
 	// the end of the id space). Both empty: the whole store.
 	Start, End []byte
-	// Digest is a partial summary's XOR of its ids (32 bytes), or empty:
-	// a receiver that holds the same ids there (by its own bucket table,
-	// see ae.go) skips reading them.
+	// Digest is the XOR of the summary's ids (32 bytes; version 2), or
+	// empty: a receiver that holds the same ids there (by its own bucket
+	// table, see ae.go) skips reading them.
 	Digest []byte
 }
 
@@ -169,7 +169,7 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 	}
 	buf := make([]byte, summaryKeyLen+gossip.IDLen)
 	copy(buf, s.Key)
-	if len(s.Digest) == gossip.IDLen && !r.whole() {
+	if len(s.Digest) == gossip.IDLen {
 		if t := e.ownBuckets(); t != nil {
 			if d, n, ok := t.digest(r); ok && n == s.Count && bytes.Equal(d[:], s.Digest) {
 				// Both sides hold the same ids in the range (as of our
