@@ -18,7 +18,7 @@ func TestIDRangeReadsOnlyItsRangeInOrder(t *testing.T) {
 	ts := openFast(t, Options{MaxBytes: 64 << 20, MaxTTL: 7 * 24 * time.Hour})
 	var live []gossip.ID
 	kinds := map[gossip.ID]schemas.Envelope_Kind{}
-	for i := range 3*idsBatch + 17 {
+	for i := range 3*rangeBatch + 17 {
 		ttl := uint32(3600)
 		if i%10 == 0 {
 			ttl = 60 // expired before the read
@@ -73,11 +73,11 @@ func TestIDRangeReadsOnlyItsRangeInOrder(t *testing.T) {
 
 	// fn returning false stops it.
 	n := 0
-	if err := ts.IDRange(nil, nil, func(gossip.ID, schemas.Envelope_Kind) bool { n++; return n < idsBatch+3 }); err != nil {
+	if err := ts.IDRange(nil, nil, func(gossip.ID, schemas.Envelope_Kind) bool { n++; return n < rangeBatch+3 }); err != nil {
 		t.Fatal(err)
 	}
-	if n != idsBatch+3 {
-		t.Errorf("stopped after %d ids, want %d", n, idsBatch+3)
+	if n != rangeBatch+3 {
+		t.Errorf("stopped after %d ids, want %d", n, rangeBatch+3)
 	}
 	// Commits moves with each write.
 	before := ts.Commits()
