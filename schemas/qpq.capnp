@@ -154,6 +154,18 @@ struct Summary {
   filter @0 :Data; # a bits-and-blooms/bloom/v3 filter in its MarshalBinary form
   key @1 :Data;    # 16 random bytes, prepended to each 32-byte id before hashing
   count @2 :UInt32; # how many ids went in
+  # Protocol version 2: a summary may cover only the ids in [start, end)
+  # (byte-wise order), each 32 bytes or empty: an empty start is the
+  # first id, an empty end past the last. Both empty (what a version-1
+  # node sends, and what a version-1 node reads every summary as) is the
+  # whole store. A round of partial summaries covers the whole id space;
+  # each stays well under the RPC message bound however large the store.
+  start @3 :Data;
+  end @4 :Data;
+  # Version 2: the XOR of the 32-byte ids in the range, or empty. A
+  # receiver whose own ids in the range give the same digest and count
+  # skips reading them.
+  digest @5 :Data;
 }
 
 # HopRaise is one entry of MeshPeer.raise.

@@ -127,8 +127,12 @@ type Options struct {
 	// with ErrRateLimited (the sender retries). Default 10 s.
 	SummaryGap time.Duration
 	// MaxSummaryPush bounds the envelopes one received summary queues for
-	// the neighbour; the rest wait for the next round. Default 8192.
+	// the neighbour; the rest wait for the next round. Default 8192 (a
+	// partial summary: its share of it).
 	MaxSummaryPush int
+	// SummaryPartIDs bounds the ids of one partial summary sent to a
+	// version-2 neighbour (ae.go). Default 32768, about 39 KiB of filter.
+	SummaryPartIDs int
 }
 
 // Engine owns propagation state and its schedule. Create with New, run
@@ -157,6 +161,8 @@ type Engine struct {
 	// pushWaits counts pushes a neighbour asked us to hold back (flow
 	// control), for status and benchmarks.
 	pushWaits atomic.Int64
+
+	ae aeCache // the current anti-entropy rounds, shared by all links (ae.go)
 
 	wg sync.WaitGroup // every goroutine the engine starts
 }
@@ -195,6 +201,9 @@ func New(o Options) *Engine {
 	}
 	if o.MaxSummaryPush <= 0 {
 		o.MaxSummaryPush = 8192
+	}
+	if o.SummaryPartIDs <= 0 {
+		o.SummaryPartIDs = defaultSummaryPartIDs
 	}
 	if o.MaxBroadcastHops == 0 {
 		o.MaxBroadcastHops = 7

@@ -1,12 +1,11 @@
 package relay
 
 import (
+	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
+	"math"
 	"time"
-
-	"github.com/bits-and-blooms/bloom/v3"
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/mesh/identity"
@@ -23,7 +22,14 @@ const (
 	// (link-up and quick retries) before SummaryGap paces it.
 	summaryBurst  = 3
 	summaryKeyLen = 16
-	maxSummaryIDs = 1 << 20
+	// maxSummaryIDs caps the ids of a whole-store summary (the form a
+	// version-1 neighbour gets): 190k ids at summaryFPRate is a 223 KiB
+	// filter, under the RPC message bound (link.MaxRPCMessage, 256 KiB)
+	// with room for the call, where more would be refused whole. The ids
+	// left out look missing to that neighbour, which then pushes back
+	// those it holds (bounded by its MaxSummaryPush); version-2
+	// neighbours get partial summaries instead and need no cap.
+	maxSummaryIDs = 190_000
 	summaryFPRate = 0.01
 )
 
@@ -32,9 +38,19 @@ type Summary struct {
 	Filter []byte // bloom/v3 MarshalBinary
 	Key    []byte // prepended to each id before it is added
 	Count  uint32
+	// Start and End bound a partial summary (protocol version 2): it
+	// holds the ids in [Start, End), each bound an id or empty (the start,
+	// the end of the id space). Both empty: the whole store.
+	Start, End []byte
+	// Digest is the XOR of the summary's ids (32 bytes; version 2), or
+	// empty: a receiver that holds the same ids there (by its own bucket
+	// table, see ae.go) skips reading them.
+	Digest []byte
 }
 
-// MakeSummary builds a digest of every id held, under a fresh key.
+// MakeSummary builds a whole-store digest (the version-1 form) of the
+// ids held, at most maxSummaryIDs of them, under a fresh key. The links'
+// rounds share one (see round).
 func (e *Engine) MakeSummary() (Summary, error) {
 	var ids []gossip.ID
 	err := e.o.Store.IDs(func(id gossip.ID, kind schemas.Envelope_Kind) bool {
@@ -44,16 +60,8 @@ func (e *Engine) MakeSummary() (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	key := make([]byte, summaryKeyLen)
-	rand.Read(key)
-	f := bloom.NewWithEstimates(uint(max(len(ids), 64)), summaryFPRate)
-	buf := make([]byte, summaryKeyLen+gossip.IDLen)
-	copy(buf, key)
-	for _, id := range ids {
-		copy(buf[summaryKeyLen:], id[:])
-		f.Add(buf)
-	}
-	b, err := f.MarshalBinary()
+	key := newSummaryKey()
+	b, err := filterOfIDs(key, ids)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -78,7 +86,7 @@ func (e *Engine) syncLoop(ctx context.Context, p *peer) {
 	retry := summaryRetry
 	for {
 		sctx, cancel := context.WithTimeout(ctx, summaryTimeout)
-		err := e.sendSummary(sctx, p)
+		err := e.sendSummary(sctx, p, false)
 		cancel()
 		wait := e.o.SummaryInterval
 		if err != nil && ctx.Err() == nil && p.ctx.Err() == nil {
@@ -109,16 +117,21 @@ func (e *Engine) SendSummary(ctx context.Context, fp identity.Fingerprint) error
 	if p == nil {
 		return nil
 	}
-	return e.sendSummary(ctx, p)
+	return e.sendSummary(ctx, p, true)
 }
 
-func (e *Engine) sendSummary(ctx context.Context, p *peer) error {
-	s, err := e.MakeSummary()
+// sendSummary sends p the current round in the form its protocol
+// version reads (see round); force rebuilds it if the store changed.
+func (e *Engine) sendSummary(ctx context.Context, p *peer, force bool) error {
+	v := peerVersion(p.p)
+	sums, err := e.round(v, force)
 	if err != nil {
-		return err
+		return fmt.Errorf("summary: %w", err)
 	}
-	if err := p.p.Summary(ctx, s); err != nil {
-		return err
+	for i, s := range sums {
+		if err := p.p.Summary(ctx, s); err != nil {
+			return fmt.Errorf("summary %d of %d: %w", i+1, len(sums), err)
+		}
 	}
 	// The neighbour now pushes what we lack: let it, at the link's pace.
 	e.invite(p.fp, e.o.MaxSummaryPush)
@@ -126,16 +139,11 @@ func (e *Engine) sendSummary(ctx context.Context, p *peer) error {
 }
 
 // HandleSummary queues for neighbour fp every envelope its digest shows
-// it lacks.
+// it lacks: of the whole store, or for a partial summary (Start, End) of
+// only that id range, which is all that is read.
 func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
-	if len(s.Key) != summaryKeyLen {
-		return fmt.Errorf("%w: key is %d bytes, want %d", ErrBadSummary, len(s.Key), summaryKeyLen)
-	}
-	f, err := decodeFilter(s.Filter)
+	f, r, err := parseSummary(s)
 	if err != nil {
-		return err
-	}
-	if err := plausible(f, s.Count); err != nil {
 		return err
 	}
 	p := e.peer(fp)
@@ -147,7 +155,10 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 	// Each summary can make us resend what the neighbour lacks: paced per
 	// neighbour, and bounded per call, so a peer that claims to lack
 	// everything cannot turn the node into a firehose.
-	if !p.takeSummary(e.o.Now(), e.o.SummaryGap) {
+	// A partial summary is charged its share of the id space: a round of
+	// them costs what one whole summary does.
+	share := r.share()
+	if !p.takeSummaryShare(e.o.Now(), e.o.SummaryGap, share) {
 		return fmt.Errorf("%w: summaries more often than one per %v", ErrRateLimited, e.o.SummaryGap)
 	}
 	// Raises that were lost or refused since the last round go again;
@@ -157,8 +168,19 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 	}
 	buf := make([]byte, summaryKeyLen+gossip.IDLen)
 	copy(buf, s.Key)
+	if len(s.Digest) == gossip.IDLen {
+		if t := e.ownBuckets(); t != nil {
+			if d, n, ok := t.digest(r); ok && n == s.Count && bytes.Equal(d[:], s.Digest) {
+				// Both sides hold the same ids in the range (as of our
+				// last round): nothing to test. What either got since
+				// was pushed, or goes in a later round.
+				return nil
+			}
+		}
+	}
 	queued := 0
-	return e.o.Store.IDs(func(id gossip.ID, kind schemas.Envelope_Kind) bool {
+	most := max(1, int(math.Ceil(share*float64(e.o.MaxSummaryPush))))
+	test := func(id gossip.ID) bool {
 		copy(buf[summaryKeyLen:], id[:])
 		if f.Test(buf) {
 			// It has it, or this is a false positive: not remembered, so
@@ -172,6 +194,11 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 			return false // queue full: the next round continues
 		}
 		queued++
-		return queued < e.o.MaxSummaryPush // the rest: next round
-	})
+		return queued < most // the rest: next round
+	}
+	if r.whole() {
+		// The version-1 form, as before: every id, by the expiry index.
+		return e.o.Store.IDs(func(id gossip.ID, _ schemas.Envelope_Kind) bool { return test(id) })
+	}
+	return e.rangeIDs(r, test)
 }

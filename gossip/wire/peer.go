@@ -77,7 +77,7 @@ func (p Peer) Summary(ctx context.Context, s relay.Summary) error {
 			return err
 		}
 		sum.SetCount(s.Count)
-		return nil
+		return setSummaryRange(sum, s)
 	})
 	defer release()
 	_, err := fut.Struct()

@@ -185,7 +185,11 @@ func (s *Server) Summary(ctx context.Context, call schemas.MeshPeer_summary) (er
 	if err != nil {
 		return fmt.Errorf("summary: %w", err)
 	}
-	return s.o.Handler.HandleSummary(s.from, relay.Summary{Filter: filter, Key: key, Count: sum.Count()})
+	rs := relay.Summary{Filter: filter, Key: key, Count: sum.Count()}
+	if err := readSummaryRange(sum, &rs); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	return s.o.Handler.HandleSummary(s.from, rs)
 }
 
 // Raise checks a raise notice and hands it to the Handler. A list over
