@@ -56,8 +56,9 @@ type simConfig struct {
 	LongOffMax  time.Duration // its length is uniform in [1 day, LongOffMax]
 	ViewFrac    float64       // share of descriptors each node knows
 	HostileFrac float64
+	FetchCheck  time.Duration // sender asks its placement nodes whether the DM was fetched
 	Timeout     time.Duration // sender floods when no receipt by then
-	Renew       time.Duration // a watching node re-pulls this often
+	Renew       time.Duration // a watching node re-pulls (renews its watch) this often
 	PullExtra   int           // a puller asks K+PullExtra nodes of its view
 	Opts        Options
 	Seed        uint64
@@ -69,7 +70,7 @@ func defaultSimConfig() simConfig {
 		SendWindow: 24 * time.Hour, TTL: 7 * 24 * time.Hour, HopLimit: 16,
 		DownFrac: 0.1, MeanDown: 2 * time.Hour,
 		UserOn: 3 * time.Hour, UserOff: 5 * time.Hour, LongOffFrac: 0.1, LongOffMax: 4 * 24 * time.Hour,
-		ViewFrac: 1, Timeout: 48 * time.Hour, Renew: 12 * time.Hour,
+		ViewFrac: 1, FetchCheck: 12 * time.Hour, Timeout: 5 * 24 * time.Hour, Renew: 24 * time.Hour,
 		Seed: 1,
 	}
 }
@@ -82,13 +83,20 @@ type simResult struct {
 	MeanDegree               float64
 	DMs, Delivered, Fallback int
 	// Transmissions by purpose, summed over all DMs.
-	TxFlood, TxPlace, TxFetch, TxPullCtl, TxReceipt, TxHandover, TxFallback int
-	Copies                                                                int
-	PathSum, PathN                                                        int
+	TxFlood, TxPlace, TxFetch, TxPullCtl, TxReceipt, TxHandover, TxFallback, TxPoll int
+	// TxPullCtlAll is every pull's control cost over the whole run;
+	// TxPullCtl only what fell in the send window (see pull).
+	TxPullCtlAll int
+	// Why fallbacks happened: no placement node reachable at send, no
+	// fetch reported at FetchCheck, no receipt by Timeout.
+	FbUnreachable, FbNotFetched, FbTimeout int
+	RunDays                                float64
+	Copies                                 int
+	PathSum, PathN                         int
 }
 
 func (r simResult) tx() int {
-	return r.TxFlood + r.TxPlace + r.TxFetch + r.TxPullCtl + r.TxReceipt + r.TxHandover + r.TxFallback
+	return r.TxFlood + r.TxPlace + r.TxFetch + r.TxPullCtl + r.TxReceipt + r.TxHandover + r.TxFallback + r.TxPoll
 }
 func (r simResult) perDM(v int) float64 { return float64(v) / float64(max(r.DMs, 1)) }
 func (r simResult) deliveryRatio() float64 {
@@ -291,6 +299,7 @@ const (
 	evUser
 	evSend
 	evTimeout
+	evFetchCheck
 	evTick
 )
 
@@ -340,14 +349,19 @@ type dm struct {
 	expired bool
 
 	// placement mode
-	holders    []int32 // honest placement nodes holding a copy
-	everStored []int32 // nodes that stored a copy outside the flood state
-	fetched    []int32 // watchers that have fetched it
-	atHome     bool
-	rcFwd      int32 // placement node forwarding the receipt to s, or -1
-	rcSender   bool
-	fallback   bool
-	fbPending  bool // fallback due but the sender's node is down
+	placedAt     []int32 // nodes that accepted it from the sender
+	fetchedFrom  []int32 // placement nodes a watcher fetched it from
+	holders      []int32 // honest placement nodes holding a copy
+	everStored   []int32 // nodes that stored a copy outside the flood state
+	fetched      []int32 // watchers that have fetched it
+	atHome       bool
+	rcFwd        int32 // placement node forwarding the receipt to s, or -1
+	rcSender     bool
+	fallback     bool
+	fbPending    bool    // fallback due but the sender's node is down
+	placePending bool    // no placement node was reachable yet
+	checkPending bool    // FetchCheck reached none of them yet
+	rcAt         []int32 // placement nodes that got the receipt
 
 	delivered bool
 	rcMade    bool
@@ -361,8 +375,8 @@ type sim struct {
 	// dropPlaced makes every placement node drop what it is given (tests
 	// the fallback alone, with floods still relayed).
 	dropPlaced bool
-	g     graph
-	n     int
+	g          graph
+	n          int
 
 	nodeSched []schedule
 	userSched []schedule
@@ -401,8 +415,8 @@ type sim struct {
 	end       time.Duration
 	res       simResult
 	scratch   []int32
-	levelMark []int32
-	stamp     int32
+	levelMark []int64
+	stamp     int64
 }
 
 type placed struct {
@@ -530,7 +544,7 @@ func newSim(cfg simConfig, floodMode bool) *sim {
 		s.sendFrom = append(s.sendFrom, from)
 		s.sendTo = append(s.sendTo, to)
 	}
-	s.levelMark = make([]int32, s.n)
+	s.levelMark = make([]int64, s.n)
 	s.dms = make([]*dm, len(s.sendAt))
 	return s
 }
@@ -601,6 +615,7 @@ func (s *sim) run() simResult {
 		*h = append(*h, event{t, evSend, i})
 		if !s.flood {
 			*h = append(*h, event{t + s.cfg.Timeout, evTimeout, i})
+			*h = append(*h, event{t + s.cfg.FetchCheck, evFetchCheck, i})
 		}
 	}
 	for t := tick; t < s.end; t += tick {
@@ -626,13 +641,17 @@ func (s *sim) run() simResult {
 		case evTimeout:
 			d := s.dms[e.id]
 			if !d.rcSender && !d.fallback && !d.expired {
+				s.res.FbTimeout++
 				s.startFallback(d)
 			}
+		case evFetchCheck:
+			s.fetchCheck(s.dms[e.id])
 		case evTick:
 			s.tick()
 		}
 	}
 	s.res.DMs = len(s.dms)
+	s.res.RunDays = float64(s.end) / float64(24*time.Hour)
 	for _, d := range s.dms {
 		if d.delivered {
 			s.res.Delivered++
@@ -680,8 +699,20 @@ func (s *sim) send(i int) {
 	if d.s == d.h {
 		d.atHome = true
 	}
-	accepted := 0
+	s.placeDM(d)
+	s.tryDeliver(d)
+}
+
+// placeDM sends d from the sender's node to the placement nodes of its
+// view that are reachable now. When none is, it tries again each tick until
+// FetchCheck, when it floods: in a partition the DM waits for the mesh to
+// heal instead of flooding the fragment and then everything.
+func (s *sim) placeDM(d *dm) {
+	d.placePending = false
 	for _, p := range s.place(d.s, d.b, s.opts.K) {
+		if slices.Contains(d.placedAt, p) {
+			continue
+		}
 		hops := s.dist(d.s, p)
 		if hops < 0 {
 			continue
@@ -689,7 +720,7 @@ func (s *sim) send(i int) {
 		s.res.TxPlace += hops
 		s.res.PathSum += hops
 		s.res.PathN++
-		accepted++
+		d.placedAt = append(d.placedAt, p)
 		if s.hostile[p] || s.dropPlaced {
 			continue
 		}
@@ -697,18 +728,19 @@ func (s *sim) send(i int) {
 		d.everStored = addOnce(d.everStored, p)
 		s.pushToWatchers(d, p)
 	}
-	if accepted == 0 {
-		s.startFallback(d)
+	if len(d.placedAt) == 0 {
+		d.placePending = true
 	}
-	s.tryDeliver(d)
 }
 
-// watchers returns the nodes watching bucket b now: up, with an online
-// user of that bucket.
+// watchers returns the nodes watching bucket b now: the up home nodes of
+// its users. A node watches the buckets of every user registered with it,
+// online or not, and keeps what it fetches for its own users until their
+// clients connect, so a watch does not follow a user's sessions.
 func (s *sim) watchers(b uint32) []int32 {
 	s.scratch = s.scratch[:0]
 	for _, u := range s.bucketUsers[b] {
-		if s.online[u] && s.up[s.home[u]] {
+		if s.up[s.home[u]] {
 			s.scratch = addOnce(s.scratch, s.home[u])
 		}
 	}
@@ -731,18 +763,19 @@ func (s *sim) fetchFrom(d *dm, w int32) bool {
 	if d.expired || d.delivered || slices.Contains(d.fetched, w) {
 		return false
 	}
-	best := -1
+	best, from := -1, int32(-1)
 	for _, p := range s.place(w, d.b, s.opts.K+s.cfg.PullExtra) {
 		if !slices.Contains(d.holders, p) {
 			continue
 		}
 		if hops := s.dist(p, w); hops >= 0 && (best < 0 || hops < best) {
-			best = hops
+			best, from = hops, p
 		}
 	}
 	if best < 0 {
 		return false
 	}
+	d.fetchedFrom = addOnce(d.fetchedFrom, from)
 	s.res.TxFetch += best
 	s.gotAt(d, w)
 	return true
@@ -758,13 +791,21 @@ func (s *sim) pushToWatchers(d *dm, p int32) {
 	}
 }
 
-// pull is a watcher's request to its pull set: a request and a reply per
-// node (each hop counted), then every envelope of the bucket it lacks.
+// pull is a watcher's request to its pull set, which also renews its watch
+// there: a request and a reply per node (each hop counted), then every
+// envelope of the bucket it lacks. Its control cost is a cost per hour, not
+// per DM: the run sends DMs only in its first SendWindow and then waits a
+// TTL for the last of them, so TxPullCtl counts the control cost within the
+// send window, which is what a mesh sending DMs at this rate all the time
+// would pay per DM (TxPullCtlAll has the whole run).
 func (s *sim) pull(w int32, b uint32) {
 	s.lastPull[[2]int64{int64(w), int64(b)}] = s.now
 	for _, p := range s.place(w, b, s.opts.K+s.cfg.PullExtra) {
 		if hops := s.dist(w, p); hops > 0 {
-			s.res.TxPullCtl += 2 * hops
+			s.res.TxPullCtlAll += 2 * hops
+			if s.now < s.cfg.SendWindow {
+				s.res.TxPullCtl += 2 * hops
+			}
 		}
 	}
 	for _, d := range s.bucketDMs[b] {
@@ -804,6 +845,7 @@ func (s *sim) tryDeliver(d *dm) {
 		s.res.TxReceipt += hops
 		if i := slices.Index(d.holders, p); i >= 0 {
 			d.holders = slices.Delete(d.holders, i, i+1)
+			d.rcAt = append(d.rcAt, p)
 			if d.rcFwd < 0 {
 				d.rcFwd = p
 			}
@@ -877,7 +919,8 @@ func (s *sim) spread(d *dm, sources []int32, receipt, fallback bool) {
 	tx := 0
 	var rcSources []int32
 	frontier := sources
-	for level := int32(0); len(frontier) > 0; level++ {
+	level := int64(0)
+	for ; len(frontier) > 0; level++ {
 		var next []int32
 		for _, v := range frontier {
 			if !s.up[v] || hop[v] == 0 || s.hostile[v] {
@@ -918,7 +961,7 @@ func (s *sim) spread(d *dm, sources []int32, receipt, fallback bool) {
 		}
 		frontier = next
 	}
-	s.stamp = base + int32(s.n) + 2
+	s.stamp = base + level + 2
 	if fallback {
 		s.res.TxFallback += tx
 	} else {
@@ -939,6 +982,19 @@ func (s *sim) spread(d *dm, sources []int32, receipt, fallback bool) {
 // neighbour holds and it lacks, then pushes on what it holds.
 func (s *sim) syncNode(d *dm, x int32) {
 	f := d.fl
+	// Fast path: x and its up neighbours agree, so a summary exchange moves
+	// nothing.
+	const mask = fHeld | fReceipt
+	differ := false
+	for _, w := range s.g.adj[x] {
+		if s.up[w] && f.st[w]&mask != f.st[x]&mask {
+			differ = true
+			break
+		}
+	}
+	if !differ {
+		return
+	}
 	if f.st[x]&fReceipt == 0 {
 		for _, w := range s.g.adj[x] {
 			if s.up[w] && !s.hostile[w] && f.st[w]&fReceipt != 0 && f.rcHop[w] > 0 {
@@ -1010,12 +1066,8 @@ func (s *sim) nodeToggle(x int32) {
 		}
 		return
 	}
-	var pulled []uint32
+	// Placement nodes retry their pushes to it (tick); its clients fetch.
 	for _, u := range s.bucketUsersAt(x) {
-		if s.online[u] && !slices.Contains(pulled, s.bucket[u]) {
-			pulled = append(pulled, s.bucket[u])
-			s.pull(x, s.bucket[u])
-		}
 		for _, d := range s.dmsTo[u] {
 			s.tryDeliver(d)
 		}
@@ -1037,19 +1089,6 @@ func (s *sim) userToggle(u int32) {
 	if !s.online[u] || !s.up[s.home[u]] {
 		return
 	}
-	if !s.flood {
-		// Watching starts with a pull unless another online user of this
-		// node already watches the bucket.
-		other := false
-		for _, v := range s.bucketUsers[s.bucket[u]] {
-			if v != u && s.online[v] && s.home[v] == s.home[u] {
-				other = true
-			}
-		}
-		if !other {
-			s.pull(s.home[u], s.bucket[u])
-		}
-	}
 	for _, d := range s.dmsTo[u] {
 		s.tryDeliver(d)
 	}
@@ -1070,7 +1109,16 @@ func (s *sim) tick() {
 	// Renewals of watches.
 	for b := range s.bucketUsers {
 		for _, w := range slices.Clone(s.watchers(b)) {
-			if s.now-s.lastPull[[2]int64{int64(w), int64(b)}] >= s.cfg.Renew {
+			key := [2]int64{int64(w), int64(b)}
+			last, ok := s.lastPull[key]
+			if !ok {
+				// Watches were set up before the run, at spread-out times.
+				x := (uint64(w)<<32 | uint64(b)) * 0x9e3779b97f4a7c15
+				x ^= x >> 29
+				last = -time.Duration(x % uint64(s.cfg.Renew))
+				s.lastPull[key] = last
+			}
+			if s.now-last >= s.cfg.Renew {
 				s.pull(w, b)
 			}
 		}
@@ -1081,6 +1129,12 @@ func (s *sim) tick() {
 		}
 		if d.fbPending && s.up[d.s] {
 			s.startFallback(d)
+		}
+		if d.placePending && !d.fallback && s.up[d.s] {
+			s.placeDM(d)
+		}
+		if d.checkPending {
+			s.fetchCheck(d)
 		}
 		// Placement nodes retry pushes to watchers they could not reach.
 		if !d.delivered {
@@ -1112,6 +1166,7 @@ func (s *sim) retryReceipt(d *dm) {
 			if hops := s.dist(d.h, p); hops >= 0 {
 				s.res.TxReceipt += hops
 				d.holders = slices.Delete(d.holders, i, i+1)
+				d.rcAt = append(d.rcAt, p)
 				if d.rcFwd < 0 {
 					d.rcFwd = p
 				}
@@ -1119,6 +1174,50 @@ func (s *sim) retryReceipt(d *dm) {
 		}
 	}
 	s.forwardReceipt(d)
+}
+
+// fetchCheck: a sender's node without a receipt asks the nodes it placed
+// the DM at whether a watcher of the bucket has fetched it (request and
+// reply counted). No one saying yes means placement failed (hostile or
+// gone nodes, or views that do not meet), and it floods at once instead of
+// waiting for the receipt timeout, which exists for recipients who stay
+// offline and for placement nodes that lie. Hostile nodes answer yes.
+func (s *sim) fetchCheck(d *dm) {
+	if d.rcSender || d.fallback || d.expired {
+		return
+	}
+	if len(d.placedAt) == 0 {
+		s.res.FbUnreachable++
+		s.startFallback(d)
+		return
+	}
+	d.checkPending = false
+	yes, answered := false, false
+	for _, p := range d.placedAt {
+		hops := s.dist(d.s, p)
+		if hops < 0 {
+			continue
+		}
+		answered = true
+		s.res.TxPoll += 2 * hops
+		if slices.Contains(d.rcAt, p) {
+			// It has the receipt and answers with it.
+			d.rcSender = true
+			return
+		}
+		if s.hostile[p] || slices.Contains(d.fetchedFrom, p) {
+			yes = true
+		}
+	}
+	if !answered {
+		// The sender's node is cut off from them: ask again next tick.
+		d.checkPending = true
+		return
+	}
+	if !yes {
+		s.res.FbNotFetched++
+		s.startFallback(d)
+	}
 }
 
 // handover: a placement node that is no longer among the K of its own view
@@ -1167,3 +1266,4 @@ func runSim(cfg simConfig, floodToo bool) (pl, fl simResult) {
 	}
 	return pl, fl
 }
+

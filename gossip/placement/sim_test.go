@@ -13,10 +13,11 @@ func smallSimConfig() simConfig {
 }
 
 func logResult(t testing.TB, name string, r simResult) {
-	t.Logf("%-22s nodes %d edges %d diam %d deg %.1f | tx/DM %.1f (flood %.1f place %.1f fetch %.1f pullctl %.1f receipt %.1f handover %.1f fallback %.1f) copies/DM %.2f delivered %.4f fallback %.4f path %.2f",
+	t.Logf("%-22s nodes %d edges %d diam %d deg %.1f | tx/DM %.1f (flood %.1f place %.1f fetch %.1f pullctl %.1f receipt %.1f handover %.1f fallback %.1f) copies/DM %.2f delivered %.4f fallback %.4f (unreachable %d not-fetched %d timeout %d) path %.2f pullctl/node/day %.1f",
 		name, r.Nodes, r.Edges, r.Diameter, r.MeanDegree, r.perDM(r.tx()),
 		r.perDM(r.TxFlood), r.perDM(r.TxPlace), r.perDM(r.TxFetch), r.perDM(r.TxPullCtl), r.perDM(r.TxReceipt), r.perDM(r.TxHandover), r.perDM(r.TxFallback),
-		r.perDM(r.Copies), r.deliveryRatio(), float64(r.Fallback)/float64(max(r.DMs, 1)), r.meanPath())
+		r.perDM(r.Copies), r.deliveryRatio(), float64(r.Fallback)/float64(max(r.DMs, 1)), r.FbUnreachable, r.FbNotFetched, r.FbTimeout, r.meanPath(),
+		float64(r.TxPullCtlAll)/float64(r.Nodes)/max(r.RunDays, 1))
 }
 
 // TestSmallMesh is the fast version of BenchmarkMesh500: on an 80-node
