@@ -33,6 +33,7 @@ package placement
 
 import (
 	"container/heap"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -70,7 +71,7 @@ func defaultSimConfig() simConfig {
 		SendWindow: 24 * time.Hour, TTL: 7 * 24 * time.Hour, HopLimit: 16,
 		DownFrac: 0.1, MeanDown: 2 * time.Hour,
 		UserOn: 3 * time.Hour, UserOff: 5 * time.Hour, LongOffFrac: 0.1, LongOffMax: 4 * 24 * time.Hour,
-		ViewFrac: 1, FetchCheck: 12 * time.Hour, Timeout: 5 * 24 * time.Hour, Renew: 24 * time.Hour,
+		ViewFrac: 1, FetchCheck: 24 * time.Hour, Timeout: 5 * 24 * time.Hour, Renew: 24 * time.Hour,
 		Seed: 1,
 	}
 }
@@ -342,6 +343,7 @@ type flood struct {
 }
 
 type dm struct {
+	idx     int
 	s, h    int32 // sender's and recipient's home nodes
 	u       int32 // recipient user
 	b       uint32
@@ -416,7 +418,11 @@ type sim struct {
 	res       simResult
 	scratch   []int32
 	levelMark []int64
-	stamp     int64
+	// heldBits and rcBits mirror the flood state per node, one bit per DM,
+	// so a node coming up finds the DMs it disagrees on with a neighbour
+	// without touching every DM.
+	heldBits, rcBits [][]uint64
+	stamp            int64
 }
 
 type placed struct {
@@ -546,6 +552,11 @@ func newSim(cfg simConfig, floodMode bool) *sim {
 	}
 	s.levelMark = make([]int64, s.n)
 	s.dms = make([]*dm, len(s.sendAt))
+	words := (len(s.sendAt) + 63) / 64
+	s.heldBits, s.rcBits = make([][]uint64, s.n), make([][]uint64, s.n)
+	for i := range s.n {
+		s.heldBits[i], s.rcBits[i] = make([]uint64, words), make([]uint64, words)
+	}
 	return s
 }
 
@@ -687,7 +698,7 @@ func addOnce(l []int32, v int32) []int32 {
 }
 
 func (s *sim) send(i int) {
-	d := &dm{s: s.home[s.sendFrom[i]], u: s.sendTo[i], h: s.home[s.sendTo[i]], b: s.bucket[s.sendTo[i]], sent: s.now, rcFwd: -1}
+	d := &dm{idx: i, s: s.home[s.sendFrom[i]], u: s.sendTo[i], h: s.home[s.sendTo[i]], b: s.bucket[s.sendTo[i]], sent: s.now, rcFwd: -1}
 	s.dms[i] = d
 	s.dmsTo[d.u] = append(s.dmsTo[d.u], d)
 	s.bucketDMs[d.b] = append(s.bucketDMs[d.b], d)
@@ -883,17 +894,31 @@ func (s *sim) startFallback(d *dm) {
 func (s *sim) startFlood(d *dm, fallback bool) {
 	d.fl = &flood{st: make([]uint8, s.n), dmHop: make([]uint8, s.n), rcHop: make([]uint8, s.n)}
 	if d.rcMade {
-		d.fl.st[d.h] = fReceipt
+		s.setSt(d, d.h, fReceipt)
 		d.fl.rcHop[d.h] = uint8(s.cfg.HopLimit)
 	}
-	d.fl.st[d.s] |= fHeld | fEver
+	s.setSt(d, d.s, d.fl.st[d.s]|fHeld|fEver)
 	d.fl.dmHop[d.s] = uint8(s.cfg.HopLimit)
 	s.spread(d, []int32{d.s}, false, fallback)
 }
 
+// setSt writes node w's flood state for d and mirrors it in the bitsets.
+func (s *sim) setSt(d *dm, w int32, st uint8) {
+	d.fl.st[w] = st
+	word, bit := d.idx/64, uint64(1)<<(d.idx%64)
+	s.heldBits[w][word] &^= bit
+	s.rcBits[w][word] &^= bit
+	if st&fHeld != 0 {
+		s.heldBits[w][word] |= bit
+	}
+	if st&fReceipt != 0 {
+		s.rcBits[w][word] |= bit
+	}
+}
+
 func (s *sim) floodReceiptFrom(d *dm, x int32) {
 	f := d.fl
-	f.st[x] = f.st[x]&^fHeld | fReceipt
+	s.setSt(d, x, f.st[x]&^fHeld|fReceipt)
 	f.rcHop[x] = uint8(s.cfg.HopLimit)
 	if s.up[x] {
 		s.spread(d, []int32{x}, true, d.fallback)
@@ -945,15 +970,15 @@ func (s *sim) spread(d *dm, sources []int32, receipt, fallback bool) {
 				tx++
 				s.levelMark[w] = base + level + 1
 				if receipt {
-					f.st[w] = f.st[w]&^fHeld | fReceipt
+					s.setSt(d, w, f.st[w]&^fHeld|fReceipt)
 					f.rcHop[w] = hop[v] - 1
 					if i := slices.Index(d.holders, w); i >= 0 {
 						d.holders = slices.Delete(d.holders, i, i+1)
 					}
 				} else if s.hostile[w] {
-					f.st[w] |= fDropped
+					s.setSt(d, w, f.st[w]|fDropped)
 				} else {
-					f.st[w] |= fHeld | fEver
+					s.setSt(d, w, f.st[w]|fHeld|fEver)
 					f.dmHop[w] = hop[v] - 1
 				}
 				next = append(next, w)
@@ -998,7 +1023,7 @@ func (s *sim) syncNode(d *dm, x int32) {
 	if f.st[x]&fReceipt == 0 {
 		for _, w := range s.g.adj[x] {
 			if s.up[w] && !s.hostile[w] && f.st[w]&fReceipt != 0 && f.rcHop[w] > 0 {
-				f.st[x] = f.st[x]&^fHeld | fReceipt
+				s.setSt(d, x, f.st[x]&^fHeld|fReceipt)
 				f.rcHop[x] = f.rcHop[w] - 1
 				s.countFlood(d, 1)
 				break
@@ -1017,10 +1042,10 @@ func (s *sim) syncNode(d *dm, x int32) {
 			if s.up[w] && !s.hostile[w] && f.st[w]&fHeld != 0 && f.dmHop[w] > 0 {
 				s.countFlood(d, 1)
 				if s.hostile[x] {
-					f.st[x] |= fDropped
+					s.setSt(d, x, f.st[x]|fDropped)
 					return
 				}
-				f.st[x] |= fHeld | fEver
+				s.setSt(d, x, f.st[x]|fHeld|fEver)
 				f.dmHop[x] = f.dmHop[w] - 1
 				break
 			}
@@ -1045,14 +1070,25 @@ func (s *sim) nodeToggle(x int32) {
 	if !s.up[x] {
 		return
 	}
+	// Anti-entropy with each up neighbour, on the DMs they disagree on.
+	for word := range s.heldBits[x] {
+		var diff uint64
+		for _, w := range s.g.adj[x] {
+			if s.up[w] {
+				diff |= s.heldBits[x][word] ^ s.heldBits[w][word]
+				diff |= s.rcBits[x][word] ^ s.rcBits[w][word]
+			}
+		}
+		for diff != 0 {
+			i := word*64 + bits.TrailingZeros64(diff)
+			diff &= diff - 1
+			if d := s.dms[i]; d != nil && !d.expired && d.fl != nil {
+				s.syncNode(d, x)
+			}
+		}
+	}
 	for _, d := range s.dms {
-		if d == nil || d.expired {
-			continue
-		}
-		if d.fl != nil {
-			s.syncNode(d, x)
-		}
-		if d.fbPending && d.s == x {
+		if d != nil && !d.expired && d.fbPending && d.s == x {
 			s.startFallback(d)
 		}
 	}
@@ -1157,6 +1193,9 @@ func (s *sim) tick() {
 // retryReceipt re-sends the receipt to placement nodes of the recipient's
 // view that still hold a copy (they were down), and to the sender.
 func (s *sim) retryReceipt(d *dm) {
+	if d.rcSender && len(d.holders) == 0 {
+		return
+	}
 	if len(d.holders) > 0 && s.up[d.h] {
 		for _, p := range s.place(d.h, d.b, s.opts.K+s.cfg.PullExtra) {
 			i := slices.Index(d.holders, p)
@@ -1266,4 +1305,3 @@ func runSim(cfg simConfig, floodToo bool) (pl, fl simResult) {
 	}
 	return pl, fl
 }
-
