@@ -27,7 +27,28 @@ package placement
 //     what it lacks with its up neighbours (one transmission per envelope).
 //     The hop limit caps forwards. The receipt floods the same way and
 //     deletes every copy it reaches; nodes keep it as a tombstone.
-//   - Placement: see placementMode below.
+//   - Placement: the sender's node unicasts the DM to the K placement nodes
+//     of the recipient's bucket in its own view and keeps its own copy until
+//     the receipt (for the fallback); when none is reachable it retries each
+//     hour. Every node watches the buckets of the users registered with it
+//     (online or not): it pulls each from the K nodes of its own view
+//     (K+PullExtra) every Renew, a request and a reply per node, and a
+//     placement node pushes a newly stored DM to the watchers of its bucket
+//     at once (retrying hourly those it cannot reach). A pull or push carries
+//     the whole bucket, not one user's DMs, so every watcher of a bucket
+//     fetches every DM of it; only the recipient's node keeps it, until its
+//     client connects. On delivery the recipient's node sends the receipt to
+//     the placement nodes of its view (each deletes its copy; those down get
+//     it when back), and the first of them that held the DM forwards the
+//     receipt to the node the DM came from: the sender's node, whose address
+//     it saw when the DM arrived. Nothing names the router a user sits at.
+//   - Fallback: after FetchCheck without a receipt the sender's node asks
+//     the nodes it placed at whether a watcher fetched the DM (one that has
+//     the receipt answers with it; a hostile one says yes); if none did, or
+//     none was ever reachable, or Timeout passes without a receipt, it
+//     floods the DM as today, and the receipt then floods too.
+//   - Placement nodes re-drawn by a generation flip hand their copies to the
+//     new K of their view (counted as handover).
 //   - Hostile nodes accept what they are given and drop it: in flooding they
 //     forward nothing, in placement they store nothing and answer no pull.
 
@@ -412,7 +433,6 @@ type sim struct {
 	distC     map[int32]distEntry
 	lastPull  map[[2]int64]time.Duration
 	lastTick  time.Duration
-	handVer   int
 	now       time.Duration
 	end       time.Duration
 	res       simResult
@@ -1166,7 +1186,10 @@ func (s *sim) tick() {
 		if d.fbPending && s.up[d.s] {
 			s.startFallback(d)
 		}
-		if d.placePending && !d.fallback && s.up[d.s] {
+		if !d.rcSender && !d.fallback && s.up[d.s] {
+			// Until its receipt, the sender's node places at the nodes of
+			// its view it has not reached yet (down at first, or new after
+			// a generation flip).
 			s.placeDM(d)
 		}
 		if d.checkPending {
@@ -1184,10 +1207,7 @@ func (s *sim) tick() {
 			s.retryReceipt(d)
 		}
 	}
-	if s.handVer != s.flipVer {
-		s.handVer = s.flipVer
-		s.handover()
-	}
+	s.handover()
 }
 
 // retryReceipt re-sends the receipt to placement nodes of the recipient's
@@ -1260,7 +1280,8 @@ func (s *sim) fetchCheck(d *dm) {
 }
 
 // handover: a placement node that is no longer among the K of its own view
-// for a bucket pushes its copies to those that are, then drops its own.
+// for a bucket pushes its copies to those that are, then drops its own. It
+// runs every tick, so a node that was down at its flip hands over when back.
 func (s *sim) handover() {
 	for _, d := range s.dms {
 		if d == nil || d.expired || d.delivered || len(d.holders) == 0 {

@@ -168,6 +168,11 @@ func report(b *testing.B, mode string, r simResult) {
 	b.ReportMetric(r.deliveryRatio(), mode+"-delivered")
 	b.ReportMetric(float64(r.Fallback)/float64(max(r.DMs, 1)), mode+"-fallback")
 	if mode == "place" {
+		b.ReportMetric(r.perDM(r.TxPlace), mode+"-send-tx/DM")
+		b.ReportMetric(r.perDM(r.TxFetch), mode+"-fetch-tx/DM")
+		b.ReportMetric(r.perDM(r.TxPullCtl), mode+"-pullctl-tx/DM")
+		b.ReportMetric(r.perDM(r.TxReceipt), mode+"-receipt-tx/DM")
 		b.ReportMetric(r.perDM(r.TxFallback), mode+"-fallback-tx/DM")
+		b.ReportMetric(float64(r.TxPullCtlAll)/float64(r.Nodes)/max(r.RunDays, 1), mode+"-pullctl-tx/node/day")
 	}
 }
