@@ -382,7 +382,6 @@ type dm struct {
 	rcSender     bool
 	fallback     bool
 	fbPending    bool    // fallback due but the sender's node is down
-	placePending bool    // no placement node was reachable yet
 	checkPending bool    // FetchCheck reached none of them yet
 	rcAt         []int32 // placement nodes that got the receipt
 
@@ -735,11 +734,12 @@ func (s *sim) send(i int) {
 }
 
 // placeDM sends d from the sender's node to the placement nodes of its
-// view that are reachable now. When none is, it tries again each tick until
-// FetchCheck, when it floods: in a partition the DM waits for the mesh to
+// view that it has not reached yet and can reach now. The tick calls it
+// again until the receipt, so nodes that were down, and nodes that enter the
+// view's K after a generation flip, get it too. If none was reached by
+// FetchCheck the sender floods: in a partition the DM waits for the mesh to
 // heal instead of flooding the fragment and then everything.
 func (s *sim) placeDM(d *dm) {
-	d.placePending = false
 	for _, p := range s.place(d.s, d.b, s.opts.K) {
 		if slices.Contains(d.placedAt, p) {
 			continue
@@ -758,9 +758,6 @@ func (s *sim) placeDM(d *dm) {
 		d.holders = addOnce(d.holders, p)
 		d.everStored = addOnce(d.everStored, p)
 		s.pushToWatchers(d, p)
-	}
-	if len(d.placedAt) == 0 {
-		d.placePending = true
 	}
 }
 
