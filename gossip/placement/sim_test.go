@@ -26,6 +26,9 @@ func logResult(t testing.TB, name string, r simResult) {
 func TestSmallMesh(t *testing.T) {
 	cfg := smallSimConfig()
 	pl, fl := runSim(cfg, true)
+	if again, _ := runSim(cfg, false); again != pl {
+		t.Fatalf("same seed, different figures:\n%+v\n%+v", pl, again)
+	}
 	logResult(t, "flooding", fl)
 	logResult(t, "placement", pl)
 	if pl.Diameter > cfg.HopLimit {
@@ -137,6 +140,10 @@ func BenchmarkMesh500(b *testing.B) {
 		// of 16, so today's flooding misses far recipients; with the
 		// maximum hop limit it reaches them, at its full cost.
 		{"hop32", func(c *simConfig) { c.HopLimit = 32 }, true},
+		// The bucket width trades the fetch (every node watching a bucket
+		// fetches each of its DMs) against how many users share a pull.
+		{"bits6", func(c *simConfig) { c.Opts.BucketBits = 6 }, false},
+		{"bits10", func(c *simConfig) { c.Opts.BucketBits = 10 }, false},
 	} {
 		b.Run(sc.name, func(b *testing.B) {
 			cfg := base
