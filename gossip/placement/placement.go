@@ -36,6 +36,14 @@
 // each ground for a future generation, can still hold a bucket's slots for a
 // time; it must now run a key per slot per Rotation and wait, and the
 // flooding fallback on a missing receipt still delivers the DM.
+//
+// What a placement node learns: the envelopes of its buckets (destination
+// user, size, arrival time), the address of the node each DM came from, and
+// the addresses of the nodes that pull each bucket. It does not learn the
+// sender (sealed sender) or which puller serves which user, but a receipt
+// sent straight from the recipient's node links that node to the DM's
+// destination; sending receipts through another node (an onion route or a
+// random relay) is left to do.
 package placement
 
 import (
