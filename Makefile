@@ -144,7 +144,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 ./node/e2e ./gossip/store >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	$(GO) test -run '^$$' -bench 'Broadcast|SeenSet' -benchtime 1x -count 1 ./gossip/relay >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	@awk -f cross/benchratio.awk build/bench.txt
-	$(GO) run ./cross/cmd/rssbench -bin ./qpq -idle 60s -load 30s -stored 10000 -stored-links 16 -stored-for 30s
+	$(GO) run ./cross/cmd/rssbench -bin ./qpq -idle 60s -load 30s -stored 10000 -stored-links 16 -stored-for 20s
 
 # Static binaries for every router architecture (cross/targets.txt) in
 # build/bin/qpq_linux_<goarch>.
