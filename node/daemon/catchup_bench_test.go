@@ -125,35 +125,34 @@ feed:
 	}
 }
 
-// messageBytes is what d's store holds in messages.
-func messageBytes(d *daemon.Daemon) int64 { return d.StoreStats().MessageBytes }
+// dms is how many DMs d's store holds. It walks the store's ids (a few
+// milliseconds at 10k): byte counts would be cheaper but are not exact,
+// since a relayed copy's record need not be the size of the original.
+func dms(d *daemon.Daemon) int { return d.Status().Store.Kinds["dm"] }
 
-// crossing waits until to holds as many message bytes as from (every
-// envelope crossed: to has no other source of messages), at most until
-// deadline. It returns how many of the n envelopes to holds, when the
-// last of them arrived, and how many it held at twice the allowance
-// (the goal: all of them).
-func crossing(from, to *daemon.Daemon, n int, start, deadline time.Time) (arrived int, took time.Duration, in2x int) {
-	per := float64(messageBytes(from)) / float64(n) // the envelopes are all one size
-	count := func(b int64) int { return min(n, int(float64(b)/per+0.5)) }
+// crossing waits until to holds all n DMs (it has no other source of
+// them), at most until deadline. It returns how many it holds, when the
+// last of them arrived, and how many it held at twice the allowance (the
+// goal: all of them).
+func crossing(to *daemon.Daemon, n int, start, deadline time.Time) (arrived int, took time.Duration, in2x int) {
 	goal := start.Add(2 * allowance(n))
-	last, lastAt, in2x := int64(0), start, -1
+	lastAt, in2x := start, -1
 	for {
-		got, want := messageBytes(to), messageBytes(from)
+		got := dms(to)
 		now := time.Now()
-		if got != last {
-			last, lastAt = got, now
+		if got != arrived {
+			arrived, lastAt = got, now
 		}
 		if in2x < 0 && now.After(goal) {
-			in2x = count(last)
+			in2x = arrived
 		}
-		if got >= want || now.After(deadline) {
+		if arrived >= n || now.After(deadline) {
 			if in2x < 0 {
-				in2x = count(last)
+				in2x = arrived
 			}
-			return count(last), lastAt.Sub(start), in2x
+			return arrived, lastAt.Sub(start), in2x
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -168,7 +167,9 @@ func reportCrossing(b *testing.B, n, arrived int, took time.Duration, in2x int) 
 		b.Logf("%d of %d envelopes arrived, the last %.1f s after the start", arrived, n, took.Seconds())
 		return
 	}
-	b.ReportMetric(took.Seconds()/allowance(n).Seconds(), "x-allowed")
+	if allowance(n) > 0 {
+		b.ReportMetric(took.Seconds()/allowance(n).Seconds(), "x-allowed")
+	}
 }
 
 // BenchmarkCatchUp: a node holding 10,000 stored envelopes links to a
@@ -186,7 +187,7 @@ func BenchmarkCatchUp(b *testing.B) {
 			b.StartTimer()
 			start := time.Now()
 			fresh := daemontest.Start(b, cfg)
-			arrived, took, in2x := crossing(holder.D, fresh.D, catchUpN, start, start.Add(catchUpDeadline))
+			arrived, took, in2x := crossing(fresh.D, catchUpN, start, start.Add(catchUpDeadline))
 			b.StopTimer()
 			reportCrossing(b, catchUpN, arrived, took, in2x)
 			fresh.Stop()
@@ -210,7 +211,7 @@ func BenchmarkBurst(b *testing.B) {
 			start := time.Now()
 			enqueueAll(b, from, envs)
 			handed := time.Since(start)
-			arrived, took, in2x := crossing(from.D, to.D, burstN, start, start.Add(burstDeadline))
+			arrived, took, in2x := crossing(to.D, burstN, start, start.Add(burstDeadline))
 			b.StopTimer()
 			reportCrossing(b, burstN, arrived, took, in2x)
 			b.ReportMetric(handed.Seconds(), "enqueue-s") // the client's part of the time
