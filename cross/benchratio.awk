@@ -1,7 +1,9 @@
 # Reads `go test -bench` output; prints each benchmark with its time per
 # operation, its other metrics, and, where the group has a "bare" variant
 # (the quic-go baseline measured in the same run), the ratio to it.
-/^Benchmark/ {
+# A line without a result (the name alone, as -v prints it before the run)
+# is skipped; a variant printed twice is listed once.
+/^Benchmark/ && NF >= 4 {
 	name = $1; sub(/^Benchmark/, "", name); sub(/-[0-9]+$/, "", name)
 	n = split(name, part, "/")
 	group = part[1]; variant = (n > 1) ? part[2] : "-"
@@ -13,7 +15,7 @@
 	key = group SUBSEP variant
 	val[key] = ns; ext[key] = extra
 	if (!(group in seen)) { seen[group] = 1; order[++groups] = group }
-	vars[group] = vars[group] " " variant
+	if (!(key in listed)) { listed[key] = 1; vars[group] = vars[group] " " variant }
 }
 END {
 	printf "%-26s %-12s %12s %8s  %s\n", "benchmark", "what", "time/op", "x bare", "metrics"
@@ -27,7 +29,8 @@ END {
 			if (t == "") { printf "%-26s %-12s %12s %8s %s\n", g, v, "-", ratio, ext[g, v]; continue }
 			unit = "us"; shown = t / 1000
 			if (shown >= 1000) { unit = "ms"; shown = shown / 1000 }
-			printf "%-26s %-12s %9.2f %s %8s %s\n", g, v, shown, unit, ratio, ext[g, v]
+			if (shown >= 10000) { unit = "s"; shown = shown / 1000 }
+			printf "%-26s %-12s %9.2f %-2s %8s %s\n", g, v, shown, unit, ratio, ext[g, v]
 		}
 	}
 }

@@ -1,9 +1,12 @@
 // Command rssbench measures a qpq node's resident memory, natively: idle
-// after a settling period, then under a load of node links and client RPCs.
-// It prints VmRSS and VmHWM from /proc beside DESIGN's RAM budget. Every
-// node it starts listens on 127.0.0.1 and is stopped before it exits.
+// after a settling period, then under a load of node links and client RPCs,
+// then (a second node) holding many stored envelopes with many links up.
+// It prints VmRSS and VmHWM from /proc beside DESIGN's RAM budget (and,
+// for the stored node, issue 12's goal), with the anonymous and
+// file-mapped parts of VmRSS. Every node it starts listens on 127.0.0.1
+// and is stopped before it exits.
 //
-//	go run ./cross/cmd/rssbench -bin ./qpq [-idle 60s] [-load 30s]
+//	go run ./cross/cmd/rssbench -bin ./qpq [-idle 60s] [-load 30s] [-stored 10000] [-stored-links 16] [-stored-for 30s]
 package main
 
 import (
@@ -30,6 +33,13 @@ import (
 const (
 	idleBudgetMiB = 16
 	loadBudgetMiB = 48
+	// storedGoalMiB is issue 12's goal for a node holding 10k stored
+	// envelopes with 16 links.
+	storedGoalMiB = 64
+	// storedMaxBytes is the stored node's store size (and its peers'):
+	// room for every envelope within each source's share.
+	storedMaxBytes = 64 << 20
+	storedSources  = 16 // the stored envelopes are spread over this many sources' quotas
 )
 
 func main() {
@@ -38,8 +48,21 @@ func main() {
 	load := flag.Duration("load", 30*time.Second, "how long the load runs")
 	peers := flag.Int("peers", 8, "node processes linked to the measured node during the load")
 	clients := flag.Int("clients", 16, "concurrent client connections calling health in a loop")
+	stored := flag.Int("stored", 10000, "envelopes held by the store of the second measured node (0: skip it)")
+	storedLinks := flag.Int("stored-links", 16, "node processes linked to the second measured node")
+	storedFor := flag.Duration("stored-for", 30*time.Second, "how long the second node is measured once its links are up")
 	flag.Parse()
-	if err := run(*bin, *idle, *load, *peers, *clients); err != nil {
+	tmp, err := os.MkdirTemp("", "qpq-rssbench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rssbench:", err)
+		os.Exit(1)
+	}
+	err = run(*bin, tmp, *idle, *load, *peers, *clients)
+	if err == nil && *stored > 0 {
+		err = runStored(*bin, tmp, *stored, *storedLinks, *storedFor)
+	}
+	os.RemoveAll(tmp)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "rssbench:", err)
 		os.Exit(1)
 	}
@@ -71,6 +94,7 @@ func start(bin, data string, args ...string) (*node, error) {
 type status struct {
 	Fingerprint, Listen string
 	Peers               []json.RawMessage
+	Store               struct{ Envelopes int64 }
 }
 
 func (n *node) status() (status, error) {
@@ -129,12 +153,7 @@ func report(what string, pid int, budget int) {
 	fmt.Printf("%-28s VmRSS %6.1f MiB  VmHWM %6.1f MiB  budget %d MiB  %s\n", what, float64(rss)/1024, float64(hwm)/1024, budget, verdict)
 }
 
-func run(bin string, idle, load time.Duration, npeers, nclients int) error {
-	tmp, err := os.MkdirTemp("", "qpq-rssbench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
+func run(bin, tmp string, idle, load time.Duration, npeers, nclients int) error {
 	m, err := start(bin, filepath.Join(tmp, "measured"))
 	if err != nil {
 		return err
