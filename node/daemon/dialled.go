@@ -185,10 +185,11 @@ func (d *Daemon) Dialled() DialledStats {
 	defer p.mu.Unlock()
 	var s DialledStats
 	for _, e := range p.out {
-		if e.l != nil {
-			s.Out++
-		} else {
+		switch {
+		case e.l == nil:
 			s.Dialling++
+		case !ended(e.l): // one the other side closed is swept later
+			s.Out++
 		}
 	}
 	s.In = len(p.in)
@@ -299,6 +300,15 @@ func (p *dialPool) acquire(ctx context.Context, d *Daemon, fp identity.Fingerpri
 		if len(addrs) == 0 {
 			p.mu.Unlock()
 			return nil, false, fmt.Errorf("push to %s: %w", fp, ErrNoAddress)
+		}
+		if len(p.out) >= p.o.Max {
+			// Links the other side closed free their slots first.
+			for f, o := range p.out {
+				if o.l != nil && ended(o.l) {
+					delete(p.out, f)
+					closing = append(closing, o.l)
+				}
+			}
 		}
 		if len(p.out) >= p.o.Max {
 			v := p.lruIdleLocked()
