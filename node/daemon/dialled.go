@@ -47,8 +47,8 @@ const (
 	dialledPushTimeout = 30 * time.Second
 	// maxDialFailures bounds the failed targets remembered.
 	maxDialFailures = 256
-	// A dialled link's pushes are rate-limited like a neighbour's by
-	// default (relay.Options.PeerRate), with a burst of two full pushes.
+	// Defaults of DialledOptions.InRate and InBurst: a neighbour's rate
+	// (relay.Options.PeerRate), a burst of two full pushes.
 	dialledRate  = 200
 	dialledBurst = 2 * relay.MaxPush
 	// minSweep is the shortest pause of the owner goroutine.
@@ -90,6 +90,10 @@ type DialledOptions struct {
 	// MaxInbound is how many dialled links from other nodes the node
 	// accepts at once. Default 32.
 	MaxInbound int
+	// InRate and InBurst bound the envelopes accepted per second over
+	// one inbound dialled link (token bucket). Defaults 200, as a
+	// neighbour's, and 512 (two full pushes).
+	InRate, InBurst float64
 }
 
 func (o DialledOptions) withDefaults() DialledOptions {
@@ -107,6 +111,12 @@ func (o DialledOptions) withDefaults() DialledOptions {
 	}
 	if o.MaxInbound <= 0 {
 		o.MaxInbound = DefaultMaxDialledIn
+	}
+	if o.InRate <= 0 {
+		o.InRate = dialledRate
+	}
+	if o.InBurst <= 0 {
+		o.InBurst = dialledBurst
 	}
 	return o
 }
@@ -146,7 +156,8 @@ type dialEntry struct {
 
 // inDialled is one inbound dialled link.
 type inDialled struct {
-	fp identity.Fingerprint
+	fp          identity.Fingerprint
+	rate, burst float64
 
 	mu      sync.Mutex // guards the fields below
 	l       *link.Link // nil until hello is over
@@ -568,7 +579,11 @@ func (d *Daemon) acceptDialled(conn *link.Incoming, release func()) {
 		d.log.Debug("refused dialled link", "peer", fp)
 		return
 	}
-	in := &inDialled{fp: fp, tokens: dialledBurst, last: time.Now()}
+	p := d.dialled
+	p.mu.Lock()
+	rate, burst := p.o.InRate, p.o.InBurst
+	p.mu.Unlock()
+	in := &inDialled{fp: fp, rate: rate, burst: burst, tokens: burst, last: time.Now()}
 	srv := wire.NewServer(fp, wire.ServerOptions{
 		Local:   d.hello,
 		Stats:   d.stats,
@@ -619,7 +634,7 @@ func (h dialledHandler) Accept(env gossip.Envelope, src relay.Source) (bool, err
 	now := time.Now()
 	in := h.in
 	in.mu.Lock()
-	in.tokens = min(dialledBurst, in.tokens+now.Sub(in.last).Seconds()*dialledRate)
+	in.tokens = min(in.burst, in.tokens+now.Sub(in.last).Seconds()*in.rate)
 	in.last, in.lastUse = now, now
 	ok := in.tokens >= 1
 	if ok {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/gossiptest"
+	"github.com/quicproquo/qpq/gossip/relay"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/mesh/testkit"
@@ -258,6 +260,27 @@ func TestDialledCloseStopsEverything(t *testing.T) {
 	}
 	testkit.WaitFor(t, waitDialled, "c to see a's dialled link end", func() bool { return c.D.Dialled().In == 0 })
 	testkit.WaitFor(t, waitDialled, "b to see its dialled link to a end", func() bool { return b.D.Dialled().Out == 0 })
+}
+
+// Pushes over an inbound dialled link spend the receiver's bucket for
+// it: past the burst, a push is refused as too fast and the rest is not
+// stored.
+func TestDialledInboundRateLimit(t *testing.T) {
+	a := startNode(t, "a")
+	c := startNode(t, "c")
+	c.D.SetDialled(daemon.DialledOptions{InRate: 1e-6, InBurst: 4})
+	if got := pushTo(t, a, c, dms(4)); got != 4 {
+		t.Fatalf("push within the burst answered %d accepted, want 4", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitDialled)
+	defer cancel()
+	_, err := a.D.PushTo(ctx, c.ID.Fingerprint(), []string{c.D.Addr()}, dms(2))
+	if err == nil || !strings.Contains(err.Error(), relay.ErrRateLimited.Error()) {
+		t.Fatalf("push past the burst: %v, want %q", err, relay.ErrRateLimited)
+	}
+	if got := storedDMs(c); got != 4 {
+		t.Fatalf("c stores %d DMs, want 4", got)
+	}
 }
 
 // oldNode is a node of the release before link.ALPNDial: it answers only
