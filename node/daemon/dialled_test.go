@@ -338,3 +338,42 @@ func TestDialledOldNodeRefuses(t *testing.T) {
 		t.Fatalf("the old node saw %d handshakes after the refusal, want 1 (no redial)", n)
 	}
 }
+
+// BenchmarkPushToDialled measures one DM pushed to a node that is not a
+// neighbour: over an open dialled link ("reused"), and with a dial and
+// hello first ("fresh": a bound of 1 and two targets pushed to in turn,
+// so each push evicts the other's link).
+func BenchmarkPushToDialled(b *testing.B) {
+	push := func(b *testing.B, a, to *daemontest.Node) {
+		ctx, cancel := context.WithTimeout(context.Background(), waitDialled)
+		defer cancel()
+		if _, err := a.D.PushTo(ctx, to.ID.Fingerprint(), []string{to.D.Addr()}, dms(1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("reused", func(b *testing.B) {
+		a := daemontest.Start(b, daemontest.Config(b.TempDir(), "a"))
+		c := daemontest.Start(b, daemontest.Config(b.TempDir(), "c"))
+		push(b, a, c)
+		b.ResetTimer()
+		start := time.Now()
+		for range b.N {
+			push(b, a, c)
+		}
+		b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N), "µs/push")
+	})
+	b.Run("fresh", func(b *testing.B) {
+		a := daemontest.Start(b, daemontest.Config(b.TempDir(), "a"))
+		a.D.SetDialled(daemon.DialledOptions{Max: 1})
+		ts := []*daemontest.Node{
+			daemontest.Start(b, daemontest.Config(b.TempDir(), "t1")),
+			daemontest.Start(b, daemontest.Config(b.TempDir(), "t2")),
+		}
+		b.ResetTimer()
+		start := time.Now()
+		for i := range b.N {
+			push(b, a, ts[i%2])
+		}
+		b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N), "µs/push")
+	})
+}
