@@ -78,8 +78,8 @@ func TestPushToNodeNotANeighbour(t *testing.T) {
 	if got := storedDMs(c); got != 3 {
 		t.Fatalf("c stores %d DMs, want 3", got)
 	}
-	if s := a.D.Dialled(); s.Out != 1 {
-		t.Fatalf("a holds %+v dialled links, want 1 out", s)
+	if s := a.D.Status().Dialled; s.Out != 1 {
+		t.Fatalf("a's status shows %+v dialled links, want 1 out", s)
 	}
 	testkit.WaitFor(t, waitDialled, "c to count the inbound dialled link", func() bool { return c.D.Dialled().In == 1 })
 	if fps := neighbourFPs(a); len(fps) != 0 {
