@@ -26,8 +26,8 @@ func (t *Transport) AcceptIncoming(ctx context.Context) (*Incoming, error) {
 	return &Incoming{conn: conn}, nil
 }
 
-// ALPN returns the protocol the two sides agreed on (ALPNPeer or
-// ALPNClient; anything else is refused).
+// ALPN returns the protocol the two sides agreed on (ALPNPeer, ALPNClient
+// or ALPNDial; anything else is refused).
 func (in *Incoming) ALPN() string { return in.conn.ConnectionState().TLS.NegotiatedProtocol }
 
 // PeerFingerprint returns the fingerprint of the certificate the remote

@@ -23,6 +23,12 @@ import (
 const (
 	ALPNPeer   = "quicproquo/p2p/1" // node to node, MeshPeer bootstrap
 	ALPNClient = "capnp"            // client to node, Node bootstrap
+	// ALPNDial is a short-lived node-to-node connection to a node that is
+	// not a neighbour (pushes only): the same MeshPeer and hello as
+	// ALPNPeer, but the receiver gives it no neighbour slot. An older
+	// node does not offer it, so its handshake fails with
+	// no_application_protocol and nothing is registered there.
+	ALPNDial = "quicproquo/p2p/1+dial"
 )
 
 // Errors a handshake can end with.
@@ -73,7 +79,7 @@ func PeerFingerprint(cs tls.ConnectionState) (identity.Fingerprint, error) {
 	return identity.FingerprintOf(pub), nil
 }
 
-// serverTLS answers both ALPNs on one socket. Nodes must present a
+// serverTLS answers every ALPN on one socket. Nodes must present a
 // certificate; clients may (anonymous enqueue needs none). Session tickets
 // are off, so every connection runs the full handshake and
 // VerifyConnection sees a fresh certificate.
@@ -96,6 +102,7 @@ func serverTLS(cert tls.Certificate) *tls.Config {
 	}
 	peer := base(ALPNPeer, tls.RequireAnyClientCert)
 	client := base(ALPNClient, tls.RequestClientCert)
+	dial := base(ALPNDial, tls.RequireAnyClientCert)
 	// An unknown ALPN gets a config that cannot agree on one, so the
 	// handshake fails with no_application_protocol.
 	refuse := base(ALPNPeer, tls.RequireAnyClientCert)
@@ -108,6 +115,8 @@ func serverTLS(cert tls.Certificate) *tls.Config {
 				return peer, nil
 			case slices.Contains(chi.SupportedProtos, ALPNClient):
 				return client, nil
+			case slices.Contains(chi.SupportedProtos, ALPNDial):
+				return dial, nil
 			}
 			return refuse, nil
 		},

@@ -39,6 +39,16 @@ type Status struct {
 	Seen        Seen   `json:"seen"`
 	// Handshakes shows the flood bounds at work (issue 9, defect 16).
 	Handshakes Handshakes `json:"handshakes"`
+	// Dialled counts the short-lived links to nodes that are not
+	// neighbours (issue 12); they are not in Peers.
+	Dialled Dialled `json:"dialled"`
+}
+
+// Dialled counts dialled links held now.
+type Dialled struct {
+	Out      int `json:"out"`      // open links this node dialled
+	Dialling int `json:"dialling"` // dials in progress
+	In       int `json:"in"`       // links other nodes dialled to this one
 }
 
 // Handshakes counts incoming QUIC handshakes since the node started.

@@ -32,6 +32,18 @@ func (d *Daemon) acceptLoop() {
 				defer d.wg.Done()
 				d.acceptPeer(conn, release)
 			}()
+		case link.ALPNDial:
+			// Not a neighbour: no inbound-cap check, no neighbour slot.
+			release, err := d.startHandshake(clientKey(conn.RemoteAddr()))
+			if err != nil {
+				conn.Refuse("busy")
+				continue
+			}
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				d.acceptDialled(conn, release)
+			}()
 		case link.ALPNClient:
 			c, err := d.clients.admit(conn)
 			if err != nil {

@@ -70,6 +70,8 @@ type Daemon struct {
 
 	nlinks atomic.Int32 // len(links), read without mu by health calls
 
+	dialled *dialPool // short-lived links to nodes that are not neighbours (dialled.go)
+
 	mu        sync.Mutex // guards the fields below
 	links     map[identity.Fingerprint]*link.Link
 	via       map[identity.Fingerprint]string // how each link came to be
@@ -147,6 +149,7 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		anchor:   map[identity.Fingerprint]bool{},
 		table:    neighbours.NewTable(maxCandidates, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
 		kick:     make(chan struct{}, 1),
+		dialled:  newDialPool(),
 	}
 	// The first trial comes a full Explore after start, not at once.
 	d.lastTrial = d.started
@@ -191,6 +194,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer d.wg.Done()
 		d.eng.Run(d.ctx) // purge, boost pruning, anti-entropy with every link
 	}()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.dialled.run(d.ctx) // closes idle dialled links
+	}()
 	if err := d.startDiscovery(); err != nil {
 		d.log.Error("mDNS discovery did not start; static peers still work", "err", err)
 	}
@@ -224,6 +232,7 @@ func (d *Daemon) Close() error {
 		if d.disc != nil {
 			d.disc.Close()
 		}
+		d.dialled.close()
 		// Closed outside mu: closing a link waits for the calls in
 		// progress on it, and a neighbour's call may need mu.
 		d.mu.Lock()

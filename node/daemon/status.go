@@ -43,6 +43,8 @@ func (d *Daemon) Status() control.Status {
 	st.Store.Damaged = ss.Damaged
 	hs := d.tr.HandshakeStats()
 	st.Handshakes = control.Handshakes{InProgress: hs.InProgress, Retries: hs.Retries, Refused: hs.Refused}
+	ds := d.Dialled()
+	st.Dialled = control.Dialled{Out: ds.Out, Dialling: ds.Dialling, In: ds.In}
 	d.st.IDs(func(_ gossip.ID, k schemas.Envelope_Kind) bool {
 		st.Store.Kinds[k.String()]++
 		return true
