@@ -128,7 +128,7 @@ feed:
 // dms is how many DMs d's store holds. It walks the store's ids (a few
 // milliseconds at 10k): byte counts would be cheaper but are not exact,
 // since a relayed copy's record need not be the size of the original.
-func dms(d *daemon.Daemon) int { return d.Status().Store.Kinds["dm"] }
+func heldDMs(d *daemon.Daemon) int { return d.Status().Store.Kinds["dm"] }
 
 // crossing waits until to holds all n DMs (it has no other source of
 // them), at most until deadline. It returns how many it holds, when the
@@ -138,7 +138,7 @@ func crossing(to *daemon.Daemon, n int, start, deadline time.Time) (arrived int,
 	goal := start.Add(2 * allowance(n))
 	lastAt, in2x := start, -1
 	for {
-		got := dms(to)
+		got := heldDMs(to)
 		now := time.Now()
 		if got != arrived {
 			arrived, lastAt = got, now

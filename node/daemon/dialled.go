@@ -207,36 +207,38 @@ func (d *Daemon) Dialled() DialledStats {
 	return s
 }
 
-// PushTo pushes envs to the node fp and returns how many it newly stored.
+// PushTo pushes envs to the node fp and returns its answer: how many it
+// newly stored and, when it paces us (flow control), how many it took
+// and when to send the rest.
 // A neighbour link to fp is used when there is one; otherwise an open
 // dialled link, or a new one dialled to addrs (tried in turn, pinned to
 // fp, within DialledOptions.DialTimeout). At most relay.MaxPush
 // envelopes. A node older than link.ALPNDial refuses the dial's TLS
 // handshake (no application protocol): PushTo fails and that target is
 // not dialled again before DialledOptions.RetryAfter.
-func (d *Daemon) PushTo(ctx context.Context, fp identity.Fingerprint, addrs []string, envs []gossip.Envelope) (accepted int, err error) {
+func (d *Daemon) PushTo(ctx context.Context, fp identity.Fingerprint, addrs []string, envs []gossip.Envelope) (relay.PushResult, error) {
 	if fp.Equal(d.id.Fingerprint()) {
-		return 0, errors.New("push to self: not a remote node")
+		return relay.PushResult{}, errors.New("push to self: not a remote node")
 	}
 	if len(envs) == 0 {
-		return 0, nil
+		return relay.PushResult{}, nil
 	}
 	if len(envs) > relay.MaxPush {
-		return 0, fmt.Errorf("push to %s: %d envelopes, at most %d", fp, len(envs), relay.MaxPush)
+		return relay.PushResult{}, fmt.Errorf("push to %s: %d envelopes, at most %d", fp, len(envs), relay.MaxPush)
 	}
 	ctx, cancel := d.pushContext(ctx)
 	defer cancel()
 	if l := d.linkTo(fp); l != nil {
 		n, err := wire.NewPeer(l.Remote(), l.Version()).Push(ctx, envs)
 		if err != nil {
-			return 0, fmt.Errorf("push to neighbour %s: %w", fp, err)
+			return relay.PushResult{}, fmt.Errorf("push to neighbour %s: %w", fp, err)
 		}
 		return n, nil
 	}
 	for attempt := 0; ; attempt++ {
 		e, reused, err := d.dialled.acquire(ctx, d, fp, addrs)
 		if err != nil {
-			return 0, err
+			return relay.PushResult{}, err
 		}
 		n, err := wire.NewPeer(e.l.Remote(), e.l.Version()).Push(ctx, envs)
 		d.dialled.release(e)
@@ -248,7 +250,7 @@ func (d *Daemon) PushTo(ctx context.Context, fp identity.Fingerprint, addrs []st
 			// it: one fresh dial, never more.
 			continue
 		}
-		return 0, fmt.Errorf("push to %s over a dialled link: %w", fp, err)
+		return relay.PushResult{}, fmt.Errorf("push to %s over a dialled link: %w", fp, err)
 	}
 }
 
@@ -628,23 +630,35 @@ type dialledHandler struct {
 	in *inDialled
 }
 
-// Accept spends a token of the link's bucket, then admits env as the
-// engine admits a neighbour's (src names the dialler: its store quota).
-func (h dialledHandler) Accept(env gossip.Envelope, src relay.Source) (bool, error) {
+// AcceptPush spends tokens of the link's bucket, one per envelope, and
+// admits what they cover as the engine admits a neighbour's push (the
+// dialler is not a registered neighbour, so the engine's own buckets do
+// not apply; src names the dialler: its store quota). The rest is
+// answered as the engine answers a neighbour over its rate.
+func (h dialledHandler) AcceptPush(from identity.Fingerprint, envs []gossip.Envelope, flow bool) (relay.PushResult, error) {
 	now := time.Now()
 	in := h.in
 	in.mu.Lock()
 	in.tokens = min(in.burst, in.tokens+now.Sub(in.last).Seconds()*in.rate)
 	in.last, in.lastUse = now, now
-	ok := in.tokens >= 1
-	if ok {
-		in.tokens--
+	n := min(len(envs), int(in.tokens))
+	in.tokens -= float64(n)
+	var wait time.Duration
+	if n < len(envs) {
+		wait = time.Duration((1 - in.tokens) / in.rate * float64(time.Second))
 	}
 	in.mu.Unlock()
-	if !ok {
-		return false, relay.ErrRateLimited
+	res, err := h.d.eng.AcceptPush(from, envs[:n], flow)
+	if err != nil {
+		return res, err
 	}
-	return h.d.eng.Accept(env, src)
+	if n < len(envs) {
+		if !flow {
+			return res, relay.ErrRateLimited
+		}
+		res.Taken, res.RetryAfter = n, max(wait, time.Millisecond)
+	}
+	return res, nil
 }
 
 // HandleSummary refuses: anti-entropy is for neighbours.

@@ -59,7 +59,7 @@ func pushTo(t *testing.T, from, to *daemontest.Node, envs []gossip.Envelope) int
 	if err != nil {
 		t.Fatalf("PushTo %s: %v", to.ID.Fingerprint().Short(), err)
 	}
-	return n
+	return n.Accepted
 }
 
 // A node pushes DMs straight to a node it has no link to; that node (a
