@@ -69,6 +69,13 @@ func serve(t *testing.T, h Handler, o ServerOptions) schemas.MeshPeer {
 // each offers the bootstrap its function makes.
 func linkPair(t *testing.T, a, b *identity.Node, bootA, bootB func() capnp.Client) (*link.Link, *link.Link) {
 	t.Helper()
+	return linkPairHello(t, a, b, bootA, bootB, link.LocalHello("test", "qpq"), link.LocalHello("test", "qpq"))
+}
+
+// linkPairHello is linkPair with the hellos each side says (a node of an
+// older protocol version, say).
+func linkPairHello(t *testing.T, a, b *identity.Node, bootA, bootB func() capnp.Client, helloA, helloB link.Hello) (*link.Link, *link.Link) {
+	t.Helper()
 	ctx := ctxT(t)
 	listen := func(id *identity.Node) *link.Transport {
 		tr, err := link.Listen("127.0.0.1:0", id)
@@ -90,14 +97,14 @@ func linkPair(t *testing.T, a, b *identity.Node, bootA, bootB func() capnp.Clien
 			accepted <- res{nil, err}
 			return
 		}
-		l, err := link.Establish(ctx, c, false, bootB(), link.LocalHello("test", "qpq"), nil)
+		l, err := link.Establish(ctx, c, false, bootB(), helloB, nil)
 		accepted <- res{l, err}
 	}()
 	c, err := ta.Dial(ctx, tb.Addr().String(), b.Fingerprint(), link.ALPNPeer)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	la, err := link.Establish(ctx, c, true, bootA(), link.LocalHello("test", "qpq"), nil)
+	la, err := link.Establish(ctx, c, true, bootA(), helloA, nil)
 	if err != nil {
 		t.Fatalf("establish outbound: %v", err)
 	}
