@@ -32,6 +32,7 @@ FUZZ := \
 	./node/uci:FuzzParse \
 	./gossip/relay:FuzzReceiptSecret \
 	./gossip/relay:FuzzDecodeFilter \
+	./gossip/relay:FuzzParseSummary \
 	./node/display:FuzzFormat \
 	./node/e2e:FuzzOpenDM \
 	./node/e2e:FuzzVerifyBundle \
@@ -143,6 +144,8 @@ bench: build
 	TMPDIR=/dev/shm $(GO) test -run '^$$' -bench 'CatchUp|Burst' -benchtime 1x -count 1 ./node/daemon >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 ./node/e2e ./gossip/store >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	$(GO) test -run '^$$' -bench 'Broadcast|SeenSet' -benchtime 1x -count 1 ./gossip/relay >> build/bench.txt || { cat build/bench.txt; exit 1; }
+	TMPDIR=/dev/shm $(GO) test -run '^$$' -bench AntiEntropy -benchtime 10x -count 1 ./gossip/relay >> build/bench.txt || { cat build/bench.txt; exit 1; }
+	$(GO) test -run '^$$' -bench Mesh500 -benchtime 1x -count 1 ./gossip/placement >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	@awk -f cross/benchratio.awk build/bench.txt
 	$(GO) run ./cross/cmd/rssbench -bin ./qpq -idle 60s -load 30s -stored 10000 -stored-links 16 -stored-for 20s
 

@@ -55,6 +55,9 @@ type peer struct {
 	// SummaryGap.
 	sumTokens float64
 	sumLast   time.Time
+	// rests are received summaries whose scan stopped for lack of room
+	// (catchup.go).
+	rests []*scanRest
 }
 
 // takeSummary spends one summary token, if there is one.
@@ -276,9 +279,15 @@ func (e *Engine) sendLoop(ctx context.Context, p *peer) {
 	raises := make([]HopRaise, 0, raiseBatch)
 	prev := make([]uint8, 0, raiseBatch) // each raise's level before its claim
 	for {
-		id, ok := p.queue.pop(ctx)
+		id, ok := p.queue.tryPop()
+		if !ok && e.finishScans(p) {
+			// Drained: the rest of a summary's scan refilled it.
+			id, ok = p.queue.tryPop()
+		}
 		if !ok {
-			return
+			if id, ok = p.queue.pop(ctx); !ok {
+				return
+			}
 		}
 		batch, raises, prev = batch[:0], raises[:0], prev[:0]
 		size := 0

@@ -178,27 +178,8 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 			}
 		}
 	}
-	queued := 0
 	most := max(1, int(math.Ceil(share*float64(e.o.MaxSummaryPush))))
-	test := func(id gossip.ID) bool {
-		copy(buf[summaryKeyLen:], id[:])
-		if f.Test(buf) {
-			// It has it, or this is a false positive: not remembered, so
-			// the next round, under a fresh key, catches it.
-			return true
-		}
-		// The digest is fresher than our record of what we sent: a push
-		// that was lost after it looked delivered is sent again.
-		p.forget(id)
-		if !p.queue.push(id) {
-			return false // queue full: the next round continues
-		}
-		queued++
-		return queued < most // the rest: next round
-	}
-	if r.whole() {
-		// The version-1 form, as before: every id, by the expiry index.
-		return e.o.Store.IDs(func(id gossip.ID, _ schemas.Envelope_Kind) bool { return test(id) })
-	}
-	return e.rangeIDs(r, test)
+	// The filter and key point into the RPC message: kept only as copies.
+	rest := &scanRest{f: f, key: bytes.Clone(s.Key), r: idRange{start: bytes.Clone(r.start), end: bytes.Clone(r.end)}}
+	return e.scanSummary(p, rest, most, true)
 }

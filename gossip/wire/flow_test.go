@@ -22,7 +22,20 @@ import (
 // given protocol version (1: a node from before flow control).
 func flowPair(t *testing.T, sendV, recvV uint16, rate, burst float64) (a, b *wnode, la, lb *link.Link) {
 	t.Helper()
-	a = newWNode(t)
+	return flowPairWith(t, sendV, recvV, rate, burst, relay.Options{})
+}
+
+// flowPairWith is flowPair with the sender's engine options (its Store is
+// filled in).
+func flowPairWith(t *testing.T, sendV, recvV uint16, rate, burst float64, ao relay.Options) (a, b *wnode, la, lb *link.Link) {
+	t.Helper()
+	sa, err := store.Open(filepath.Join(t.TempDir(), "a.db"), store.Options{MaxBytes: 8 << 20, MaxTTL: 7 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ao.Store = sa
+	a = &wnode{id: newID(t), st: sa, eng: relay.New(ao)}
+	t.Cleanup(func() { a.eng.Close(); a.st.Close() })
 	st, err := store.Open(filepath.Join(t.TempDir(), "b.db"), store.Options{MaxBytes: 8 << 20, MaxTTL: 7 * 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -123,4 +136,26 @@ func TestBurstOverTheRateArrivesCompleteWithoutSummaries(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestOneSummaryBringsANewNeighbourFullyUpToDate(t *testing.T) {
+	testkit.LeakCheck(t)
+	// a holds 300 envelopes and may queue only 50 per summary it
+	// handles; b, new, sends one summary. a finishes that summary's scan
+	// as its queue drains, so all 300 arrive without a second round (the
+	// engines do not Run: there is none).
+	a, b, la, _ := flowPairWith(t, link.ProtocolVersion, link.ProtocolVersion, 1e6, 1e6, relay.Options{MaxSummaryPush: 50})
+	envs := dmBatch(300)
+	for _, e := range envs {
+		if added, err := a.eng.Accept(e, relay.Source{Client: "c"}); err != nil || !added {
+			t.Fatalf("accept: %v %v", added, err)
+		}
+	}
+	defer a.eng.AddPeer(b.id.Fingerprint(), NewPeer(la.Remote(), la.Version()))()
+	if err := b.eng.SendSummary(ctxT(t), a.id.Fingerprint()); err != nil {
+		t.Fatalf("summary: %v", err)
+	}
+	testkit.WaitFor(t, 30*time.Second, "all 300 envelopes to reach the new neighbour", func() bool {
+		return b.st.Stats().Envelopes == int64(len(envs))
+	})
 }
