@@ -92,6 +92,9 @@ type Peer struct {
 	// kept: "random" (one of its random picks), "rtt" (among the fastest
 	// it knows) or "trial" (dialled to compare its RTT); empty otherwise.
 	Pick string `json:"pick,omitempty"`
+	// Protocol is the protocol version the link agreed on: 1 with a node
+	// from before flow control (issue 12), which is still served.
+	Protocol int `json:"protocol"`
 }
 
 type request struct {

@@ -70,6 +70,7 @@ func (d *Daemon) Status() control.Status {
 			RTTMs:       float64(l.RTT().Microseconds()) / 1000,
 			LinkedS:     int64(time.Since(l.Since()) / time.Second),
 			Pick:        d.pick(l, via),
+			Protocol:    int(l.Version()),
 		})
 	}
 	d.mu.Unlock()
