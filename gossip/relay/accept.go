@@ -15,6 +15,8 @@ import (
 type Source struct {
 	Peer   identity.Fingerprint
 	Client string // a per-connection label; never written to disk
+	// Hold stores a DM without offering it to neighbours (hold.go).
+	Hold bool
 }
 
 func (s Source) quotaKey() string {
@@ -183,6 +185,7 @@ func (e *Engine) admitBatch(envs []gossip.Envelope, src Source) ([]admitted, err
 			e.markKnown(src.Peer, env.ID, heldBy(env))
 		}
 		if !r.Added {
+			e.passThrough(env, src)
 			if env.Kind == schemas.Envelope_Kind_broadcast {
 				// Stored already though the seen-set had forgotten it (or
 				// tombstoned: raiseHops then finds it not held).
@@ -201,7 +204,7 @@ func (e *Engine) admitBatch(envs []gossip.Envelope, src Source) ([]admitted, err
 				e.o.OnDescriptor(signed, src.Peer)
 			}
 		}
-		e.fanOut(env.ID, src.Peer)
+		e.spread(env, src)
 	}
 	return out, nil
 }

@@ -162,6 +162,8 @@ type Engine struct {
 	// control), for status and benchmarks.
 	pushWaits atomic.Int64
 
+	holds holdSet // DMs stored but not offered to neighbours (hold.go)
+
 	ae aeCache // the current anti-entropy rounds, shared by all links (ae.go)
 
 	wg sync.WaitGroup // every goroutine the engine starts
@@ -267,6 +269,9 @@ func (e *Engine) purge() {
 		e.log.Error("purge failed", "err", err)
 	} else if exp+tomb > 0 {
 		e.log.Debug("purged", "expired", exp, "tombstones", tomb)
+	}
+	if n := e.pruneHeld(); n > 0 {
+		e.log.Debug("forgot held DMs no longer stored", "count", n)
 	}
 	if n := e.PruneBoosts(); n > 0 {
 		e.log.Debug("forgot raised hop limits of broadcasts no longer held", "count", n)

@@ -391,7 +391,7 @@ func (e *Engine) raise(ctx context.Context, p *peer, raises []HopRaise, prev []u
 // offerPush when p lacks it, offerRaise when p holds a broadcast with
 // fewer hops than that, offerNone otherwise.
 func (e *Engine) forwardable(p *peer, id gossip.ID) (env gossip.Envelope, what int, prev uint8) {
-	if p.settled(id, e.o.MaxBroadcastHops) {
+	if p.settled(id, e.o.MaxBroadcastHops) || e.holds.has(id) {
 		return gossip.Envelope{}, offerNone, 0 // no store read needed
 	}
 	env, ok, err := e.o.Store.Get(id)
