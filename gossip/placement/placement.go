@@ -95,16 +95,14 @@ type Options struct {
 	BucketBits int
 }
 
-// WithDefaults returns o with every zero field set to its default.
+// WithDefaults returns o with every zero field set to its default. It is
+// idempotent: a negative MinAge or Rotation stays negative.
 func (o Options) WithDefaults() Options {
 	if o.K <= 0 {
 		o.K = DefaultK
 	}
 	if o.MinAge == 0 {
 		o.MinAge = DefaultMinAge
-	}
-	if o.MinAge < 0 {
-		o.MinAge = 0
 	}
 	if o.Rotation == 0 {
 		o.Rotation = DefaultRotation
@@ -135,13 +133,14 @@ func Bucket(user identity.Fingerprint, bits int) uint32 {
 func Generation(c Candidate, now time.Duration, o Options) (gen uint64, ok bool) {
 	o = o.WithDefaults()
 	age := now - c.FirstSeen
-	if age < o.MinAge {
+	minAge := max(o.MinAge, 0) // negative: none (kept negative, so defaults apply once)
+	if age < minAge {
 		return 0, false
 	}
 	if o.Rotation < 0 {
 		return 0, true
 	}
-	return uint64((age - o.MinAge) / o.Rotation), true
+	return uint64((age - minAge) / o.Rotation), true
 }
 
 // Score is a node's rank for a bucket in one generation; lower holds the

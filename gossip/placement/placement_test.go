@@ -289,3 +289,13 @@ func TestDifferingViewsShareANode(t *testing.T) {
 		}
 	}
 }
+
+// No minimum age (negative MinAge) survives the defaults applied again
+// inside Place: a node seen a moment ago may hold a slot.
+func TestNoMinAge(t *testing.T) {
+	fp := randFP(rand.New(rand.NewPCG(1, 2)))
+	o := Options{K: 1, MinAge: -1}.WithDefaults()
+	if got := Place(0, []Candidate{{FP: fp, FirstSeen: time.Hour}}, time.Hour, o); len(got) != 1 {
+		t.Fatalf("with no minimum age a node seen now holds no slot: %v", got)
+	}
+}
