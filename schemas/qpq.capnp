@@ -147,6 +147,24 @@ interface MeshPeer {
   # peer answers unimplemented; the caller then sends it no more raises on
   # that link.
   raise @4 (raises :List(HopRaise)) -> ();
+
+  # Mailbox placement (node/daemon/placement.go), served by nodes that
+  # have it on; any other answers unimplemented and the caller takes it
+  # as a placement that failed (the DM is flooded instead).
+  #
+  # place hands the callee DMs whose recipients' mailbox buckets it is
+  # one of the placement nodes for. It stores them as a push would, but
+  # holds them for pulls instead of offering them to its neighbours.
+  # accepted counts those newly stored. At most 256 envelopes.
+  place @5 (envelopes :List(Envelope)) -> (accepted :UInt32);
+
+  # pull asks for the DMs placed on the callee whose recipient's mailbox
+  # bucket is bucket (the first `bits` bits of the bucket hash, which the
+  # callee must place with too), in id order after `after` (a 32-byte id,
+  # or empty for the first), at most `limit` of them and about 96 KiB of
+  # payload. next is the last id returned when more may follow, else
+  # empty. A pull names a bucket that many users share, never a user.
+  pull @6 (bucket :UInt32, bits :UInt8, after :Data, limit :UInt32) -> (envelopes :List(Envelope), next :Data);
 }
 
 # Summary is the anti-entropy digest of the ids a node holds.

@@ -39,6 +39,9 @@ type ServerOptions struct {
 	// Handler takes push, summary and raise. Nil: they answer
 	// unimplemented, as a node that does not relay would.
 	Handler Handler
+	// Mailboxes serves place and pull (mailbox placement). Nil: they
+	// answer unimplemented, as a node without placement would.
+	Mailboxes Mailboxes
 	// Log gets refused envelopes (debug) and recovered panics (error).
 	// Nil discards.
 	Log *slog.Logger

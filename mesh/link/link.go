@@ -194,6 +194,16 @@ func (s *PeerServer) Raise(ctx context.Context, call schemas.MeshPeer_raise) err
 	return capnp.Unimplemented("raise: not served by this node")
 }
 
+// Place is not served here (gossip/wire serves it).
+func (s *PeerServer) Place(ctx context.Context, call schemas.MeshPeer_place) error {
+	return capnp.Unimplemented("place: not served by this node")
+}
+
+// Pull is not served here (gossip/wire serves it).
+func (s *PeerServer) Pull(ctx context.Context, call schemas.MeshPeer_pull) error {
+	return capnp.Unimplemented("pull: not served by this node")
+}
+
 // Hello answers a peer's hello, refusing an incompatible version.
 func (s *PeerServer) Hello(ctx context.Context, call schemas.MeshPeer_hello) error {
 	h, err := call.Args().Hello()
