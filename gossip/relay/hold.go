@@ -161,3 +161,35 @@ func (e *Engine) stored(id gossip.ID) bool {
 	_, ok, err := e.o.Store.Get(id)
 	return ok || err != nil // a store error keeps it held: nothing is lost
 }
+
+// AcceptPlaced stores the DMs a placing node hands this one as a mailbox
+// node (wire's place), held: they wait for the recipient's node to pull
+// them instead of being flooded. A registered neighbour's rate budget is
+// spent as for a push; a push over it is refused whole with
+// ErrRateLimited once the part within it is stored (placement is one DM
+// at a time: the placer takes a refusal as a failed placement). Envelopes
+// other than DMs are refused.
+func (e *Engine) AcceptPlaced(from identity.Fingerprint, envs []gossip.Envelope) (added int, err error) {
+	dms := make([]gossip.Envelope, 0, len(envs))
+	for _, env := range envs {
+		if env.Kind == schemas.Envelope_Kind_dm {
+			dms = append(dms, env)
+		}
+	}
+	n, _ := e.takeUpTo(from, len(dms))
+	out, err := e.admitBatch(dms[:n], Source{Peer: from, Hold: true})
+	if err != nil {
+		return 0, err
+	}
+	for i, o := range out {
+		if o.err != nil {
+			e.log.Debug("refused placed envelope", "peer", from, "id", dms[i].ID, "err", o.err)
+		} else if o.added {
+			added++
+		}
+	}
+	if n < len(dms) {
+		return added, ErrRateLimited
+	}
+	return added, nil
+}
