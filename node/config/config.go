@@ -27,6 +27,11 @@ const (
 	DefaultMaxTTL        = 7 * 24 * time.Hour
 	DefaultMaxHops       = 32
 	DefaultMaxLinks      = 8
+	// Mailbox placement's defaults (Placement 0: off).
+	DefaultPlacementMinAge   = 24 * time.Hour
+	DefaultPlacementFallback = time.Hour
+	DefaultPlacementPull     = 30 * time.Second
+	MaxPlacement             = 8
 	// HardMaxHops is the largest hop limit a node may be configured with;
 	// hop limits travel in one byte.
 	HardMaxHops = 255
@@ -69,6 +74,19 @@ type Config struct {
 	// MaxLinks is how many node links the node keeps; discovered nodes are
 	// dialled only below it (static peers always). Default 8.
 	MaxLinks int
+	// Placement is how many mailbox nodes a DM a client hands this node
+	// is placed on (issue 12's mailbox placement; README "How messages
+	// travel"); 0, the default, floods every DM as before.
+	Placement int
+	// PlacementMinAge is how long a node's descriptor must have been
+	// known here before it may hold mailboxes. Default 24 h.
+	PlacementMinAge time.Duration
+	// PlacementFallback is how long a placed DM waits for its receipt
+	// before it is flooded after all. Default 1 h.
+	PlacementFallback time.Duration
+	// PlacementPull is how often the node pulls the mailboxes of the
+	// users whose clients use it. Default 30 s.
+	PlacementPull time.Duration
 	// MemLimit is the soft memory limit in bytes; 0 is no limit. Only uci
 	// sets it; `qpq node --uci` applies it (runtime/debug.SetMemoryLimit)
 	// unless the GOMEMLIMIT environment variable is set, which wins.
@@ -85,7 +103,8 @@ type Config struct {
 func Default() Config {
 	return Config{Listen: DefaultListen, LogLevel: slog.LevelInfo, Domain: DefaultDomain,
 		StoreMaxBytes: DefaultStoreMaxBytes, MaxTTL: DefaultMaxTTL, MaxHops: DefaultMaxHops,
-		MDNS: true, MaxLinks: DefaultMaxLinks}
+		MDNS: true, MaxLinks: DefaultMaxLinks, PlacementMinAge: DefaultPlacementMinAge,
+		PlacementFallback: DefaultPlacementFallback, PlacementPull: DefaultPlacementPull}
 }
 
 // DefaultDataDir is the data dir when neither --data nor QPQ_DATA is given.
@@ -277,6 +296,51 @@ func Options() []Option {
 					return errors.New("want a whole number from 1 to 256")
 				}
 				c.MaxLinks = n
+				return nil
+			}},
+		{Name: "placement", Env: "QPQ_PLACEMENT", Arg: "K", Usage: fmt.Sprintf("place each DM from this node's clients on K mailbox nodes instead of flooding it (0-%d; default 0: flood)", MaxPlacement),
+			set: func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 || n > MaxPlacement {
+					return fmt.Errorf("want a whole number from 0 to %d", MaxPlacement)
+				}
+				c.Placement = n
+				return nil
+			}},
+		{Name: "placement-min-age", Env: "QPQ_PLACEMENT_MIN_AGE", Arg: "DURATION", Usage: "how long a node must have been known before it holds mailboxes (default 24h)",
+			set: func(c *Config, v string) error {
+				d, err := ParseDuration(v)
+				if err != nil {
+					return err
+				}
+				if d < 0 || d > 30*24*time.Hour {
+					return errors.New("want between 0 and 30d")
+				}
+				c.PlacementMinAge = d
+				return nil
+			}},
+		{Name: "placement-fallback", Env: "QPQ_PLACEMENT_FALLBACK", Arg: "DURATION", Usage: "how long a placed DM waits for its receipt before it is flooded (default 1h)",
+			set: func(c *Config, v string) error {
+				d, err := ParseDuration(v)
+				if err != nil {
+					return err
+				}
+				if d < time.Second || d > 7*24*time.Hour {
+					return errors.New("want between 1s and 7d")
+				}
+				c.PlacementFallback = d
+				return nil
+			}},
+		{Name: "placement-pull", Env: "QPQ_PLACEMENT_PULL", Arg: "DURATION", Usage: "how often the mailboxes of this node's users are pulled (default 30s)",
+			set: func(c *Config, v string) error {
+				d, err := ParseDuration(v)
+				if err != nil {
+					return err
+				}
+				if d < 100*time.Millisecond || d > time.Hour {
+					return errors.New("want between 100ms and 1h")
+				}
+				c.PlacementPull = d
 				return nil
 			}},
 		{Name: "enabled", UCIOnly: true, Usage: "start the service (0 or 1)",

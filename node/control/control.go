@@ -42,6 +42,22 @@ type Status struct {
 	// Dialled counts the short-lived links to nodes that are not
 	// neighbours (issue 12); they are not in Peers.
 	Dialled Dialled `json:"dialled"`
+	// Placement is mailbox placement's work (issue 12).
+	Placement Placement `json:"placement"`
+}
+
+// Placement counts mailbox placement: its configuration, what it holds
+// now and what it did since the node started.
+type Placement struct {
+	K         int   `json:"k"`         // mailbox nodes per DM; 0: off (DMs flood)
+	Nodes     int   `json:"nodes"`     // nodes known by descriptor
+	Eligible  int   `json:"eligible"`  // of them, known long enough to hold mailboxes
+	Held      int   `json:"held"`      // DMs stored here, held back from flooding
+	Boxed     int   `json:"boxed"`     // DMs placed on this node for others to pull
+	Placed    int64 `json:"placed"`    // DMs of this node's clients placed
+	Flooded   int64 `json:"flooded"`   // flooded at once: no mailbox node reachable
+	Fallbacks int64 `json:"fallbacks"` // flooded later: no receipt in time
+	Pulled    int64 `json:"pulled"`    // DMs pulled for this node's users
 }
 
 // Dialled counts dialled links held now.

@@ -148,9 +148,15 @@ func (s *clientSession) Enqueue(ctx context.Context, call schemas.Node_enqueue) 
 	if env.Kind == schemas.Envelope_Kind_receipt {
 		return errors.New("enqueue: receipts come from ack, not enqueue")
 	}
-	added, err := s.d.eng.Accept(env, relay.Source{Client: s.label})
+	// With placement on, a DM is held here and placed on its mailbox
+	// nodes instead of flooded (placement.go).
+	placed := env.Kind == schemas.Envelope_Kind_dm && s.d.place.on()
+	added, err := s.d.eng.Accept(env, relay.Source{Client: s.label, Hold: placed})
 	if err != nil {
 		return fmt.Errorf("enqueue: %w", err)
+	}
+	if added && placed && s.d.eng.Held(env.ID) {
+		s.d.place.submit(env)
 	}
 	res, err := call.AllocResults()
 	if err != nil {
@@ -212,6 +218,7 @@ func (s *clientSession) Authenticate(ctx context.Context, call schemas.Node_auth
 	if err != nil {
 		return err
 	}
+	s.d.place.sawUser(b.Fingerprint)
 	return res.SetMailbox(schemas.Mailbox_ServerToClient(&mailbox{d: s.d, cc: s.cc, label: s.label, user: b.Fingerprint}))
 }
 

@@ -70,6 +70,7 @@ type Daemon struct {
 
 	nlinks atomic.Int32 // len(links), read without mu by health calls
 
+	place   *placer   // mailbox placement (placement.go)
 	dialled *dialPool // short-lived links to nodes that are not neighbours (dialled.go)
 
 	mu        sync.Mutex // guards the fields below
@@ -153,6 +154,7 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 	}
 	// The first trial comes a full Explore after start, not at once.
 	d.lastTrial = d.started
+	d.place = newPlacer(d)
 	d.eng = relay.New(relay.Options{Store: st, VerifyBundle: verifyBundle, VerifyDescriptor: verifyDescriptor,
 		OnDescriptor: d.onDescriptorFrom, Log: log, ReceiptHops: uint8(min(cfg.MaxHops, 16))})
 	if cfg.Control != "" {
@@ -198,6 +200,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() {
 		defer d.wg.Done()
 		d.dialled.run(d.ctx) // closes idle dialled links
+	}()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.place.run(d.ctx)
 	}()
 	if err := d.startDiscovery(); err != nil {
 		d.log.Error("mDNS discovery did not start; static peers still work", "err", err)

@@ -226,32 +226,16 @@ func (d *Daemon) PushTo(ctx context.Context, fp identity.Fingerprint, addrs []st
 	if len(envs) > relay.MaxPush {
 		return relay.PushResult{}, fmt.Errorf("push to %s: %d envelopes, at most %d", fp, len(envs), relay.MaxPush)
 	}
-	ctx, cancel := d.pushContext(ctx)
-	defer cancel()
-	if l := d.linkTo(fp); l != nil {
-		n, err := wire.NewPeer(l.Remote(), l.Version()).Push(ctx, envs)
-		if err != nil {
-			return relay.PushResult{}, fmt.Errorf("push to neighbour %s: %w", fp, err)
-		}
-		return n, nil
+	var res relay.PushResult
+	err := d.callTo(ctx, fp, addrs, func(ctx context.Context, p wire.Peer) error {
+		var err error
+		res, err = p.Push(ctx, envs)
+		return err
+	})
+	if err != nil {
+		return relay.PushResult{}, fmt.Errorf("push to %w", err)
 	}
-	for attempt := 0; ; attempt++ {
-		e, reused, err := d.dialled.acquire(ctx, d, fp, addrs)
-		if err != nil {
-			return relay.PushResult{}, err
-		}
-		n, err := wire.NewPeer(e.l.Remote(), e.l.Version()).Push(ctx, envs)
-		d.dialled.release(e)
-		if err == nil {
-			return n, nil
-		}
-		if reused && attempt == 0 && ended(e.l) && ctx.Err() == nil {
-			// The other side closed the link (its idle time) as we reused
-			// it: one fresh dial, never more.
-			continue
-		}
-		return relay.PushResult{}, fmt.Errorf("push to %s over a dialled link: %w", fp, err)
-	}
+	return res, nil
 }
 
 // pushContext bounds a push: by the caller's deadline or
@@ -292,7 +276,7 @@ func (p *dialPool) acquire(ctx context.Context, d *Daemon, fp identity.Fingerpri
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return nil, false, fmt.Errorf("push to %s: %w", fp, ErrDialledClosed)
+		return nil, false, fmt.Errorf("%s: %w", fp, ErrDialledClosed)
 	}
 	e = p.out[fp]
 	if e != nil && e.l != nil && ended(e.l) {
@@ -307,12 +291,12 @@ func (p *dialPool) acquire(ctx context.Context, d *Daemon, fp identity.Fingerpri
 	} else {
 		if until, ok := p.failed[fp]; ok && now.Before(until) {
 			p.mu.Unlock()
-			return nil, false, fmt.Errorf("push to %s: %w (dialled again in %v)", fp, ErrDialFailed, until.Sub(now).Round(time.Second))
+			return nil, false, fmt.Errorf("%s: %w (dialled again in %v)", fp, ErrDialFailed, until.Sub(now).Round(time.Second))
 		}
 		delete(p.failed, fp)
 		if len(addrs) == 0 {
 			p.mu.Unlock()
-			return nil, false, fmt.Errorf("push to %s: %w", fp, ErrNoAddress)
+			return nil, false, fmt.Errorf("%s: %w", fp, ErrNoAddress)
 		}
 		if len(p.out) >= p.o.Max {
 			// Links the other side closed free their slots first.
@@ -327,7 +311,7 @@ func (p *dialPool) acquire(ctx context.Context, d *Daemon, fp identity.Fingerpri
 			v := p.lruIdleLocked()
 			if v == nil {
 				p.mu.Unlock()
-				return nil, false, fmt.Errorf("push to %s: %w (%d held)", fp, ErrDialledFull, p.o.Max)
+				return nil, false, fmt.Errorf("%s: %w (%d held)", fp, ErrDialledFull, p.o.Max)
 			}
 			delete(p.out, v.fp)
 			closing = append(closing, v.l)
@@ -343,7 +327,7 @@ func (p *dialPool) acquire(ctx context.Context, d *Daemon, fp identity.Fingerpri
 	case <-e.ready:
 	case <-ctx.Done():
 		p.release(e)
-		return nil, false, fmt.Errorf("push to %s: waiting for the dial: %w", fp, ctx.Err())
+		return nil, false, fmt.Errorf("%s: waiting for the dial: %w", fp, ctx.Err())
 	}
 	if e.err != nil {
 		p.release(e)
@@ -399,14 +383,14 @@ func (p *dialPool) dial(d *Daemon, e *dialEntry, addrs []string, timeout, retryA
 	p.mu.Lock()
 	switch {
 	case l == nil:
-		e.err = fmt.Errorf("push to %s: dial: %w", e.fp, errors.Join(errs...))
+		e.err = fmt.Errorf("%s: dial: %w", e.fp, errors.Join(errs...))
 		if p.out[e.fp] == e {
 			delete(p.out, e.fp)
 		}
 		p.rememberFailureLocked(e.fp, now.Add(retryAfter), now)
 		d.log.Debug("dialled link not made", "peer", e.fp, "err", e.err)
 	case p.closed || p.out[e.fp] != e:
-		e.err = fmt.Errorf("push to %s: %w", e.fp, ErrDialledClosed)
+		e.err = fmt.Errorf("%s: %w", e.fp, ErrDialledClosed)
 	default:
 		e.l, e.lastUse = l, now
 		l = nil
@@ -587,10 +571,11 @@ func (d *Daemon) acceptDialled(conn *link.Incoming, release func()) {
 	p.mu.Unlock()
 	in := &inDialled{fp: fp, rate: rate, burst: burst, tokens: burst, last: time.Now()}
 	srv := wire.NewServer(fp, wire.ServerOptions{
-		Local:   d.hello,
-		Stats:   d.stats,
-		Handler: dialledHandler{d: d, in: in},
-		Log:     d.log,
+		Local:     d.hello,
+		Stats:     d.stats,
+		Handler:   dialledHandler{d: d, in: in},
+		Mailboxes: mailboxes{d: d, in: in},
+		Log:       d.log,
 		Drop: func(reason string) {
 			in.mu.Lock()
 			l := in.l
@@ -623,6 +608,22 @@ func (d *Daemon) acceptDialled(conn *link.Incoming, release func()) {
 	l.Close(link.CodeClosing, "dialled link closed")
 }
 
+// take spends up to n tokens of the link's bucket and returns how many
+// it got; when fewer, wait is how long until the next one.
+func (in *inDialled) take(n int) (got int, wait time.Duration) {
+	now := time.Now()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.tokens = min(in.burst, in.tokens+now.Sub(in.last).Seconds()*in.rate)
+	in.last, in.lastUse = now, now
+	got = min(n, int(in.tokens))
+	in.tokens -= float64(got)
+	if got < n {
+		wait = time.Duration((1 - in.tokens) / in.rate * float64(time.Second))
+	}
+	return got, wait
+}
+
 // dialledHandler takes the calls of an inbound dialled link: pushes into
 // the engine under the link's own rate bucket; no summary, no raise.
 type dialledHandler struct {
@@ -636,18 +637,7 @@ type dialledHandler struct {
 // not apply; src names the dialler: its store quota). The rest is
 // answered as the engine answers a neighbour over its rate.
 func (h dialledHandler) AcceptPush(from identity.Fingerprint, envs []gossip.Envelope, flow bool) (relay.PushResult, error) {
-	now := time.Now()
-	in := h.in
-	in.mu.Lock()
-	in.tokens = min(in.burst, in.tokens+now.Sub(in.last).Seconds()*in.rate)
-	in.last, in.lastUse = now, now
-	n := min(len(envs), int(in.tokens))
-	in.tokens -= float64(n)
-	var wait time.Duration
-	if n < len(envs) {
-		wait = time.Duration((1 - in.tokens) / in.rate * float64(time.Second))
-	}
-	in.mu.Unlock()
+	n, wait := h.in.take(len(envs))
 	res, err := h.d.eng.AcceptPush(from, envs[:n], flow)
 	if err != nil {
 		return res, err

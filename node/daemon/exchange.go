@@ -216,4 +216,5 @@ func (d *Daemon) onDescriptorFrom(signed []byte, from identity.Fingerprint) {
 		src = "signer " + desc.FP.String()
 	}
 	d.learnFrom(desc.FP, desc.Addrs, viaExchange, src)
+	d.place.observe(desc.FP, desc.Addrs)
 }

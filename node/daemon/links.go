@@ -16,10 +16,11 @@ import (
 // from it that panics drops its link (Abort: the call is still running).
 func (d *Daemon) peerBootstrap(fp identity.Fingerprint) capnp.Client {
 	return wire.NewServer(fp, wire.ServerOptions{
-		Local:   d.hello,
-		Stats:   d.stats,
-		Handler: d.eng,
-		Log:     d.log,
+		Local:     d.hello,
+		Stats:     d.stats,
+		Handler:   d.eng,
+		Mailboxes: mailboxes{d: d},
+		Log:       d.log,
 		Drop: func(reason string) {
 			if l := d.linkTo(fp); l != nil {
 				l.Abort(link.CodeRefused, reason)

@@ -45,6 +45,9 @@ func (d *Daemon) Status() control.Status {
 	st.Handshakes = control.Handshakes{InProgress: hs.InProgress, Retries: hs.Retries, Refused: hs.Refused}
 	ds := d.Dialled()
 	st.Dialled = control.Dialled{Out: ds.Out, Dialling: ds.Dialling, In: ds.In}
+	ps := d.place.stats()
+	st.Placement = control.Placement{K: ps.K, Nodes: ps.Nodes, Eligible: ps.Eligible, Held: ps.Held, Boxed: ps.Boxed,
+		Placed: ps.Placed, Flooded: ps.Flooded, Fallbacks: ps.Fallbacks, Pulled: ps.Pulled}
 	d.st.IDs(func(_ gossip.ID, k schemas.Envelope_Kind) bool {
 		st.Store.Kinds[k.String()]++
 		return true
