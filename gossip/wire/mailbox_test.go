@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"sync"
 	"testing"
 
 	"capnproto.org/go/capnp/v3"
@@ -18,16 +19,21 @@ import (
 // recBoxes records places and answers pulls from what was placed, two
 // envelopes a page.
 type recBoxes struct {
+	mu     sync.Mutex // the server's goroutine writes, the test reads
 	placed []gossip.Envelope
 	reqs   []PullRequest
 }
 
 func (b *recBoxes) Place(from identity.Fingerprint, envs []gossip.Envelope) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.placed = append(b.placed, envs...)
 	return len(envs), nil
 }
 
 func (b *recBoxes) Pull(from identity.Fingerprint, req PullRequest) ([]gossip.Envelope, *gossip.ID, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.reqs = append(b.reqs, req)
 	start := 0
 	if req.After != nil {
@@ -90,13 +96,18 @@ func TestPlaceAndPullOverALink(t *testing.T) {
 			t.Fatalf("envelope %d differs after place and pull", i)
 		}
 	}
-	if r := boxes.reqs[0]; r.Bucket != 7 || r.Bits != 8 || r.After != nil || r.Limit != 2 {
+	boxes.mu.Lock()
+	first := boxes.reqs[0]
+	boxes.mu.Unlock()
+	if r := first; r.Bucket != 7 || r.Bits != 8 || r.After != nil || r.Limit != 2 {
 		t.Fatalf("first pull arrived as %+v", r)
 	}
 	// A bucket that does not fit its bits is refused before the handler.
 	if _, _, err := p.Pull(ctxT(t), PullRequest{Bucket: 256, Bits: 8}); err == nil {
 		t.Fatal("a pull of bucket 256 in 8 bits was answered")
 	}
+	boxes.mu.Lock()
+	defer boxes.mu.Unlock()
 	if len(boxes.reqs) != 3 {
 		t.Fatalf("%d pulls reached the handler, want 3", len(boxes.reqs))
 	}
