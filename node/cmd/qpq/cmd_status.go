@@ -96,6 +96,12 @@ func runStatus(env *cliEnv, args []string) int {
 	}
 	fmt.Fprintf(w, "handshakes   %d in progress, %d retries, %d refused\n",
 		st.Handshakes.InProgress, st.Handshakes.Retries, st.Handshakes.Refused)
+	if pl := st.Placement; pl.K > 0 {
+		fmt.Fprintf(w, "placement    %d mailbox nodes per DM; %d of %d nodes eligible; %d held, %d boxed; %d placed, %d flooded, %d by fallback, %d pulled\n",
+			pl.K, pl.Eligible, pl.Nodes, pl.Held, pl.Boxed, pl.Placed, pl.Flooded, pl.Fallbacks, pl.Pulled)
+	} else {
+		fmt.Fprintf(w, "placement    off (every DM floods); holding %d DMs for others\n", pl.Boxed)
+	}
 	fmt.Fprintf(w, "peers        %d\n", len(st.Peers))
 	for _, p := range st.Peers {
 		via := p.Via
