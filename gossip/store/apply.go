@@ -94,9 +94,13 @@ func (s *Store) apply(ops []Op) ([]Result, error) {
 	if len(todo) == 0 {
 		return res, nil
 	}
+	return s.groupCommit(ops, prep, todo, res)
+}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// commitLocked writes the ops of todo (checked already; res holds the
+// refusals of the others) in one transaction, with apply's retry after a
+// purge; s.mu is held.
+func (s *Store) commitLocked(ops []Op, prep []prepared, todo []int, res []Result) ([]Result, error) {
 	out, _, err := s.applyLocked(ops, prep, todo, false)
 	if err != nil {
 		return nil, err

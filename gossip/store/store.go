@@ -68,6 +68,8 @@ type Store struct {
 	base    time.Duration // elapsed reading at openAt
 	last    time.Duration // latest elapsed reading handed out
 
+	group groupQueue // Apply calls waiting for the next transaction (group.go)
+
 	mu         sync.Mutex // guards the fields below; held across every write transaction
 	closed     bool
 	seq        uint64 // last record sequence number used
