@@ -51,6 +51,7 @@ func main() {
 	stored := flag.Int("stored", 10000, "envelopes held by the store of the second measured node (0: skip it)")
 	storedLinks := flag.Int("stored-links", 16, "node processes linked to the second measured node")
 	storedFor := flag.Duration("stored-for", 30*time.Second, "how long the second node is measured once its links are up")
+	memLimit := flag.String("memlimit", "48MiB", "GOMEMLIMIT of a second run of the stored node, as the OpenWrt package sets it (uci mem_limit 48M); empty: skip it")
 	flag.Parse()
 	tmp, err := os.MkdirTemp("", "qpq-rssbench-")
 	if err != nil {
@@ -59,7 +60,10 @@ func main() {
 	}
 	err = run(*bin, tmp, *idle, *load, *peers, *clients)
 	if err == nil && *stored > 0 {
-		err = runStored(*bin, tmp, *stored, *storedLinks, *storedFor)
+		err = runStored(*bin, tmp, *stored, *storedLinks, *storedFor, "")
+	}
+	if err == nil && *stored > 0 && *memLimit != "" {
+		err = runStored(*bin, tmp, *stored, *storedLinks, *storedFor, *memLimit)
 	}
 	os.RemoveAll(tmp)
 	if err != nil {
@@ -74,8 +78,16 @@ type node struct {
 }
 
 func start(bin, data string, args ...string) (*node, error) {
+	return startEnv(bin, data, nil, args...)
+}
+
+// startEnv is start with extra environment variables for the node.
+func startEnv(bin, data string, env []string, args ...string) (*node, error) {
 	cmd := exec.Command(bin, append([]string{"node", "--data", data, "--listen", "127.0.0.1:0", "--mdns=false", "--log-level", "warn"}, args...)...)
 	cmd.Stdout, cmd.Stderr = nil, os.Stderr
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

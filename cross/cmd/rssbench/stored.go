@@ -28,13 +28,19 @@ import (
 // measured node's memory matters, not the neighbours' writes. Each
 // neighbour has a mesh domain of its own, so they link to the measured
 // node only and not, by peer exchange, to each other.
-func runStored(bin, tmp string, n, links int, settle time.Duration) error {
+func runStored(bin, tmp string, n, links int, settle time.Duration, memLimit string) error {
 	scratch := tmp
 	if dir, err := os.MkdirTemp("/dev/shm", "qpq-rssbench-"); err == nil {
 		scratch = dir
 		defer os.RemoveAll(dir)
 	}
-	data := filepath.Join(tmp, "stored")
+	data := filepath.Join(tmp, "stored"+memLimit)
+	label, env := "", []string(nil)
+	if memLimit != "" {
+		// GOMEMLIMIT set here wins over none; the package's init script
+		// sets it from uci mem_limit.
+		label, env = ", GOMEMLIMIT "+memLimit, []string{"GOMEMLIMIT=" + memLimit}
+	}
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return err
 	}
@@ -50,10 +56,10 @@ func runStored(bin, tmp string, n, links int, settle time.Duration) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("stored node: store of %d envelopes, %.1f MiB file, written in %v\n", n, float64(fi.Size())/(1<<20), time.Since(t0).Round(time.Millisecond))
+	fmt.Printf("stored node%s: store of %d envelopes, %.1f MiB file, written in %v\n", label, n, float64(fi.Size())/(1<<20), time.Since(t0).Round(time.Millisecond))
 
 	maxBytes := fmt.Sprint(storedMaxBytes)
-	m, err := start(bin, data, "--max-links", fmt.Sprint(links), "--store-max-bytes", maxBytes)
+	m, err := startEnv(bin, data, env, "--max-links", fmt.Sprint(links), "--store-max-bytes", maxBytes)
 	if err != nil {
 		return err
 	}
@@ -63,7 +69,7 @@ func runStored(bin, tmp string, n, links int, settle time.Duration) error {
 		return err
 	}
 	pid := m.cmd.Process.Pid
-	report(fmt.Sprintf("stored (%d env), no links", st.Store.Envelopes), pid, storedGoalMiB)
+	report(fmt.Sprintf("stored (%d env)%s, no links", st.Store.Envelopes, label), pid, storedGoalMiB)
 	var others []*node
 	defer func() {
 		for _, o := range others {
@@ -71,7 +77,7 @@ func runStored(bin, tmp string, n, links int, settle time.Duration) error {
 		}
 	}()
 	for i := range links {
-		o, err := start(bin, filepath.Join(scratch, fmt.Sprint("npeer", i)), "--peer", st.Listen+"#"+st.Fingerprint,
+		o, err := start(bin, filepath.Join(scratch, fmt.Sprint("npeer", memLimit, i)), "--peer", st.Listen+"#"+st.Fingerprint,
 			"--domain", fmt.Sprint("rssbench-", i), "--store-max-bytes", maxBytes)
 		if err != nil {
 			return err
@@ -98,7 +104,7 @@ func runStored(bin, tmp string, n, links int, settle time.Duration) error {
 	st, _ = m.status()
 	fmt.Printf("stored node: %d links up (of %d), %d envelopes held, measured %v after they linked, largest VmRSS sampled %.1f MiB\n",
 		up, links, st.Store.Envelopes, settle, float64(peak)/1024)
-	report(fmt.Sprintf("stored (%d env), %d links", n, up), pid, storedGoalMiB)
+	report(fmt.Sprintf("stored (%d env)%s, %d links", n, label, up), pid, storedGoalMiB)
 	parts, err := rssParts(pid)
 	if err != nil {
 		return err
