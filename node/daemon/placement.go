@@ -308,10 +308,20 @@ func (p *placer) place(ctx context.Context, env gossip.Envelope) {
 		p.d.eng.Release(env.ID)
 		return
 	}
-	p.placed.Add(1)
 	p.mu.Lock()
-	p.pending[env.ID] = time.Now().Add(p.fallback)
+	full := len(p.pending) >= maxBoxed
+	if !full {
+		p.pending[env.ID] = time.Now().Add(p.fallback)
+	}
 	p.mu.Unlock()
+	if full {
+		// No room to wait for its receipt: the mailbox nodes have it,
+		// and so will everyone.
+		p.flooded.Add(1)
+		p.d.eng.Release(env.ID)
+		return
+	}
+	p.placed.Add(1)
 }
 
 // box indexes a DM placed on this node; false when the index is full.
