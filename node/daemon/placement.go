@@ -55,7 +55,7 @@ const (
 	maxLocalUsers = 256
 	localUserFor  = 24 * time.Hour
 	// placeQueue bounds the DMs waiting to be placed; a full queue floods.
-	placeQueue = 1024
+	placeQueue = 256
 	// placeTimeout bounds one place or pull call, the dial included.
 	placeTimeout = 15 * time.Second
 	// maxPullPages bounds the pages read from one node per bucket per round.
@@ -115,12 +115,16 @@ func newPlacer(d *Daemon) *placer {
 			BucketBits: placement.DefaultBucketBits}.WithDefaults(),
 		fallback:  c.PlacementFallback,
 		pullEvery: c.PlacementPull,
-		work:      make(chan gossip.Envelope, placeQueue),
 		kick:      make(chan struct{}, 1),
 		nodes:     map[identity.Fingerprint]*placeNode{},
 		boxes:     map[uint32]map[gossip.ID]struct{}{},
 		users:     map[identity.Fingerprint]time.Time{},
 		pending:   map[gossip.ID]time.Time{},
+	}
+	if c.Placement > 0 {
+		// Only a node that places queues DMs (a nil channel: run never
+		// selects it); an idle queue of Envelopes is ~100 KiB.
+		p.work = make(chan gossip.Envelope, placeQueue)
 	}
 	if c.PlacementMinAge <= 0 {
 		p.o.MinAge = -1 // none (placement.Options reads 0 as unset)
