@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -258,7 +259,20 @@ func (s *Store) putOpLocked(tx *bolt.Tx, st *txState, e *gossip.Envelope, format
 		seq:       st.seq + 1,
 		srcMask:   s.src.mask(e.ID, slot),
 	}
-	rec := h.encode(body)
+	// One allocation holds the record and every key and value below
+	// (bbolt keeps them until the transaction ends).
+	idLen := len(e.ID)
+	n := recHeaderLen + len(body) + idLen + 8 + idLen + 2
+	if len(e.Destination) > 0 {
+		n += len(e.Destination) + 8 + idLen + len(e.Destination) + 8
+	}
+	if len(e.ReceiptTag) > 0 {
+		n += len(e.ReceiptTag) + idLen
+	}
+	buf := make(slab, 0, n)
+	rec := h.encodeTo(buf, body)
+	rec = rec[:len(rec):len(rec)]
+	buf = buf[len(rec):len(rec):cap(buf)]
 	size := int64(len(rec))
 	p := poolOf(e.Kind)
 	mbox := tx.Bucket(bucketMbox)
@@ -270,23 +284,27 @@ func (s *Store) putOpLocked(tx *bolt.Tx, st *txState, e *gossip.Envelope, format
 		return false, err, nil
 	}
 
-	id := clone(e.ID[:])
+	var num [8]byte
+	be := func(v uint64) []byte { binary.BigEndian.PutUint64(num[:], v); return num[:] }
+	id := buf.take(e.ID[:])
 	if err := env.Put(id, rec); err != nil {
 		return false, nil, err
 	}
-	if err := tx.Bucket(bucketExp).Put(cat(u64(uint64(h.expiresAt)), e.ID[:]), kindBytes(e.Kind)); err != nil {
+	var kind [2]byte
+	binary.BigEndian.PutUint16(kind[:], uint16(e.Kind))
+	if err := tx.Bucket(bucketExp).Put(buf.take(be(uint64(h.expiresAt)), e.ID[:]), buf.take(kind[:])); err != nil {
 		return false, nil, err
 	}
 	if len(e.Destination) > 0 {
-		if err := tx.Bucket(bucketDest).Put(cat(e.Destination, u64(h.seq)), clone(e.ID[:])); err != nil {
+		if err := tx.Bucket(bucketDest).Put(buf.take(e.Destination, be(h.seq)), buf.take(e.ID[:])); err != nil {
 			return false, nil, err
 		}
-		if err := mbox.Put(clone(e.Destination), u64(uint64(mboxUsed+size))); err != nil {
+		if err := mbox.Put(buf.take(e.Destination), buf.take(be(uint64(mboxUsed+size)))); err != nil {
 			return false, nil, err
 		}
 	}
 	if len(e.ReceiptTag) > 0 {
-		if err := tx.Bucket(bucketTag).Put(cat(e.ReceiptTag, e.ID[:]), []byte{}); err != nil {
+		if err := tx.Bucket(bucketTag).Put(buf.take(e.ReceiptTag, e.ID[:]), []byte{}); err != nil {
 			return false, nil, err
 		}
 	}

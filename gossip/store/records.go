@@ -74,7 +74,13 @@ type recHeader struct {
 }
 
 func (h *recHeader) encode(body []byte) []byte {
-	b := make([]byte, recHeaderLen, recHeaderLen+len(body))
+	return h.encodeTo(make([]byte, 0, recHeaderLen+len(body)), body)
+}
+
+// encodeTo is encode appending to dst (which must be empty), so a caller
+// can place the record in a buffer it carves other keys from.
+func (h *recHeader) encodeTo(dst, body []byte) []byte {
+	b := append(dst, make([]byte, recHeaderLen)...)
 	b[0] = h.format
 	if b[0] == 0 {
 		b[0] = recFormat
@@ -224,6 +230,30 @@ func getU64(b []byte) uint64 {
 }
 
 // cat concatenates into a fresh buffer.
+// slab hands out pieces of one allocation, so the keys and values of a
+// put cost one allocation instead of one each. A piece is capped at its
+// length, so an append to it cannot run into the next piece. bbolt keeps
+// the pieces until the transaction ends; the slab is never reused, so
+// nothing is overwritten under it.
+type slab []byte
+
+// take returns the concatenation of parts as a piece of the slab,
+// falling back to its own allocation when the slab is short.
+func (s *slab) take(parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	if n > cap(*s)-len(*s) {
+		return cat(parts...)
+	}
+	start := len(*s)
+	for _, p := range parts {
+		*s = append(*s, p...)
+	}
+	return (*s)[start:len(*s):len(*s)]
+}
+
 func cat(parts ...[]byte) []byte {
 	n := 0
 	for _, p := range parts {
