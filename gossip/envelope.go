@@ -123,27 +123,43 @@ func FromCapnp(s schemas.Envelope) (Envelope, error) {
 	e.Kind = s.Kind()
 	e.TTLSeconds = s.TtlSeconds()
 	e.HopLimit = s.HopLimit()
-	if e.Destination, err = copyField(s.Destination, "destination"); err != nil {
+	// The three fields are copied into one allocation (each capped at its
+	// length, so an append to one cannot overwrite the next).
+	dest, err := field(s.Destination, "destination")
+	if err != nil {
 		return e, err
 	}
-	if e.ReceiptTag, err = copyField(s.ReceiptTag, "receiptTag"); err != nil {
+	tag, err := field(s.ReceiptTag, "receiptTag")
+	if err != nil {
 		return e, err
 	}
-	if e.Payload, err = copyField(s.Payload, "payload"); err != nil {
+	payload, err := field(s.Payload, "payload")
+	if err != nil {
 		return e, err
 	}
+	buf := make([]byte, 0, len(dest)+len(tag)+len(payload))
+	e.Destination, buf = carve(buf, dest)
+	e.ReceiptTag, buf = carve(buf, tag)
+	e.Payload, _ = carve(buf, payload)
 	return e, e.Check()
 }
 
-func copyField(get func() ([]byte, error), name string) ([]byte, error) {
+func field(get func() ([]byte, error), name string) ([]byte, error) {
 	b, err := get()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, name, err)
 	}
+	return b, nil
+}
+
+// carve copies b to the front of buf's spare room and returns the copy
+// (nil when b is empty, as a decoded empty field always was) and the rest.
+func carve(buf, b []byte) (piece, rest []byte) {
 	if len(b) == 0 {
-		return nil, nil
+		return nil, buf
 	}
-	return append([]byte(nil), b...), nil
+	buf = append(buf, b...)
+	return buf[:len(b):len(b)], buf[len(b):len(b)]
 }
 
 // ToCapnp fills s from e.
