@@ -190,6 +190,9 @@ func (e *Envelope) Marshal() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Marshal copies the segment out, so the arena goes back to capnp's
+	// pool for the next envelope instead of being left to the GC.
+	defer msg.Release()
 	s, err := schemas.NewRootEnvelope(seg)
 	if err != nil {
 		return nil, err
