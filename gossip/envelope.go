@@ -6,6 +6,7 @@ package gossip
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -201,6 +202,30 @@ func (e *Envelope) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	return msg.Marshal()
+}
+
+// AppendMarshal appends the bytes Marshal returns to dst, so a caller
+// that keeps a buffer (or puts a header before the envelope) pays no
+// allocation of its own for them.
+func (e *Envelope) AppendMarshal(dst []byte) ([]byte, error) {
+	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+	if err != nil {
+		return dst, err
+	}
+	defer msg.Release() // the segment is copied out below
+	s, err := schemas.NewRootEnvelope(seg)
+	if err != nil {
+		return dst, err
+	}
+	if err := e.ToCapnp(s); err != nil {
+		return dst, err
+	}
+	// The stream framing of a one-segment message (what Marshal writes):
+	// the segment count less one, then the segment's length in words.
+	data := seg.Data()
+	dst = binary.LittleEndian.AppendUint32(dst, 0)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(data)/8))
+	return append(dst, data...), nil
 }
 
 // Unmarshal decodes and checks an envelope from bytes that came from a

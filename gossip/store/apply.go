@@ -73,7 +73,8 @@ func (s *Store) Apply(ops []Op) ([]Result, error) {
 type prepared struct {
 	e      gossip.Envelope
 	format byte
-	body   []byte
+	rec    []byte  // the record, its header left to fill in
+	buf    *[]byte // rec's buffer, from recBufs
 }
 
 // apply is Apply without the context in its error; Put, Delete and
@@ -84,6 +85,15 @@ func (s *Store) apply(ops []Op) ([]Result, error) {
 	}
 	res := make([]Result, len(ops))
 	prep := make([]prepared, len(ops))
+	defer func() {
+		// Every transaction that put these records is over.
+		for i := range prep {
+			if p := &prep[i]; p.buf != nil && cap(p.rec) <= recBufKeep {
+				*p.buf = p.rec[:0]
+				recBufs.Put(p.buf)
+			}
+		}
+	}()
 	todo := make([]int, 0, len(ops)) // the ops that pass their checks
 	for i := range ops {
 		if err := s.prepare(&ops[i], &prep[i]); err != nil {
@@ -159,11 +169,13 @@ func (s *Store) prepare(op *Op, p *prepared) error {
 		}
 		e.TTLSeconds = ttlSeconds(min(time.Duration(e.TTLSeconds)*time.Second, s.opt.MaxTTL))
 		e.HopLimit = min(e.HopLimit, s.opt.MaxHops)
-		format, body, err := recordBody(&e)
+		buf := recBufs.Get().(*[]byte)
+		format, rec, err := recordBody(&e, (*buf)[:0])
 		if err != nil {
+			recBufs.Put(buf)
 			return fmt.Errorf("store: put %v: %w", e.ID, err)
 		}
-		*p = prepared{e: e, format: format, body: body}
+		*p = prepared{e: e, format: format, rec: rec, buf: buf}
 	}
 	return nil
 }
@@ -186,7 +198,7 @@ func (s *Store) applyLocked(ops []Op, prep []prepared, todo []int, retry bool) (
 			case op.Put != nil:
 				p := &prep[i]
 				var refused error
-				out[i].Added, refused, err = s.putOpLocked(tx, st, &p.e, p.format, p.body, op.Source)
+				out[i].Added, refused, err = s.putOpLocked(tx, st, &p.e, p.format, p.rec, op.Source)
 				if refused != nil {
 					out[i].Err = fmt.Errorf("store: put %v: %w", p.e.ID, refused)
 				}
@@ -241,12 +253,13 @@ func (s *Store) mirrorLaterTagLocked(tx *bolt.Tx, st *txState, ops []Op, i int, 
 	return -1, nil
 }
 
-// putOpLocked stores e (already capped, its record worked out) from
+// putOpLocked stores e (already capped, its record rec worked out, the
+// header to be filled in here) from
 // source. It returns added=false with no error when the id is stored or
 // tombstoned already, refused when a quota refuses it (checked before
 // anything is written, so a refusal writes nothing), and err when the
 // file fails (the whole transaction is then rolled back).
-func (s *Store) putOpLocked(tx *bolt.Tx, st *txState, e *gossip.Envelope, format byte, body []byte, source string) (added bool, refused, err error) {
+func (s *Store) putOpLocked(tx *bolt.Tx, st *txState, e *gossip.Envelope, format byte, rec []byte, source string) (added bool, refused, err error) {
 	env := tx.Bucket(bucketEnv)
 	if env.Get(e.ID[:]) != nil || tx.Bucket(bucketTomb).Get(e.ID[:]) != nil {
 		return false, nil, nil
@@ -259,10 +272,10 @@ func (s *Store) putOpLocked(tx *bolt.Tx, st *txState, e *gossip.Envelope, format
 		seq:       st.seq + 1,
 		srcMask:   s.src.mask(e.ID, slot),
 	}
-	// One allocation holds the record and every key and value below
+	// One allocation holds every key and value below but the record
 	// (bbolt keeps them until the transaction ends).
 	idLen := len(e.ID)
-	n := recHeaderLen + len(body) + idLen + 8 + idLen + 2
+	n := idLen + 8 + idLen + 2
 	if len(e.Destination) > 0 {
 		n += len(e.Destination) + 8 + idLen + len(e.Destination) + 8
 	}
@@ -270,9 +283,7 @@ func (s *Store) putOpLocked(tx *bolt.Tx, st *txState, e *gossip.Envelope, format
 		n += len(e.ReceiptTag) + idLen
 	}
 	buf := make(slab, 0, n)
-	rec := h.encodeTo(buf, body)
-	rec = rec[:len(rec):len(rec)]
-	buf = buf[len(rec):len(rec):cap(buf)]
+	h.encodeInPlace(rec)
 	size := int64(len(rec))
 	p := poolOf(e.Kind)
 	mbox := tx.Bucket(bucketMbox)
