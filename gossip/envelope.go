@@ -6,6 +6,7 @@ package gossip
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -123,27 +124,43 @@ func FromCapnp(s schemas.Envelope) (Envelope, error) {
 	e.Kind = s.Kind()
 	e.TTLSeconds = s.TtlSeconds()
 	e.HopLimit = s.HopLimit()
-	if e.Destination, err = copyField(s.Destination, "destination"); err != nil {
+	// The three fields are copied into one allocation (each capped at its
+	// length, so an append to one cannot overwrite the next).
+	dest, err := field(s.Destination, "destination")
+	if err != nil {
 		return e, err
 	}
-	if e.ReceiptTag, err = copyField(s.ReceiptTag, "receiptTag"); err != nil {
+	tag, err := field(s.ReceiptTag, "receiptTag")
+	if err != nil {
 		return e, err
 	}
-	if e.Payload, err = copyField(s.Payload, "payload"); err != nil {
+	payload, err := field(s.Payload, "payload")
+	if err != nil {
 		return e, err
 	}
+	buf := make([]byte, 0, len(dest)+len(tag)+len(payload))
+	e.Destination, buf = carve(buf, dest)
+	e.ReceiptTag, buf = carve(buf, tag)
+	e.Payload, _ = carve(buf, payload)
 	return e, e.Check()
 }
 
-func copyField(get func() ([]byte, error), name string) ([]byte, error) {
+func field(get func() ([]byte, error), name string) ([]byte, error) {
 	b, err := get()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, name, err)
 	}
+	return b, nil
+}
+
+// carve copies b to the front of buf's spare room and returns the copy
+// (nil when b is empty, as a decoded empty field always was) and the rest.
+func carve(buf, b []byte) (piece, rest []byte) {
 	if len(b) == 0 {
-		return nil, nil
+		return nil, buf
 	}
-	return append([]byte(nil), b...), nil
+	buf = append(buf, b...)
+	return buf[:len(b):len(b)], buf[len(b):len(b)]
 }
 
 // ToCapnp fills s from e.
@@ -174,6 +191,9 @@ func (e *Envelope) Marshal() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Marshal copies the segment out, so the arena goes back to capnp's
+	// pool for the next envelope instead of being left to the GC.
+	defer msg.Release()
 	s, err := schemas.NewRootEnvelope(seg)
 	if err != nil {
 		return nil, err
@@ -182,6 +202,30 @@ func (e *Envelope) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	return msg.Marshal()
+}
+
+// AppendMarshal appends the bytes Marshal returns to dst, so a caller
+// that keeps a buffer (or puts a header before the envelope) pays no
+// allocation of its own for them.
+func (e *Envelope) AppendMarshal(dst []byte) ([]byte, error) {
+	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+	if err != nil {
+		return dst, err
+	}
+	defer msg.Release() // the segment is copied out below
+	s, err := schemas.NewRootEnvelope(seg)
+	if err != nil {
+		return dst, err
+	}
+	if err := e.ToCapnp(s); err != nil {
+		return dst, err
+	}
+	// The stream framing of a one-segment message (what Marshal writes):
+	// the segment count less one, then the segment's length in words.
+	data := seg.Data()
+	dst = binary.LittleEndian.AppendUint32(dst, 0)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(data)/8))
+	return append(dst, data...), nil
 }
 
 // Unmarshal decodes and checks an envelope from bytes that came from a

@@ -103,3 +103,25 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		}
 	})
 }
+
+// AppendMarshal must write exactly what Marshal writes (the store keeps
+// these bytes and peers decode them), after what dst held.
+func TestAppendMarshalIsMarshal(t *testing.T) {
+	dm := sampleDM(t)
+	bare := dm
+	bare.Destination, bare.ReceiptTag = nil, nil
+	for _, e := range []Envelope{dm, bare, {}} {
+		want, err := e.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := []byte("header")
+		got, err := e.AppendMarshal(prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got[:len(prefix)]) != "header" || !bytes.Equal(got[len(prefix):], want) {
+			t.Fatalf("AppendMarshal wrote %x after the prefix, Marshal %x", got[len(prefix):], want)
+		}
+	}
+}

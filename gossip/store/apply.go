@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -72,7 +73,8 @@ func (s *Store) Apply(ops []Op) ([]Result, error) {
 type prepared struct {
 	e      gossip.Envelope
 	format byte
-	body   []byte
+	rec    []byte  // the record, its header left to fill in
+	buf    *[]byte // rec's buffer, from recBufs
 }
 
 // apply is Apply without the context in its error; Put, Delete and
@@ -83,6 +85,15 @@ func (s *Store) apply(ops []Op) ([]Result, error) {
 	}
 	res := make([]Result, len(ops))
 	prep := make([]prepared, len(ops))
+	defer func() {
+		// Every transaction that put these records is over.
+		for i := range prep {
+			if p := &prep[i]; p.buf != nil && cap(p.rec) <= recBufKeep {
+				*p.buf = p.rec[:0]
+				recBufs.Put(p.buf)
+			}
+		}
+	}()
 	todo := make([]int, 0, len(ops)) // the ops that pass their checks
 	for i := range ops {
 		if err := s.prepare(&ops[i], &prep[i]); err != nil {
@@ -162,11 +173,13 @@ func (s *Store) prepare(op *Op, p *prepared) error {
 		}
 		e.TTLSeconds = ttlSeconds(min(time.Duration(e.TTLSeconds)*time.Second, s.opt.MaxTTL))
 		e.HopLimit = min(e.HopLimit, s.opt.MaxHops)
-		format, body, err := recordBody(&e)
+		buf := recBufs.Get().(*[]byte)
+		format, rec, err := recordBody(&e, (*buf)[:0])
 		if err != nil {
+			recBufs.Put(buf)
 			return fmt.Errorf("store: put %v: %w", e.ID, err)
 		}
-		*p = prepared{e: e, format: format, body: body}
+		*p = prepared{e: e, format: format, rec: rec, buf: buf}
 	}
 	return nil
 }
@@ -189,7 +202,7 @@ func (s *Store) applyLocked(ops []Op, prep []prepared, todo []int, retry bool) (
 			case op.Put != nil:
 				p := &prep[i]
 				var refused error
-				out[i].Added, refused, err = s.putOpLocked(tx, st, &p.e, p.format, p.body, op.Source)
+				out[i].Added, refused, err = s.putOpLocked(tx, st, &p.e, p.format, p.rec, op.Source)
 				if refused != nil {
 					out[i].Err = fmt.Errorf("store: put %v: %w", p.e.ID, refused)
 				}
@@ -244,12 +257,13 @@ func (s *Store) mirrorLaterTagLocked(tx *bolt.Tx, st *txState, ops []Op, i int, 
 	return -1, nil
 }
 
-// putOpLocked stores e (already capped, its record worked out) from
+// putOpLocked stores e (already capped, its record rec worked out, the
+// header to be filled in here) from
 // source. It returns added=false with no error when the id is stored or
 // tombstoned already, refused when a quota refuses it (checked before
 // anything is written, so a refusal writes nothing), and err when the
 // file fails (the whole transaction is then rolled back).
-func (s *Store) putOpLocked(tx *bolt.Tx, st *txState, e *gossip.Envelope, format byte, body []byte, source string) (added bool, refused, err error) {
+func (s *Store) putOpLocked(tx *bolt.Tx, st *txState, e *gossip.Envelope, format byte, rec []byte, source string) (added bool, refused, err error) {
 	env := tx.Bucket(bucketEnv)
 	if env.Get(e.ID[:]) != nil || tx.Bucket(bucketTomb).Get(e.ID[:]) != nil {
 		return false, nil, nil
@@ -262,7 +276,18 @@ func (s *Store) putOpLocked(tx *bolt.Tx, st *txState, e *gossip.Envelope, format
 		seq:       st.seq + 1,
 		srcMask:   s.src.mask(e.ID, slot),
 	}
-	rec := h.encode(body)
+	// One allocation holds every key and value below but the record
+	// (bbolt keeps them until the transaction ends).
+	idLen := len(e.ID)
+	n := idLen + 8 + idLen + 2
+	if len(e.Destination) > 0 {
+		n += len(e.Destination) + 8 + idLen + len(e.Destination) + 8
+	}
+	if len(e.ReceiptTag) > 0 {
+		n += len(e.ReceiptTag) + idLen
+	}
+	buf := make(slab, 0, n)
+	h.encodeInPlace(rec)
 	size := int64(len(rec))
 	p := poolOf(e.Kind)
 	mbox := tx.Bucket(bucketMbox)
@@ -274,23 +299,27 @@ func (s *Store) putOpLocked(tx *bolt.Tx, st *txState, e *gossip.Envelope, format
 		return false, err, nil
 	}
 
-	id := clone(e.ID[:])
+	var num [8]byte
+	be := func(v uint64) []byte { binary.BigEndian.PutUint64(num[:], v); return num[:] }
+	id := buf.take(e.ID[:])
 	if err := env.Put(id, rec); err != nil {
 		return false, nil, err
 	}
-	if err := tx.Bucket(bucketExp).Put(cat(u64(uint64(h.expiresAt)), e.ID[:]), kindBytes(e.Kind)); err != nil {
+	var kind [2]byte
+	binary.BigEndian.PutUint16(kind[:], uint16(e.Kind))
+	if err := tx.Bucket(bucketExp).Put(buf.take(be(uint64(h.expiresAt)), e.ID[:]), buf.take(kind[:])); err != nil {
 		return false, nil, err
 	}
 	if len(e.Destination) > 0 {
-		if err := tx.Bucket(bucketDest).Put(cat(e.Destination, u64(h.seq)), clone(e.ID[:])); err != nil {
+		if err := tx.Bucket(bucketDest).Put(buf.take(e.Destination, be(h.seq)), buf.take(e.ID[:])); err != nil {
 			return false, nil, err
 		}
-		if err := mbox.Put(clone(e.Destination), u64(uint64(mboxUsed+size))); err != nil {
+		if err := mbox.Put(buf.take(e.Destination), buf.take(be(uint64(mboxUsed+size)))); err != nil {
 			return false, nil, err
 		}
 	}
 	if len(e.ReceiptTag) > 0 {
-		if err := tx.Bucket(bucketTag).Put(cat(e.ReceiptTag, e.ID[:]), []byte{}); err != nil {
+		if err := tx.Bucket(bucketTag).Put(buf.take(e.ReceiptTag, e.ID[:]), []byte{}); err != nil {
 			return false, nil, err
 		}
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/quicproquo/qpq/gossip"
@@ -73,8 +74,16 @@ type recHeader struct {
 	srcMask   uint64
 }
 
-func (h *recHeader) encode(body []byte) []byte {
-	b := make([]byte, recHeaderLen, recHeaderLen+len(body))
+// encodeInPlace writes the header into the first recHeaderLen bytes of
+// rec, a record recordBody built.
+func (h *recHeader) encodeInPlace(rec []byte) {
+	h.encodeTo(rec[:0:recHeaderLen], nil)
+}
+
+// encodeTo is encode appending to dst (which must be empty), so a caller
+// can place the record in a buffer it carves other keys from.
+func (h *recHeader) encodeTo(dst, body []byte) []byte {
+	b := append(dst, make([]byte, recHeaderLen)...)
 	b[0] = h.format
 	if b[0] == 0 {
 		b[0] = recFormat
@@ -130,18 +139,32 @@ func decodeRecord(id []byte, rec []byte, now time.Duration) (gossip.Envelope, bo
 	return e, true, nil
 }
 
-// recordBody is the header format and body a record of e takes.
-func recordBody(e *gossip.Envelope) (byte, []byte, error) {
+// recordBody is the header format and body a record of e takes. The
+// body is appended to dst after recHeaderLen bytes left for the header
+// (see recHeader.encodeInPlace), so the record is built where it is
+// kept.
+func recordBody(e *gossip.Envelope, dst []byte) (byte, []byte, error) {
+	dst = append(dst, make([]byte, recHeaderLen)...)
 	if e.Kind == schemas.Envelope_Kind_receipt && len(e.ReceiptTag) == 0 {
 		if k, err := gossip.ReceiptSecret(*e); err == nil {
 			if r, err := gossip.NewReceipt(k, 0, e.HopLimit); err == nil && r.ID == e.ID {
-				return recFormatReceipt, append([]byte{e.HopLimit}, k...), nil
+				return recFormatReceipt, append(append(dst, e.HopLimit), k...), nil
 			}
 		}
 	}
-	body, err := e.Marshal()
-	return recFormat, body, err
+	rec, err := e.AppendMarshal(dst)
+	return recFormat, rec, err
 }
+
+// recBufs holds the buffers records are built in before their put. bbolt
+// keeps a put's value only until its transaction ends (it copies values
+// into its pages on commit), so a buffer goes back once the transactions
+// of its Apply are over.
+var recBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// recBufKeep is the largest buffer worth keeping in recBufs; a larger
+// one (a big post) is left to the GC so the pool does not pin it.
+const recBufKeep = 8 << 10
 
 // recordEnvelope decodes a record's body (its TTL is left to the caller;
 // the id is not checked).
@@ -224,6 +247,30 @@ func getU64(b []byte) uint64 {
 }
 
 // cat concatenates into a fresh buffer.
+// slab hands out pieces of one allocation, so the keys and values of a
+// put cost one allocation instead of one each. A piece is capped at its
+// length, so an append to it cannot run into the next piece. bbolt keeps
+// the pieces until the transaction ends; the slab is never reused, so
+// nothing is overwritten under it.
+type slab []byte
+
+// take returns the concatenation of parts as a piece of the slab,
+// falling back to its own allocation when the slab is short.
+func (s *slab) take(parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	if n > cap(*s)-len(*s) {
+		return cat(parts...)
+	}
+	start := len(*s)
+	for _, p := range parts {
+		*s = append(*s, p...)
+	}
+	return (*s)[start:len(*s):len(*s)]
+}
+
 func cat(parts ...[]byte) []byte {
 	n := 0
 	for _, p := range parts {

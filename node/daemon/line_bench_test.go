@@ -316,6 +316,7 @@ const settleWithin = 30 * time.Second
 // D fetches them, then waits (untimed) until the receipts have deleted
 // every copy and reports the relays' commits per message.
 func lineThroughput(b *testing.B, dir string) {
+	b.ReportAllocs()
 	r := newLine(b, dir)
 	envs := make([]gossip.Envelope, b.N)
 	for i := range envs {
