@@ -179,7 +179,23 @@ func (d *Daemon) Addr() string { return d.tr.Addr().String() }
 // Run serves until ctx is cancelled or Close is called, then shuts down and
 // returns nil.
 func (d *Daemon) Run(ctx context.Context) error {
-	d.wg.Add(4)
+	// Counted under mu and only while open: a Close that has already
+	// cancelled may be in wg.Wait, which an Add must not race.
+	var static []link.PeerAddr
+	for _, p := range d.cfg.Peers {
+		if p.FP.Equal(d.id.Fingerprint()) {
+			d.log.Warn("ignoring static peer with our own fingerprint", "peer", p.Addr)
+			continue
+		}
+		static = append(static, p)
+	}
+	d.mu.Lock()
+	if d.ctx.Err() != nil {
+		d.mu.Unlock()
+		return d.Close()
+	}
+	d.wg.Add(6 + len(static))
+	d.mu.Unlock()
 	go func() {
 		defer d.wg.Done()
 		d.acceptLoop()
@@ -196,12 +212,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer d.wg.Done()
 		d.eng.Run(d.ctx) // purge, boost pruning, anti-entropy with every link
 	}()
-	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		d.dialled.run(d.ctx) // closes idle dialled links
 	}()
-	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		d.place.run(d.ctx)
@@ -209,12 +223,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.startDiscovery(); err != nil {
 		d.log.Error("mDNS discovery did not start; static peers still work", "err", err)
 	}
-	for _, p := range d.cfg.Peers {
-		if p.FP.Equal(d.id.Fingerprint()) {
-			d.log.Warn("ignoring static peer with our own fingerprint", "peer", p.Addr)
-			continue
-		}
-		d.wg.Add(1)
+	for _, p := range static {
 		go func() {
 			defer d.wg.Done()
 			d.keepStatic(p)
