@@ -28,6 +28,11 @@ const (
 // place or pull (placement off, or older than placement).
 var ErrMailboxUnsupported = errors.New("node does not hold mailboxes")
 
+// MailboxVersion is the first link protocol version with place and pull.
+// Over a link that agreed on less, neither is called: the other side is
+// an older node, and what it cannot hold floods instead.
+const MailboxVersion uint16 = 3
+
 // PullRequest is one pull's arguments, checked.
 type PullRequest struct {
 	Bucket uint32
@@ -126,6 +131,9 @@ func (s *Server) Pull(ctx context.Context, call schemas.MeshPeer_pull) (err erro
 // A node that does not hold mailboxes gives an error wrapping
 // ErrMailboxUnsupported.
 func (p Peer) Place(ctx context.Context, envs []gossip.Envelope) (int, error) {
+	if p.version < MailboxVersion {
+		return 0, fmt.Errorf("place: %w: link speaks protocol %d, placement needs %d", ErrMailboxUnsupported, p.version, MailboxVersion)
+	}
 	if len(envs) > relay.MaxPush {
 		return 0, fmt.Errorf("place of %d envelopes, at most %d", len(envs), relay.MaxPush)
 	}
@@ -148,6 +156,9 @@ func (p Peer) Place(ctx context.Context, envs []gossip.Envelope) (int, error) {
 // when done). A node that does not hold mailboxes gives an error
 // wrapping ErrMailboxUnsupported.
 func (p Peer) Pull(ctx context.Context, req PullRequest) ([]gossip.Envelope, *gossip.ID, error) {
+	if p.version < MailboxVersion {
+		return nil, nil, fmt.Errorf("pull: %w: link speaks protocol %d, placement needs %d", ErrMailboxUnsupported, p.version, MailboxVersion)
+	}
 	fut, release := p.remote.Pull(ctx, func(ps schemas.MeshPeer_pull_Params) error {
 		ps.SetBucket(req.Bucket)
 		ps.SetBits(req.Bits)

@@ -146,3 +146,25 @@ func TestMailboxCallsToANodeWithoutThem(t *testing.T) {
 		t.Fatalf("place to a node that predates it: %v", err)
 	}
 }
+
+// Over a link that agreed on a version before placement, place and pull
+// are not sent at all: the node at the other end is older.
+func TestMailboxNeedsVersion3(t *testing.T) {
+	boxes := &recBoxes{}
+	remote := serve(t, &recHandler{}, ServerOptions{Mailboxes: boxes})
+	p := NewPeer(remote, MailboxVersion-1)
+	if _, err := p.Place(ctxT(t), nil); !errors.Is(err, ErrMailboxUnsupported) {
+		t.Errorf("place over a version %d link: %v", MailboxVersion-1, err)
+	}
+	if _, _, err := p.Pull(ctxT(t), PullRequest{Bits: 8}); !errors.Is(err, ErrMailboxUnsupported) {
+		t.Errorf("pull over a version %d link: %v", MailboxVersion-1, err)
+	}
+	boxes.mu.Lock()
+	if len(boxes.placed) != 0 || len(boxes.reqs) != 0 {
+		t.Errorf("the older link's node was asked anyway: %d placed, %d pulls", len(boxes.placed), len(boxes.reqs))
+	}
+	boxes.mu.Unlock()
+	if link.ProtocolVersion < MailboxVersion {
+		t.Errorf("this build speaks protocol %d, below placement's %d", link.ProtocolVersion, MailboxVersion)
+	}
+}

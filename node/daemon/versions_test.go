@@ -117,3 +117,67 @@ func TestLineThroughAnOlderNodeDeliversExactlyOnce(t *testing.T) {
 		}
 	}
 }
+
+// Placement needs protocol 3: between a node of this release and one that
+// speaks 2 (this build with QPQ_TEST_PROTOCOL_VERSION=2 stands in for
+// the release before placement), neither places on nor pulls from the
+// other. DMs each way flood instead, at once, and arrive exactly once.
+func TestPlacementSkipsAnOlderNode(t *testing.T) {
+	testkit.LeakCheck(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	cfg := func(name string) config.Config {
+		c := daemontest.Config(dir, name)
+		c.Placement, c.PlacementMinAge, c.PlacementPull, c.PlacementFallback = 1, 0, 200*time.Millisecond, time.Hour
+		return c
+	}
+	newer := daemontest.Start(t, cfg("new"))
+	os.Setenv("QPQ_TEST_PROTOCOL_VERSION", "2")
+	oc := cfg("old")
+	oc.Peers = append(oc.Peers, newer.PeerAddr())
+	older := daemontest.Start(t, oc)
+	os.Unsetenv("QPQ_TEST_PROTOCOL_VERSION")
+	testkit.WaitFor(t, 20*time.Second, "the two nodes to link", func() bool {
+		return daemontest.Linked(newer.D, older.ID.Fingerprint()) && daemontest.Linked(older.D, newer.ID.Fingerprint())
+	})
+	for _, p := range newer.D.Status().Peers {
+		if p.Protocol != 2 {
+			t.Fatalf("the link agreed on protocol %d, want 2 (the older node's)", p.Protocol)
+		}
+	}
+	for _, n := range []*daemontest.Node{newer, older} {
+		testkit.WaitFor(t, 30*time.Second, "both descriptors to reach both nodes", func() bool {
+			return n.D.Status().Placement.Nodes >= 2
+		})
+	}
+	// A recipient at each node whose one mailbox node, by the other
+	// node's view, is the recipient's own node: the only candidate that
+	// is not the sender's node, and the one that cannot take it.
+	recipient := func(from, at *daemontest.Node) *e2e.User {
+		for {
+			u := e2e.NewUser()
+			if got := from.D.MailboxNodes(u.Fingerprint()); len(got) == 1 && got[0] == at.ID.Fingerprint() {
+				return u
+			}
+		}
+	}
+	for _, dir := range []struct {
+		name     string
+		from, to *daemontest.Node
+	}{{"new to old", newer, older}, {"old to new", older, newer}} {
+		bob := recipient(dir.from, dir.to)
+		atTo := userAt(t, ctx, dir.to, bob)
+		atFrom := userAt(t, ctx, dir.from, e2e.NewUser())
+		before := dir.from.D.Status().Placement
+		sent := sendDMs(t, ctx, atFrom, bob.Fingerprint(), 3)
+		readAll(t, ctx, atTo, sent)
+		s := dir.from.D.Status().Placement
+		if s.Placed != before.Placed || s.Flooded != before.Flooded+3 {
+			t.Errorf("%s: sender's placement went from %+v to %+v, want 3 more flooded at once and none placed", dir.name, before, s)
+		}
+		if b := dir.to.D.Status().Placement.Boxed; b != 0 {
+			t.Errorf("%s: the recipient's node holds %d placed DMs, want none", dir.name, b)
+		}
+	}
+}
