@@ -216,3 +216,51 @@ func TestSwitchToAndOpenPastASilentNode(t *testing.T) {
 		t.Fatalf("lost %d, switches %v, back %d; want a switch only", ev.lost, ev.switches, ev.back)
 	}
 }
+
+// The user confirms a node (SwitchTo) just as the session, which had
+// that node refused as not trusted yet, looks for the next candidate: the
+// user's choice wins, and the session connects to the node confirmed,
+// not to the next one (a chat once moved on to another new node so).
+func TestSwitchToDuringARefusalWins(t *testing.T) {
+	testkit.LeakCheck(t)
+	dir := t.TempDir()
+	ns := daemontest.Line(t, daemontest.Config(dir, "f"), daemontest.Config(dir, "o"))
+	f, o := ns[0], ns[1]
+	bob := e2e.NewUser()
+	signed, _ := bob.SignedBundle(1, time.Hour)
+	unconfirmed := client.Candidate{Addr: f.D.Addr()}
+	confirmed := client.Candidate{Addr: f.D.Addr(), Pin: f.ID.Fingerprint(), Trusted: true}
+	other := client.Candidate{Addr: o.D.Addr(), Pin: o.ID.Fingerprint(), Trusted: true}
+	var s *client.Session
+	calls := 0 // Candidates runs on Start's and Get's goroutine only
+	ev := &events{}
+	s, err := client.Start(t.Context(), ev.config(client.SessionConfig{
+		Candidates: func(context.Context) []client.Candidate {
+			if calls++; calls == 2 {
+				// Asked after the refusal: the user confirms meanwhile.
+				s.SwitchTo(confirmed)
+			}
+			return []client.Candidate{unconfirmed, other}
+		},
+		Trust: func(context.Context, client.Candidate, identity.Fingerprint) error {
+			return errors.New("not confirmed yet")
+		},
+		Authenticate: authAs(bob, signed),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	c, err := s.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Node.Addr != f.D.Addr() {
+		t.Fatalf("the session connected to %s, not to the node the user confirmed (%s)", c.Node.Addr, f.D.Addr())
+	}
+	if calls < 2 {
+		t.Fatalf("the refusal did not ask for candidates (%d calls): the test did not test", calls)
+	}
+}

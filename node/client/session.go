@@ -239,8 +239,17 @@ func refusal(err error) bool {
 	return errors.Is(err, link.ErrFingerprintMismatch) || errors.Is(err, ErrNotTrusted)
 }
 
-func (s *Session) refuse(c Candidate, err error) {
+func (s *Session) refuse(c Candidate, err error) { s.refuseIn(-1, c, err) }
+
+// refuseIn is refuse for an attempt begun at generation gen (-1: any);
+// an attempt made stale by SwitchTo refuses nothing, since the user may
+// have just confirmed that very node.
+func (s *Session) refuseIn(gen int, c Candidate, err error) {
 	s.mu.Lock()
+	if gen >= 0 && s.gen != gen {
+		s.mu.Unlock()
+		return
+	}
 	s.refused[c.Addr] = true
 	s.mu.Unlock()
 	if s.cfg.OnRefused != nil {
@@ -390,7 +399,7 @@ func (s *Session) Get(ctx context.Context) (*Conn, error) {
 			if stale {
 				continue // SwitchTo chose another node meanwhile
 			}
-			if err := s.failedAttempt(ctx, cand, err); err != nil {
+			if err := s.failedAttempt(ctx, gen, cand, err); err != nil {
 				return nil, err
 			}
 			continue
@@ -422,24 +431,32 @@ func (s *Session) Get(ctx context.Context) (*Conn, error) {
 	}
 }
 
-// failedAttempt counts a failed attempt on cand and moves to the next
-// candidate when due; it returns an error when the session cannot go on.
-func (s *Session) failedAttempt(ctx context.Context, cand Candidate, err error) error {
+// failedAttempt counts a failed attempt on cand, begun at generation
+// gen, and moves to the next candidate when due; it returns an error when
+// the session cannot go on. Once SwitchTo has run since the attempt began
+// it changes nothing: its list and state are the user's choice.
+func (s *Session) failedAttempt(ctx context.Context, gen int, cand Candidate, err error) error {
 	if refusal(err) {
 		if s.cfg.Candidates == nil {
 			return fmt.Errorf("reconnect: %w", err)
 		}
-		s.refuse(cand, err)
+		s.refuseIn(gen, cand, err)
 		list := s.candidates(ctx)
 		if len(list) == 0 {
 			return fmt.Errorf("reconnect: %w", err)
 		}
 		s.mu.Lock()
-		s.move(list, cand)
+		if s.gen == gen {
+			s.move(list, cand)
+		}
 		s.mu.Unlock()
 		return nil
 	}
 	s.mu.Lock()
+	if s.gen != gen {
+		s.mu.Unlock()
+		return nil
+	}
 	s.fails++
 	s.state.Node, s.state.Attempts, s.state.Err = cand, s.fails, err.Error()
 	due := s.fails >= s.cfg.SwitchAfter && s.cfg.Candidates != nil
@@ -452,7 +469,9 @@ func (s *Session) failedAttempt(ctx context.Context, cand Candidate, err error) 
 		list = []Candidate{cand}
 	}
 	s.mu.Lock()
-	s.move(list, cand)
+	if s.gen == gen {
+		s.move(list, cand)
+	}
 	s.mu.Unlock()
 	return nil
 }
