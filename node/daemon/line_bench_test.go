@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"testing"
@@ -70,14 +71,18 @@ func diskDir(b *testing.B) string {
 }
 
 // newLine starts the four nodes with their stores in dir.
-func newLine(b *testing.B, dir string) *lineRig {
+func newLine(b *testing.B, dir string) *lineRig { return newLineOf(b, dir, 4) }
+
+// newLineOf starts a line of n nodes, bob's client at the last and
+// alice's at the first (the same node when n is 1).
+func newLineOf(b *testing.B, dir string, n int) *lineRig {
 	r := &lineRig{alice: e2e.NewUser(), bob: e2e.NewUser()}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	b.Cleanup(cancel)
-	cfgs := make([]config.Config, 4)
+	cfgs := make([]config.Config, n)
 	for i := range cfgs {
-		name := string(rune('a' + i))
+		name := fmt.Sprintf("%c%d", 'a'+i, n)
 		cfgs[i] = daemontest.Config(dir, name)
 		cfgs[i].StoreMaxBytes = 256 << 20
 		// A domain of its own: a node ignores the descriptors of other
@@ -90,7 +95,7 @@ func newLine(b *testing.B, dir string) *lineRig {
 	}
 	b.Cleanup(func() { r.checkLine(b) })
 	var err error
-	cd, err := client.Dial(ctx, r.ds[3].Addr(), r.ids[3].Fingerprint())
+	cd, err := client.Dial(ctx, r.ds[n-1].Addr(), r.ids[n-1].Fingerprint())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -117,6 +122,9 @@ func (r *lineRig) checkLine(b *testing.B) {
 		want := 2
 		if i == 0 || i == len(r.ds)-1 {
 			want = 1
+		}
+		if len(r.ds) == 1 {
+			want = 0
 		}
 		if got := len(d.Status().Peers); got > want {
 			b.Errorf("node %c holds %d links, not the line's %d: the figures are not a line's", 'A'+i, got, want)
@@ -188,7 +196,11 @@ func (r *lineRig) drain(b *testing.B, n int) {
 
 // bareChain is three stream relays: a writer at A, copies at B and C, a
 // reader at D.
-func bareChain(b *testing.B) (w io.Writer, rd io.Reader) {
+func bareChain(b *testing.B) (w io.Writer, rd io.Reader) { return bareChainOf(b, 3) }
+
+// bareChainOf is a writer and a reader with relays stream relays between
+// them (none: one stream from the writer to the reader).
+func bareChainOf(b *testing.B, relays int) (w io.Writer, rd io.Reader) {
 	ctx := b.Context()
 	id, _ := identity.NewNode()
 	var prev io.Writer
@@ -232,8 +244,11 @@ func bareChain(b *testing.B) (w io.Writer, rd io.Reader) {
 		io.ReadFull(s, one)
 		return s
 	}
-	nodes := []*link.Transport{listen(), listen(), listen(), listen()}
-	for i := 0; i < 3; i++ {
+	var nodes []*link.Transport
+	for range relays + 2 {
+		nodes = append(nodes, listen())
+	}
+	for i := 0; i <= relays; i++ {
 		acc := make(chan *quic.Stream, 1)
 		go func() { acc <- accept(nodes[i+1]) }()
 		out := open(nodes[i], nodes[i+1])
@@ -277,6 +292,64 @@ func lineLatency(b *testing.B, dir string) {
 		r.drain(b, 1)
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/3, "us/hop")
+}
+
+// BenchmarkHopLatency is what one hop adds to a message's trip: the time
+// through the 4-node line minus the time through one node (alice's and
+// bob's clients at the same node), over the three hops, the two trips
+// taken in turn. The endpoints' work (enqueue, the fetch's wake-up,
+// opening the DM, the ack) is in both and cancels out, which
+// LineLatency's figure, the whole trip over three, leaves in. bare does
+// the same with three stream relays and with one direct stream.
+func BenchmarkHopLatency(b *testing.B) {
+	b.Run("bare", func(b *testing.B) {
+		w3, r3 := bareChainOf(b, 3)
+		w0, r0 := bareChainOf(b, 0)
+		buf := make([]byte, e2e.DMPayloadSize(msgBody))
+		var t0, t3 time.Duration
+		trip := func(w io.Writer, rd io.Reader, sum *time.Duration) {
+			start := time.Now()
+			w.Write(buf)
+			if _, err := io.ReadFull(rd, buf); err != nil {
+				b.Fatal(err)
+			}
+			*sum += time.Since(start)
+		}
+		for b.Loop() {
+			trip(w0, r0, &t0)
+			trip(w3, r3, &t3)
+		}
+		reportHop(b, t3-t0)
+	})
+	b.Run("qpq", func(b *testing.B) { hopLatency(b, b.TempDir()) })
+	b.Run("qpq-disk", func(b *testing.B) { hopLatency(b, diskDir(b)) })
+}
+
+// reportHop prints the extra time of b.N trips over three more hops as
+// the cost of one hop.
+func reportHop(b *testing.B, extra time.Duration) {
+	b.ReportMetric(float64(extra.Nanoseconds())/1000/float64(b.N)/3, "us/hop")
+}
+
+func hopLatency(b *testing.B, dir string) {
+	one, line := newLineOf(b, dir, 1), newLineOf(b, dir, 4)
+	var t1, t4 time.Duration
+	trip := func(r *lineRig, sum *time.Duration) {
+		b.StopTimer()
+		e := r.seal(b)
+		b.StartTimer()
+		start := time.Now()
+		if _, err := r.atA.Enqueue(context.Background(), e); err != nil {
+			b.Fatal(err)
+		}
+		r.drain(b, 1)
+		*sum += time.Since(start)
+	}
+	for b.Loop() {
+		trip(one, &t1)
+		trip(line, &t4)
+	}
+	reportHop(b, t4-t1)
 }
 
 func BenchmarkLineThroughput(b *testing.B) {
