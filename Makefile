@@ -28,6 +28,8 @@ FUZZ := \
 	./gossip:FuzzDecodeEnvelope \
 	./mesh/identity:FuzzParseFingerprint \
 	./mesh/link:FuzzParsePeerAddr \
+	./mesh/onion:FuzzPeel \
+	./mesh/onion:FuzzReassemble \
 	./node/config:FuzzParseValues \
 	./node/uci:FuzzParse \
 	./gossip/relay:FuzzReceiptSecret \
