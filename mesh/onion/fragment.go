@@ -24,7 +24,7 @@ const (
 	// FragmentData is the most message bytes one packet carries.
 	FragmentData = PayloadSize - fragHeader
 	// MaxMessage is the longest message: a sealed DM with a 16 KiB body
-	// is about 18,100 bytes as an envelope.
+	// is about 18,100 bytes as an envelope (6 fragments).
 	MaxMessage = MaxFragments * FragmentData
 
 	fragKind   = 1

@@ -8,20 +8,24 @@
 //
 // A packet is CellsPerPacket link cells of CellSize bytes. A cell fits
 // one QUIC datagram: the mesh's paths carry 1,280-byte IPv6 packets at
-// least, of which about 1,230 bytes are left for a datagram frame's data
-// after QUIC's header and AEAD tag; 1,152 leaves 78 of them for a cell's
-// own framing. So:
+// least, of which about 1,200 bytes are left for a datagram frame's data
+// after QUIC's header and AEAD tag; a 1,024-byte cell leaves the rest for
+// the cell's own framing. A packet is also a whole number of 256-byte
+// blocks, so it travels as an envelope's payload too (store and forward,
+// when the next relay cannot be reached now). So:
 //
-//	Size        = 3 cells x 1,152          = 3,456 bytes
+//	Size        = 4 cells x 1,024          = 4,096 bytes
 //	header      = version 1 + epoch 4 + ephemeral key 32
 //	              + routing 5 slots x 96 + MAC 32 =   549 bytes
-//	PayloadSize = 3,456 - 549              = 2,907 bytes
+//	PayloadSize = 4,096 - 549              = 3,547 bytes
 //
 // A sealed DM with a 256-byte body is a 1,792-byte payload, about 1,950
-// bytes as an envelope; with a fragment header and a reply block (a
-// header and a key, about 600 bytes) it fits one packet's payload. A
-// longer DM (up to the 16 KiB body limit) is cut into several packets of
-// the same size, which the exit puts back together.
+// bytes as an envelope; with a fragment header (21 bytes) and a reply
+// block (a header and a key, about 600 bytes) it fits one packet's
+// payload, and bodies up to about 1.2 KB do too. A longer DM (up to the
+// 16 KiB body limit, about 18,100 bytes as an envelope) is cut into up to
+// MaxFragments packets of the same size, which the exit puts back
+// together (fragment.go).
 //
 // A slot (96 bytes) is what one relay reads: an action (forward or
 // exit), the next relay's fingerprint (32) and the key epoch it must use
@@ -71,8 +75,8 @@ import (
 
 // Sizes; the package comment does the arithmetic.
 const (
-	CellSize       = 1152
-	CellsPerPacket = 3
+	CellSize       = 1024
+	CellsPerPacket = 4
 	Size           = CellsPerPacket * CellSize
 	MaxHops        = 5
 	SlotSize       = 96

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/mesh/identity"
 )
 
@@ -247,5 +248,13 @@ func BenchmarkPeel(b *testing.B) {
 		if _, err := Peel(pkt, rs[0].key); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A packet is also a whole number of 256-byte blocks, so it can travel
+// as an envelope's payload.
+func TestPacketIsWholeBlocks(t *testing.T) {
+	if Size%gossip.PadBlock != 0 {
+		t.Fatalf("a packet of %d bytes is not a whole number of %d-byte blocks", Size, gossip.PadBlock)
 	}
 }
