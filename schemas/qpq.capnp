@@ -84,6 +84,8 @@ struct NodeDescriptor {
   domain @3 :Text;            # mesh domain
   sequence @4 :UInt64;        # a higher sequence replaces a lower one from the same node
   lifetimeSeconds @5 :UInt32; # remaining lifetime; ages like an envelope TTL, never a wall-clock expiry
+  onionEpoch @6 :UInt32;      # the epoch of onionKey, which onion packets for it name
+  onionVersion @7 :UInt8;     # the onion packet version the node relays (mesh/onion); 0: none (older nodes)
 }
 
 # SignedDescriptor carries a NodeDescriptor as the exact bytes that were
@@ -165,6 +167,13 @@ interface MeshPeer {
   # payload. next is the last id returned when more may follow, else
   # empty. A pull names a bucket that many users share, never a user.
   pull @6 (bucket :UInt32, bits :UInt8, after :Data, limit :UInt32) -> (envelopes :List(Envelope), next :Data);
+
+  # onion hands the callee an onion packet (mesh/onion, one fixed size)
+  # whose next relay it is. The callee peels its layer and forwards the
+  # rest, or, as the exit, injects the envelope inside into store and
+  # forward. The answer says only that the packet arrived, never what the
+  # callee did with it. Protocol version 4.
+  onion @7 (packet :Data) -> ();
 }
 
 # Summary is the anti-entropy digest of the ids a node holds.
@@ -255,6 +264,21 @@ interface Node {
   # after the cursor and waitSeconds > 0 it waits up to that long (capped
   # by the node) for one.
   receipts @8 (after :UInt64, limit :UInt32, waitSeconds :UInt32) -> (secrets :List(Data), next :UInt64);
+
+  # sendOnion hands the node an onion packet (mesh/onion) for its first
+  # relay, the node fingerprint `first` (32 bytes), which the client chose
+  # with the rest of the route. Like enqueue it needs no authentication;
+  # the node forwards the packet as a relay forwards one and learns
+  # neither the route past `first` nor what the packet carries. An error
+  # means it could not take the packet (first unknown, over a bound).
+  sendOnion @9 (first :Data, packet :Data) -> ();
+
+  # descriptors returns up to `limit` (at most 64) signed node
+  # descriptors (SignedDescriptor) of nodes that relay onion packets, a
+  # random sample of those this node holds, so that a client can choose
+  # onion routes itself; it checks each signature and keeps a cache from
+  # several nodes, so one node cannot steer every route.
+  descriptors @10 (limit :UInt32) -> (descriptors :List(Data));
 }
 
 # Mailbox is one authenticated user's view of the envelopes addressed to

@@ -422,12 +422,12 @@ type NodeDescriptor capnp.Struct
 const NodeDescriptor_TypeID = 0xf1ca85fe283eaf4b
 
 func NewNodeDescriptor(s *capnp.Segment) (NodeDescriptor, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 4})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 4})
 	return NodeDescriptor(st), err
 }
 
 func NewRootNodeDescriptor(s *capnp.Segment) (NodeDescriptor, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 4})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 4})
 	return NodeDescriptor(st), err
 }
 
@@ -546,12 +546,28 @@ func (s NodeDescriptor) SetLifetimeSeconds(v uint32) {
 	capnp.Struct(s).SetUint32(8, v)
 }
 
+func (s NodeDescriptor) OnionEpoch() uint32 {
+	return capnp.Struct(s).Uint32(12)
+}
+
+func (s NodeDescriptor) SetOnionEpoch(v uint32) {
+	capnp.Struct(s).SetUint32(12, v)
+}
+
+func (s NodeDescriptor) OnionVersion() uint8 {
+	return capnp.Struct(s).Uint8(16)
+}
+
+func (s NodeDescriptor) SetOnionVersion(v uint8) {
+	capnp.Struct(s).SetUint8(16, v)
+}
+
 // NodeDescriptor_List is a list of NodeDescriptor.
 type NodeDescriptor_List = capnp.StructList[NodeDescriptor]
 
 // NewNodeDescriptor creates a new list of NodeDescriptor.
 func NewNodeDescriptor_List(s *capnp.Segment, sz int32) (NodeDescriptor_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 4}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 4}, sz)
 	return capnp.StructList[NodeDescriptor](l), err
 }
 
@@ -1002,6 +1018,26 @@ func (c MeshPeer) Pull(ctx context.Context, params func(MeshPeer_pull_Params) er
 
 }
 
+func (c MeshPeer) Onion(ctx context.Context, params func(MeshPeer_onion_Params) error) (MeshPeer_onion_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xdfcab1c048ec8147,
+			MethodID:      7,
+			InterfaceName: "qpq.capnp:MeshPeer",
+			MethodName:    "onion",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(MeshPeer_onion_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return MeshPeer_onion_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c MeshPeer) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -1088,6 +1124,8 @@ type MeshPeer_Server interface {
 	Place(context.Context, MeshPeer_place) error
 
 	Pull(context.Context, MeshPeer_pull) error
+
+	Onion(context.Context, MeshPeer_onion) error
 }
 
 // MeshPeer_NewServer creates a new Server from an implementation of MeshPeer_Server.
@@ -1106,7 +1144,7 @@ func MeshPeer_ServerToClient(s MeshPeer_Server) MeshPeer {
 // This can be used to create a more complicated Server.
 func MeshPeer_Methods(methods []server.Method, s MeshPeer_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 7)
+		methods = make([]server.Method, 0, 8)
 	}
 
 	methods = append(methods, server.Method{
@@ -1190,6 +1228,18 @@ func MeshPeer_Methods(methods []server.Method, s MeshPeer_Server) []server.Metho
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Pull(ctx, MeshPeer_pull{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xdfcab1c048ec8147,
+			MethodID:      7,
+			InterfaceName: "qpq.capnp:MeshPeer",
+			MethodName:    "onion",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Onion(ctx, MeshPeer_onion{call})
 		},
 	})
 
@@ -1313,6 +1363,23 @@ func (c MeshPeer_pull) Args() MeshPeer_pull_Params {
 func (c MeshPeer_pull) AllocResults() (MeshPeer_pull_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 2})
 	return MeshPeer_pull_Results(r), err
+}
+
+// MeshPeer_onion holds the state for a server call to MeshPeer.onion.
+// See server.Call for documentation.
+type MeshPeer_onion struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c MeshPeer_onion) Args() MeshPeer_onion_Params {
+	return MeshPeer_onion_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c MeshPeer_onion) AllocResults() (MeshPeer_onion_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return MeshPeer_onion_Results(r), err
 }
 
 // MeshPeer_List is a list of MeshPeer.
@@ -2508,6 +2575,148 @@ func (f MeshPeer_pull_Results_Future) Struct() (MeshPeer_pull_Results, error) {
 	return MeshPeer_pull_Results(p.Struct()), err
 }
 
+type MeshPeer_onion_Params capnp.Struct
+
+// MeshPeer_onion_Params_TypeID is the unique identifier for the type MeshPeer_onion_Params.
+const MeshPeer_onion_Params_TypeID = 0xdf1a9e519db80019
+
+func NewMeshPeer_onion_Params(s *capnp.Segment) (MeshPeer_onion_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return MeshPeer_onion_Params(st), err
+}
+
+func NewRootMeshPeer_onion_Params(s *capnp.Segment) (MeshPeer_onion_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return MeshPeer_onion_Params(st), err
+}
+
+func ReadRootMeshPeer_onion_Params(msg *capnp.Message) (MeshPeer_onion_Params, error) {
+	root, err := msg.Root()
+	return MeshPeer_onion_Params(root.Struct()), err
+}
+
+func (s MeshPeer_onion_Params) String() string {
+	str, _ := text.Marshal(0xdf1a9e519db80019, capnp.Struct(s))
+	return str
+}
+
+func (s MeshPeer_onion_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (MeshPeer_onion_Params) DecodeFromPtr(p capnp.Ptr) MeshPeer_onion_Params {
+	return MeshPeer_onion_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s MeshPeer_onion_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s MeshPeer_onion_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s MeshPeer_onion_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s MeshPeer_onion_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s MeshPeer_onion_Params) Packet() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s MeshPeer_onion_Params) HasPacket() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s MeshPeer_onion_Params) SetPacket(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+// MeshPeer_onion_Params_List is a list of MeshPeer_onion_Params.
+type MeshPeer_onion_Params_List = capnp.StructList[MeshPeer_onion_Params]
+
+// NewMeshPeer_onion_Params creates a new list of MeshPeer_onion_Params.
+func NewMeshPeer_onion_Params_List(s *capnp.Segment, sz int32) (MeshPeer_onion_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[MeshPeer_onion_Params](l), err
+}
+
+// MeshPeer_onion_Params_Future is a wrapper for a MeshPeer_onion_Params promised by a client call.
+type MeshPeer_onion_Params_Future struct{ *capnp.Future }
+
+func (f MeshPeer_onion_Params_Future) Struct() (MeshPeer_onion_Params, error) {
+	p, err := f.Future.Ptr()
+	return MeshPeer_onion_Params(p.Struct()), err
+}
+
+type MeshPeer_onion_Results capnp.Struct
+
+// MeshPeer_onion_Results_TypeID is the unique identifier for the type MeshPeer_onion_Results.
+const MeshPeer_onion_Results_TypeID = 0xfa94dd949eb93f2a
+
+func NewMeshPeer_onion_Results(s *capnp.Segment) (MeshPeer_onion_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return MeshPeer_onion_Results(st), err
+}
+
+func NewRootMeshPeer_onion_Results(s *capnp.Segment) (MeshPeer_onion_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return MeshPeer_onion_Results(st), err
+}
+
+func ReadRootMeshPeer_onion_Results(msg *capnp.Message) (MeshPeer_onion_Results, error) {
+	root, err := msg.Root()
+	return MeshPeer_onion_Results(root.Struct()), err
+}
+
+func (s MeshPeer_onion_Results) String() string {
+	str, _ := text.Marshal(0xfa94dd949eb93f2a, capnp.Struct(s))
+	return str
+}
+
+func (s MeshPeer_onion_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (MeshPeer_onion_Results) DecodeFromPtr(p capnp.Ptr) MeshPeer_onion_Results {
+	return MeshPeer_onion_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s MeshPeer_onion_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s MeshPeer_onion_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s MeshPeer_onion_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s MeshPeer_onion_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// MeshPeer_onion_Results_List is a list of MeshPeer_onion_Results.
+type MeshPeer_onion_Results_List = capnp.StructList[MeshPeer_onion_Results]
+
+// NewMeshPeer_onion_Results creates a new list of MeshPeer_onion_Results.
+func NewMeshPeer_onion_Results_List(s *capnp.Segment, sz int32) (MeshPeer_onion_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[MeshPeer_onion_Results](l), err
+}
+
+// MeshPeer_onion_Results_Future is a wrapper for a MeshPeer_onion_Results promised by a client call.
+type MeshPeer_onion_Results_Future struct{ *capnp.Future }
+
+func (f MeshPeer_onion_Results_Future) Struct() (MeshPeer_onion_Results, error) {
+	p, err := f.Future.Ptr()
+	return MeshPeer_onion_Results(p.Struct()), err
+}
+
 type Summary capnp.Struct
 
 // Summary_TypeID is the unique identifier for the type Summary.
@@ -2915,6 +3124,46 @@ func (c Node) Receipts(ctx context.Context, params func(Node_receipts_Params) er
 
 }
 
+func (c Node) SendOnion(ctx context.Context, params func(Node_sendOnion_Params) error) (Node_sendOnion_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      9,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "sendOnion",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 2}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_sendOnion_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_sendOnion_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Node) Descriptors(ctx context.Context, params func(Node_descriptors_Params) error) (Node_descriptors_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      10,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "descriptors",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_descriptors_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_descriptors_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c Node) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -3005,6 +3254,10 @@ type Node_Server interface {
 	ChannelFetch(context.Context, Node_channelFetch) error
 
 	Receipts(context.Context, Node_receipts) error
+
+	SendOnion(context.Context, Node_sendOnion) error
+
+	Descriptors(context.Context, Node_descriptors) error
 }
 
 // Node_NewServer creates a new Server from an implementation of Node_Server.
@@ -3023,7 +3276,7 @@ func Node_ServerToClient(s Node_Server) Node {
 // This can be used to create a more complicated Server.
 func Node_Methods(methods []server.Method, s Node_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 9)
+		methods = make([]server.Method, 0, 11)
 	}
 
 	methods = append(methods, server.Method{
@@ -3131,6 +3384,30 @@ func Node_Methods(methods []server.Method, s Node_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Receipts(ctx, Node_receipts{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      9,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "sendOnion",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.SendOnion(ctx, Node_sendOnion{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x97c505b19f6daa43,
+			MethodID:      10,
+			InterfaceName: "qpq.capnp:Node",
+			MethodName:    "descriptors",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Descriptors(ctx, Node_descriptors{call})
 		},
 	})
 
@@ -3288,6 +3565,40 @@ func (c Node_receipts) Args() Node_receipts_Params {
 func (c Node_receipts) AllocResults() (Node_receipts_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 8, PointerCount: 1})
 	return Node_receipts_Results(r), err
+}
+
+// Node_sendOnion holds the state for a server call to Node.sendOnion.
+// See server.Call for documentation.
+type Node_sendOnion struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_sendOnion) Args() Node_sendOnion_Params {
+	return Node_sendOnion_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_sendOnion) AllocResults() (Node_sendOnion_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_sendOnion_Results(r), err
+}
+
+// Node_descriptors holds the state for a server call to Node.descriptors.
+// See server.Call for documentation.
+type Node_descriptors struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_descriptors) Args() Node_descriptors_Params {
+	return Node_descriptors_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_descriptors) AllocResults() (Node_descriptors_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_descriptors_Results(r), err
 }
 
 // Node_List is a list of Node.
@@ -4824,6 +5135,321 @@ func (f Node_receipts_Results_Future) Struct() (Node_receipts_Results, error) {
 	return Node_receipts_Results(p.Struct()), err
 }
 
+type Node_sendOnion_Params capnp.Struct
+
+// Node_sendOnion_Params_TypeID is the unique identifier for the type Node_sendOnion_Params.
+const Node_sendOnion_Params_TypeID = 0x91791f9080acbdf6
+
+func NewNode_sendOnion_Params(s *capnp.Segment) (Node_sendOnion_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return Node_sendOnion_Params(st), err
+}
+
+func NewRootNode_sendOnion_Params(s *capnp.Segment) (Node_sendOnion_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return Node_sendOnion_Params(st), err
+}
+
+func ReadRootNode_sendOnion_Params(msg *capnp.Message) (Node_sendOnion_Params, error) {
+	root, err := msg.Root()
+	return Node_sendOnion_Params(root.Struct()), err
+}
+
+func (s Node_sendOnion_Params) String() string {
+	str, _ := text.Marshal(0x91791f9080acbdf6, capnp.Struct(s))
+	return str
+}
+
+func (s Node_sendOnion_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_sendOnion_Params) DecodeFromPtr(p capnp.Ptr) Node_sendOnion_Params {
+	return Node_sendOnion_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_sendOnion_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_sendOnion_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_sendOnion_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_sendOnion_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_sendOnion_Params) First() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s Node_sendOnion_Params) HasFirst() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_sendOnion_Params) SetFirst(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+func (s Node_sendOnion_Params) Packet() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return []byte(p.Data()), err
+}
+
+func (s Node_sendOnion_Params) HasPacket() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s Node_sendOnion_Params) SetPacket(v []byte) error {
+	return capnp.Struct(s).SetData(1, v)
+}
+
+// Node_sendOnion_Params_List is a list of Node_sendOnion_Params.
+type Node_sendOnion_Params_List = capnp.StructList[Node_sendOnion_Params]
+
+// NewNode_sendOnion_Params creates a new list of Node_sendOnion_Params.
+func NewNode_sendOnion_Params_List(s *capnp.Segment, sz int32) (Node_sendOnion_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	return capnp.StructList[Node_sendOnion_Params](l), err
+}
+
+// Node_sendOnion_Params_Future is a wrapper for a Node_sendOnion_Params promised by a client call.
+type Node_sendOnion_Params_Future struct{ *capnp.Future }
+
+func (f Node_sendOnion_Params_Future) Struct() (Node_sendOnion_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_sendOnion_Params(p.Struct()), err
+}
+
+type Node_sendOnion_Results capnp.Struct
+
+// Node_sendOnion_Results_TypeID is the unique identifier for the type Node_sendOnion_Results.
+const Node_sendOnion_Results_TypeID = 0xe0e3cf06f933c5a7
+
+func NewNode_sendOnion_Results(s *capnp.Segment) (Node_sendOnion_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_sendOnion_Results(st), err
+}
+
+func NewRootNode_sendOnion_Results(s *capnp.Segment) (Node_sendOnion_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_sendOnion_Results(st), err
+}
+
+func ReadRootNode_sendOnion_Results(msg *capnp.Message) (Node_sendOnion_Results, error) {
+	root, err := msg.Root()
+	return Node_sendOnion_Results(root.Struct()), err
+}
+
+func (s Node_sendOnion_Results) String() string {
+	str, _ := text.Marshal(0xe0e3cf06f933c5a7, capnp.Struct(s))
+	return str
+}
+
+func (s Node_sendOnion_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_sendOnion_Results) DecodeFromPtr(p capnp.Ptr) Node_sendOnion_Results {
+	return Node_sendOnion_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_sendOnion_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_sendOnion_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_sendOnion_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_sendOnion_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Node_sendOnion_Results_List is a list of Node_sendOnion_Results.
+type Node_sendOnion_Results_List = capnp.StructList[Node_sendOnion_Results]
+
+// NewNode_sendOnion_Results creates a new list of Node_sendOnion_Results.
+func NewNode_sendOnion_Results_List(s *capnp.Segment, sz int32) (Node_sendOnion_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Node_sendOnion_Results](l), err
+}
+
+// Node_sendOnion_Results_Future is a wrapper for a Node_sendOnion_Results promised by a client call.
+type Node_sendOnion_Results_Future struct{ *capnp.Future }
+
+func (f Node_sendOnion_Results_Future) Struct() (Node_sendOnion_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_sendOnion_Results(p.Struct()), err
+}
+
+type Node_descriptors_Params capnp.Struct
+
+// Node_descriptors_Params_TypeID is the unique identifier for the type Node_descriptors_Params.
+const Node_descriptors_Params_TypeID = 0xd54f7cde37437e1e
+
+func NewNode_descriptors_Params(s *capnp.Segment) (Node_descriptors_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return Node_descriptors_Params(st), err
+}
+
+func NewRootNode_descriptors_Params(s *capnp.Segment) (Node_descriptors_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return Node_descriptors_Params(st), err
+}
+
+func ReadRootNode_descriptors_Params(msg *capnp.Message) (Node_descriptors_Params, error) {
+	root, err := msg.Root()
+	return Node_descriptors_Params(root.Struct()), err
+}
+
+func (s Node_descriptors_Params) String() string {
+	str, _ := text.Marshal(0xd54f7cde37437e1e, capnp.Struct(s))
+	return str
+}
+
+func (s Node_descriptors_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_descriptors_Params) DecodeFromPtr(p capnp.Ptr) Node_descriptors_Params {
+	return Node_descriptors_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_descriptors_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_descriptors_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_descriptors_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_descriptors_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_descriptors_Params) Limit() uint32 {
+	return capnp.Struct(s).Uint32(0)
+}
+
+func (s Node_descriptors_Params) SetLimit(v uint32) {
+	capnp.Struct(s).SetUint32(0, v)
+}
+
+// Node_descriptors_Params_List is a list of Node_descriptors_Params.
+type Node_descriptors_Params_List = capnp.StructList[Node_descriptors_Params]
+
+// NewNode_descriptors_Params creates a new list of Node_descriptors_Params.
+func NewNode_descriptors_Params_List(s *capnp.Segment, sz int32) (Node_descriptors_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0}, sz)
+	return capnp.StructList[Node_descriptors_Params](l), err
+}
+
+// Node_descriptors_Params_Future is a wrapper for a Node_descriptors_Params promised by a client call.
+type Node_descriptors_Params_Future struct{ *capnp.Future }
+
+func (f Node_descriptors_Params_Future) Struct() (Node_descriptors_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_descriptors_Params(p.Struct()), err
+}
+
+type Node_descriptors_Results capnp.Struct
+
+// Node_descriptors_Results_TypeID is the unique identifier for the type Node_descriptors_Results.
+const Node_descriptors_Results_TypeID = 0xf80e1c6e37747501
+
+func NewNode_descriptors_Results(s *capnp.Segment) (Node_descriptors_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_descriptors_Results(st), err
+}
+
+func NewRootNode_descriptors_Results(s *capnp.Segment) (Node_descriptors_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_descriptors_Results(st), err
+}
+
+func ReadRootNode_descriptors_Results(msg *capnp.Message) (Node_descriptors_Results, error) {
+	root, err := msg.Root()
+	return Node_descriptors_Results(root.Struct()), err
+}
+
+func (s Node_descriptors_Results) String() string {
+	str, _ := text.Marshal(0xf80e1c6e37747501, capnp.Struct(s))
+	return str
+}
+
+func (s Node_descriptors_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_descriptors_Results) DecodeFromPtr(p capnp.Ptr) Node_descriptors_Results {
+	return Node_descriptors_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_descriptors_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_descriptors_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_descriptors_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_descriptors_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_descriptors_Results) Descriptors() (capnp.DataList, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return capnp.DataList(p.List()), err
+}
+
+func (s Node_descriptors_Results) HasDescriptors() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_descriptors_Results) SetDescriptors(v capnp.DataList) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewDescriptors sets the descriptors field to a newly
+// allocated capnp.DataList, preferring placement in s's segment.
+func (s Node_descriptors_Results) NewDescriptors(n int32) (capnp.DataList, error) {
+	l, err := capnp.NewDataList(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return capnp.DataList{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+
+// Node_descriptors_Results_List is a list of Node_descriptors_Results.
+type Node_descriptors_Results_List = capnp.StructList[Node_descriptors_Results]
+
+// NewNode_descriptors_Results creates a new list of Node_descriptors_Results.
+func NewNode_descriptors_Results_List(s *capnp.Segment, sz int32) (Node_descriptors_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_descriptors_Results](l), err
+}
+
+// Node_descriptors_Results_Future is a wrapper for a Node_descriptors_Results promised by a client call.
+type Node_descriptors_Results_Future struct{ *capnp.Future }
+
+func (f Node_descriptors_Results_Future) Struct() (Node_descriptors_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_descriptors_Results(p.Struct()), err
+}
+
 type Mailbox capnp.Client
 
 // Mailbox_TypeID is the unique identifier for the type Mailbox.
@@ -5364,208 +5990,228 @@ func (f Mailbox_ack_Results_Future) Struct() (Mailbox_ack_Results, error) {
 	return Mailbox_ack_Results(p.Struct()), err
 }
 
-const schema_b3458c925f621b95 = "x\xda\xacX}p\x14\xe7y\x7f\x9e}%\x1d:$" +
-	"N\xaf\xf6 \xfa0\xbd1#f\x80\xc6\x04\x04\xf6`" +
-	"\x85\xe4\x84\x0c\x04\x09\x8bjEj'\x84L\xb2\xba{" +
-	"\x85\xd6:\xed\x9d\xf6\xf6\x80cpE\xe8\xe0\xc6\xae\xdd" +
-	"\x1aj\xecBB\x8d\xda8\xa0\xda\x14;\x06O\xe9@" +
-	"\x0d\x0e\xd41c\xb7u\x09\x19pcl\x9c\xd0\x0c\x9e" +
-	"\x04\x0fi<6\xc9\x90\xcd<\xfbu\xab\xbb\x13\x01\x8f" +
-	"\xff\xbb\xdb}\xf7y\x9f\x8f\xdf\xf3\xfc~\xef;oQ" +
-	"u{\xc5\xfc\xdax=H\xca\x8f+\xab\xac\x15#\x1f" +
-	"\xcaM\xd6\xe4-\xa0\x84\x11\xad\x9d\xcd}\xdf\xd8\xf1\xe8" +
-	"\xb2\x17\xa1R\x0a\x01\xc8\x95\xd5[\xe5\xeaj\xe7\xd7/" +
-	"\x00\xadmw\xf2o-\x7f\xfd\xfb\xdb\x80G\x10\xa0\x12" +
-	"C\x00\x0b.V\xcf@@\xf9ru\x1c\xd0b\xdfx" +
-	"y\xf9g\xaa\x16?\x04<\xcc\x0a\xc6\x00\xe5\xea\xf0\x0e" +
-	"\x99\x87\xc9Rm\xf8\xaf\xe4\xaf\xd3/\xeb\x83\xe7\x7f\xb8" +
-	"i&\x7f\xfa!P\"\x88\x00\x15\xf4vY\xf8\xb7\x80" +
-	"rg\x98\x8c\xfd\xa22a}n\xd5\xc9\x87\x82\xbbi" +
-	"\xe10\xed6l/\x98\xb5hQ\xdb\x95\x19w?\xee" +
-	",\xa0\xef\x17l\x0fK\x08\x15\xd6}\xcb\xf7\x0f\x1b\xfa" +
-	"\x86\x1d\xc0e\xff\xd3\x9c\xf3\xe9\x83\xf6\xa7\x9dY\xedL" +
-	"\xf4\x95\xdc\x13\xc0e\xc9\x9a\xdf\x10\xef\xba\xff\x9dY\x97" +
-	"\xc9\xd1=\xe1W\xe4glGG\xc3\x07\x01\xadWW" +
-	"w\xad\x7f\xb6s\xc9\x93A'\xae\x87\x9b\xc8R\xe5d" +
-	"\xb2t\xcf?\x0f=\xfdB\xe5\xa9\xa7JB\x9e=y" +
-	"\x93|\xc7dZ?{\xf2\x97$y\xac\x86b>2" +
-	"\xbcw\xc7\xbb\x1f?\xbb\xab\xe0\xb2\xbc\xbd\xe6}\xa8\xb0" +
-	"j\xde\x18\xb9\xf4\x0f\x9b\xa3{\x80\xd7{\xfb\xc8\xb9\x9a" +
-	"\xf7\x01\xe5|\x0dm\x13\x1f\xd66\xbc\xd4\xb8lO0" +
-	"\xa2\xb1\x1a\x89\xfc8`/8\x18\xe3O\x99\x9b\x96\x8e" +
-	"\x06\x17\\t\x16\\\xb2\x17\xfc\xee\xc0\xcc\xe9\xfd\xdf\xe9" +
-	"\x1c\x0d\xec\xb0`j\xad\xbd\xa0\xb1\x96\x16\xfc\xefK\x7f" +
-	"y\xf6\xab\xd3g\x8f\x81\"\xa3\xe4\xe6\xb3\xdbY\xa0\xd4" +
-	"R.\x9el\xf8\xf9\xe7~\xf3\xce\x9c1g\x0b\xfb\xfd" +
-	"\xd5\xda&\xcawc\xe6\xc3{\x9e\xfd\xa9\xf6/n)" +
-	"m\xf4,8_k\xa7\xe9b-A\xe7\xc4\xea\xff\xf8" +
-	"\xe1\xb9\xee\x0b\x07]\xe3N\x80oO\xa1j_\x9cB" +
-	"\x0b\xee{\xe4\xf7\x17\xd6\x9b\x8f\x1c\x05\x1e.\xc1\xe1\xe1" +
-	"\xc8\xbf\xc9\xc7\"\xf4\xebHd\x03\xa0\xf5\xd2\xd2\xb5\xeb" +
-	"c\x9bO\xfe\xbb\x1b\xab\xbd[c\x9d\xed\xe9\xf4:Z" +
-	"\xf0\xea\xf9\x8f~\xf0\xdc\xb9}\xc7\x83U{\xac\xce\x06" +
-	"\xea\xce\xba8\xe0\x07\x1f\xadm\x8f.^\xf9#%\x8c" +
-	"R\xc9fu\xaf\xc8\xc7\xea\xe8\x8b#u1\x04\xb4\xee" +
-	"\xda9m\xb3u\xe7\x03\xa7\x03\xc6\xe4\xf3\x9cJ\xf36" +
-	"\xa7\xbcm\x9ag=\xfa\x9fO\xbf8\xee\xfdu\xfek" +
-	"@\x19\xeb\xe9}h\xebG\xa7\xbf\xc8\xbf\xf3z\xf0\xfd" +
-	"\xcc\xfa\xf7\x08\"\xf6\xfb5\xcf\xfd\xc5m\xf9\xfc\xedo" +
-	"\xc2xolpt\xd6?\"+\xf5\xf4\xab\xbb\x9e\x02" +
-	"\xdbr,\x7fe\xb4\xd6\xf8\x9f``\x07\xea\xed\xc0\x0e" +
-	"\xdb\xc6\xee\xff\xe9*\xabw\xfd\x8e3\xc1\xcd.\xd7\x93" +
-	"3\xbf\xb2\xdf\xff@m~\xed\xd0\xa4\x9e\xb3\x81\x9e\xa9" +
-	"\x95\xe7P\x0d\x9f:\xde\xa4\x98\x17\xb4\x9fP\x85\xbcW" +
-	"\x1f\xd6\xdb=s\xdd\xfe\xf4\xaf\xdfj\x19\xb8\xf2\xda\xaf" +
-	"\xcf\x07\x11v\xbb\\O\x0bf\xcb\xb4\xe0K\xdf\xfa\xe5" +
-	"\x8a\xe3/\x9c~\xa7\xa4\x15:\xe5\xdd\xb2\"\xdbx\x92" +
-	"_EYD\xa9\x15\xfa/\xcc\xac\xff\x8a\xfe\xd6\xbb\xa0" +
-	"\xd4\xfb\xed\xdf\x1d%O\x95(Y\xfb\xd9\xbe\x85;\xee" +
-	"\xfa\x93\x9f\xbc\xe7a\xca\xdeo8jW9\x17\xa5d" +
-	"\xf4\xbf\xb78\xfeO\x15\x0b\x7fV<\xbb\xec\xa0/F" +
-	"w\xcb\x97i#\xf9\x92\xbd\xb8\x83\xdf\x93\xbe\xeb\xe5\xaf" +
-	"\xfd_\xf1\xe2J{\xecL\xdd!wO\xa5\x0d:\xa7" +
-	"\xdeO5\xf7GB\xd1j\xdb\xcb\x9d\xd3v\xcb{\xa6" +
-	"}\x06`\xc13\xd3\xfe\x96V\x9f\xf9\xcd\xf2\xdd\xfb\xfe" +
-	"\xeb\xff\xdf\x0ff\xe6\x0b\x0dvf\x965P,\x7fs" +
-	"~\xeck\xb5/\x8f}@\xb1\xb8\xad%\x8b\x06\x02\xbf" +
-	"\xd6@\x9d\xf5\xf9\xd4\xca\x0d\x87\xa4\x7f\xbdZ\x0e\xfc\x95" +
-	"\x8do\xc9\xbc\xd1\x1e\x9d\x8d\x14H\xfb*#\xf1g\xc7" +
-	"N\\u+\xcc\xec\xb44\xda\xad\x96o$c+\x0f" +
-	"~q\xd6\xef\xb7\x9d\xbeZ\x84'\xc7\xf7\xa9M\xa7\xe5" +
-	"\xdb\x9b\xe8\x9b\xe9Mv\xa4\xfb\xfe\xee\xd0/7Mk" +
-	"\xff8\xe8\xfbc\xcdv\x96\xb77\x93\xef\xa3=\x9f\xfd" +
-	"\xbcx\xf8\xc4\xc7\x81\xae\x7f\xa19L\x88\xb9\xbb\xe6\xc9" +
-	"\x813\xbd3\xaf\x05>\x95w5ST{\xec/\x8f" +
-	">\xde\xf9\xa7\xffX\x7f\xfcZ\x10\xaco6\xdb`=" +
-	"o/0_\x9c\xdd\xb1wa\xebo\x03\xa6\xaf9\xa6" +
-	"\xf7\x9f?\xf4\xfdo^\xb9\xfe\xbb 8.\xda\xa6/" +
-	"5o\x80;\xac\xe1\xcc\xf0\xdc\x84\x9a\xd11\xd3\xb6B" +
-	"\xa4Ri\xe8AT\xeaX\x05@\x05\x02p\xb5\x03@" +
-	"Y\xcbP\x19\x90\x90#F\xc9\x06\x17k\x00\x94$C" +
-	"%#!JQ*\x04\x1f\xea\x02PR\x0c\x95\x8d\x12" +
-	"r\x86Qd\x00<\xd7\x06\xa0d\x18*\x9b%\x1cY" +
-	"/\x8c\xac\x96\xd61\x04\x12\x86\x00\xad!M\xbf\x8f\x1e" +
-	"\x01\x0b<\xcc\xa6\xfb\xcd\x0d\xaa!\x00\x00k@\xc2\x1a" +
-	"\xc0x2=\xa4j\xba\xf7\xd7\xf7\x98e\xdaV\xa5\x93" +
-	"bn&\xd7\x97\xd2\xb2\x03\x1d9=\x99\x12-=\xaa" +
-	"\x11R\x87\xb2J\x85\x1fB-91\x89\xa1\x12\x950" +
-	"\xdeg\xaf\xc2Z\x90\xb06`\x0b3m\xdd\xaa\x96\xea" +
-	"K\xe3F\x8a\x7f\x12\xab\x04\xf0S\x87\xde\xc0\xe7\xf3[" +
-	"A\xe23C\x88>\xcb\xa0\xd7|\xbcq\x06H\xbc6" +
-	"\x14\xeb\x17fb\xa0\x1dCjb\xb0\x1d{\xb0\xb0\x87" +
-	"\xe4\xfa+\xf4\xe1\x9c\xc8\x89\x96\xde\xb8\xc8\xe6R\xe6\x84" +
-	"\xaef\xcd\xb4!\x92\x88 !\x96\x09;1\xa0\xa6R" +
-	"B_'Zz\x1d;\x00AK\xad\x05K1=\xad" +
-	"'Jc\x0e\x95\x18\xeaQ\x0du(\x0b\xde\x82L[" +
-	"\xb7\xc8\x0e\xf4\x08a\xcc\x1d h\xfc\xf1\x8d\xeceX" +
-	"W\xd0B\x80X\x07\xe3R\xb0L_/R\xe9\x8c\x98" +
-	"\xbbR\xd3\x936\xd8n\xb3\xf1\xd3\xddD\x8b\xf9\xb2^" +
-	"\x00\x94\xf8\x92V\x00d\xfc\xee\x0e\x00\xac\xe0\xf3\xdb\x00" +
-	"\xb0\x92\xcf^\x03\x80U|f+\x00K\x0eY}F" +
-	"ZM&\xd4,\xa0\x19K\xebZZ\x1f1DBh" +
-	"\x19\xd3-\xb2\x95\x14\xd9\x84\xa1eL`i#\x96\x14" +
-	"\x89t\xbe$\x89\xa9tz0\x97)@Ge\xe3\xa1" +
-	"\xd3\x07\xa0\xd40T\x1a$\xb4\xfa5}\x9d02\x06" +
-	"\x844\xdd,\xc9&\xc4\x1d\x93\x14Q\x8b\x0d\x1f\x8f\xad" +
-	"\xd0\xa3=\x99c+Hr%\x12\x80<\xfd\x82\x1e\xcf" +
-	"\xf0km \xf1_\x85P\xf2y\x10=a\xc7/v" +
-	"\x80\xc4\xcf\x86\x90\xf9R\x0d=Q\xc7_\xeb\x05\x89\x9f" +
-	"\x08a\x85?\xd0\xd0cm~\xf8\x01\x90\xf8\x81\x10V" +
-	"\xfa\x8a\x13=\xde\xe2\xa3\x06H|W\x08\xab|i\x86" +
-	"\xde\x9c\xe1\x8f\xd1w\xdbB\x18\xf2\x05\x09z\x84\xc9\xf3" +
-	"\xf4n8\x84\x93\xfca\x8c\x1e\xc3p\xd1\x05\x12\xffz" +
-	"\xc8\x01B;\xc6\x07\x84\x9a2\x07\xdaq\xc4\x05};" +
-	"Z\x1e\xdc\x00\xe9\x9f\x9a3\x07\x84nj\x10I\xa8&" +
-	"=\xf0\xba\x19bvQ\xda\xd1\xf2j\x04\x11\xf7Ab" +
-	"@\xd5u\x91Z\x0e\x11\xa7\xd5,\xb7\xeeY\x00(\xdf" +
-	"r\x8e\x1b-=j\x84\x00\x1e|\xedt\xfd\xc6\xb9j" +
-	"b\xd0{\x1d\xac\x7f\x87\x0b\xee\x16\x09G\xb2\"a\x08" +
-	"3\x8bS\x00{\x18\xda\x00\x982\xbe/\xfdv\xc9\xa4" +
-	"\xd4\x84\xdfNA{\xbd.\x9efIh\x09\xb7\x13\x00" +
-	"}\x9buA\x05=\xa1uC\xd5\xb2e\xad\xb7\x15\xbc" +
-	"\x8d\xdb\x8b\x02\x86}\x8a/c\xd8\xcd\x81=\xb9\xfc&" +
-	"\xff\xd4\xdd\xce\xe4\xb2\x01\xeb5\xbe\xf5e\xc4\x1cK\x19" +
-	"*=\x01\x8a\xe9\xa6\xb1\xb2\x82\xa1\xf2e\x09\xb9\xe4r" +
-	"\x8c\xf2\x00\x80\xd2\xc3PY+\xa1\xa5&\x12\"c\x8a" +
-	"$1\xc5$\x90p\x12`\xccT\x07\x85\xee\xfd\xb3\x0c" +
-	"a\x1a\xf9%\xfd&D\x84\xd1\x9d\xf5\x1f\x97\xf3-\x9b" +
-	"\x1b\x1aR\x8d\xbc\xe3\x1e3\xb3\xe5\xa6\xad\x8d9;E" +
-	"\xde\xa0\x08\xd0$\xc5\xf0M\x87\xe8\xbc\x10\xf2\x14\x82\xc9" +
-	"P\xd9B!\xa0\x13\xc2\x834Q63T\xbe\x1d\xa0" +
-	"\xc9m\xb4r\x0bC\xe5\xbb\x92\x8fn\x02s\x11\xd4b" +
-	")mH3\xfd86\xa8\x9a\xb9Z$\xd2\x10\xd2\x93" +
-	"~t1\xb5\xdf\x14\xc6D\x18\x95\xc6\x95#\x95j\x89" +
-	";(\x0aF\xd2\x16$\xfc\x0a\x97\xf0\xe7\xb8\xe1\xa5\x0a" +
-	"\x84\xaf\xb5\x16D\x00g\x92\x13\xc9\x10=\x1c`\xa8\x98" +
-	"6\xd7&\x06\x85\xefo\xa4O3\xb3X\x05\x12V\xf9" +
-	"n\xbaC\xb4(\xb0\x00)\xaf\xd6\xd6\xe9\"\x19w\x06" +
-	"\xb4\xc3\xcc\x9e\xa3\xb3\xc9\xd1\x16\x86\xca\xbc\x00l\xee " +
-	"\xa4~\x96\xa1\xb2\xa8\x94\xeb\xb3\xda:]5s\x06`" +
-	")\x17\xb2\xe2\xc4\xf88\x0dlH\xb6g1T\x96\x06" +
-	"6\\B\x99Y\xccPYq\x93\xad\x11\xd1\xc5F\xb3" +
-	"\xdc\xfe6\xcc\xbcqH\xc3\xd0\xf6!T$\x10:\x0a" +
-	"l;2\xe4\xf4-\xf2\xc2m\x01Q\xe8\xf8z\xffy" +
-	"V\x18+E\xde\xc9\xa0\xcd\xb7Q\xdf\xda80z\x11" +
-	"mks\xc1\xf8h\xa1\xd6\x0f\x13\xbc\xbf\xcdPy\"" +
-	"P\xeb\xed[\x01\x94\xc7\x1d\xd4\xf2\x8a\x9a(V\x00\xf0" +
-	"]$\x0d\xff\x9e\xa1\xf2=\x09--I\xb1\x98y\x08" +
-	"\xad\x14y/\xe6\xf8\xa0\x18\x0a\xfc\xb5\xb2b8'\xf4" +
-	"\x84\xad\xf8\xaaA\xc2j@+\xa5\xf5\x0bS\x1b\x12H" +
-	"\xf8\xd6\x93Y\x08\xf4\xb4\x9a\xccv\xea:0ax`" +
-	"*3\xee]\xb5\x12)\xd6W\xb7(V\xc6\xe9\xb5\x9e" +
-	"\x98ZL\x0f]\x01y\xe0\x17\x1f\xa0\xa8\xeau\x13\xba" +
-	"XF\xac\xde\x8a\x87\xb6f'f\x03(\xea\x0d\xc3\x85" +
-	"\xeaB*\xac\xe4\x14v~k\xa17\xac\\\x86\xf2\xbb" +
-	"Z@\xccN\xb0\x97\xf9XJ\xd3\x07\xcb\x8e\xca\xd2)" +
-	"X\x0e\x9e\x9f\x98(\x8a\x98\xbaW\xc4n\xa8\x8d\x9de" +
-	"XW8\xf2\x17\xa5\xa6\xfc\xe1\xc0\x83\xc4\x0dH\xbb\xac" +
-	"\xc6\x0d\xd6\xb9\x0c\xef\xdc\x90R\xec\x09\x8b\x136\xb1\xbb" +
-	"\x0c\xeb\x0a\xe7\xea\xd2*;F\x990l\xbdl\xabK" +
-	"\xef\xb4\x89\xde\x0d\x1d\x7f\x93\x0e'\xa7H[z\x07M" +
-	"\xf4\x8e\xd3\xfcH\x9b\xa3\x03%\xff\xa8\x89\xde%\x15\x1f" +
-	"\x9d\x03\x12\xdfI\xda\xd2\xbb\x97@\xef~\x8a?L\xba" +
-	"\xf3A\xd2\x96\xde\xad\x18zGM>L\xfb\x09\xd2\x96" +
-	"\xde\x95\x1az7\x1f\xfc\xab\xf4\xae\x9b\xb4\xa5w]\x85" +
-	"\xdeU\x13\x8dL\x89\xdfY\xaa\x11#$\x10\xda\xfd\x8c" +
-	"\xb4c\xcc\xd60\xed\x18\xb3+c/H\xa5J\x04^" +
-	"P\xc1\x95\x83M0\xd9I\x91\x12\xa6HN\x88oO" +
-	"H\x96\x1d\xff\x1d.\xdf\xb4\x17(\xfe\x0b4\xfd\x179" +
-	"\x940\x81>t\xe6\xbd7\xd8\x82\x9d\x9b\xce\xf4\xaa\x1a" +
-	"\xcb\x16\xd3ZS\x81\xd6|V\xeb*t.\xd3\x92\xfe" +
-	"\xe8\x1cHg\xee%\xe6$(\x16\xcfB\"O;\x91" +
-	"\x98\xa7\x0d\x1a\xfc\x0dvQ\x1f=\xc1P\xd9\x1b\x18\xfa" +
-	"{f\x14\xc6\xb67\xf4Gi^|\x97\xa1\xb2?0" +
-	"\xf4\x9f\xa1\x87{\x19*\xcf\xd1\xd0g\xce\xd0\x1f\xa3\xaf" +
-	"\xbf\xc7Py^B^Y\x11\xc5J\x00~\x80\xf6\xd9" +
-	"\xcfP9$a\xbc_K\x05\xf8>4X\x98\xff\xb1" +
-	"D:\xa7\xfb\xdc\x1f\xcb\x9a\xaa\xe1\xd3cH\xe8~\xb0" +
-	"\xf1\xa4\xb6Nd\xcdr'w\xe7H\xc92B\xa9\xc0" +
-	"\xe0\x854\xce\x89\xd0!S\xb9\xcd\x8f\xfd0%\xf7y" +
-	"\x86\xca\xd1Br\x8fP\x0d\x0f1T\x8e\x07d\xda1" +
-	"b\xc6\xa3\x0c\x95\x1f\x05d\xda)\xe2\xb6\x93\x0c\x95\xff" +
-	"\xa6\xd8%'\xf67\xa86\xaf3T\xceQ\xec\x92\x13" +
-	"\xfbYZ\xf9c\x86\xca\xbb\x12\xf2*\x16\xc5*\x00\xfe" +
-	"6\x01\xe8\x1cC\xe5\xe7\xe3\xaa\x18\x19\xd4\xf4$F\x0a" +
-	"~\x03b\x04\x90N\xaf\xa6\xa6\xab&\x84\xb4\xb4\xee\x87" +
-	"m\x9a)\x9b\x13\x81\x154_Y\x1c\xb8P\xfe20" +
-	"u\x9d\xf7\xf5HF\xcd\xa7\xd2j\xf2\x86\xf2\xc7\x9f\xc0" +
-	"\xd4\x01\xf8\xc9'\xb0T\xdcS\x9e\xd6\x0c(\x7f\x02S" +
-	";C\xe5\xde\x00Mu\xb6\x06\x8e\x03\x12s\xea\xd1M" +
-	"\xf5\xb8\x97\xa1\xf2\x15\xc9\xd3\x8e\x05\xc6\xfa\xa3\xa28\xe8" +
-	"\x93\xa3(\x97\xbaW\x03,m\x14\xb5\xdf\x9a s\xba" +
-	"\x10\x99O\xb46\x8f\xa1\xb2X\xc2q\xb7\x0a7\xab-" +
-	"K\xb5\x9dw\x84\x08$\xa3-\x98\x0c,\x97\x0c\xb71" +
-	"\xbb{\x0b\xc9(\x12\xb9EW=7r\xcb\xad\x8f\x97" +
-	"\x89\xb4\xe1\x88\x88\xc0\xa0\xe8+\xcc\x04\xdf\xa1\xd1\xae@" +
-	"\xff{\x0e\x8d\xf5\xba\xad~\x92\xba\x859\xddr\xa2\xad" +
-	"\xd0Bt\x8e\xa0f9\xd5\x15\xe8 \xafY\xde\xd8Z" +
-	"\xe8\xa0\xf2\x92\xd1\xb2\xafwV\x8a<\x01\xdc{\xa6&" +
-	"\x93\x86\xc8f\x83\xf2\xa2\xc6\x19\xb9\xc5\x17\x86\xb7\xa60" +
-	"\xcb\xf7\x84\xab\xd6\x8aO\xdc\xb7\xa2\xd6\xca4\x99k\x11" +
-	"&8\xa0e\x07\xfc\xa6\xf9\x94\x0e\xe3\xa5\x97^\xe5T" +
-	"\xdcM\\\x98\x96\xdeG\xf8\xc2\xa9\x1c9;W\x0b^" +
-	"0\x81vk-w\x88\xeb+\xd0\xdd\xcd\xb4\xf7\x1f\x02" +
-	"\x00\x00\xff\xff\x16gW^"
+const schema_b3458c925f621b95 = "x\xda\xacY\x7fp\x1c\xd5}\xff~\xf7I:[?" +
+	"|Z\xedI\xb6eG\x07\x8c=c\xbb\xe0 \x19\x08" +
+	"VL\xee\x10\xb6\xeb\x1f\x08\xb4R\x80\xe0\xd0IVw" +
+	"O\xd6\xa2\xbb\xbd\xd3\xee\x9e\x8d<vl\xe8\x98\x06J" +
+	"[\xec\x1a\xa8I\x0c\xa8\x8d\x03.Ppp\x98\xb8\x83" +
+	"\x8bM\xa0$\x1e\xdc\x84Rg\x10\xc5\xc6\x81\xd0\x0c\x0c" +
+	"\x85q\x0a\x05\x92\x90\xcd|\xdf\xde\xee=\xdd\x9d\x8c\xc9" +
+	"\xf0\xdf\xe9\xbd\xef~\xdf\xf7\xf7\xe7\xf3\x9e.\\T\x9f" +
+	"\xac\xe9l\xba:\x06\x8a\xfeNm\x9d\xb7j\xeb\x07Z" +
+	"\xbb\xd7\xb0\x0d\xf4zD\xef\xae9\x83\xdf\xd8y\xc7\x8a" +
+	"'\xa0V\x89\x00hM\xf5\xb7hj\xbd\xff\xeb\xd7\x80" +
+	"\xde\xf6\x8b\xd5\x9bW\xbe\xf0\xfd\xed\xa0F\x11\xa0\x16#" +
+	"\x00K\xde\xaa?\x0f\x01\xb5\xd3\xf5\x09@\x8f}\xe3\xe9" +
+	"\x953\xeb\x96\xdd\x0aj=+)\x03\xd4\xd4\x86\x9d\xda" +
+	"\xec\x06\xd2\xd4\xda\xf0W\x1a\xa7_\xde{\x8f\xffx\xd3" +
+	"|\xf5\xfe[A\x8f\"\x02\xd4\xd0no\xc3o\x015" +
+	"\xbd\x81\x94\xfd\xba6\xe5}\xf1\xaago\x95O\x1bm" +
+	"\xa8\xa7\xd3\xc6\x84\xc0\x82K/\xed~\xf7\xbc\xa5w\xfa" +
+	"\x02\xf4\xfd\x92\xdd\x0d\x0aB\x8d\xf7\xff\x87\x1e\xd9vg" +
+	"|lG\xf1Srf\xc9\x16\xdaB\xed\xe6\x86\x8d\x80" +
+	"\xde\xb5+\x1f\x1a\xb5\xad\x8d;A\xd5B\xdd'|\xdd" +
+	"o\x0a\xdd\xab\x1d\xf3\xa5\xd83\x85]\xa0j\x8a\xd79" +
+	"+\xb1\xe6\xba\xd7\x16\xbcE\x9e\xd46>\xa355\x92" +
+	"\xad\xd3\x1b\x1f\x03\xf4\x9e\x1fX\xb3\xe1\xe1\xd5\x97\xdf-" +
+	"[\xc9\x1b\xdbIS\xb6\x914]\xf1\xcf\xd9\xfb\xf7\xd7" +
+	">wOELv4n\xd2\xee\"MKv4>" +
+	"\xafh\xe6\x0c\x0a\xca\xc1\xd1\x07v\x9e\xfa\xe8\xe1\xdd%" +
+	"\x9f4}\xc6\xdbP\xe35\x1e\xdb\xfa\xe6}\x9bc{" +
+	"@m\x09\xce\xd1.\x9e\xf16\xa0\xb6t\x06\x1d\x93\x18" +
+	"57>9{\xc5\x1e\xd9#s\x86p9+\x04\x1e" +
+	"\x8b\xab\xf7\xb8\x9b\x96\x8f\xcb\x02\xe3\xbe\xc0^!\xf0\xbb" +
+	"G\xe7\x7fa\xe8;\xab\xc7\xa5\x13\x96\x1c\xf7\x05&\x84" +
+	"\xc0\x7f?\xf9\x97\xc7\xaf\xff\xc2\xc2}\xa0k\xa8\x14\x03" +
+	"\xde\x14\x15\x02j\x94bq\xf7\xac_}\xf1\xfd\xd7\x16" +
+	"\xed\xf3\x8f\x10\xfb\xfb\xa3\xed\x94\x90\xd9\xf9\x0f\xaex\xf8" +
+	"U\xf3_\x8a\xb9\xf63\xb2;*\xc24\x1e\xa5\xda:" +
+	"2\xf0\xef?~\xb9\xf7\xe4cE\xe5\xbe\x83{\x9a\xa9" +
+	"\x1c\xc6\x9bI\xe0\xda\xdb\xffpr\x83{\xfbS\xa0\xd6" +
+	"W\x14jA\xfdWm\x8bJ\xbf\xc6TJ\xef\x93\xcb" +
+	"o\xd8\x10\xdf\xfc\xec\xbf\x15}\x15\xa7M\xa8\xc2\xd2\x13" +
+	"B\xe0\xf9\x89\x0f\x7f\xf0\xc8\xcb\x0f\x1e\x96\xb3\xd6\xdb\"" +
+	"*\xf9\x9a\x96\x04\xe0{\x1f\xde\x90\x8c-[\xfb\x13\xbd" +
+	"\x1e\x95\x8a\xc3Z\x9e\xd1\xb6\xb4\xd0\x17c-q\x04\xf4" +
+	".\xb9\xabm\xb3w\xf1\x8dG%e\xdan\x8dR\xb3" +
+	"G\xa3\xb8m\xba\xd0\xbb\xe3?\xee\x7fb\xd2\xfe!\xed" +
+	"7\x80\xda\x11\xb1\x1f\xb9\xe5\xc3\xa3_Q\xbf\xf3\x82\xbc" +
+	"\xff\xa6\xf6:\xa0\xf6\x96\xd8_\xf7\xc8\xb7\xe6\x8e\x8d\x9d" +
+	"\xfb\"L\xb6F\x14\xc7\xf4\xd8\xed\x9a\x1a\x13-\x1a#" +
+	"\xc7\xb6\x1d\x1a{w\xbc\xc9\xfeO\xd9\xb1lL8V" +
+	"\x88\x91\xb2\xeb^\xbd\xca\xeb\xdf\xb0\xf3%\xf9\xb0}1" +
+	"2\xe6Q\xb1\xdf\xf1\xad+\xbetr\xf3\xd5\xc7\xa5\xae" +
+	"\\r,\xd6B\x0a\x8e\x0b\x81\x1f\x18s~z`Z" +
+	"\xdfq\xa9\xeb>\x88-\xa2$\xdfs\xb8]wO\x9a" +
+	"\xbf\xa0\x14\x06['b~S\x89O\xff\xfa\x95y\xc3" +
+	"\xef\xfe\xf47\x13r\x09No\x15\xba\xd5\xd6\x04\xe0'" +
+	"\xb3\x7f\xb4G\xbf\xaf\xfd5i\xbb\xb3Ud\xedb\xda" +
+	"\xf6\xfe\xfc\xe6wV\x1d\xde\x7f\xf4\xb5\x8aV\xba\xa6\xf5" +
+	"^\xed/ZI\xfe\xfa\xd6\x88\xa2\xedn\xa3V\x1a:" +
+	"9\xbf\xe5k\xd6+\xa7@o\x09\xe7\xcb\xcdm\xe4\xe9" +
+	"\xf66\xd2\xf6\xe0sK>\xae\xfb\xd9\x1b\xa7$G\xf6" +
+	"\xb6\xd5\x93#o<x\xd1\xceK:~\xf1zP\xad" +
+	"\xc2\x92\xbfi\x13\x96\xech\xa30\x0f\xbd\xbe,\xf1O" +
+	"5\x17\xbdQ>6E8?i\xbbW\xab\x9dI\xbf" +
+	"p&\x09\xf7\xa8W\xe4.y\xfa\xeb\xffS.\\K" +
+	"\"\xc6\xcc\x9d\x9a9SL\x8d\x99\xd7Q5\x85\xc3\xa6" +
+	"LZ\xd8\xbf\x7f\xd6\xbd\xda\xc1Y3\x01\x96\x1c\x99\xf5" +
+	"w$\xfd\xd2\xfb+\xef}\xf0g\xff\xf7\xb6\x1c\xd2\xeb" +
+	"\xdbEH\x8dv\xf2\xf2o'\xf6}\xbd\xe9\xe9}\xef" +
+	"\x91/J\x10\x85vj\xab\xed\xed\xd4\xb3_\xce\xac\xdd" +
+	"x@\xf9\xd1\xe9jmu\xee\x9cW\xb4\x0b\xe6\xd0\xaf" +
+	"\x85s\xc8\x91\xe4Uv\xea\xeaCGN\x17k\x87\x89" +
+	"\xb0\xcc\x11M|\xd7\x1cR\xb6\xf6\xb1\xaf,\xf8\xc3\xf6" +
+	"\xa3\xa7\xc9vVn{\xe7\xdc\xa3\xdaes\xe9\x9b\xa5" +
+	"s\x9f'\xdb\xb1\xe0~\xc9\x9a;\xe3#\xb9V\x17v" +
+	"\x08u\x9d\x1d\"C\x7f\x7f\xe0\x9dMm\xc9\x8fd\xe7" +
+	"x\x87H\x83)\x04\xc6\xfb\xce\xff2\xbf\xed\xc8G\xd2" +
+	"\xc0\xb9\xadC\xa4pi\xe3\xdd\xc3/\xf5\xcf\xffX\xfa" +
+	"T\x1b\xed \xb7\x0b\xe2\xcb\xa7\xee\\\xfdg\xff\xd8r" +
+	"\xf8c\xf9\xec}\x1d\xa2O\xf6\x0b\x01\xf7\x89\x85=\x0f" +
+	"\\\xd4\xf5[I\xf5\x8b\xbe\xeaE\x89\x83\xf7\xed:\xb1" +
+	"K\xde9\xe8\xef<4q\xe0\xfb\xdf|\xf7\x93\xdf\xc9" +
+	"\x157.\x0e\xdd\xdb\xb1\x11.\xf0F\xf3\xa3\x8bSF" +
+	"\xde\xc2|\xf7*\x9e\xc9\xe4\xa0\x0fQof5\x005" +
+	"\x08\xa0\x1a=\x00\xfa\x0d\x0c\xf5a\x05U\xc4\x18\xe9P" +
+	"\xf9:\x00=\xcdP\xcf+\x88J\x8cr\xa8f\xd7\x00" +
+	"\xe8\x19\x86\xfaM\x0a\xaa\x0cc\xc8\x00\xd4B7\x80\x9e" +
+	"g\xa8oVp\xeb\x06n;f\xce\xc2\x08(\x18\x01" +
+	"\xf4\xb2\xa6u--\x01\x93\x16\x9d\xdc\x90\xbb\xd1\xb09" +
+	"\x00`#(\xd8\x08\x98H\xe7\xb2\x86i\x05\x7f\x86\x16" +
+	"\xb3|\xf7U\xb94_\x9c/\x0cfLg\xb8\xa7`" +
+	"\xa53|^\x9faG\x8c\xac\xa3\xd7\x84.4\x91\x11" +
+	"\xd3\x18\xea1\x05\x13\x83B\x0a\x9b@\xc1&I\x17\xe6" +
+	"\xbb{\x0d33\x98\xc3\x9b\xc8\xffi\xac\x16 \x0c\x1d" +
+	"\x06(\xa4vv\x81\xa2\xce\x8f \x86\xd0\x87AG\xab" +
+	"\xb3\xcf\x03Em\x8a\xc4\x87\xb8\x9b\x1aNb\xc4H\x8d" +
+	"$\xb1\x0fKg(E{\xb95Z\xe0\x05>\xaf?" +
+	"\xc1\x9dB\xc6\x9d\xd2T\xc7\xcd\xd9<\x8d\x08\x0ab\x15" +
+	"\xb7S\xc3F&\xc3\xad\xf5|^\xbf\xaf\x07@\xd6\xd4" +
+	"U\xd2\x14\xb7rV\xaa\xd2\xe7H\x85\xa2>\xc36\xb2" +
+	"\x0e\x04\x02\xc5}\x87[\xe9\xab-3g\x05\xfb\xfa\xb4" +
+	"\xf0\x98\x85t\xcc<\x86\xfa\x85Ry\\@^,`" +
+	"\xa8_\xa4`|\xc8\xb4\x1d78;\x917R#\xdc" +
+	"\xad0\x85\xe5\xbb{\xb93\xdc\xc7\xb9\xbdx\x98\xaa\xf0" +
+	"\xd3}\x12b\xd8\\\"\x8b\x80\xd8\x0c\x93\xa2\xbd\xc2\xda" +
+	"\xc03\xb9<_\xbc\xd6\xb4\xd2\xa2\xae\xe7\x8aR\xedm" +
+	"'auE?\x00*\xea\xe5]\x00\xc8\xd4\xa5=\x00" +
+	"X\xa3vv\x03`\xad\xbap\x1d\x00\xd6\xa9\xf3\xbb\x00" +
+	"X:\xeb\x0d\xda9#\x9d2\x1c@7\x9e\xa3Pl" +
+	"\xb5y\x8a\x9by\xb7XO^\x9a;)\xdb\xcc\xbb\xc0" +
+	"rv<\xcdS\xb9\xb1\x8a|er\xb9\x91B\xbeT" +
+	"\xa5\x06\x9b\\\xa5\x83\x00z#C}\x96\x82\xde\x90i" +
+	"\xad\xe7v\xde\x86\x88iUF\x0b\x12\xbeJ\xf2\xe8|" +
+	"Q\xa9\x01Zc\x00\xfb\x9a\x8e]\xa0h+\x90j5" +
+	"\xe0o\x18\xe0\xac\xb6\x14\xbbA\xd1.\xc0\x08*!\x13" +
+	"\xc0\x80\xfbj\xe7b\x0f(Z+F\x90\x85|\x16\x03" +
+	"\xe6\xabM\xc7~P4\xc4\x08\xd6\x84\xc3\x17\x03\xee\xa2" +
+	"~p#(\xea\xffF\xb06$\xe6\x18\x80\xb3\xfaK" +
+	"\x1b\x14u\"\x82u!A\xc5`\xe4\xa9\xc7\xe8\xbb\xe7" +
+	"\"\x18\x09i\x19\x06\xb4A=H{\xfb#8-\x04" +
+	"\x0e\x0c\xd0P\xdd\xbb\x06\x14uO\x04\xa7\x87\xfc\x1a\x03" +
+	"\x0cUw\xf4\x83\xa2\xde\x16\xc1\xfa\x90@`0\xde\xd5" +
+	"-\x83\xa0\xa8\x85\x88_FIL\x0cs#\xe3\x0e'" +
+	"qk\xb1;\x93\xe8\x05}\x01H\x7f\x19\x05w\x98[" +
+	"\xae\x09\xd1\x94\xe1\xd2B0v .R\x9aD/\xc8" +
+	"0D\x8b\x0b\xa9a\xc3\xb2xf%D\xfd\x99\xe0\x15" +
+	"\xab\xc6\x01\x80$zAc\x01ZI,\x95P$g" +
+	";\xd5'\x87o\xe4\xbc>#J}(o\xfb\xc3\xeb" +
+	"\xa6\xc5Fj$\xd8\x96k\xab\xa7\xd88\xf3\x14\xdc\xea" +
+	"\xf0\x94\xcd]\x07g\x00\xf61\x14\xc55c\x8aV\xcc" +
+	"g\x8cT8\x15d}\xfd\xc5Z]\xa0\xa0\xc7\x8b]" +
+	"\x06\x18\xeal\x96o'Sj\xb7\x0d\xd3\xa9\xaa\xbd\xbb" +
+	"dmB\x08I\x8aC\x92SEq1\x06b\x00\x87" +
+	"\x03\xe4s7;_p$\xed\x8d\xa1\xf6\x15\x04\x80\xcb" +
+	"\x19\xea}\xd2(\xec\xa5\x91\xb5\x8a\xa1\xfeU\x05U\xa5" +
+	"\x08\x95\xfa\x8d\x00z\x1fC\xfd\x06\x05=#\x95\xe2y" +
+	"\x97\xa7\x09\xf0\xa6\x81\x82\xd3\x00\xe3\xae1\xc2\xad\xe0/" +
+	"\xcf\xe6\xae=v\xf9\x90\x0bQn\xf7:\xe1r5\xdb" +
+	"\x9cB6k\xd8c\xbey\xccu\xaa\x81\x86\xa8H\x11" +
+	"\xa2`\x08IhO>|\xd3\xc7\xeb\xc0\x851r\xc1" +
+	"e\xa8o#\x17\xd0wa\x0bM\xab\xcd\x0c\xf5oK" +
+	"h\xbf\x9d$\xb71\xd4\xbf\xab\x84\xb5O\xa5^Vj" +
+	"\xf1\x8c\x995\xdd\xd0\x8f\x8d\x86\xe9\x0e\xf0T\x0e\"V" +
+	":\xf4.n\x0c\xb9\xdc\x9e\xaaF\x95I\xe9\xc8d\xe6" +
+	"%\xfc*\x92=\xe9\x96yKM\x91\xb7,*\xba\x97" +
+	")\xf1\x16\xb3\xab\xc4eT\xa6\xf8\x9ediq\x98\xa1" +
+	"\xee\x0a\xca 0\xabhYt\xd0t\x1d\xac\x03\x05\xeb" +
+	"B3\x8b\x03\xba\xcc1\x89[\x0c\x98\xeb-\x9eN\xf8" +
+	"\xc3\xdf'\x18!\x82vWCP\xaa\xd4\xf3\x19\xea\x97" +
+	"VR\x16\xc7\\o\x19n\xc1\x06\xe4g\xc4Q\x11\x98" +
+	"\xb0N\xa5\x03\xfb\x8b\xe8\xbc\\:\xf0r\x8a\xcc2\x86" +
+	"\xfa\xaa\xb3l\x8d\xa8\xc5o\xaa\x8a\xe3\xa2\xcc\x82aI" +
+	"\xa3R\xd8\x10)\xe39=%$\xdf\x9a\xf5\xfb\x16\xd5" +
+	"\xd2S\x0d\xc1\xf3\xe4|_\xe3p{-\x1f\xf3#(" +
+	"\xb0<\x16j\x9bT\x8c\x81G\xdb\xbb\x8b\xc5xG)" +
+	"\xd7\xb7Qy\x7f\x9b\xa1\xbeK\xca\xf5\x8e[\x00\xf4;" +
+	"\xfd\xaaUk\x1acX\x03\xa0\xee&\x86\xfb\x0f\x0c\xf5" +
+	"\xef)\xe8\x99i\xf2\xc5\x1d\x83\xc8Z>\x16R\x99\x11" +
+	"\x9e\x95\xfe\xf4\x1c>Z\xe0VJ\x10\xd7\xe9\xa0\xe0t" +
+	"@/c\x0eq\xd7\xccr\xa4\xfa\xb6\xd2\x0eH=m" +
+	"\xa4\x9d\xd5\x96\x05\x8c\xdbA1U\x19\xf7E&\x14-" +
+	"\xa7\x89\x9f\x91\x08M\xa2\x9d}q\xa3\x1c\x1e\xd6H\xd4" +
+	"#L>@Y\xd6\x9b\xa74\xb1\x0a\xe7\xfe,\x16\x8a" +
+	"\xab\x07!\x1b@Yo\xd8%\"\xa9R\x12i\xb1\xb3" +
+	"\xab\xd4\x1b^!O\xf1\x1d\xe0\x10\x17\x01\x0e\"\x1f\xcf" +
+	"\x98\xd6H\xd5QY9\x05\xab\x95\xe7\x9f\x0c\x14eH" +
+	"\xdd\xcf\xe3g\xa4\xf8\xbe\x186\x97\x9eS\xcaB\x13X" +
+	"\x1c\x90\x83\x9c\xed\xf8\x88\x89SF\xbb\xfa\x10\xaa~Y" +
+	"\x0aj\xeb\x0c\xe8_\x95\x88\xcb\x05S\x05\xc0\xce\x88M" +
+	"U\xcc\x97\xa7AQ\x0c\x9bKO\x14\x951\x09\x95\xe6" +
+	"&\xddK\xa6\x88\xf2\x14\x97\x0e\x0c\xf40nS\xdd\x9d" +
+	"#\xa8tp\xbf\xc7\xe09V=M\x97\xbe7\x89H" +
+	"\x07W{\x0c^8\xd4\x89nP\xd4cD\xa3\x83\xcb" +
+	"=\x06/\x92\xea\x91E\xa0\xa8?$\x12\x1d\xbc1a" +
+	"\xf0\x18\xa9\xee\xeb\xf1ikM\xf8\x04\x8a\xc1\xe5^\xdd" +
+	"A\xe7m'\x0a\x1d\xbc\x9fb\xf0\x8aE`\xac\xa8Y" +
+	"\xa2\xd0\xc1\xdb$\x06\xef\x8a\xaaA\xe7]\x13\xc1H\xf0" +
+	"d%\xbd\x0a\xac\xa6\xef.\xab\xa4\xbbQb3\xc90" +
+	"\xeaI\x8c\x0b\xc2\x95\xc4\xb8\xc8\xbe\x10\xc8d\x92\xe8\xdf" +
+	"z*X\xa9L;\xab\xd5\xba\x9c\xd84\xcfp\x97\xa7" +
+	"\xa7\xac\xcc\xd253,\xb9\x0a\x99\x80?W\xc5\xb5\x9e" +
+	"\"\x90&K\xdc\xe52\x82\xb5K}\xac\x9b\x82\xf8\xfa" +
+	"@\x16Lly$\xe5\xf2\xfd\x86\xc9\x9cr\xbcn/" +
+	"\xe1u\x08\xd7kJ#\x89\x99\xe9\xb0\xd2\x86s\xf9+" +
+	"\xa9\x1b\xa95\xca\x87<\xb1\x02\x11t\x1c\xa3\x03f\x85" +
+	"\x07\xec\xa6\xd2\xdd\xc5P\x7f@B\xb3=\xe7\x95\xf0(" +
+	"@\xb3q\xea\xfa\xef2\xd4\x1f\x92\xd0l/->\xc0" +
+	"P\x7f\x84\xd0\x8c\xf9h\xb6\x8f\xbe\xfe\x1eC\xfdq\x05" +
+	"\xd5\xda\x9a\x18\xd6\x02\xa8\x8f\xd29\x0f1\xd4\x0f(\x98" +
+	"\x1823\x12\x91\x89\x8c\x94\x80-\x9e\xca\x15\xacp\x9e" +
+	"\xc4\x1d\xd7\xb0\xc3V\x8ap+t6\x916\xd7s\xa7" +
+	"j\x97\xf9\xf7p\x96\xe7z\x0d\xca\xff\xc5\xc0EQ\xba" +
+	"\x99\xebsC\xdf\x7fH\xc1}\x9c\xa1\xfeT)\xb8\x07" +
+	")\x87\x07\x18\xea\x87%\xfey\x88 \xff)\x86\xfaO" +
+	"$\xfe\xf9\x1c\x81\xf6\xb3\x0c\xf5\x9f\x93\xef\x8a\xef\xfb1" +
+	"\xca\xcd\x0b\x0c\xf5\x97\xc9w\xc5\xf7\xfd8I\xfe\x17C" +
+	"\xfd\x94\x82j\x1d\x8ba\x1d\x80z\x82\x0a\xe8e\x86\xfa" +
+	"\xaf&e1:bZi\x8c\x96\xec\x06\xc4(\x88\xfb" +
+	"\x9akZ\x86\x0b\x113g\x85n\xbbnF\x80=\xb0" +
+	"\x12\x99\xadZ\x07\xc5R\xfe*0c}\xf0\xf5\xd6\xbc" +
+	"1\x96\xc9\x19\xe9Oy\x1f)B\x0bu\x00\xfe\xe9\xd0" +
+	"\xa2\x94\xf7T@\xa2\xa5+\x0d\x15S\x92\xa1~\xa5\x84" +
+	"\xbf\xab\xbb\xa4{\x8e\xc2\xfc|\xf4R>\xaed\xa8\x7f" +
+	"M\x09Hq\x09\x8a?\x95\xed\xcb6\xf9Tyy\x11" +
+	"\xefX\xce.k\xbfu2%(\x96H'\xe1\xf5\x85" +
+	"\x0c\xf5e\x0aNz\x8a9[\xd2\\IZ\x83\xbb\x91" +
+	"\x14\x8cn9\x18X-\x18\xc5\xc6\xec\xed/\x05\xa3\x8c" +
+	"\xbd\x97=\xc5\x9d\xc9\xacb~\x96\x87\xc8\xef\xb3\xa3s" +
+	"B\x83^\xa4\x98\xff\x9c\xa1\xfe\xaad\xd0\xc4\x9aR\x11" +
+	"\x87\x06\xfd\x92\x0c:\xc5P\xff=u\x0b\xf3\xbb\xe5c" +
+	"\xf2\xe7}\x86\xfd\xa8 ]\x90\xa8Y>\xa1\xaf\x7f\xcf" +
+	"p`\x1a\x96\xbaE\xab\xc5[\x00\x06j\x90\xe1@3" +
+	"\x96\x1aFk\xc2u\x00\x03\x8d\xb4>\x8b\xd6#\xcd1" +
+	"\xf1\xa6\xdd\x8a7\x02\x0c\xc4h\xfd\x1c\x9c\x8a?{\x02" +
+	"Q\xd6\xf21j\x8a`\xcdH\xa7m\xee82\xd7j" +
+	"\xf4\xc7t\xf9#\xf0g\xa3\xdb\xe2\xac\x15\xf9\x1c\xb0\xd4" +
+	"\xf0\xe4\xc5k\xb9\x0dQ\xf1,]>\xa0\xabQ\xaf\xe0" +
+	"^]\xed\xddn\x81R\xf6\x86s6/,!\x7f." +
+	"\xe7/\x9f\x85?W\x99\x0eE\x8d0\xc5\x95\xd9\x19\x0e" +
+	"\xbb\xfdsz\x1e\xa9|\xe2\xac\xc6\xab\xcf\xe2%\xbe\xf2" +
+	"\x85\xa8*\x1d(c\x80\x952J\xf9\x83P\xe0\xf0\xa7" +
+	"=^\x0f\x96\xb0\xfclf\xd7\x1f\x03\x00\x00\xff\xffr" +
+	" \"\x8f"
 
 func RegisterSchema(reg *schemas.Registry) {
 	reg.Register(&schemas.Schema{
@@ -5577,6 +6223,7 @@ func RegisterSchema(reg *schemas.Registry) {
 			0x869f11257ac3b0ef,
 			0x86c44e2fff6305e7,
 			0x903922ee3a383828,
+			0x91791f9080acbdf6,
 			0x92776e7271a84656,
 			0x9475c214d3697349,
 			0x964149ab764a53c7,
@@ -5600,11 +6247,14 @@ func RegisterSchema(reg *schemas.Registry) {
 			0xd12179791c7eac5a,
 			0xd2720da1ee79bd80,
 			0xd3927652ff4edc57,
+			0xd54f7cde37437e1e,
 			0xd55008b4c91b61b2,
 			0xd669de74511ac097,
 			0xd9f2c9ee6824da8b,
+			0xdf1a9e519db80019,
 			0xdfcab1c048ec8147,
 			0xe0da6e581225de66,
+			0xe0e3cf06f933c5a7,
 			0xe2d61e369234a7e3,
 			0xe33404a33f3ce266,
 			0xe65bbf366f431142,
@@ -5614,11 +6264,13 @@ func RegisterSchema(reg *schemas.Registry) {
 			0xf1b802b4774b6c3b,
 			0xf1c1bd4f63724e40,
 			0xf1ca85fe283eaf4b,
+			0xf80e1c6e37747501,
 			0xf840167aecb493a7,
 			0xf8c189653b2c50a1,
 			0xf92552d368960c39,
 			0xf9c012a22b4990bc,
 			0xfa3234a04229b374,
+			0xfa94dd949eb93f2a,
 			0xfbfdee60a6b4d9a8,
 		},
 		Compressed: true,

@@ -199,6 +199,9 @@ func (e *Engine) admitBatch(envs []gossip.Envelope, src Source) ([]admitted, err
 		if env.Kind == schemas.Envelope_Kind_receipt {
 			e.receipts.fire()
 		}
+		if env.Kind == schemas.Envelope_Kind_onion && e.o.OnOnion != nil {
+			e.o.OnOnion(env)
+		}
 		if env.Kind == schemas.Envelope_Kind_descriptor && e.o.OnDescriptor != nil {
 			if signed, err := gossip.SignedBytes(env); err == nil {
 				e.o.OnDescriptor(signed, src.Peer)

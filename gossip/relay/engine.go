@@ -98,6 +98,10 @@ type Options struct {
 	// neighbour it arrived from (zero when the node made it or a client
 	// handed it over), so that dials it causes are budgeted per neighbour.
 	OnDescriptor func(signed []byte, from identity.Fingerprint)
+	// OnOnion is called (from Accept's goroutine; it must not block) with
+	// each onion envelope newly stored, so the node it is addressed to
+	// can peel it. Nil: none.
+	OnOnion func(env gossip.Envelope)
 	Log          *slog.Logger
 	// PeerRate and PeerBurst bound envelopes accepted from one neighbour
 	// per second (token bucket). Defaults 200 and 2000.

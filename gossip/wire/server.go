@@ -42,6 +42,9 @@ type ServerOptions struct {
 	// Mailboxes serves place and pull (mailbox placement). Nil: they
 	// answer unimplemented, as a node without placement would.
 	Mailboxes Mailboxes
+	// Onions takes onion packets. Nil: onion answers unimplemented, as a
+	// node that does not relay them would.
+	Onions Onions
 	// Log gets refused envelopes (debug) and recovered panics (error).
 	// Nil discards.
 	Log *slog.Logger

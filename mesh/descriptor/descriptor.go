@@ -4,6 +4,7 @@
 package descriptor
 
 import (
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -42,10 +43,31 @@ type Descriptor struct {
 	Domain   string
 	Seq      uint64
 	Lifetime time.Duration
+	// OnionEpoch is the epoch of Onion; OnionVersion the onion packet
+	// version the node relays (0: none, an older node).
+	OnionEpoch   uint32
+	OnionVersion uint8
 }
 
-// Sign makes the node's SignedDescriptor.
+// Onion is the onion key a descriptor publishes, and what the node does
+// with packets for it.
+type Onion struct {
+	Key     *ecdh.PublicKey
+	Epoch   uint32
+	Version uint8 // the onion packet version relayed; 0: none
+}
+
+// Sign makes the node's SignedDescriptor with its long-term onion key and
+// no onion relaying (tests, tools).
 func Sign(id *identity.Node, addrs []string, domain string, seq uint64, lifetime time.Duration) ([]byte, error) {
+	return SignOnion(id, Onion{Key: id.Onion.PublicKey()}, addrs, domain, seq, lifetime)
+}
+
+// SignOnion makes the node's SignedDescriptor publishing the onion key on.
+func SignOnion(id *identity.Node, on Onion, addrs []string, domain string, seq uint64, lifetime time.Duration) ([]byte, error) {
+	if on.Key == nil || on.Key.Curve() != ecdh.X25519() {
+		return nil, fmt.Errorf("%w: no X25519 onion key", ErrBad)
+	}
 	if len(addrs) == 0 || len(addrs) > MaxAddrs {
 		return nil, fmt.Errorf("%w: %d addresses, want 1..%d", ErrBad, len(addrs), MaxAddrs)
 	}
@@ -55,7 +77,9 @@ func Sign(id *identity.Node, addrs []string, domain string, seq uint64, lifetime
 			return err
 		}
 		d.SetIdentityKey(id.Public())
-		d.SetOnionKey(id.Onion.PublicKey().Bytes())
+		d.SetOnionKey(on.Key.Bytes())
+		d.SetOnionEpoch(on.Epoch)
+		d.SetOnionVersion(on.Version)
 		l, err := d.NewAddresses(int32(len(addrs)))
 		if err != nil {
 			return err
@@ -140,6 +164,7 @@ func Verify(b []byte) (Descriptor, error) {
 		return Descriptor{}, fmt.Errorf("%w: onion key missing or not 32 bytes", ErrBad)
 	}
 	out.Onion = append([]byte(nil), on...)
+	out.OnionEpoch, out.OnionVersion = d.OnionEpoch(), d.OnionVersion()
 	addrs, err := d.Addresses()
 	if err != nil || addrs.Len() == 0 || addrs.Len() > MaxAddrs {
 		return Descriptor{}, fmt.Errorf("%w: want 1..%d addresses", ErrBad, MaxAddrs)

@@ -1,6 +1,9 @@
 package descriptor
 
 import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
 	"errors"
 	"testing"
 	"time"
@@ -59,4 +62,30 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("accepted an incomplete descriptor %+v", d)
 		}
 	})
+}
+
+// A relaying node's descriptor carries its current onion key, the key's
+// epoch and the packet version it relays; a descriptor without them (an
+// older node's) reads as version 0, never picked as a relay.
+func TestOnionKeyAndEpoch(t *testing.T) {
+	id, _ := identity.NewNode()
+	k, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	b, err := SignOnion(id, Onion{Key: k.PublicKey(), Epoch: 77, Version: 1}, []string{"10.0.0.1:7443"}, "qpq", 1, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Verify(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(d.Onion, k.PublicKey().Bytes()) || d.OnionEpoch != 77 || d.OnionVersion != 1 {
+		t.Fatalf("onion key %x epoch %d version %d", d.Onion[:4], d.OnionEpoch, d.OnionVersion)
+	}
+	old, _ := Sign(id, []string{"10.0.0.1:7443"}, "qpq", 2, time.Hour)
+	if d, _ := Verify(old); d.OnionVersion != 0 {
+		t.Fatalf("a descriptor without onion relaying reads as version %d", d.OnionVersion)
+	}
+	if _, err := SignOnion(id, Onion{}, []string{"10.0.0.1:7443"}, "qpq", 1, time.Hour); !errors.Is(err, ErrBad) {
+		t.Fatalf("no onion key: %v", err)
+	}
 }

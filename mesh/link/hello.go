@@ -12,7 +12,7 @@ import (
 // gains something a peer must know about; raise MinProtocolVersion only
 // when dropping support for old peers.
 const (
-	ProtocolVersion    uint16 = 3
+	ProtocolVersion    uint16 = 4
 	MinProtocolVersion uint16 = 1
 )
 

@@ -204,6 +204,11 @@ func (s *PeerServer) Pull(ctx context.Context, call schemas.MeshPeer_pull) error
 	return capnp.Unimplemented("pull: not served by this node")
 }
 
+// Onion is not served here (gossip/wire serves it).
+func (s *PeerServer) Onion(ctx context.Context, call schemas.MeshPeer_onion) error {
+	return capnp.Unimplemented("onion: not served by this node")
+}
+
 // Hello answers a peer's hello, refusing an incompatible version.
 func (s *PeerServer) Hello(ctx context.Context, call schemas.MeshPeer_hello) error {
 	h, err := call.Args().Hello()

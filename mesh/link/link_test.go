@@ -275,3 +275,5 @@ func (healthOnly) PublishBundle(context.Context, schemas.Node_publishBundle) err
 func (healthOnly) LookupBundle(context.Context, schemas.Node_lookupBundle) error { return errTestOnly }
 func (healthOnly) ChannelFetch(context.Context, schemas.Node_channelFetch) error { return errTestOnly }
 func (healthOnly) Receipts(context.Context, schemas.Node_receipts) error         { return errTestOnly }
+func (healthOnly) SendOnion(context.Context, schemas.Node_sendOnion) error       { return errTestOnly }
+func (healthOnly) Descriptors(context.Context, schemas.Node_descriptors) error   { return errTestOnly }

@@ -24,6 +24,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/mesh/descriptor"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/node/buildinfo"
@@ -378,4 +379,50 @@ func (c *Client) Ping(ctx context.Context) error {
 		return fmt.Errorf("health: %w", err)
 	}
 	return nil
+}
+
+// SendOnion hands the node an onion packet (mesh/onion) for the route's
+// first relay, the node first. Like Enqueue it needs no authentication.
+func (c *Client) SendOnion(ctx context.Context, first identity.Fingerprint, pkt []byte) error {
+	fut, release := c.node.SendOnion(ctx, func(p schemas.Node_sendOnion_Params) error {
+		if err := p.SetFirst(first[:]); err != nil {
+			return err
+		}
+		return p.SetPacket(pkt)
+	})
+	defer release()
+	if _, err := fut.Struct(); err != nil {
+		return fmt.Errorf("send onion packet to node %s: %w", c.addr, err)
+	}
+	return nil
+}
+
+// Descriptors asks the node for up to limit onion relays' descriptors
+// and returns those whose signatures verify; a node that sends a bad one
+// has it left out, not trusted.
+func (c *Client) Descriptors(ctx context.Context, limit int) ([]descriptor.Descriptor, error) {
+	fut, release := c.node.Descriptors(ctx, func(p schemas.Node_descriptors_Params) error {
+		p.SetLimit(uint32(max(limit, 0)))
+		return nil
+	})
+	defer release()
+	res, err := fut.Struct()
+	if err != nil {
+		return nil, fmt.Errorf("descriptors from node %s: %w", c.addr, err)
+	}
+	l, err := res.Descriptors()
+	if err != nil {
+		return nil, fmt.Errorf("descriptors from node %s: %w", c.addr, err)
+	}
+	var out []descriptor.Descriptor
+	for i := 0; i < l.Len() && i < max(limit, 64); i++ {
+		b, err := l.At(i)
+		if err != nil {
+			continue
+		}
+		if d, err := descriptor.Verify(b); err == nil {
+			out = append(out, d)
+		}
+	}
+	return out, nil
 }

@@ -32,6 +32,8 @@ const (
 	DefaultPlacementFallback = time.Hour
 	DefaultPlacementPull     = 30 * time.Second
 	MaxPlacement             = 8
+	// DefaultOnionKeyPeriod is how long an onion key is current.
+	DefaultOnionKeyPeriod = 24 * time.Hour
 	// HardMaxHops is the largest hop limit a node may be configured with;
 	// hop limits travel in one byte.
 	HardMaxHops = 255
@@ -87,6 +89,12 @@ type Config struct {
 	// PlacementPull is how often the node pulls the mailboxes of the
 	// users whose clients use it. Default 30 s.
 	PlacementPull time.Duration
+	// OnionRelay makes the node relay onion packets (peel, forward, exit)
+	// and say so in its descriptor. Default on.
+	OnionRelay bool
+	// OnionKeyPeriod is how long an onion key is current before it
+	// rotates (a key also rotates at every start). Default 24 h.
+	OnionKeyPeriod time.Duration
 	// MemLimit is the soft memory limit in bytes; 0 is no limit. Only uci
 	// sets it; `qpq node --uci` applies it (runtime/debug.SetMemoryLimit)
 	// unless the GOMEMLIMIT environment variable is set, which wins.
@@ -104,7 +112,8 @@ func Default() Config {
 	return Config{Listen: DefaultListen, LogLevel: slog.LevelInfo, Domain: DefaultDomain,
 		StoreMaxBytes: DefaultStoreMaxBytes, MaxTTL: DefaultMaxTTL, MaxHops: DefaultMaxHops,
 		MDNS: true, MaxLinks: DefaultMaxLinks, PlacementMinAge: DefaultPlacementMinAge,
-		PlacementFallback: DefaultPlacementFallback, PlacementPull: DefaultPlacementPull}
+		PlacementFallback: DefaultPlacementFallback, PlacementPull: DefaultPlacementPull,
+		OnionRelay: true, OnionKeyPeriod: DefaultOnionKeyPeriod}
 }
 
 // DefaultDataDir is the data dir when neither --data nor QPQ_DATA is given.
@@ -341,6 +350,24 @@ func Options() []Option {
 					return errors.New("want between 100ms and 1h")
 				}
 				c.PlacementPull = d
+				return nil
+			}},
+		{Name: "onion-relay", Env: "QPQ_ONION_RELAY", Bool: true, Arg: "BOOL", Usage: "relay onion packets for other people's routes (default on)",
+			set: func(c *Config, v string) error {
+				b, err := ParseBool(v)
+				c.OnionRelay = b
+				return err
+			}},
+		{Name: "onion-key-period", Env: "QPQ_ONION_KEY_PERIOD", Arg: "DURATION", Usage: "how long an onion key is used before it rotates (default 24h; it also rotates at every start)",
+			set: func(c *Config, v string) error {
+				d, err := ParseDuration(v)
+				if err != nil {
+					return err
+				}
+				if d < time.Minute || d > 7*24*time.Hour {
+					return errors.New("want between 1m and 7d")
+				}
+				c.OnionKeyPeriod = d
 				return nil
 			}},
 		{Name: "enabled", UCIOnly: true, Usage: "start the service (0 or 1)",

@@ -44,6 +44,8 @@ type Status struct {
 	Dialled Dialled `json:"dialled"`
 	// Placement is mailbox placement's work (issue 12).
 	Placement Placement `json:"placement"`
+	// Onion is onion relaying's work (mesh/onion).
+	Onion Onion `json:"onion"`
 }
 
 // Placement counts mailbox placement: its configuration, what it holds
@@ -58,6 +60,24 @@ type Placement struct {
 	Flooded   int64 `json:"flooded"`   // flooded at once: no mailbox node reachable
 	Fallbacks int64 `json:"fallbacks"` // flooded later: no receipt in time
 	Pulled    int64 `json:"pulled"`    // DMs pulled for this node's users
+}
+
+// Onion counts onion relaying since the node started.
+type Onion struct {
+	Relay        bool   `json:"relay"`         // this node relays onion packets
+	Epoch        uint32 `json:"epoch"`         // the current onion key's epoch
+	Keys         int    `json:"keys"`          // keys honoured: the current and retired ones in their overlap
+	Relays       int    `json:"relays"`        // onion relays known by descriptor (for clients' routes)
+	Peeled       int64  `json:"peeled"`        // packets peeled here (one layer each)
+	Forwarded    int64  `json:"forwarded"`     // handed to the next relay (links and dialled links)
+	Stored       int64  `json:"stored"`        // sent on as onion envelopes: the next relay could not be reached
+	Exited       int64  `json:"exited"`        // messages this node injected as the exit
+	Entered      int64  `json:"entered"`       // packets this node's clients handed it for their first relay
+	Replays      int64  `json:"replays"`       // refused: seen before under the same key
+	MACFailures  int64  `json:"mac_failures"`  // refused: altered, or not for this key
+	UnknownEpoch int64  `json:"unknown_epoch"` // refused: under a key not held (retired, lost)
+	Dropped      int64  `json:"dropped"`       // dropped: over a bound, or the next relay unknown
+	Reassembling int    `json:"reassembling"`  // messages waiting for more fragments here
 }
 
 // Dialled counts dialled links held now.

@@ -16,6 +16,7 @@ import (
 	"github.com/quicproquo/qpq/gossip/relay"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
+	"github.com/quicproquo/qpq/mesh/onion"
 	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/schemas"
 )
@@ -148,21 +149,55 @@ func (s *clientSession) Enqueue(ctx context.Context, call schemas.Node_enqueue) 
 	if env.Kind == schemas.Envelope_Kind_receipt {
 		return errors.New("enqueue: receipts come from ack, not enqueue")
 	}
-	// With placement on, a DM is held here and placed on its mailbox
-	// nodes instead of flooded (placement.go).
-	placed := env.Kind == schemas.Envelope_Kind_dm && s.d.place.on()
-	added, err := s.d.eng.Accept(env, relay.Source{Client: s.label, Hold: placed})
+	added, err := s.d.enqueueLocal(env, s.label)
 	if err != nil {
 		return fmt.Errorf("enqueue: %w", err)
-	}
-	if added && placed && s.d.eng.Held(env.ID) {
-		s.d.place.submit(env)
 	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
 	}
 	res.SetStored(added)
+	return nil
+}
+
+// SendOnion takes an onion packet for the client's first relay; like
+// enqueue it needs no authentication.
+func (s *clientSession) SendOnion(ctx context.Context, call schemas.Node_sendOnion) error {
+	defer s.cc.begin()()
+	first, err := call.Args().First()
+	if err != nil || len(first) != len(identity.Fingerprint{}) {
+		return fmt.Errorf("send onion: first relay is %d bytes, want a %d-byte node fingerprint", len(first), len(identity.Fingerprint{}))
+	}
+	pkt, err := call.Args().Packet()
+	if err != nil || len(pkt) != onion.Size {
+		return fmt.Errorf("send onion: packet of %d bytes, want %d", len(pkt), onion.Size)
+	}
+	return s.d.onion.enter(identity.Fingerprint(first), append([]byte(nil), pkt...))
+}
+
+// Descriptors returns a random sample of the onion relays' descriptors
+// this node holds.
+func (s *clientSession) Descriptors(ctx context.Context, call schemas.Node_descriptors) error {
+	defer s.cc.begin()()
+	n := int(min(call.Args().Limit(), maxDescriptorSample))
+	if n == 0 {
+		n = maxDescriptorSample
+	}
+	descs := s.d.onion.sample(n)
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	l, err := res.NewDescriptors(int32(len(descs)))
+	if err != nil {
+		return err
+	}
+	for i, b := range descs {
+		if err := l.Set(i, b); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -70,7 +70,8 @@ type Daemon struct {
 
 	nlinks atomic.Int32 // len(links), read without mu by health calls
 
-	place   *placer   // mailbox placement (placement.go)
+	place   *placer      // mailbox placement (placement.go)
+	onion   *onionRelay // onion relaying (onion.go)
 	dialled *dialPool // short-lived links to nodes that are not neighbours (dialled.go)
 
 	mu        sync.Mutex // guards the fields below
@@ -155,8 +156,14 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 	// The first trial comes a full Explore after start, not at once.
 	d.lastTrial = d.started
 	d.place = newPlacer(d)
+	if d.onion, err = newOnionRelay(d); err != nil {
+		cancel()
+		tr.Close()
+		st.Close()
+		return nil, err
+	}
 	d.eng = relay.New(relay.Options{Store: st, VerifyBundle: verifyBundle, VerifyDescriptor: verifyDescriptor,
-		OnDescriptor: d.onDescriptorFrom, Log: log, ReceiptHops: uint8(min(cfg.MaxHops, 16))})
+		OnDescriptor: d.onDescriptorFrom, OnOnion: d.onion.onEnvelope, Log: log, ReceiptHops: uint8(min(cfg.MaxHops, 16))})
 	if cfg.Control != "" {
 		d.ctl, err = control.Listen(cfg.Control, d.Status, log)
 		if err != nil {
@@ -194,7 +201,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.mu.Unlock()
 		return d.Close()
 	}
-	d.wg.Add(6 + len(static))
+	d.wg.Add(7 + len(static))
 	d.mu.Unlock()
 	go func() {
 		defer d.wg.Done()
@@ -219,6 +226,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() {
 		defer d.wg.Done()
 		d.place.run(d.ctx)
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.onion.run(d.ctx)
 	}()
 	if err := d.startDiscovery(); err != nil {
 		d.log.Error("mDNS discovery did not start; static peers still work", "err", err)

@@ -575,6 +575,7 @@ func (d *Daemon) acceptDialled(conn *link.Incoming, release func()) {
 		Stats:     d.stats,
 		Handler:   dialledHandler{d: d, in: in},
 		Mailboxes: mailboxes{d: d, in: in},
+		Onions:    onionFrom{r: d.onion, in: in},
 		Log:       d.log,
 		Drop: func(reason string) {
 			in.mu.Lock()

@@ -64,7 +64,7 @@ func (d *Daemon) publishDescriptor() error {
 	if err != nil {
 		return err
 	}
-	signed, err := descriptor.Sign(d.id, addrs, d.cfg.Domain, seq, descriptorLifetime)
+	signed, err := descriptor.SignOnion(d.id, d.onion.descriptorOnion(), addrs, d.cfg.Domain, seq, descriptorLifetime)
 	if err != nil {
 		return err
 	}
@@ -217,4 +217,5 @@ func (d *Daemon) onDescriptorFrom(signed []byte, from identity.Fingerprint) {
 	}
 	d.learnFrom(desc.FP, desc.Addrs, viaExchange, src)
 	d.place.observe(desc.FP, desc.Addrs)
+	d.onion.observe(desc, signed)
 }

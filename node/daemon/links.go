@@ -20,6 +20,7 @@ func (d *Daemon) peerBootstrap(fp identity.Fingerprint) capnp.Client {
 		Stats:     d.stats,
 		Handler:   d.eng,
 		Mailboxes: mailboxes{d: d},
+		Onions:    onionFrom{r: d.onion},
 		Log:       d.log,
 		Drop: func(reason string) {
 			if l := d.linkTo(fp); l != nil {

@@ -494,7 +494,18 @@ func (p *placer) scanDescriptors() {
 			continue
 		}
 		p.observe(desc.FP, desc.Addrs)
+		p.d.onion.observe(desc, signed)
 	}
+}
+
+// addrsOf returns the addresses of node fp's descriptor, if known.
+func (p *placer) addrsOf(fp identity.Fingerprint) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := p.nodes[fp]; n != nil {
+		return slices.Clone(n.addrs)
+	}
+	return nil
 }
 
 // The first-seen file: one line per node, "<fingerprint> <first seen in

@@ -48,6 +48,7 @@ func (d *Daemon) Status() control.Status {
 	ps := d.place.stats()
 	st.Placement = control.Placement{K: ps.K, Nodes: ps.Nodes, Eligible: ps.Eligible, Held: ps.Held, Boxed: ps.Boxed,
 		Placed: ps.Placed, Flooded: ps.Flooded, Fallbacks: ps.Fallbacks, Pulled: ps.Pulled}
+	st.Onion = d.onion.stats()
 	d.st.IDs(func(_ gossip.ID, k schemas.Envelope_Kind) bool {
 		st.Store.Kinds[k.String()]++
 		return true

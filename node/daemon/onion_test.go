@@ -1,0 +1,209 @@
+package daemon_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/testkit"
+	"github.com/quicproquo/qpq/node/config"
+	"github.com/quicproquo/qpq/node/control"
+	"github.com/quicproquo/qpq/node/daemon/daemontest"
+	"github.com/quicproquo/qpq/node/e2e"
+	"github.com/quicproquo/qpq/node/e2e/e2etest"
+	"github.com/quicproquo/qpq/node/route"
+)
+
+// onionLine starts a line of n nodes, each with a data dir (its onion keys
+// are kept there) and at most two links, so that relays that are not
+// neighbours are reached by dialling; it waits until every node knows
+// every node as an onion relay.
+func onionLine(t *testing.T, n int) []*daemontest.Node {
+	t.Helper()
+	dir := t.TempDir()
+	var cfgs []config.Config
+	for i := range n {
+		name := string(rune('a' + i))
+		c := daemontest.Config(dir, name)
+		c.DataDir = filepath.Join(dir, name)
+		if err := os.Mkdir(c.DataDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		c.MaxLinks = 2
+		cfgs = append(cfgs, c)
+	}
+	ns := daemontest.Line(t, cfgs...)
+	for _, x := range ns {
+		testkit.WaitFor(t, 30*time.Second, "every node's descriptor to reach every node", func() bool {
+			return x.D.Status().Onion.Relays >= n
+		})
+	}
+	return ns
+}
+
+// relaysAt is the relays the client at entry learns from it, by node.
+func relaysAt(t *testing.T, ctx context.Context, u *user) map[identity.Fingerprint]route.Relay {
+	t.Helper()
+	descs, err := u.c.Descriptors(ctx, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := route.NewCache()
+	c.Add(descs, time.Now())
+	out := map[identity.Fingerprint]route.Relay{}
+	for _, r := range c.Relays() {
+		out[r.FP] = r
+	}
+	return out
+}
+
+// sendByOnion seals a DM from u to bob and hands its packets to u's node
+// for the route through the nodes via.
+func sendByOnion(t *testing.T, ctx context.Context, u *user, to identity.Fingerprint, via ...*daemontest.Node) gossip.Envelope {
+	t.Helper()
+	var b e2e.Bundle
+	testkit.WaitFor(t, 20*time.Second, "the recipient's bundle to reach the sender's node", func() bool {
+		var err error
+		b, err = u.c.LookupBundle(ctx, to)
+		return err == nil
+	})
+	known := relaysAt(t, ctx, u)
+	var rt []route.Relay
+	for _, n := range via {
+		r, ok := known[n.ID.Fingerprint()]
+		if !ok {
+			t.Fatalf("the entry node gave no descriptor of relay %s", n.ID.Fingerprint().Short())
+		}
+		rt = append(rt, r)
+	}
+	env := e2etest.SealDM(t, u.u, b, []byte("by onion"))
+	pkts, err := route.Packets(env, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pkts {
+		if err := u.c.SendOnion(ctx, rt[0].FP, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return env
+}
+
+func onionStats(n *daemontest.Node) control.Onion { return n.D.Status().Onion }
+
+// A DM sent by a 3-relay onion from one end of a 7-node line reaches the
+// user at the other end once: each relay peels exactly one layer (the
+// ones that are not neighbours reached by dialling), the exit injects
+// it, no other node peels anything, and the receipt deletes every copy.
+func TestOnionDMCrossesThreeRelays(t *testing.T) {
+	testkit.LeakCheck(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	ns := onionLine(t, 7)
+	bob := e2e.NewUser()
+	atG := userAt(t, ctx, ns[6], bob)
+	atA := userAt(t, ctx, ns[0], e2e.NewUser())
+	relays := []*daemontest.Node{ns[3], ns[1], ns[5]}
+	env := sendByOnion(t, ctx, atA, bob.Fingerprint(), relays...)
+	sent := map[gossip.ID]bool{env.ID: true}
+	readAll(t, ctx, atG, sent)
+	testkit.WaitFor(t, 10*time.Second, "the relays' counters", func() bool {
+		return onionStats(ns[5]).Exited == 1
+	})
+	for i, n := range ns {
+		s := onionStats(n)
+		want := int64(0)
+		for _, r := range relays {
+			if r == n {
+				want = 1
+			}
+		}
+		if s.Peeled != want {
+			t.Errorf("node %c peeled %d layers, want %d", 'a'+i, s.Peeled, want)
+		}
+		if s.MACFailures+s.Replays+s.UnknownEpoch+s.Dropped != 0 {
+			t.Errorf("node %c refused or dropped packets: %+v", 'a'+i, s)
+		}
+	}
+	if s := onionStats(ns[0]); s.Entered != 1 || s.Forwarded != 1 {
+		t.Errorf("entry: %+v, want 1 packet entered and forwarded", s)
+	}
+	testkit.WaitFor(t, 30*time.Second, "the receipt to delete every copy", func() bool {
+		return len(holders(ns, sent)) == 0
+	})
+}
+
+// A replayed packet is refused at the relay, also after the relay
+// restarted; a packet for an exit that is down waits in store and
+// forward, with no node holding the DM inside, until the exit is back
+// (same keys, same store); then the DM arrives once.
+func TestOnionReplayAndStoreAndForward(t *testing.T) {
+	testkit.LeakCheck(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	ns := onionLine(t, 5)
+	bob := e2e.NewUser()
+	atE := userAt(t, ctx, ns[4], bob)
+	atA := userAt(t, ctx, ns[0], e2e.NewUser())
+
+	// The exit, c, is down when the packet comes: b keeps it as an onion
+	// envelope for c.
+	exit := ns[2]
+	known := relaysAt(t, ctx, atA)
+	var b e2e.Bundle
+	testkit.WaitFor(t, 20*time.Second, "bob's bundle at a", func() bool {
+		var err error
+		b, err = atA.c.LookupBundle(ctx, bob.Fingerprint())
+		return err == nil
+	})
+	env := e2etest.SealDM(t, atA.u, b, []byte("wait for the exit"))
+	pkts, err := route.Packets(env, []route.Relay{known[ns[3].ID.Fingerprint()], known[ns[1].ID.Fingerprint()], known[exit.ID.Fingerprint()]})
+	if err != nil || len(pkts) != 1 {
+		t.Fatalf("%d packets, %v", len(pkts), err)
+	}
+	exit.Stop()
+	if err := atA.c.SendOnion(ctx, ns[3].ID.Fingerprint(), pkts[0]); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 40*time.Second, "b to send the packet on by store and forward", func() bool {
+		return onionStats(ns[1]).Stored == 1
+	})
+	for i, n := range ns {
+		if n == exit {
+			continue
+		}
+		if k := n.D.Status().Store.Kinds["dm"]; k != 0 {
+			t.Fatalf("node %c holds %d DMs before the exit injected one", 'a'+i, k)
+		}
+	}
+	// The same packet again, at d (the first relay), before and after d
+	// restarts: refused as a replay.
+	if err := atA.c.SendOnion(ctx, ns[3].ID.Fingerprint(), pkts[0]); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "d to refuse the replay", func() bool { return onionStats(ns[3]).Replays == 1 })
+	ns[3].Stop()
+	ns[3].Start()
+	testkit.WaitFor(t, 20*time.Second, "d to link again", func() bool {
+		return daemontest.Linked(ns[3].D, ns[4].ID.Fingerprint()) || daemontest.Linked(ns[3].D, ns[2].ID.Fingerprint())
+	})
+	if err := atA.c.SendOnion(ctx, ns[3].ID.Fingerprint(), pkts[0]); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "d, restarted, to refuse the replay", func() bool { return onionStats(ns[3]).Replays == 1 })
+	if s := onionStats(ns[3]); s.Peeled != 0 || s.UnknownEpoch != 0 {
+		t.Fatalf("restarted d: %+v, want the replay refused under its kept key", s)
+	}
+
+	// The exit comes back: the onion envelope reaches it, it peels and
+	// injects, and bob reads the DM once.
+	exit.Start()
+	readAll(t, ctx, atE, map[gossip.ID]bool{env.ID: true})
+	if s := onionStats(exit); s.Peeled != 1 || s.Exited != 1 {
+		t.Fatalf("the exit after its restart: %+v", s)
+	}
+}
