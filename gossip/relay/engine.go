@@ -102,7 +102,7 @@ type Options struct {
 	// each onion envelope newly stored, so the node it is addressed to
 	// can peel it. Nil: none.
 	OnOnion func(env gossip.Envelope)
-	Log          *slog.Logger
+	Log     *slog.Logger
 	// PeerRate and PeerBurst bound envelopes accepted from one neighbour
 	// per second (token bucket). Defaults 200 and 2000.
 	PeerRate, PeerBurst float64

@@ -70,9 +70,9 @@ type Daemon struct {
 
 	nlinks atomic.Int32 // len(links), read without mu by health calls
 
-	place   *placer      // mailbox placement (placement.go)
+	place   *placer     // mailbox placement (placement.go)
 	onion   *onionRelay // onion relaying (onion.go)
-	dialled *dialPool // short-lived links to nodes that are not neighbours (dialled.go)
+	dialled *dialPool   // short-lived links to nodes that are not neighbours (dialled.go)
 
 	mu        sync.Mutex // guards the fields below
 	links     map[identity.Fingerprint]*link.Link
