@@ -270,8 +270,12 @@ interface Node {
   # with the rest of the route. Like enqueue it needs no authentication;
   # the node forwards the packet as a relay forwards one and learns
   # neither the route past `first` nor what the packet carries. An error
-  # means it could not take the packet (first unknown, over a bound).
-  sendOnion @9 (first :Data, packet :Data) -> ();
+  # means it could not take the packet (over a bound). With a replyId (16
+  # bytes; the packet carries a reply block whose return route ends at
+  # this node), the call waits up to waitMs (at most 60,000) for the
+  # exit's reply to come back for that id: acked is true when it came,
+  # which means the exit injected the message.
+  sendOnion @9 (first :Data, packet :Data, replyId :Data, waitMs :UInt32) -> (acked :Bool);
 
   # descriptors returns up to `limit` (at most 64) signed node
   # descriptors (SignedDescriptor) of nodes that relay onion packets, a

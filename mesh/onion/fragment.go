@@ -15,28 +15,31 @@ import (
 //
 //	kind 1 | message id 16 | index 1 | count 1 | length 2 | data | zeros
 //
-// which the exit puts back together. The id is random, so fragments of
+// which the exit puts back together; kind 2 is the first fragment with a
+// reply block (reply.go) in the payload's last ReplyBlockSize bytes,
+// which every fragment leaves for it. The id is random, so fragments of
 // one message are tied together only for the exit, which sees them all
 // anyway.
 const (
 	// MaxFragments is the most packets one message is cut into.
 	MaxFragments = 8
 	// FragmentData is the most message bytes one packet carries.
-	FragmentData = PayloadSize - fragHeader
+	FragmentData = PayloadSize - fragHeader - ReplyBlockSize
 	// MaxMessage is the longest message: a sealed DM with a 16 KiB body
 	// is about 18,100 bytes as an envelope (6 fragments).
 	MaxMessage = MaxFragments * FragmentData
 
-	fragKind   = 1
-	fragHeader = 1 + 16 + 1 + 1 + 2
+	fragKind      = 1
+	fragKindReply = 2
+	fragHeader    = 1 + 16 + 1 + 1 + 2
 )
 
 // ErrFragment is a payload that is not a valid fragment.
 var ErrFragment = errors.New("onion payload is not a valid fragment")
 
 // Fragments cuts msg (1 to MaxMessage bytes) into the payloads of the
-// packets that carry it.
-func Fragments(msg []byte, rnd io.Reader) ([][]byte, error) {
+// packets that carry it; reply, if not nil, goes with the first.
+func Fragments(msg []byte, reply *ReplyBlock, rnd io.Reader) ([][]byte, error) {
 	if len(msg) == 0 || len(msg) > MaxMessage {
 		return nil, fmt.Errorf("%w: message of %d bytes, want 1 to %d", ErrFragment, len(msg), MaxMessage)
 	}
@@ -48,8 +51,13 @@ func Fragments(msg []byte, rnd io.Reader) ([][]byte, error) {
 	out := make([][]byte, 0, count)
 	for i := range count {
 		part := msg[i*FragmentData : min((i+1)*FragmentData, len(msg))]
-		p := make([]byte, fragHeader+len(part))
+		p := make([]byte, fragHeader+len(part), PayloadSize)
 		p[0] = fragKind
+		if i == 0 && reply != nil {
+			p = p[:PayloadSize]
+			p[0] = fragKindReply
+			copy(p[PayloadSize-ReplyBlockSize:], reply.Marshal())
+		}
 		copy(p[1:17], id[:])
 		p[17], p[18] = byte(i), byte(count)
 		binary.BigEndian.PutUint16(p[19:21], uint16(len(part)))
@@ -64,6 +72,7 @@ type fragment struct {
 	id           [16]byte
 	index, count int
 	data         []byte
+	reply        *ReplyBlock
 }
 
 func parseFragment(p []byte) (fragment, error) {
@@ -71,7 +80,7 @@ func parseFragment(p []byte) (fragment, error) {
 	if len(p) < fragHeader {
 		return f, fmt.Errorf("%w: %d bytes", ErrFragment, len(p))
 	}
-	if p[0] != fragKind {
+	if p[0] != fragKind && p[0] != fragKindReply {
 		return f, fmt.Errorf("%w: kind %d", ErrFragment, p[0])
 	}
 	copy(f.id[:], p[1:17])
@@ -90,6 +99,16 @@ func parseFragment(p []byte) (fragment, error) {
 		return f, fmt.Errorf("%w: fragment %d of %d holds %d bytes, want %d", ErrFragment, f.index, f.count, n, FragmentData)
 	}
 	f.data = p[fragHeader : fragHeader+n]
+	if p[0] == fragKindReply {
+		if f.index != 0 || len(p) != PayloadSize {
+			return f, fmt.Errorf("%w: a reply block in fragment %d of %d", ErrFragment, f.index, f.count)
+		}
+		r, err := ParseReplyBlock(p[PayloadSize-ReplyBlockSize:])
+		if err != nil {
+			return f, err
+		}
+		f.reply = r
+	}
 	return f, nil
 }
 
@@ -148,6 +167,7 @@ type pendingKey struct {
 }
 
 type partial struct {
+	reply *ReplyBlock
 	first time.Time
 	parts [][]byte // by index; nil until it came
 	have  int
@@ -161,15 +181,16 @@ func NewReassembler(o ReassemblyOptions) *Reassembler {
 
 // Add takes the payload of one exit packet from the predecessor relay
 // from. It returns the whole message once its last fragment came (a
-// one-fragment message at once), else nil. A fragment seen before is
-// ignored; one that contradicts the message's fragment count is refused.
-func (r *Reassembler) Add(from string, payload []byte) ([]byte, error) {
+// one-fragment message at once), with the reply block its first fragment
+// carried, if any; else nil. A fragment seen before is ignored; one that
+// contradicts the message's fragment count is refused.
+func (r *Reassembler) Add(from string, payload []byte) ([]byte, *ReplyBlock, error) {
 	f, err := parseFragment(payload)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if f.count == 1 {
-		return append([]byte(nil), f.data...), nil
+		return append([]byte(nil), f.data...), f.reply, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -182,10 +203,13 @@ func (r *Reassembler) Add(from string, payload []byte) ([]byte, error) {
 		p = &partial{first: now, parts: make([][]byte, f.count)}
 		r.pending[k] = p
 	} else if len(p.parts) != f.count {
-		return nil, fmt.Errorf("%w: fragment says %d fragments, the message %d", ErrFragment, f.count, len(p.parts))
+		return nil, nil, fmt.Errorf("%w: fragment says %d fragments, the message %d", ErrFragment, f.count, len(p.parts))
 	}
 	if p.parts[f.index] != nil {
-		return nil, nil
+		return nil, nil, nil
+	}
+	if f.reply != nil {
+		p.reply = f.reply
 	}
 	p.parts[f.index] = append([]byte(nil), f.data...)
 	p.have++
@@ -195,7 +219,7 @@ func (r *Reassembler) Add(from string, payload []byte) ([]byte, error) {
 		for r.bytes > r.o.MaxBytes && len(r.pending) > 1 {
 			r.dropOldest("")
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
 	delete(r.pending, k)
 	r.bytes -= p.bytes
@@ -203,7 +227,7 @@ func (r *Reassembler) Add(from string, payload []byte) ([]byte, error) {
 	for _, part := range p.parts {
 		msg = append(msg, part...)
 	}
-	return msg, nil
+	return msg, p.reply, nil
 }
 
 // makeRoom drops what a new message from from would put over the bounds.

@@ -21,7 +21,7 @@ func TestFragmentsThroughARouteReassemble(t *testing.T) {
 	for _, size := range []int{1, 1950, FragmentData, FragmentData + 1, 18100, MaxMessage} {
 		msg := make([]byte, size)
 		rand.Read(msg)
-		parts, err := Fragments(msg, rand.Reader)
+		parts, err := Fragments(msg, nil, rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,7 +36,7 @@ func TestFragmentsThroughARouteReassemble(t *testing.T) {
 				t.Fatal(err)
 			}
 			exit, _ := walk(t, rs, pkt)
-			m, err := r.Add("relay-b", exit.Payload)
+			m, _, err := r.Add("relay-b", exit.Payload)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,7 +54,7 @@ func TestFragmentsThroughARouteReassemble(t *testing.T) {
 			t.Fatalf("%d bytes: %+v held after the message completed", size, s)
 		}
 	}
-	if _, err := Fragments(make([]byte, MaxMessage+1), rand.Reader); !errors.Is(err, ErrFragment) {
+	if _, err := Fragments(make([]byte, MaxMessage+1), nil, rand.Reader); !errors.Is(err, ErrFragment) {
 		t.Fatalf("a message over MaxMessage: %v", err)
 	}
 	// A DM with the 16 KiB body limit (17,920-byte payload, about 18,100
@@ -72,7 +72,7 @@ func TestReassemblyIsBounded(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1000, 0)}
 	r := NewReassembler(ReassemblyOptions{PerSource: 2, MaxBytes: 5 * FragmentData, MaxPending: 4, Expire: time.Minute, Now: clock.now})
 	first := func(n int) [][]byte {
-		parts, err := Fragments(make([]byte, n*FragmentData), rand.Reader)
+		parts, err := Fragments(make([]byte, n*FragmentData), nil, rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +80,7 @@ func TestReassemblyIsBounded(t *testing.T) {
 	}
 	add := func(from string, p []byte) []byte {
 		t.Helper()
-		m, err := r.Add(from, p)
+		m, _, err := r.Add(from, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +110,7 @@ func TestReassemblyIsBounded(t *testing.T) {
 	}
 	bad := append([]byte(nil), b1[1]...)
 	bad[18] = 2
-	if _, err := r.Add("b", bad); !errors.Is(err, ErrFragment) {
+	if _, _, err := r.Add("b", bad); !errors.Is(err, ErrFragment) {
 		t.Fatalf("a contradicting count: %v", err)
 	}
 	// Another predecessor cannot add to b's message.
@@ -132,7 +132,7 @@ func TestReassemblyIsBounded(t *testing.T) {
 }
 
 func FuzzReassemble(f *testing.F) {
-	parts, _ := Fragments(make([]byte, 3*FragmentData-5), rand.Reader)
+	parts, _ := Fragments(make([]byte, 3*FragmentData-5), nil, rand.Reader)
 	for _, p := range parts {
 		f.Add(p, p)
 	}
@@ -140,7 +140,7 @@ func FuzzReassemble(f *testing.F) {
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		r := NewReassembler(ReassemblyOptions{MaxBytes: 4 * FragmentData})
 		for _, p := range [][]byte{a, b, a} {
-			m, err := r.Add("x", p)
+			m, _, err := r.Add("x", p)
 			if err == nil && len(m) > MaxMessage {
 				t.Fatalf("a message of %d bytes", len(m))
 			}

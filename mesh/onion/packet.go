@@ -110,6 +110,9 @@ const (
 	Forward Action = 1
 	// Exit ends the route here: the payload is for this relay.
 	Exit Action = 2
+	// Deliver ends a reply route (reply.go) at the sender's entry node:
+	// the hop's Data starts with the reply id its client waits for.
+	Deliver Action = 3
 )
 
 func (a Action) String() string {
@@ -118,6 +121,8 @@ func (a Action) String() string {
 		return "forward"
 	case Exit:
 		return "exit"
+	case Deliver:
+		return "deliver"
 	}
 	return fmt.Sprintf("action %d", uint8(a))
 }
@@ -254,12 +259,22 @@ func mul(scalar []byte, point *ecdh.PublicKey) (*ecdh.PublicKey, error) {
 // exit. rnd supplies the ephemeral key and the padding (crypto/rand's
 // Reader outside tests).
 func Build(route []Hop, payload []byte, rnd io.Reader) ([]byte, error) {
+	if len(payload) > PayloadSize {
+		return nil, fmt.Errorf("%w: payload of %d bytes, at most %d", ErrRoute, len(payload), PayloadSize)
+	}
+	return build(route, Exit, func([]hopKeys) []byte {
+		p := make([]byte, PayloadSize)
+		copy(p, payload)
+		return p
+	}, rnd)
+}
+
+// build makes a packet through route whose last hop is told last, with
+// the payload the last hop reads given by inner (from every hop's keys).
+func build(route []Hop, last Action, inner func([]hopKeys) []byte, rnd io.Reader) ([]byte, error) {
 	n := len(route)
 	if n < 1 || n > MaxHops {
 		return nil, fmt.Errorf("%w: %d relays, want 1 to %d", ErrRoute, n, MaxHops)
-	}
-	if len(payload) > PayloadSize {
-		return nil, fmt.Errorf("%w: payload of %d bytes, at most %d", ErrRoute, len(payload), PayloadSize)
 	}
 	for i, h := range route {
 		if h.Key == nil || h.Key.Curve() != ecdh.X25519() {
@@ -311,8 +326,7 @@ func Build(route []Hop, payload []byte, rnd io.Reader) ([]byte, error) {
 
 	// Payload layers, innermost (the exit's) first.
 	payloads := make([][]byte, n)
-	p := make([]byte, PayloadSize)
-	copy(p, payload)
+	p := inner(keys)
 	for i := n - 1; i >= 0; i-- {
 		stream(&keys[i].pi, p)
 		payloads[i] = append([]byte(nil), p...)
@@ -329,7 +343,7 @@ func Build(route []Hop, payload []byte, rnd io.Reader) ([]byte, error) {
 	for i := n - 1; i >= 0; i-- {
 		slot := make([]byte, SlotSize)
 		if i == n-1 {
-			slot[0] = byte(Exit)
+			slot[0] = byte(last)
 		} else {
 			slot[0] = byte(Forward)
 			copy(slot[slotNext:], route[i+1].Node[:])
@@ -391,7 +405,7 @@ func Peel(pkt []byte, key *ecdh.PrivateKey) (*Peeled, error) {
 	payload := append([]byte(nil), pkt[headerSize:]...)
 	stream(&k.pi, payload)
 	switch out.Action {
-	case Exit:
+	case Exit, Deliver:
 		out.Payload = payload
 		return out, nil
 	case Forward:

@@ -383,18 +383,26 @@ func (c *Client) Ping(ctx context.Context) error {
 
 // SendOnion hands the node an onion packet (mesh/onion) for the route's
 // first relay, the node first. Like Enqueue it needs no authentication.
-func (c *Client) SendOnion(ctx context.Context, first identity.Fingerprint, pkt []byte) error {
+// With a replyID (the packet carries a reply block whose return route
+// ends at this node) it waits up to wait for the exit's reply: acked
+// says it came, that is, the exit stored the message.
+func (c *Client) SendOnion(ctx context.Context, first identity.Fingerprint, pkt, replyID []byte, wait time.Duration) (acked bool, err error) {
 	fut, release := c.node.SendOnion(ctx, func(p schemas.Node_sendOnion_Params) error {
 		if err := p.SetFirst(first[:]); err != nil {
 			return err
 		}
+		if err := p.SetReplyId(replyID); err != nil {
+			return err
+		}
+		p.SetWaitMs(uint32(min(max(wait.Milliseconds(), 0), 60_000)))
 		return p.SetPacket(pkt)
 	})
 	defer release()
-	if _, err := fut.Struct(); err != nil {
-		return fmt.Errorf("send onion packet to node %s: %w", c.addr, err)
+	res, err := fut.Struct()
+	if err != nil {
+		return false, fmt.Errorf("send onion packet to node %s: %w", c.addr, err)
 	}
-	return nil
+	return res.Acked(), nil
 }
 
 // Descriptors asks the node for up to limit onion relays' descriptors

@@ -73,6 +73,8 @@ type Onion struct {
 	Stored       int64  `json:"stored"`        // sent on as onion envelopes: the next relay could not be reached
 	Exited       int64  `json:"exited"`        // messages this node injected as the exit
 	Entered      int64  `json:"entered"`       // packets this node's clients handed it for their first relay
+	Replies      int64  `json:"replies"`       // replies sent as the exit (the message was stored)
+	Delivered    int64  `json:"delivered"`     // replies handed to this node's waiting clients
 	Replays      int64  `json:"replays"`       // refused: seen before under the same key
 	MACFailures  int64  `json:"mac_failures"`  // refused: altered, or not for this key
 	UnknownEpoch int64  `json:"unknown_epoch"` // refused: under a key not held (retired, lost)

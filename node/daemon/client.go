@@ -173,8 +173,48 @@ func (s *clientSession) SendOnion(ctx context.Context, call schemas.Node_sendOni
 	if err != nil || len(pkt) != onion.Size {
 		return fmt.Errorf("send onion: packet of %d bytes, want %d", len(pkt), onion.Size)
 	}
-	return s.d.onion.enter(identity.Fingerprint(first), append([]byte(nil), pkt...))
+	rid, _ := call.Args().ReplyId()
+	var done <-chan struct{}
+	if len(rid) > 0 {
+		if len(rid) != onion.ReplyIDSize {
+			return fmt.Errorf("send onion: reply id of %d bytes, want %d", len(rid), onion.ReplyIDSize)
+		}
+		ch, stop, err := s.d.onion.await([onion.ReplyIDSize]byte(rid))
+		if err != nil {
+			return err
+		}
+		defer stop()
+		done = ch
+	}
+	if err := s.d.onion.enter(identity.Fingerprint(first), append([]byte(nil), pkt...)); err != nil {
+		return err
+	}
+	if done == nil {
+		return nil
+	}
+	wait := time.Duration(min(call.Args().WaitMs(), maxOnionWaitMs)) * time.Millisecond
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	acked := false
+	select {
+	case <-done:
+		acked = true
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.d.ctx.Done():
+		return errors.New("send onion: node shutting down")
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	res.SetAcked(acked)
+	return nil
 }
+
+// maxOnionWaitMs caps how long a sendOnion call waits for its reply.
+const maxOnionWaitMs = 60_000
 
 // Descriptors returns a random sample of the onion relays' descriptors
 // this node holds.

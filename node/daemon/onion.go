@@ -63,10 +63,12 @@ type onionRelay struct {
 
 	mu        sync.Mutex
 	descs     map[identity.Fingerprint][]byte // relays' signed descriptors
+	waiting   map[[onion.ReplyIDSize]byte]chan struct{} // clients' sendOnion calls waiting for replies
 	exitToken float64
 	exitLast  time.Time
 
 	peeled, forwarded, stored, exited, entered  atomic.Int64
+	replies, delivered                          atomic.Int64
 	replays, macFailures, unknownEpoch, dropped atomic.Int64
 }
 
@@ -85,7 +87,8 @@ func (c *storeCache) ReplayDrop(key []byte) error             { return c.d.st.Re
 
 func newOnionRelay(d *Daemon) (*onionRelay, error) {
 	r := &onionRelay{d: d, reasm: onion.NewReassembler(onion.ReassemblyOptions{}), work: make(chan struct{}, maxOnionWork),
-		descs: map[identity.Fingerprint][]byte{}, exitToken: onionExitBurst, exitLast: time.Now()}
+		descs: map[identity.Fingerprint][]byte{}, waiting: map[[onion.ReplyIDSize]byte]chan struct{}{},
+		exitToken: onionExitBurst, exitLast: time.Now()}
 	if !d.cfg.OnionRelay || d.hello.Version < wire.OnionVersion {
 		// Off, or (a test's stand-in for an older node) speaking a
 		// protocol before onion relaying.
@@ -224,11 +227,14 @@ func (r *onionRelay) peel(from string, pkt []byte) {
 		return
 	}
 	r.peeled.Add(1)
-	if p.Action == onion.Exit {
+	switch p.Action {
+	case onion.Exit:
 		r.exit(from, p.Payload)
-		return
+	case onion.Deliver:
+		r.deliver(p.Data)
+	default:
+		r.forward(p.Next, p.Packet)
 	}
-	r.forward(p.Next, p.Packet)
 }
 
 // forward hands pkt to the relay next: over a link or a dialled link, or
@@ -284,7 +290,7 @@ func (r *onionRelay) onEnvelope(env gossip.Envelope) {
 
 // exit reassembles what the packets carry and injects it.
 func (r *onionRelay) exit(from string, payload []byte) {
-	msg, err := r.reasm.Add(from, payload)
+	msg, reply, err := r.reasm.Add(from, payload)
 	if err != nil {
 		r.dropped.Add(1)
 		r.d.log.Debug("onion fragment refused", "from", from, "err", err)
@@ -309,6 +315,52 @@ func (r *onionRelay) exit(from string, payload []byte) {
 		return
 	}
 	r.exited.Add(1)
+	if reply != nil {
+		// Stored: say so back along the sender's return route.
+		r.replies.Add(1)
+		r.forward(reply.First, reply.Packet())
+	}
+}
+
+// deliver wakes the client call waiting for a reply id (data's first
+// bytes); a reply nobody waits for (late, or not for here) is dropped.
+func (r *onionRelay) deliver(data [onion.SlotDataSize]byte) {
+	var id [onion.ReplyIDSize]byte
+	copy(id[:], data[:])
+	r.mu.Lock()
+	ch := r.waiting[id]
+	delete(r.waiting, id)
+	r.mu.Unlock()
+	if ch == nil {
+		r.dropped.Add(1)
+		return
+	}
+	r.delivered.Add(1)
+	close(ch)
+}
+
+// maxOnionWaiting bounds the sendOnion calls waiting for replies.
+const maxOnionWaiting = 1024
+
+// await registers a wait for the reply id; the returned func unregisters.
+func (r *onionRelay) await(id [onion.ReplyIDSize]byte) (<-chan struct{}, func(), error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.waiting) >= maxOnionWaiting {
+		return nil, nil, errors.New("send onion: too many calls waiting for replies")
+	}
+	if _, dup := r.waiting[id]; dup {
+		return nil, nil, errors.New("send onion: reply id in use")
+	}
+	ch := make(chan struct{})
+	r.waiting[id] = ch
+	return ch, func() {
+		r.mu.Lock()
+		if r.waiting[id] == ch {
+			delete(r.waiting, id)
+		}
+		r.mu.Unlock()
+	}, nil
 }
 
 func (r *onionRelay) takeExit() bool {
@@ -337,7 +389,8 @@ func (r *onionRelay) enter(first identity.Fingerprint, pkt []byte) error {
 func (r *onionRelay) stats() control.Onion {
 	s := control.Onion{Relay: r.keys != nil, Peeled: r.peeled.Load(), Forwarded: r.forwarded.Load(), Stored: r.stored.Load(),
 		Exited: r.exited.Load(), Entered: r.entered.Load(), Replays: r.replays.Load(), MACFailures: r.macFailures.Load(),
-		UnknownEpoch: r.unknownEpoch.Load(), Dropped: r.dropped.Load(), Reassembling: r.reasm.Stats().Pending}
+		UnknownEpoch: r.unknownEpoch.Load(), Dropped: r.dropped.Load(), Reassembling: r.reasm.Stats().Pending,
+		Replies: r.replies.Load(), Delivered: r.delivered.Load()}
 	r.mu.Lock()
 	s.Relays = len(r.descs)
 	r.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/mesh/descriptor"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/testkit"
 	"github.com/quicproquo/qpq/node/config"
@@ -81,12 +82,12 @@ func sendByOnion(t *testing.T, ctx context.Context, u *user, to identity.Fingerp
 		rt = append(rt, r)
 	}
 	env := e2etest.SealDM(t, u.u, b, []byte("by onion"))
-	pkts, err := route.Packets(env, rt)
+	pkts, err := route.Packets(env, rt, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range pkts {
-		if err := u.c.SendOnion(ctx, rt[0].FP, p); err != nil {
+		if _, err := u.c.SendOnion(ctx, rt[0].FP, p, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -161,12 +162,12 @@ func TestOnionReplayAndStoreAndForward(t *testing.T) {
 		return err == nil
 	})
 	env := e2etest.SealDM(t, atA.u, b, []byte("wait for the exit"))
-	pkts, err := route.Packets(env, []route.Relay{known[ns[3].ID.Fingerprint()], known[ns[1].ID.Fingerprint()], known[exit.ID.Fingerprint()]})
+	pkts, err := route.Packets(env, []route.Relay{known[ns[3].ID.Fingerprint()], known[ns[1].ID.Fingerprint()], known[exit.ID.Fingerprint()]}, nil)
 	if err != nil || len(pkts) != 1 {
 		t.Fatalf("%d packets, %v", len(pkts), err)
 	}
 	exit.Stop()
-	if err := atA.c.SendOnion(ctx, ns[3].ID.Fingerprint(), pkts[0]); err != nil {
+	if _, err := atA.c.SendOnion(ctx, ns[3].ID.Fingerprint(), pkts[0], nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 40*time.Second, "b to send the packet on by store and forward", func() bool {
@@ -182,7 +183,7 @@ func TestOnionReplayAndStoreAndForward(t *testing.T) {
 	}
 	// The same packet again, at d (the first relay), before and after d
 	// restarts: refused as a replay.
-	if err := atA.c.SendOnion(ctx, ns[3].ID.Fingerprint(), pkts[0]); err != nil {
+	if _, err := atA.c.SendOnion(ctx, ns[3].ID.Fingerprint(), pkts[0], nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "d to refuse the replay", func() bool { return onionStats(ns[3]).Replays == 1 })
@@ -191,7 +192,7 @@ func TestOnionReplayAndStoreAndForward(t *testing.T) {
 	testkit.WaitFor(t, 20*time.Second, "d to link again", func() bool {
 		return daemontest.Linked(ns[3].D, ns[4].ID.Fingerprint()) || daemontest.Linked(ns[3].D, ns[2].ID.Fingerprint())
 	})
-	if err := atA.c.SendOnion(ctx, ns[3].ID.Fingerprint(), pkts[0]); err != nil {
+	if _, err := atA.c.SendOnion(ctx, ns[3].ID.Fingerprint(), pkts[0], nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "d, restarted, to refuse the replay", func() bool { return onionStats(ns[3]).Replays == 1 })
@@ -205,5 +206,61 @@ func TestOnionReplayAndStoreAndForward(t *testing.T) {
 	readAll(t, ctx, atE, map[gossip.ID]bool{env.ID: true})
 	if s := onionStats(exit); s.Peeled != 1 || s.Exited != 1 {
 		t.Fatalf("the exit after its restart: %+v", s)
+	}
+}
+
+// A client sends through its entry node with route.Sender: the first
+// route (the three relays it has known longest, one of which is down)
+// brings no reply from its exit in time, so the client tries a route of
+// three other relays, whose exit injects the DM and replies; the reply
+// travels back to the entry node, which hands it to the waiting call.
+// The DM arrives once.
+func TestOnionSenderFailsOverToAnotherRoute(t *testing.T) {
+	testkit.LeakCheck(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	ns := onionLine(t, 7)
+	bob := e2e.NewUser()
+	atG := userAt(t, ctx, ns[6], bob)
+	atA := userAt(t, ctx, ns[0], e2e.NewUser())
+	var b e2e.Bundle
+	testkit.WaitFor(t, 20*time.Second, "bob's bundle at a", func() bool {
+		var err error
+		b, err = atA.c.LookupBundle(ctx, bob.Fingerprint())
+		return err == nil
+	})
+	descs, err := atA.c.Descriptors(ctx, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ns[1]
+	first := map[identity.Fingerprint]bool{down.ID.Fingerprint(): true, ns[3].ID.Fingerprint(): true, ns[5].ID.Fingerprint(): true}
+	cache := route.NewCache()
+	t0 := time.Now()
+	for _, d := range descs {
+		seen := t0
+		if !first[d.FP] && d.FP != ns[0].ID.Fingerprint() {
+			seen = t0.Add(time.Hour) // known later: not in the first pick's pool
+		}
+		cache.Add([]descriptor.Descriptor{d}, seen)
+	}
+	down.Stop()
+	s := &route.Sender{Cache: cache, Entry: ns[0].ID.Fingerprint(), Wait: 5 * time.Second}
+	env := e2etest.SealDM(t, atA.u, b, []byte("by another route"))
+	res, err := s.Send(ctx, atA.c, env)
+	if err != nil {
+		t.Fatalf("send: %v (%+v)", err, res)
+	}
+	if !res.Acked || res.Attempts != 2 {
+		t.Fatalf("result %+v, want acked on the second route", res)
+	}
+	for _, fp := range res.Route {
+		if first[fp] {
+			t.Fatalf("the second route %v reuses a relay of the first", res.Route)
+		}
+	}
+	readAll(t, ctx, atG, map[gossip.ID]bool{env.ID: true})
+	if s := onionStats(ns[0]); s.Delivered != 1 {
+		t.Fatalf("entry: %+v, want the one reply delivered", s)
 	}
 }

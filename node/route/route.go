@@ -7,6 +7,7 @@
 package route
 
 import (
+	"context"
 	"crypto/ecdh"
 	"crypto/rand"
 	"errors"
@@ -140,24 +141,42 @@ func Pick(relays []Relay, n int, exclude []identity.Fingerprint, rnd *mrand.Rand
 }
 
 // Packets cuts env into the onion packets that carry it through route,
-// the last relay the exit, which injects it.
-func Packets(env gossip.Envelope, route []Relay) ([][]byte, error) {
-	return packets(env, route, rand.Reader)
+// the last relay the exit, which injects it; the first packet carries
+// reply, if not nil, for the exit to answer with.
+func Packets(env gossip.Envelope, route []Relay, reply *onion.ReplyBlock) ([][]byte, error) {
+	return packets(env, route, reply, rand.Reader)
 }
 
-func packets(env gossip.Envelope, route []Relay, rnd io.Reader) ([][]byte, error) {
-	msg, err := env.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("onion route: %w", err)
-	}
-	frags, err := onion.Fragments(msg, rnd)
-	if err != nil {
-		return nil, err
-	}
+func hopsOf(route []Relay) []onion.Hop {
 	hops := make([]onion.Hop, len(route))
 	for i, r := range route {
 		hops[i] = onion.Hop{Node: r.FP, Key: r.Key, Epoch: r.Epoch}
 	}
+	return hops
+}
+
+// Reply builds the reply block for a route: back along its relays but
+// the exit, to the entry node, which hands the reply to the client
+// waiting for id.
+func Reply(route []Relay, entry Relay, id [onion.ReplyIDSize]byte) (*onion.ReplyBlock, error) {
+	var back []Relay
+	for i := len(route) - 2; i >= 0; i-- {
+		back = append(back, route[i])
+	}
+	back = append(back, entry)
+	return onion.NewReply(hopsOf(back), id, rand.Reader)
+}
+
+func packets(env gossip.Envelope, route []Relay, reply *onion.ReplyBlock, rnd io.Reader) ([][]byte, error) {
+	msg, err := env.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("onion route: %w", err)
+	}
+	frags, err := onion.Fragments(msg, reply, rnd)
+	if err != nil {
+		return nil, err
+	}
+	hops := hopsOf(route)
 	out := make([][]byte, 0, len(frags))
 	for _, f := range frags {
 		pkt, err := onion.Build(hops, f, rnd)
@@ -167,4 +186,116 @@ func packets(env gossip.Envelope, route []Relay, rnd io.Reader) ([][]byte, error
 		out = append(out, pkt)
 	}
 	return out, nil
+}
+
+// Conn is the entry node as a Sender uses it (client.Client).
+type Conn interface {
+	SendOnion(ctx context.Context, first identity.Fingerprint, pkt, replyID []byte, wait time.Duration) (bool, error)
+}
+
+// Sender carries envelopes by onion routes from one client through its
+// entry node, trying another route when the exit's reply does not come.
+type Sender struct {
+	Cache *Cache
+	// Entry is the client's node: never a relay of its routes, and the
+	// end of the replies' return routes.
+	Entry identity.Fingerprint
+	// Hops is the route length; 0: DefaultHops.
+	Hops int
+	// Wait is how long an attempt waits for the exit's reply; 0: 15 s.
+	Wait time.Duration
+	// Attempts is how many routes are tried; 0: 3.
+	Attempts int
+	// Rand picks routes; nil: a fresh one.
+	Rand *mrand.Rand
+}
+
+// Result is how an envelope went.
+type Result struct {
+	Route []identity.Fingerprint // the relays of the route that worked, or of the last tried
+	// Acked: the exit replied that it stored the envelope. False with a
+	// nil error: sent, with no way to know (the entry node does not
+	// relay, so no reply could come back).
+	Acked    bool
+	Attempts int
+}
+
+// ErrNotAcked is Send's error when no route's exit replied.
+var ErrNotAcked = errors.New("no onion route's exit said it stored the message")
+
+// Send carries env: it picks a route, sends its packets (the first one,
+// with the reply block, last) and waits for the reply; without one in
+// time it tries another route without the relays of the one that failed.
+// The same envelope may so reach the mesh twice; stores keep it once.
+func (s *Sender) Send(ctx context.Context, c Conn, env gossip.Envelope) (Result, error) {
+	hops, wait, attempts := s.Hops, s.Wait, s.Attempts
+	if hops == 0 {
+		hops = DefaultHops
+	}
+	if wait == 0 {
+		wait = 15 * time.Second
+	}
+	if attempts == 0 {
+		attempts = 3
+	}
+	relays := s.Cache.Relays()
+	var entry *Relay
+	for i := range relays {
+		if relays[i].FP == s.Entry {
+			entry = &relays[i]
+		}
+	}
+	exclude := []identity.Fingerprint{s.Entry}
+	var res Result
+	var last error = ErrNotAcked
+	for res.Attempts < attempts {
+		rt, err := Pick(relays, hops, exclude, s.Rand)
+		if err != nil {
+			if res.Attempts == 0 {
+				return res, err
+			}
+			return res, fmt.Errorf("%w (%d routes tried; %v)", last, res.Attempts, err)
+		}
+		res.Attempts++
+		res.Route = res.Route[:0]
+		for _, r := range rt {
+			res.Route = append(res.Route, r.FP)
+		}
+		var id [onion.ReplyIDSize]byte
+		rand.Read(id[:])
+		var reply *onion.ReplyBlock
+		if entry != nil {
+			if reply, err = Reply(rt, *entry, id); err != nil {
+				return res, err
+			}
+		}
+		pkts, err := Packets(env, rt, reply)
+		if err != nil {
+			return res, err
+		}
+		for _, p := range pkts[1:] {
+			if _, err := c.SendOnion(ctx, rt[0].FP, p, nil, 0); err != nil {
+				return res, err
+			}
+		}
+		if reply == nil {
+			_, err := c.SendOnion(ctx, rt[0].FP, pkts[0], nil, 0)
+			return res, err
+		}
+		acked, err := c.SendOnion(ctx, rt[0].FP, pkts[0], id[:], wait)
+		if err != nil {
+			return res, err
+		}
+		if acked {
+			res.Acked = true
+			return res, nil
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		// Some relay of the route dropped it, or is down: not again.
+		exclude = append(exclude, res.Route...)
+		last = ErrNotAcked
+	}
+	return res, last
 }

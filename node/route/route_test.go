@@ -95,7 +95,7 @@ func TestPacketsCarryTheEnvelope(t *testing.T) {
 	env := gossip.Envelope{Kind: schemas.Envelope_Kind_dm, Destination: make([]byte, 32), ReceiptTag: make([]byte, 32), Payload: make([]byte, 17920), TTLSeconds: 60, HopLimit: 8}
 	rand.Read(env.Payload)
 	env.ID = gossip.ComputeID(env.Kind, env.Destination, env.ReceiptTag, env.Payload)
-	pkts, err := Packets(env, route)
+	pkts, err := Packets(env, route, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestPacketsCarryTheEnvelope(t *testing.T) {
 				pkt = p.Packet
 				continue
 			}
-			if m, err := r.Add("x", p.Payload); err != nil {
+			if m, _, err := r.Add("x", p.Payload); err != nil {
 				t.Fatal(err)
 			} else if m != nil {
 				got = m
