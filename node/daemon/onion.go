@@ -62,7 +62,7 @@ type onionRelay struct {
 	work  chan struct{} // semaphore of maxOnionWork
 
 	mu        sync.Mutex
-	descs     map[identity.Fingerprint][]byte // relays' signed descriptors
+	descs     map[identity.Fingerprint][]byte           // relays' signed descriptors
 	waiting   map[[onion.ReplyIDSize]byte]chan struct{} // clients' sendOnion calls waiting for replies
 	exitToken float64
 	exitLast  time.Time
