@@ -256,8 +256,11 @@ func TestIncompatibleVersionRefused(t *testing.T) {
 	if _, err := Negotiate(local, Hello{Version: 9, MinVersion: 5}); !errors.Is(err, ErrIncompatible) {
 		t.Fatalf("newer-only peer: %v", err)
 	}
-	if v, err := Negotiate(local, Hello{Version: 3, MinVersion: 1}); err != nil || v != ProtocolVersion {
-		t.Fatalf("overlapping peer: v=%d err=%v", v, err)
+	if v, err := Negotiate(local, Hello{Version: ProtocolVersion + 5, MinVersion: 1}); err != nil || v != ProtocolVersion {
+		t.Fatalf("newer overlapping peer: v=%d err=%v", v, err)
+	}
+	if v, err := Negotiate(local, Hello{Version: ProtocolVersion - 1, MinVersion: 1}); err != nil || v != ProtocolVersion-1 {
+		t.Fatalf("older overlapping peer: v=%d err=%v", v, err)
 	}
 	if _, err := Negotiate(local, Hello{Version: 1, MinVersion: 2}); !errors.Is(err, ErrIncompatible) {
 		t.Fatalf("inverted range: %v", err)
