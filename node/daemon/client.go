@@ -193,6 +193,7 @@ func (s *clientSession) SendOnion(ctx context.Context, call schemas.Node_sendOni
 		return nil
 	}
 	wait := time.Duration(min(call.Args().WaitMs(), maxOnionWaitMs)) * time.Millisecond
+	call.Go() // let other calls on this connection (health probes) proceed while we wait
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	acked := false

@@ -134,7 +134,7 @@ func sendOutboxNow(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bo
 		return 0, err
 	}
 	defer s.Close()
-	return outbox.NewSender(ob, outbox.SessionTransport(s), outbox.SenderConfig{}).Pass(ctx)
+	return outbox.NewSender(ob, outbox.OnionTransport(s, outbox.RouteAuto, nil), outbox.SenderConfig{}).Pass(ctx)
 }
 
 func entryJSON(e outbox.Entry) outboxJSON {

@@ -55,6 +55,17 @@ acknowledged the message (delivered), printing each state change, and
 exits 0 only then; when the duration ends first it exits 1 with the last
 state. It keeps retrying an unreachable node meanwhile. Only for --to.
 
+--route says how a DM leaves (default auto, or $QPQ_ROUTE): onion sends it
+through three relays the client picks among the nodes it has learnt (not
+its own node), each of which sees only the relay before and after it, so
+that no node, the first included, can tie the message to the router you
+sit at; the last relay stores it in the mesh and replies, and only that
+reply makes the message "stored". A route whose reply does not come is
+replaced by another. auto does so when at least three relays are known
+besides the node and otherwise sends directly, and says which it did;
+onion never sends directly (the message stays queued); direct hands it to
+the node.
+
 With --channel NAME it posts to a channel instead (TTL 6h and 3 hops by
 default, at most 7); every member's qpq recv shows it.
 
@@ -78,7 +89,7 @@ Examples:
   echo "status: ok" | QPQ_NODE=127.0.0.1:7443 qpq send --to 4xq7 --ttl 2d --hops 8`
 
 func runSend(env *cliEnv, args []string) int {
-	fs := newFlags(env, "send", "send [--node ADDR[#FP][,ADDR[#FP]...]] [--trust-new] [--home DIR] --to WHO | --channel NAME [--ttl DURATION] [--hops N] [--text TEXT] [--wait [DURATION]] [--json]", sendAbout)
+	fs := newFlags(env, "send", "send [--node ADDR[#FP][,ADDR[#FP]...]] [--trust-new] [--home DIR] --to WHO | --channel NAME [--ttl DURATION] [--hops N] [--route auto|onion|direct] [--text TEXT] [--wait [DURATION]] [--json]", sendAbout)
 	nodeFlag := fs.String("node", "", "node(s) to hand the message to, ADDR[#FINGERPRINT], comma separated (default: found by mDNS) [$QPQ_NODE]")
 	mdnsOn, mdnsErr := mdnsDefault(env)
 	mdns := fs.Bool("mdns", mdnsOn, "without --node: look for a node by mDNS on this machine's links [$QPQ_MDNS]")
@@ -90,6 +101,7 @@ func runSend(env *cliEnv, args []string) int {
 	ttlFlag := fs.String("ttl", "", "how long the mesh keeps trying, e.g. 6h, 2d (default 7d; 6h for --channel)")
 	hopsFlag := fs.String("hops", "", fmt.Sprintf("most node-to-node forwards (default %d, at most %d; --channel: default 3, at most 7)", defaultDMHops, maxDMHops))
 	repin := fs.Bool("repin", false, "accept and remember a changed node key")
+	routeFlag := fs.String("route", "", "how a DM leaves: auto (by onion when 3 relays are known, else directly), onion (only by onion) or direct [$QPQ_ROUTE]")
 	asJSON := fs.Bool("json", false, "print {\"id\": ..., \"state\": ...} (with --wait, one object per state change)")
 	wait := &waitFlag{}
 	fs.Var(wait, "wait", "wait until delivered, at most DURATION (default 60s); exit 0 only when delivered")
@@ -111,6 +123,14 @@ func runSend(env *cliEnv, args []string) int {
 	}
 	if *hopsFlag == "" {
 		*hopsFlag = strconv.Itoa(hopsDefault)
+	}
+	if *routeFlag == "" {
+		*routeFlag = env.getenv("QPQ_ROUTE")
+	}
+	rt, err := outbox.ParseRoute(*routeFlag)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq send: --route: %v\n", err)
+		return exitUsage
 	}
 	if wait.set && *channel != "" {
 		fmt.Fprintln(env.stderr, "qpq send: --wait needs --to: channel messages have no receipts, so they are never delivered")
@@ -200,7 +220,7 @@ func runSend(env *cliEnv, args []string) int {
 	nodes := func(ctx context.Context) (nodePlan, error) {
 		return planNodes(ctx, env, h, *nodeFlag, false, *trustNew, *mdns)
 	}
-	return sendQueued(env, h, u, nodes, *repin, msg, sendOptions{wait: wait.d, asJSON: *asJSON, history: histLimit})
+	return sendQueued(env, h, u, nodes, *repin, msg, sendOptions{route: rt, wait: wait.d, asJSON: *asJSON, history: histLimit})
 }
 
 // defaultWait is how long --wait alone waits for delivered.
@@ -266,6 +286,7 @@ func parseWait(fs *flag.FlagSet, w *waitFlag, args []string) error {
 }
 
 type sendOptions struct {
+	route   outbox.Route  // how DMs leave
 	wait    time.Duration // 0: do not wait for delivered
 	asJSON  bool
 	history int // history limit
@@ -330,7 +351,7 @@ func sendQueued(env *cliEnv, h home.Home, u *e2e.User, nodes func(context.Contex
 				}
 			}
 		}
-		snd := outbox.NewSender(ob, outbox.SessionTransport(s), cfg)
+		snd := outbox.NewSender(ob, outbox.OnionTransport(s, o.route, rep.noteRoute), cfg)
 		if o.wait == 0 {
 			if _, err := snd.Pass(ctx); err != nil {
 				rep.unsent = err
@@ -406,6 +427,23 @@ type sendReporter struct {
 	last    outbox.State
 	sealed  bool
 	unsent  error // why nothing was sent (no node)
+
+	mu        sync.Mutex
+	routes    map[gossip.ID]outbox.RouteNote // how the DMs of this pass left
+	routeSaid bool
+}
+
+// noteRoute keeps how a DM left (this run's message or one queued
+// earlier, sent in the same pass).
+func (r *sendReporter) noteRoute(n outbox.RouteNote) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.routes == nil {
+		r.routes = map[gossip.ID]outbox.RouteNote{}
+	}
+	if len(r.routes) < 1024 {
+		r.routes[n.ID] = n
+	}
 }
 
 // show prints e when following every state and it changed.
@@ -424,8 +462,25 @@ func (r *sendReporter) printChanged(e outbox.Entry) {
 	if e.Sealed() {
 		id = e.ID.String()
 	}
+	r.mu.Lock()
+	var rn *outbox.RouteNote
+	if n, ok := r.routes[e.ID]; ok && e.Sealed() {
+		rn = &n
+	}
+	say := rn != nil && !r.routeSaid && e.State != outbox.Queued
+	r.routeSaid = r.routeSaid || say
+	r.mu.Unlock()
 	if r.asJSON {
-		json.NewEncoder(r.env.stdout).Encode(sendJSON{ID: id, State: string(e.State), Reason: e.Reason, At: e.Changed.UTC().Format(time.RFC3339)})
+		out := sendJSON{ID: id, State: string(e.State), Reason: e.Reason, At: e.Changed.UTC().Format(time.RFC3339)}
+		if rn != nil {
+			out.Route, out.Relays = "direct", 0
+			if rn.Onion {
+				out.Route, out.Relays = "onion", len(rn.Relays)
+			} else {
+				out.RouteNote = rn.Reason
+			}
+		}
+		json.NewEncoder(r.env.stdout).Encode(out)
 		return
 	}
 	if id != "" && !r.idShown {
@@ -433,6 +488,9 @@ func (r *sendReporter) printChanged(e outbox.Entry) {
 		r.idShown = true
 	}
 	fmt.Fprintf(r.env.stderr, "qpq send: %s\n", display.Escape(stateLine(e)))
+	if say {
+		fmt.Fprintf(r.env.stderr, "qpq send: %s\n", display.Escape(rn.Text()))
+	}
 }
 
 // finish prints the last state and returns the exit status: 0 when a

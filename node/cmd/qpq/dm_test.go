@@ -153,7 +153,8 @@ func TestHopLimitStopsTheDM(t *testing.T) {
 	ns := lineOf(t, 4)
 	alice, bob := newUser(t), newUser(t)
 	recvAll(t, bob, ns[3])
-	sendWhenKnown(t, alice, ns[0], bob, "two hops only", "--hops", "2")
+	// Direct: by onion the hops would count from the exit, not from A.
+	sendWhenKnown(t, alice, ns[0], bob, "two hops only", "--hops", "2", "--route", "direct")
 	testkit.WaitForEvery(t, 20*time.Second, procPoll, "the DM to reach C", func() bool { return ns[2].kind("dm") == 1 })
 	// Give D every chance: C links to D, D's summary to C finds nothing to pull.
 	time.Sleep(2 * time.Second)

@@ -35,6 +35,11 @@ type sendJSON struct {
 	State  string `json:"state"`
 	Reason string `json:"reason,omitempty"`
 	At     string `json:"at"` // RFC 3339, UTC
+	// Route is how the DM left once stored: "onion" or "direct" (with
+	// RouteNote, why); Relays the onion route's length.
+	Route     string `json:"route,omitempty"`
+	RouteNote string `json:"route_note,omitempty"`
+	Relays    int    `json:"relays,omitempty"`
 }
 
 // channelJSON is one line of `qpq channel list --json`.

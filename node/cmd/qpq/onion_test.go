@@ -1,0 +1,96 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quicproquo/qpq/mesh/testkit"
+)
+
+// onionRelaysKnown waits until node p knows n onion relays.
+func onionRelaysKnown(t *testing.T, p *proc, n int) {
+	t.Helper()
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "the node to know the mesh's onion relays", func() bool {
+		st, err := p.status()
+		return err == nil && st.Onion.Relays >= n
+	})
+}
+
+// sendJSONOf runs qpq send --json and returns its last line and exit code.
+func sendJSONOf(t *testing.T, from user, node *proc, to user, text string, extra ...string) (int, sendJSON, string) {
+	t.Helper()
+	args := append([]string{"send", "--home", from.home, "--node", node.peerArg(), "--to", to.fp, "--text", text, "--json"}, extra...)
+	code, out, errOut := runQPQIn(t, node.ns, userEnv, args...)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var j sendJSON
+	json.Unmarshal([]byte(lines[len(lines)-1]), &j)
+	return code, j, errOut
+}
+
+// qpq send --route onion on a line of five nodes: the DM goes through
+// three relays (none of them the sender's node), stored only once the
+// exit replied, and bob at the far end reads it once; --route direct
+// hands the next one to the node, and says so.
+func TestSendByOnionRoute(t *testing.T) {
+	ns := lineOf(t, 5)
+	alice, bob := newUser(t), newUser(t)
+	recvAll(t, bob, ns[4])
+	onionRelaysKnown(t, ns[0], 5)
+	var j sendJSON
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "the DM to be stored by onion", func() bool {
+		code, got, _ := sendJSONOf(t, alice, ns[0], bob, "by onion", "--route", "onion")
+		j = got
+		return code == 0
+	})
+	if j.State != "stored" || j.Route != "onion" || j.Relays != 3 {
+		t.Fatalf("send --route onion printed %+v, want stored by onion through 3 relays", j)
+	}
+	peeled := 0
+	for i, n := range ns {
+		st := n.mustStatus()
+		peeled += int(st.Onion.Peeled)
+		// The sender's node forwards the DM's packet without peeling it,
+		// and peels the reply's last layer, which names its client.
+		if i == 0 && (st.Onion.Entered != 1 || st.Onion.Peeled != 1 || st.Onion.Delivered != 1) {
+			t.Errorf("the sender's node: %+v, want the packet entered and the reply peeled and delivered", st.Onion)
+		}
+	}
+	// Three layers on the way, and the reply's three on the way back
+	// (two of the relays, then the sender's node).
+	if peeled != 6 {
+		t.Errorf("the nodes peeled %d layers, want 3 for the DM and 3 for the reply", peeled)
+	}
+	msgs := recvAll(t, bob, ns[4])
+	if len(msgs) != 1 || msgs[0].ID != j.ID || msgs[0].Text != "by onion" || msgs[0].From != alice.fp {
+		t.Fatalf("bob got %+v, want the one DM %s from alice", msgs, j.ID)
+	}
+
+	code, d, errOut := sendJSONOf(t, alice, ns[0], bob, "directly", "--route", "direct")
+	if code != 0 || d.State != "stored" || d.Route != "" {
+		t.Fatalf("send --route direct: %d %+v %s", code, d, errOut)
+	}
+}
+
+// With fewer than three relays besides the node, --route onion keeps the
+// DM queued and says why; auto sends it directly and says that.
+func TestSendOnionNeedsThreeRelays(t *testing.T) {
+	ns := lineOf(t, 2)
+	alice, bob := newUser(t), newUser(t)
+	recvAll(t, bob, ns[1])
+	onionRelaysKnown(t, ns[0], 2)
+	var j sendJSON
+	var code int
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "bob's bundle at a", func() bool {
+		code, j, _ = sendJSONOf(t, alice, ns[0], bob, "only by onion", "--route", "onion")
+		return j.ID != "" // sealed: the bundle was found
+	})
+	if code == 0 || j.State != "queued" || !strings.Contains(j.Reason, "relays known") {
+		t.Fatalf("send --route onion with one relay: exit %d, %+v; want it queued, saying how many relays are known", code, j)
+	}
+	code, j, _ = sendJSONOf(t, alice, ns[0], bob, "auto", "--route", "auto")
+	if code != 0 || j.State != "stored" || j.Route != "direct" || !strings.Contains(j.RouteNote, "relays known") {
+		t.Fatalf("send --route auto with one relay: exit %d, %+v; want it stored directly, saying why", code, j)
+	}
+}

@@ -1,0 +1,206 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/node/client"
+	"github.com/quicproquo/qpq/node/e2e"
+	"github.com/quicproquo/qpq/node/route"
+	"github.com/quicproquo/qpq/schemas"
+)
+
+// Route is how DMs leave the client.
+type Route int
+
+// Routes.
+const (
+	// RouteAuto sends a DM by onion when enough relays are known, else
+	// directly, and says which.
+	RouteAuto Route = iota
+	// RouteOnion sends DMs by onion only; without a route a DM stays
+	// queued.
+	RouteOnion
+	// RouteDirect hands DMs to the node, as channel messages always are.
+	RouteDirect
+)
+
+func (r Route) String() string {
+	switch r {
+	case RouteOnion:
+		return "onion"
+	case RouteDirect:
+		return "direct"
+	}
+	return "auto"
+}
+
+// ParseRoute reads "auto", "onion" or "direct".
+func ParseRoute(s string) (Route, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "auto", "":
+		return RouteAuto, nil
+	case "onion":
+		return RouteOnion, nil
+	case "direct":
+		return RouteDirect, nil
+	}
+	return RouteAuto, fmt.Errorf("route %q: want auto, onion or direct", s)
+}
+
+// RouteNote says how one DM left: by onion (through which relays, and
+// whether the exit confirmed it stored it) or directly, and why.
+type RouteNote struct {
+	ID     gossip.ID
+	Onion  bool
+	Relays []identity.Fingerprint
+	Acked  bool
+	Reason string // why it went directly (auto)
+}
+
+// Text is the note for a person.
+func (n RouteNote) Text() string {
+	if !n.Onion {
+		return "sent directly to the node, not by onion: " + n.Reason
+	}
+	short := make([]string, len(n.Relays))
+	for i, r := range n.Relays {
+		short[i] = r.Short()[:9]
+	}
+	if n.Acked {
+		return fmt.Sprintf("sent by onion through %d relays (%s); the exit stored it", len(n.Relays), strings.Join(short, ", "))
+	}
+	return fmt.Sprintf("sent by onion through %d relays (%s); unconfirmed: the node cannot carry the exit's reply", len(n.Relays), strings.Join(short, ", "))
+}
+
+// How often the relays' descriptors are asked for again, and how long an
+// onion attempt waits for the exit's reply (two attempts fit a call's
+// 15 s).
+const (
+	relayRefresh = 5 * time.Minute
+	onionWait    = 6 * time.Second
+	onionTries   = 2
+)
+
+// OnionTransport sends over s like SessionTransport, DMs by onion routes
+// as mode says; note, if not nil, hears how each DM left.
+func OnionTransport(s *client.Session, mode Route, note func(RouteNote)) *RoutedTransport {
+	return &RoutedTransport{direct: sessionTransport{s}, s: s, mode: mode, note: note, cache: route.NewCache()}
+}
+
+// RoutedTransport is OnionTransport's Transport; its mode may change.
+type RoutedTransport struct {
+	direct sessionTransport
+	s      *client.Session
+	note   func(RouteNote)
+	cache  *route.Cache
+
+	mu      sync.Mutex
+	mode    Route
+	fetched time.Time
+	from    identity.Fingerprint // the node the cache was last filled from
+}
+
+// SetMode changes how the next DMs leave.
+func (t *RoutedTransport) SetMode(m Route) {
+	t.mu.Lock()
+	t.mode = m
+	t.mu.Unlock()
+}
+
+// Mode is how DMs leave now.
+func (t *RoutedTransport) Mode() Route {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.mode
+}
+
+// Relays is how many onion relays the client knows.
+func (t *RoutedTransport) Relays() int { return len(t.cache.Relays()) }
+
+// LookupBundle implements Transport.
+func (t *RoutedTransport) LookupBundle(ctx context.Context, fp identity.Fingerprint) (e2e.Bundle, error) {
+	return t.direct.LookupBundle(ctx, fp)
+}
+
+// Enqueue implements Transport.
+func (t *RoutedTransport) Enqueue(ctx context.Context, env gossip.Envelope) error {
+	mode := t.Mode()
+	if mode == RouteDirect || env.Kind != schemas.Envelope_Kind_dm {
+		return t.direct.Enqueue(ctx, env)
+	}
+	c, err := t.s.Get(ctx)
+	if err != nil {
+		return err
+	}
+	entry := c.Client.NodeFingerprint()
+	t.refresh(ctx, c.Client, entry)
+	usable := 0
+	for _, r := range t.cache.Relays() {
+		if r.FP != entry {
+			usable++
+		}
+	}
+	if usable < route.DefaultHops {
+		reason := fmt.Sprintf("%d onion relays known besides the node, %d needed", usable, route.DefaultHops)
+		if mode == RouteOnion {
+			return fmt.Errorf("%w: %s", route.ErrNoRoute, reason)
+		}
+		return t.directly(ctx, env, reason)
+	}
+	sender := &route.Sender{Cache: t.cache, Entry: entry, Wait: onionWait, Attempts: onionTries}
+	res, err := sender.Send(ctx, c.Client, env)
+	if err != nil {
+		if ctx.Err() != nil || !errors.Is(err, route.ErrNotAcked) && !errors.Is(err, route.ErrNoRoute) {
+			if ctx.Err() == nil {
+				t.s.Fail(c, err)
+			}
+			return err
+		}
+		if mode == RouteOnion {
+			return err
+		}
+		return t.directly(ctx, env, fmt.Sprintf("no reply from the exits of %d onion routes", res.Attempts))
+	}
+	if t.note != nil {
+		t.note(RouteNote{ID: env.ID, Onion: true, Relays: res.Route, Acked: res.Acked})
+	}
+	return nil
+}
+
+func (t *RoutedTransport) directly(ctx context.Context, env gossip.Envelope, reason string) error {
+	if err := t.direct.Enqueue(ctx, env); err != nil {
+		return err
+	}
+	if t.note != nil {
+		t.note(RouteNote{ID: env.ID, Reason: reason})
+	}
+	return nil
+}
+
+// refresh asks the node for relays' descriptors now and then, and at once
+// from a node not asked before (the cache gathers several nodes' views).
+func (t *RoutedTransport) refresh(ctx context.Context, c *client.Client, node identity.Fingerprint) {
+	t.mu.Lock()
+	due := time.Since(t.fetched) > relayRefresh || t.from != node
+	t.mu.Unlock()
+	if !due {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	descs, err := c.Descriptors(cctx, 64)
+	if err != nil {
+		return // an older node: no onion relays from it
+	}
+	t.cache.Add(descs, time.Now())
+	t.mu.Lock()
+	t.fetched, t.from = time.Now(), node
+	t.mu.Unlock()
+}
