@@ -64,6 +64,11 @@ type Backend interface {
 	// asking for `/mesh server ADDR#FP`, never used silently.
 	Auto(ctx context.Context) (Peer, error)
 
+	// Route sets how DMs leave (`/route auto|onion|direct`) when mode is
+	// not empty, and returns the mode now and how many onion relays the
+	// client knows.
+	Route(mode string) (string, int, error)
+
 	// Close stops everything the backend runs and closes Events. Safe to
 	// call twice.
 	Close() error

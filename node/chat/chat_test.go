@@ -90,6 +90,13 @@ func (f *fakeBackend) Auto(context.Context) (Peer, error) {
 	f.call("auto")
 	return Peer{Addr: "10.0.0.1:7443", Code: "aaaa", RTT: time.Millisecond}, nil
 }
+func (f *fakeBackend) Route(mode string) (string, int, error) {
+	f.call("route " + mode)
+	if mode == "" {
+		mode = "auto"
+	}
+	return mode, 4, nil
+}
 func (f *fakeBackend) Close() error { f.closed = true; return nil }
 
 func itoa(n int) string { return strconv.Itoa(n) }
@@ -421,4 +428,18 @@ func FuzzCommandLine(f *testing.F) {
 		r.cfg.JSON = false
 		r.line(context.Background(), line)
 	})
+}
+
+// /route shows how DMs leave, and /route MODE changes it.
+func TestRouteCommand(t *testing.T) {
+	f := newFake()
+	out := runPlain(t, f, Config{}, "/route\n/route onion\n/route onion now\n")
+	if got := strings.Join(f.Calls(), "|"); got != "route |route onion" {
+		t.Fatalf("backend calls %q", got)
+	}
+	for _, s := range []string{"route: auto; 4 onion relays known", "DMs now leave: onion (4 onion relays known)", "error: /route [auto | onion | direct]"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("output lacks %q:\n%s", s, out)
+		}
+	}
 }

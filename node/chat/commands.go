@@ -49,6 +49,10 @@ func init() {
 				"/mesh server ADDR[#FP] uses that node from now on; a node never used before needs its #FP, which confirms it.\n" +
 				"/mesh auto picks the lowest-RTT node now and keeps doing so, trusted nodes first; a new node is only shown.\n" +
 				"/mesh dm and /mesh broadcast are /dm and /broadcast.", run: (*repl).cmdMesh},
+		{name: "/route", args: "[auto | onion | direct]", about: "how your DMs leave: by onion through three relays, directly, or auto (onion when 3 relays are known)",
+			more: "/route onion sends each DM through three relays you pick among the nodes you learnt, none of them your node: each sees only the one before and after, so no node can tie the DM to where you sit; stored then means the last relay said it stored it. Without three relays a DM stays queued.\n" +
+				"/route direct hands DMs to your node. /route auto (the default) uses onion routes when three relays are known besides your node, else directly, and says which for each DM.\n" +
+				"/route alone shows the mode and how many relays are known. Channel messages always go directly.", run: (*repl).cmdRoute},
 		{name: "/help", args: "[COMMAND]", about: "list the commands, or explain one", run: (*repl).cmdHelp},
 		{name: "/quit", about: "leave the chat (messages not sent yet stay in the outbox)", aliases: []string{"/exit"}, run: (*repl).cmdQuit},
 	}
@@ -343,6 +347,22 @@ func (r *repl) cmdMesh(ctx context.Context, args string) result {
 		return r.cmdBroadcast(ctx, full)
 	}
 	return result{err: errors.New("/mesh peers | server ADDR[#FP] | auto | dm CONTACT TEXT | broadcast CHANNEL TEXT")}
+}
+
+func (r *repl) cmdRoute(_ context.Context, args string) result {
+	mode := strings.TrimSpace(args)
+	if strings.ContainsAny(mode, " \t") {
+		return result{err: errors.New("/route [auto | onion | direct]")}
+	}
+	now, relays, err := r.b.Route(mode)
+	if err != nil {
+		return result{err: err}
+	}
+	line := fmt.Sprintf("route: %s; %d onion relays known", now, relays)
+	if mode != "" {
+		line = fmt.Sprintf("DMs now leave: %s (%d onion relays known)", now, relays)
+	}
+	return result{data: map[string]any{"route": now, "relays": relays}, text: []string{line}}
 }
 
 func peerName(p Peer) string {

@@ -55,6 +55,8 @@ type chatBackend struct {
 	s        *client.Session
 	mgr      *find.Manager
 	snd      *outbox.Sender
+	route    outbox.Route             // how DMs leave at start (--route)
+	routes   *outbox.RoutedTransport // the sender's transport; /route changes its mode
 	events   chan chat.Event
 	kick     chan struct{} // the link watcher looks now
 	ctx      context.Context
@@ -139,7 +141,8 @@ func newChatBackend(env *cliEnv, h home.Home, u *e2e.User, plan nodePlan, mdns b
 	if b.hook == "after-enqueue" {
 		cfg.AfterEnqueue = func(outbox.Entry) { killSelf() }
 	}
-	b.snd = outbox.NewSender(ob, outbox.SessionTransport(s), cfg)
+	b.routes = outbox.OnionTransport(s, b.route, func(n outbox.RouteNote) { b.notice("info", display.Escape(n.Text())) })
+	b.snd = outbox.NewSender(ob, b.routes, cfg)
 
 	ids := make([][32]byte, len(chans))
 	for i, ch := range chans {
@@ -246,6 +249,18 @@ func (w *noticeWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// Route implements chat.Backend.
+func (b *chatBackend) Route(mode string) (string, int, error) {
+	if mode != "" {
+		m, err := outbox.ParseRoute(mode)
+		if err != nil {
+			return "", 0, err
+		}
+		b.routes.SetMode(m)
+	}
+	return b.routes.Mode().String(), b.routes.Relays(), nil
 }
 
 // Events implements chat.Backend.

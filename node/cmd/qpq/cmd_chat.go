@@ -13,6 +13,7 @@ import (
 	"github.com/quicproquo/qpq/node/chat"
 	"github.com/quicproquo/qpq/node/display"
 	"github.com/quicproquo/qpq/node/home"
+	"github.com/quicproquo/qpq/node/outbox"
 )
 
 const chatAbout = `Chat with your contacts and channels: a line-oriented prompt that works in
@@ -57,15 +58,23 @@ Examples:
   qpq chat --json --node 127.0.0.1:7443 < commands`
 
 func runChat(env *cliEnv, args []string) int {
-	fs := newFlags(env, "chat", "chat [--home DIR] [--node ADDR[#FP][,ADDR[#FP]...]] [--json] [--mdns] [--trust-new]", chatAbout)
+	fs := newFlags(env, "chat", "chat [--home DIR] [--node ADDR[#FP][,ADDR[#FP]...]] [--route auto|onion|direct] [--json] [--mdns] [--trust-new]", chatAbout)
 	nodeFlag := fs.String("node", "", "node(s) to use, ADDR[#FINGERPRINT], comma separated (default: found by mDNS) [$QPQ_NODE]")
 	homeDir := fs.String("home", "", "client home dir [$QPQ_HOME]")
 	asJSON := fs.Bool("json", false, "line protocol: one JSON object per event on stdout, commands on stdin")
 	mdnsOn, mdnsErr := mdnsDefault(env)
 	mdns := fs.Bool("mdns", mdnsOn, "without --node: look for nodes by mDNS on this machine's links [$QPQ_MDNS]")
 	trustNew := fs.Bool("trust-new", false, "use a node found by mDNS that was never used without asking (else /mesh server ADDR#FP confirms it)")
+	routeFlag := fs.String("route", "", "how DMs leave: auto (by onion when 3 relays are known), onion or direct; /route changes it [$QPQ_ROUTE]")
 	if code, ok := parseStatus(env, fs, fs.Parse(args)); !ok {
 		return code
+	}
+	if *routeFlag == "" {
+		*routeFlag = env.getenv("QPQ_ROUTE")
+	}
+	if _, err := outbox.ParseRoute(*routeFlag); err != nil {
+		fmt.Fprintf(env.stderr, "qpq chat: --route: %v\n", err)
+		return exitUsage
 	}
 	if mdnsErr != nil {
 		fmt.Fprintf(env.stderr, "qpq chat: %v\n", mdnsErr)
@@ -98,6 +107,10 @@ func runChat(env *cliEnv, args []string) int {
 		return exitFailure
 	}
 	defer b.Close()
+	if _, _, err := b.Route(*routeFlag); err != nil {
+		fmt.Fprintf(env.stderr, "qpq chat: --route: %v\n", err)
+		return exitUsage
+	}
 	if err := runChatREPL(ctx, env, b, *asJSON); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(env.stderr, "qpq chat: %s\n", display.Escape(err.Error()))
 		return exitFailure

@@ -102,6 +102,12 @@ func runStatus(env *cliEnv, args []string) int {
 	} else {
 		fmt.Fprintf(w, "placement    off (every DM floods); holding %d DMs for others\n", pl.Boxed)
 	}
+	if on := st.Onion; on.Relay {
+		fmt.Fprintf(w, "onion        relaying, key epoch %d (%d keys); %d relays known; %d peeled, %d forwarded, %d by store and forward, %d exited, %d replies; refused %d replays, %d bad MACs, %d old keys; %d dropped\n",
+			on.Epoch, on.Keys, on.Relays, on.Peeled, on.Forwarded, on.Stored, on.Exited, on.Replies, on.Replays, on.MACFailures, on.UnknownEpoch, on.Dropped)
+	} else {
+		fmt.Fprintf(w, "onion        not relaying; %d relays known; %d packets of this node's clients entered\n", on.Relays, on.Entered)
+	}
 	fmt.Fprintf(w, "peers        %d\n", len(st.Peers))
 	for _, p := range st.Peers {
 		via := p.Via

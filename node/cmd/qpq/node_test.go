@@ -38,7 +38,7 @@ func TestTwoNodesOnePeerFlagBothListEachOther(t *testing.T) {
 	}
 	// The text form shows the same.
 	_, out, _ := runQPQ(t, nil, "status", "--data", a.data)
-	if !strings.Contains(out, bfp) || !strings.Contains(out, "peers        1") || !strings.Contains(out, "handshakes   0 in progress") || !strings.Contains(out, "placement    off (every DM floods)") {
+	if !strings.Contains(out, bfp) || !strings.Contains(out, "peers        1") || !strings.Contains(out, "handshakes   0 in progress") || !strings.Contains(out, "placement    off (every DM floods)") || !strings.Contains(out, "onion        relaying, key epoch") {
 		t.Fatalf("qpq status text:\n%s", out)
 	}
 }
