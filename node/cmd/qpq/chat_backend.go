@@ -55,7 +55,7 @@ type chatBackend struct {
 	s        *client.Session
 	mgr      *find.Manager
 	snd      *outbox.Sender
-	route    outbox.Route             // how DMs leave at start (--route)
+	route    outbox.Route            // how DMs leave at start (--route)
 	routes   *outbox.RoutedTransport // the sender's transport; /route changes its mode
 	events   chan chat.Event
 	kick     chan struct{} // the link watcher looks now
