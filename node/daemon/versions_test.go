@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/node/client"
 	"github.com/quicproquo/qpq/node/config"
 	"github.com/quicproquo/qpq/node/e2e"
+	"github.com/quicproquo/qpq/node/route"
 
 	"github.com/quicproquo/qpq/node/daemon/daemontest"
 	"github.com/quicproquo/qpq/node/e2e/e2etest"
@@ -180,4 +182,65 @@ func TestPlacementSkipsAnOlderNode(t *testing.T) {
 			t.Errorf("%s: the recipient's node holds %d placed DMs, want none", dir.name, b)
 		}
 	}
+}
+
+// Onion relaying needs protocol 4: a node that speaks 3 (this build with
+// QPQ_TEST_PROTOCOL_VERSION=3 stands in for the release before onion
+// routes) does not say in its descriptor that it relays, so clients never
+// pick it; a DM by onion around it still arrives.
+func TestOnionNeverPicksAnOlderNode(t *testing.T) {
+	testkit.LeakCheck(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	var ns []*daemontest.Node
+	for i := range 5 {
+		c := daemontest.Config(dir, string(rune('a'+i)))
+		c.MaxLinks = 2
+		if i > 0 {
+			c.Peers = append(c.Peers, ns[i-1].PeerAddr())
+		}
+		if i == 1 {
+			os.Setenv("QPQ_TEST_PROTOCOL_VERSION", "3")
+		}
+		ns = append(ns, daemontest.Start(t, c))
+		os.Unsetenv("QPQ_TEST_PROTOCOL_VERSION")
+	}
+	older := ns[1]
+	for _, n := range ns {
+		testkit.WaitFor(t, 30*time.Second, "every descriptor at every node", func() bool {
+			return n.D.Status().Placement.Nodes >= 5
+		})
+	}
+	if s := older.D.Status().Onion; s.Relay {
+		t.Fatal("the node speaking protocol 3 relays onion packets")
+	}
+	bob := e2e.NewUser()
+	atE := userAt(t, ctx, ns[4], bob)
+	atA := userAt(t, ctx, ns[0], e2e.NewUser())
+	descs, err := atA.c.Descriptors(ctx, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := route.NewCache()
+	cache.Add(descs, time.Now())
+	for _, r := range cache.Relays() {
+		if r.FP == older.ID.Fingerprint() {
+			t.Fatal("the older node is offered as an onion relay")
+		}
+	}
+	if n := len(cache.Relays()); n != 4 {
+		t.Fatalf("%d relays offered, want the 4 nodes of this release", n)
+	}
+	var b e2e.Bundle
+	testkit.WaitFor(t, 20*time.Second, "bob's bundle at a", func() bool {
+		b, err = atA.c.LookupBundle(ctx, bob.Fingerprint())
+		return err == nil
+	})
+	env := e2etest.SealDM(t, atA.u, b, []byte("around the old node"))
+	s := &route.Sender{Cache: cache, Entry: ns[0].ID.Fingerprint(), Wait: 10 * time.Second}
+	if res, err := s.Send(ctx, atA.c, env); err != nil || !res.Acked {
+		t.Fatalf("send: %+v %v", res, err)
+	}
+	readAll(t, ctx, atE, map[gossip.ID]bool{env.ID: true})
 }
