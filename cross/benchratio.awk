@@ -1,6 +1,7 @@
 # Reads `go test -bench` output; prints each benchmark with its time per
 # operation, its other metrics, and, where the group has a "bare" variant
-# (the quic-go baseline measured in the same run), the ratio to it.
+# (the quic-go baseline measured in the same run), the ratio to it; a
+# group without one is compared with its "direct" variant.
 # Where both have a us/hop figure the ratio is of those (HopLatency's
 # ns/op is two trips, not a hop). A line without a result (the name alone, as -v prints it before the run)
 # is skipped; a variant printed twice is listed once.
@@ -23,12 +24,13 @@ END {
 	printf "%-26s %-12s %12s %8s  %s\n", "benchmark", "what", "time/op", "x bare", "metrics"
 	for (k = 1; k <= groups; k++) {
 		g = order[k]
-		base = val[g, "bare"]
+		anchor = ((g SUBSEP "bare") in listed) ? "bare" : "direct"
+		base = val[g, anchor]
 		m = split(vars[g], vs, " ")
 		for (j = 1; j <= m; j++) {
 			v = vs[j]; t = val[g, v]
 			ratio = (base > 0 && t != "") ? sprintf("%.2f", t / base) : ""
-			if (hop[g, "bare"] > 0 && hop[g, v] != "") ratio = sprintf("%.2f", hop[g, v] / hop[g, "bare"])
+			if (hop[g, anchor] > 0 && hop[g, v] != "") ratio = sprintf("%.2f", hop[g, v] / hop[g, anchor])
 			if (t == "") { printf "%-26s %-12s %12s %8s %s\n", g, v, "-", ratio, ext[g, v]; continue }
 			unit = "us"; shown = t / 1000
 			if (shown >= 1000) { unit = "ms"; shown = shown / 1000 }

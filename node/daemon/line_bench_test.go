@@ -11,12 +11,14 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/quicproquo/qpq/gossip"
+	"github.com/quicproquo/qpq/mesh/descriptor"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/node/client"
 	"github.com/quicproquo/qpq/node/config"
 	"github.com/quicproquo/qpq/node/daemon"
 	"github.com/quicproquo/qpq/node/e2e"
+	"github.com/quicproquo/qpq/node/route"
 
 	"github.com/quicproquo/qpq/node/e2e/e2etest"
 
@@ -71,11 +73,13 @@ func diskDir(b *testing.B) string {
 }
 
 // newLine starts the four nodes with their stores in dir.
-func newLine(b *testing.B, dir string) *lineRig { return newLineOf(b, dir, 4) }
+func newLine(b *testing.B, dir string) *lineRig { return newLineOf(b, dir, 4, false) }
 
 // newLineOf starts a line of n nodes, bob's client at the last and
-// alice's at the first (the same node when n is 1).
-func newLineOf(b *testing.B, dir string, n int) *lineRig {
+// alice's at the first (the same node when n is 1). With oneDomain the
+// nodes share a mesh domain, so each learns the others' descriptors (onion
+// relays), and link caps (1 at the ends, 2 between) keep the line.
+func newLineOf(b *testing.B, dir string, n int, oneDomain bool) *lineRig {
 	r := &lineRig{alice: e2e.NewUser(), bob: e2e.NewUser()}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -89,6 +93,13 @@ func newLineOf(b *testing.B, dir string, n int) *lineRig {
 		// domains, so peer exchange does not link A, B, C and D all to
 		// each other and the line stays three hops long.
 		cfgs[i].Domain = "line-" + name
+		if oneDomain {
+			cfgs[i].Domain = "line"
+			cfgs[i].MaxLinks = 2
+			if i == 0 || i == n-1 {
+				cfgs[i].MaxLinks = 1
+			}
+		}
 	}
 	for _, n := range daemontest.Line(b, cfgs...) {
 		r.ds, r.ids = append(r.ds, n.D), append(r.ids, n.ID)
@@ -332,7 +343,7 @@ func reportHop(b *testing.B, extra time.Duration) {
 }
 
 func hopLatency(b *testing.B, dir string) {
-	one, line := newLineOf(b, dir, 1), newLineOf(b, dir, 4)
+	one, line := newLineOf(b, dir, 1, false), newLineOf(b, dir, 4, false)
 	var t1, t4 time.Duration
 	trip := func(r *lineRig, sum *time.Duration) {
 		b.StopTimer()
@@ -409,4 +420,61 @@ func lineThroughput(b *testing.B, dir string) {
 		b.Logf("copies of DMs still held %v after the run: commits/DM counts the receipts that arrived", settleWithin)
 	}
 	b.ReportMetric(float64(r.relayCommits()-commits)/float64(2*b.N), "commits/DM")
+}
+
+// BenchmarkOnionLatency is one DM's trip from a client at A to bob's
+// client at D on the 4-node line, handed to A directly ("direct", the
+// anchor) and by a 3-relay onion route B, C, D with D the exit ("onion"):
+// what the onion layers, the relays' replay records and the exit's
+// reassembly add, measured in the same run on the same line.
+func BenchmarkOnionLatency(b *testing.B) {
+	r := newLineOf(b, b.TempDir(), 4, true)
+	ctx := context.Background()
+	b.Run("direct", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			e := r.seal(b)
+			b.StartTimer()
+			if _, err := r.atA.Enqueue(ctx, e); err != nil {
+				b.Fatal(err)
+			}
+			r.drain(b, 1)
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/3, "us/hop")
+	})
+	b.Run("onion", func(b *testing.B) {
+		var descs []descriptor.Descriptor
+		testkit.WaitFor(b, 20*time.Second, "A to know the relays B, C and D", func() bool {
+			var err error
+			descs, err = r.atA.Descriptors(ctx, 64)
+			return err == nil && len(descs) >= 4
+		})
+		cache := route.NewCache()
+		cache.Add(descs, time.Now())
+		byFP := map[identity.Fingerprint]route.Relay{}
+		for _, x := range cache.Relays() {
+			byFP[x.FP] = x
+		}
+		var rt []route.Relay
+		for _, id := range r.ids[1:] {
+			x, ok := byFP[id.Fingerprint()]
+			if !ok {
+				b.Fatalf("no descriptor of relay %s at A", id.Fingerprint().Short())
+			}
+			rt = append(rt, x)
+		}
+		for b.Loop() {
+			b.StopTimer()
+			pkts, err := route.Packets(r.seal(b), rt, nil)
+			if err != nil || len(pkts) != 1 {
+				b.Fatalf("%d packets, %v", len(pkts), err)
+			}
+			b.StartTimer()
+			if _, err := r.atA.SendOnion(ctx, rt[0].FP, pkts[0], nil, 0); err != nil {
+				b.Fatal(err)
+			}
+			r.drain(b, 1)
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/3, "us/hop")
+	})
 }
