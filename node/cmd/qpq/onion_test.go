@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/quicproquo/qpq/mesh/testkit"
+	"github.com/quicproquo/qpq/node/chat"
 )
 
 // onionRelaysKnown waits until node p knows n onion relays.
@@ -92,5 +94,34 @@ func TestSendOnionNeedsThreeRelays(t *testing.T) {
 	code, j, _ = sendJSONOf(t, alice, ns[0], bob, "auto", "--route", "auto")
 	if code != 0 || j.State != "stored" || j.Route != "direct" || !strings.Contains(j.RouteNote, "relays known") {
 		t.Fatalf("send --route auto with one relay: exit %d, %+v; want it stored directly, saying why", code, j)
+	}
+}
+
+// qpq chat sends by onion by default once its node knows three relays
+// besides itself: on a line of five, alice's DM is stored after the
+// exit's reply, a notice says it went by onion, and bob reads it.
+func TestChatSendsByOnionByDefault(t *testing.T) {
+	ns := linkFixNodes(t, 5)
+	alice, bob := newUser(t), newUser(t)
+	befriend(t, alice, "alice", bob, "bob")
+	onionRelaysKnown(t, ns[0].p, 5)
+	a, aev := openTestBackend(t, alice, ns[0].arg())
+	_, bev := openTestBackend(t, bob, ns[4].arg())
+	aev.until(20*time.Second, "alice connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+	bev.until(20*time.Second, "bob connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+	if mode, _, _ := a.Route(""); mode != "auto" {
+		t.Fatalf("the chat's route is %q by default, want auto", mode)
+	}
+	d, err := a.SendDM(context.Background(), "bob", "by onion, by default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aev.until(30*time.Second, "the notice that it went by onion", func(e chat.Event) bool {
+		return e.Kind == chat.EventNotice && strings.Contains(e.Notice.Text, "sent by onion through 3 relays")
+	})
+	aev.until(30*time.Second, "stored", isState(d.Ref, "stored"))
+	m := bev.until(30*time.Second, "bob's message", func(e chat.Event) bool { return e.Kind == chat.EventMessage }).Message
+	if m.Text != "by onion, by default" || m.From != "alice" {
+		t.Fatalf("bob got %+v", m)
 	}
 }
