@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -105,6 +106,29 @@ type RoutedTransport struct {
 	mode    Route
 	fetched time.Time
 	from    identity.Fingerprint // the node the cache was last filled from
+	path    string               // where the cache is kept; "" not kept
+	log     *slog.Logger
+}
+
+// KeepRelays loads the relays learnt in earlier runs from path and keeps
+// them there from now on, so that first-seen times add up and routes draw
+// on every node the client asked. Damaged lines are skipped; a file that
+// cannot be read is an error. log (nil: discard) hears failed saves.
+func (t *RoutedTransport) KeepRelays(path string, log *slog.Logger) error {
+	c, bad, err := route.Load(path)
+	if err != nil {
+		return err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if bad > 0 {
+		log.Warn("onion relay cache: damaged lines skipped", "path", path, "lines", bad)
+	}
+	t.mu.Lock()
+	t.cache, t.path, t.log = c, path, log
+	t.mu.Unlock()
+	return nil
 }
 
 // SetMode changes how the next DMs leave.
@@ -121,8 +145,14 @@ func (t *RoutedTransport) Mode() Route {
 	return t.mode
 }
 
-// Relays is how many onion relays the client knows.
-func (t *RoutedTransport) Relays() int { return len(t.cache.Relays()) }
+// Relays is how many onion relays the client may use now.
+func (t *RoutedTransport) Relays() int { return len(t.relays().Usable(time.Now())) }
+
+func (t *RoutedTransport) relays() *route.Cache {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cache
+}
 
 // LookupBundle implements Transport.
 func (t *RoutedTransport) LookupBundle(ctx context.Context, fp identity.Fingerprint) (e2e.Bundle, error) {
@@ -141,8 +171,9 @@ func (t *RoutedTransport) Enqueue(ctx context.Context, env gossip.Envelope) erro
 	}
 	entry := c.Client.NodeFingerprint()
 	t.refresh(ctx, c.Client, entry)
+	cache := t.relays()
 	usable := 0
-	for _, r := range t.cache.Relays() {
+	for _, r := range cache.Usable(time.Now()) {
 		if r.FP != entry {
 			usable++
 		}
@@ -154,7 +185,7 @@ func (t *RoutedTransport) Enqueue(ctx context.Context, env gossip.Envelope) erro
 		}
 		return t.directly(ctx, env, reason)
 	}
-	sender := &route.Sender{Cache: t.cache, Entry: entry, Wait: onionWait, Attempts: onionTries}
+	sender := &route.Sender{Cache: cache, Entry: entry, Wait: onionWait, Attempts: onionTries}
 	res, err := sender.Send(ctx, c.Client, env)
 	if err != nil {
 		if ctx.Err() != nil || !errors.Is(err, route.ErrNotAcked) && !errors.Is(err, route.ErrNoRoute) {
@@ -199,8 +230,15 @@ func (t *RoutedTransport) refresh(ctx context.Context, c *client.Client, node id
 	if err != nil {
 		return // an older node: no onion relays from it
 	}
-	t.cache.Add(descs, time.Now())
+	cache := t.relays()
+	cache.Add(descs, time.Now())
 	t.mu.Lock()
 	t.fetched, t.from = time.Now(), node
+	path, log := t.path, t.log
 	t.mu.Unlock()
+	if path != "" {
+		if err := cache.Save(path, time.Now()); err != nil {
+			log.Warn("onion relay cache not saved (routes then lean on this node's view)", "err", err)
+		}
+	}
 }

@@ -10,11 +10,17 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"math"
 	mrand "math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,8 +42,9 @@ type Relay struct {
 	Key   *ecdh.PublicKey
 	Epoch uint32
 	Seq   uint64
-	// FirstSeen is when this client first saw the node (any key).
-	FirstSeen time.Time
+	// FirstSeen is when this client first saw the node (any key);
+	// LastSeen when a node last offered its descriptor.
+	FirstSeen, LastSeen time.Time
 }
 
 // FromDescriptor is the relay a verified descriptor names; it fails for a
@@ -55,6 +62,14 @@ func FromDescriptor(d descriptor.Descriptor) (Relay, error) {
 
 // MaxCached bounds a Cache.
 const MaxCached = 1024
+
+// UsableFor is how long after a node last offered a relay's descriptor
+// the relay is used: a descriptor lives 2 hours, and the key it names
+// rotates daily. ForgetAfter drops a relay not seen for that long.
+const (
+	UsableFor   = 3 * time.Hour
+	ForgetAfter = 30 * 24 * time.Hour
+)
 
 // Cache is the relays a client has learnt, from every node it asked. A
 // newer descriptor of a node replaces the older (its key rotated); its
@@ -82,6 +97,8 @@ func (c *Cache) Add(descs []descriptor.Descriptor, now time.Time) int {
 		old, known := c.relays[d.FP]
 		switch {
 		case known && old.Seq >= r.Seq:
+			old.LastSeen = now
+			c.relays[d.FP] = old
 			continue
 		case known:
 			r.FirstSeen = old.FirstSeen
@@ -90,6 +107,7 @@ func (c *Cache) Add(descs []descriptor.Descriptor, now time.Time) int {
 		default:
 			r.FirstSeen = now
 		}
+		r.LastSeen = now
 		c.relays[d.FP] = r
 		n++
 	}
@@ -105,6 +123,102 @@ func (c *Cache) Relays() []Relay {
 		out = append(out, r)
 	}
 	return out
+}
+
+// Usable returns the relays a node offered within UsableFor of now.
+func (c *Cache) Usable(now time.Time) []Relay {
+	var out []Relay
+	for _, r := range c.Relays() {
+		if now.Sub(r.LastSeen) < UsableFor {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// The cache file: one line per relay,
+//
+//	relay-v1 FINGERPRINT KEY(base64) EPOCH SEQ FIRST-SEEN LAST-SEEN
+//
+// (times in Unix seconds), so that first-seen times add up over the
+// client's runs and routes draw on every node it asked.
+const cacheLine = "relay-v1"
+
+// Save writes the cache, leaving out relays not seen for ForgetAfter.
+func (c *Cache) Save(path string, now time.Time) error {
+	var b strings.Builder
+	for _, r := range c.Relays() {
+		if now.Sub(r.LastSeen) > ForgetAfter {
+			continue
+		}
+		fmt.Fprintf(&b, "%s %s %s %d %d %d %d\n", cacheLine, r.FP, base64.RawStdEncoding.EncodeToString(r.Key.Bytes()),
+			r.Epoch, r.Seq, r.FirstSeen.Unix(), r.LastSeen.Unix())
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("save onion relays: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("save onion relays: %w", err)
+	}
+	return nil
+}
+
+// Load reads a cache file written by Save; a missing file is an empty
+// cache. Damaged lines are skipped; bad says how many.
+func Load(path string) (c *Cache, bad int, err error) {
+	c = NewCache()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, 0, nil
+	}
+	if err != nil {
+		return c, 0, fmt.Errorf("read onion relays: %w", err)
+	}
+	if len(b) > MaxCached*256 {
+		return c, 0, fmt.Errorf("read onion relays: %s is %d bytes, more than a cache of %d relays", path, len(b), MaxCached)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		r, err := parseCacheLine(line)
+		if err != nil || len(c.relays) >= MaxCached {
+			bad++
+			continue
+		}
+		c.relays[r.FP] = r
+	}
+	return c, bad, nil
+}
+
+func parseCacheLine(line string) (Relay, error) {
+	f := strings.Fields(line)
+	if len(f) != 7 || f[0] != cacheLine {
+		return Relay{}, errors.New("not a relay line")
+	}
+	fp, err := identity.ParseFingerprint(f[1])
+	if err != nil {
+		return Relay{}, err
+	}
+	raw, err := base64.RawStdEncoding.DecodeString(f[2])
+	if err != nil {
+		return Relay{}, err
+	}
+	key, err := ecdh.X25519().NewPublicKey(raw)
+	if err != nil {
+		return Relay{}, err
+	}
+	var n [4]int64
+	for i := range n {
+		if n[i], err = strconv.ParseInt(f[3+i], 10, 64); err != nil || n[i] < 0 {
+			return Relay{}, fmt.Errorf("field %d", 4+i)
+		}
+	}
+	if n[0] > math.MaxUint32 {
+		return Relay{}, errors.New("epoch")
+	}
+	return Relay{FP: fp, Key: key, Epoch: uint32(n[0]), Seq: uint64(n[1]), FirstSeen: time.Unix(n[2], 0), LastSeen: time.Unix(n[3], 0)}, nil
 }
 
 // Forget drops a relay (it dropped packets: the client tries others).
@@ -238,7 +352,7 @@ func (s *Sender) Send(ctx context.Context, c Conn, env gossip.Envelope) (Result,
 	if attempts == 0 {
 		attempts = 3
 	}
-	relays := s.Cache.Relays()
+	relays := s.Cache.Usable(time.Now())
 	var entry *Relay
 	for i := range relays {
 		if relays[i].FP == s.Entry {

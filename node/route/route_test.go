@@ -4,6 +4,8 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -121,5 +123,38 @@ func TestPacketsCarryTheEnvelope(t *testing.T) {
 	back, err := gossip.Unmarshal(got)
 	if err != nil || back.ID != env.ID {
 		t.Fatalf("the exit got %v, %v; want envelope %v (%d packets)", back.ID, err, env.ID, len(pkts))
+	}
+}
+
+// The cache survives a save and a load with its first-seen times; a
+// relay no node offered lately is kept but not used; damaged lines are
+// skipped and counted.
+func TestCacheSaveLoad(t *testing.T) {
+	c := NewCache()
+	t0 := time.Unix(1_000_000, 0)
+	id, _ := identity.NewNode()
+	d, _ := signed(t, id, onion.Version, 1)
+	c.Add([]descriptor.Descriptor{d}, t0)
+	c.Add([]descriptor.Descriptor{d}, t0.Add(time.Hour)) // offered again
+	path := filepath.Join(t.TempDir(), "relays")
+	if err := c.Save(path, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("relay-v1 garbage\n")
+	f.Close()
+	back, bad, err := Load(path)
+	if err != nil || bad != 1 {
+		t.Fatalf("load: %d bad, %v", bad, err)
+	}
+	rs := back.Relays()
+	if len(rs) != 1 || rs[0].FP != id.Fingerprint() || !rs[0].FirstSeen.Equal(t0) || !rs[0].LastSeen.Equal(t0.Add(time.Hour)) || rs[0].Epoch != 9 {
+		t.Fatalf("loaded %+v", rs)
+	}
+	if n := len(back.Usable(t0.Add(time.Hour + UsableFor))); n != 0 {
+		t.Fatalf("%d relays usable %v after a node last offered them", n, UsableFor)
+	}
+	if _, _, err := Load(filepath.Join(t.TempDir(), "none")); err != nil {
+		t.Fatalf("a missing cache: %v", err)
 	}
 }

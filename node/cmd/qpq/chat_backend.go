@@ -142,6 +142,9 @@ func newChatBackend(env *cliEnv, h home.Home, u *e2e.User, plan nodePlan, mdns b
 		cfg.AfterEnqueue = func(outbox.Entry) { killSelf() }
 	}
 	b.routes = outbox.OnionTransport(s, b.route, func(n outbox.RouteNote) { b.notice("info", display.Escape(n.Text())) })
+	if err := b.routes.KeepRelays(h.Path(relaysFile), nil); err != nil {
+		b.notice("warn", display.Escape(err.Error()+" (starting without the onion relays learnt before)"))
+	}
 	b.snd = outbox.NewSender(ob, b.routes, cfg)
 
 	ids := make([][32]byte, len(chans))

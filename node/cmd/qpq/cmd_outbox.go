@@ -134,7 +134,11 @@ func sendOutboxNow(env *cliEnv, h home.Home, u *e2e.User, t nodeTarget, repin bo
 		return 0, err
 	}
 	defer s.Close()
-	return outbox.NewSender(ob, outbox.OnionTransport(s, outbox.RouteAuto, nil), outbox.SenderConfig{}).Pass(ctx)
+	tr := outbox.OnionTransport(s, outbox.RouteAuto, nil)
+	if err := tr.KeepRelays(h.Path(relaysFile), nil); err != nil {
+		fmt.Fprintf(env.stderr, "qpq outbox: %v (starting without the onion relays learnt before)\n", err)
+	}
+	return outbox.NewSender(ob, tr, outbox.SenderConfig{}).Pass(ctx)
 }
 
 func entryJSON(e outbox.Entry) outboxJSON {

@@ -223,6 +223,9 @@ func runSend(env *cliEnv, args []string) int {
 	return sendQueued(env, h, u, nodes, *repin, msg, sendOptions{route: rt, wait: wait.d, asJSON: *asJSON, history: histLimit})
 }
 
+// relaysFile, in the home dir, keeps the onion relays learnt (route.Cache).
+const relaysFile = "relays"
+
 // defaultWait is how long --wait alone waits for delivered.
 const defaultWait = 60 * time.Second
 
@@ -351,7 +354,11 @@ func sendQueued(env *cliEnv, h home.Home, u *e2e.User, nodes func(context.Contex
 				}
 			}
 		}
-		snd := outbox.NewSender(ob, outbox.OnionTransport(s, o.route, rep.noteRoute), cfg)
+		tr := outbox.OnionTransport(s, o.route, rep.noteRoute)
+		if err := tr.KeepRelays(h.Path(relaysFile), nil); err != nil {
+			fmt.Fprintf(env.stderr, "qpq send: %v (starting without the relays learnt before)\n", err)
+		}
+		snd := outbox.NewSender(ob, tr, cfg)
 		if o.wait == 0 {
 			if _, err := snd.Pass(ctx); err != nil {
 				rep.unsent = err
