@@ -20,9 +20,10 @@ import (
 )
 
 // onionLine starts a line of n nodes, each with a data dir (its onion keys
-// are kept there) and at most two links, so that relays that are not
-// neighbours are reached by dialling; it waits until every node knows
-// every node as an onion relay.
+// are kept there) and one link of its own choosing at most (the line
+// stays a line: no exchange shortcuts, no link churn), so that relays
+// that are not neighbours are reached by dialling; it waits until every
+// node knows every node as an onion relay.
 func onionLine(t *testing.T, n int) []*daemontest.Node {
 	t.Helper()
 	dir := t.TempDir()
@@ -34,14 +35,30 @@ func onionLine(t *testing.T, n int) []*daemontest.Node {
 		if err := os.Mkdir(c.DataDir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		c.MaxLinks = 2
+		c.MaxLinks = 1
 		cfgs = append(cfgs, c)
 	}
 	ns := daemontest.Line(t, cfgs...)
-	for _, x := range ns {
-		testkit.WaitFor(t, 30*time.Second, "every node's descriptor to reach every node", func() bool {
-			return x.D.Status().Onion.Relays >= n
-		})
+	// Within one anti-entropy round (60 s): a push lost at link-up is
+	// made up by the next round (seen now and then with data dirs; not
+	// yet understood, see issue 12's note).
+	if !pollUntil(90*time.Second, func() bool {
+		for _, x := range ns {
+			if x.D.Status().Onion.Relays < n {
+				return false
+			}
+		}
+		return true
+	}) {
+		for i, x := range ns {
+			st := x.D.Status()
+			var peers []string
+			for _, p := range st.Peers {
+				peers = append(peers, p.Fingerprint[:6]+"/"+p.Via)
+			}
+			t.Logf("node %c %s: %d relays, store %v, links %v", 'a'+i, st.Fingerprint[:6], st.Onion.Relays, st.Store.Kinds, peers)
+		}
+		t.Fatal("timed out after 90s waiting for every node's descriptor to reach every node")
 	}
 	return ns
 }
