@@ -83,12 +83,7 @@ func relaysAt(t *testing.T, ctx context.Context, u *user) map[identity.Fingerpri
 // for the route through the nodes via.
 func sendByOnion(t *testing.T, ctx context.Context, u *user, to identity.Fingerprint, via ...*daemontest.Node) gossip.Envelope {
 	t.Helper()
-	var b e2e.Bundle
-	testkit.WaitFor(t, 20*time.Second, "the recipient's bundle to reach the sender's node", func() bool {
-		var err error
-		b, err = u.c.LookupBundle(ctx, to)
-		return err == nil
-	})
+	b := bundleAt(t, ctx, u, to)
 	known := relaysAt(t, ctx, u)
 	var rt []route.Relay
 	for _, n := range via {
@@ -172,12 +167,7 @@ func TestOnionReplayAndStoreAndForward(t *testing.T) {
 	// envelope for c.
 	exit := ns[2]
 	known := relaysAt(t, ctx, atA)
-	var b e2e.Bundle
-	testkit.WaitFor(t, 20*time.Second, "bob's bundle at a", func() bool {
-		var err error
-		b, err = atA.c.LookupBundle(ctx, bob.Fingerprint())
-		return err == nil
-	})
+	b := bundleAt(t, ctx, atA, bob.Fingerprint())
 	env := e2etest.SealDM(t, atA.u, b, []byte("wait for the exit"))
 	pkts, err := route.Packets(env, []route.Relay{known[ns[3].ID.Fingerprint()], known[ns[1].ID.Fingerprint()], known[exit.ID.Fingerprint()]}, nil)
 	if err != nil || len(pkts) != 1 {
@@ -240,12 +230,7 @@ func TestOnionSenderFailsOverToAnotherRoute(t *testing.T) {
 	bob := e2e.NewUser()
 	atG := userAt(t, ctx, ns[6], bob)
 	atA := userAt(t, ctx, ns[0], e2e.NewUser())
-	var b e2e.Bundle
-	testkit.WaitFor(t, 20*time.Second, "bob's bundle at a", func() bool {
-		var err error
-		b, err = atA.c.LookupBundle(ctx, bob.Fingerprint())
-		return err == nil
-	})
+	b := bundleAt(t, ctx, atA, bob.Fingerprint())
 	descs, err := atA.c.Descriptors(ctx, 64)
 	if err != nil {
 		t.Fatal(err)

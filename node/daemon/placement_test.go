@@ -68,8 +68,9 @@ func userAt(t *testing.T, ctx context.Context, n *daemontest.Node, u *e2e.User) 
 	return &user{u: u, c: c, mb: mb}
 }
 
-// sendDMs seals n DMs from alice's client to bob and enqueues them.
-func sendDMs(t *testing.T, ctx context.Context, from *user, to identity.Fingerprint, n int) map[gossip.ID]bool {
+// bundleAt waits until the recipient's bundle reaches from's node and
+// returns it.
+func bundleAt(t *testing.T, ctx context.Context, from *user, to identity.Fingerprint) e2e.Bundle {
 	t.Helper()
 	var b e2e.Bundle
 	testkit.WaitFor(t, 20*time.Second, "the recipient's bundle to reach the sender's node", func() bool {
@@ -77,6 +78,13 @@ func sendDMs(t *testing.T, ctx context.Context, from *user, to identity.Fingerpr
 		b, err = from.c.LookupBundle(ctx, to)
 		return err == nil
 	})
+	return b
+}
+
+// sendDMs seals n DMs from alice's client to bob and enqueues them.
+func sendDMs(t *testing.T, ctx context.Context, from *user, to identity.Fingerprint, n int) map[gossip.ID]bool {
+	t.Helper()
+	b := bundleAt(t, ctx, from, to)
 	sent := map[gossip.ID]bool{}
 	for i := range n {
 		env := e2etest.SealDM(t, from.u, b, []byte{byte(i)})

@@ -232,11 +232,7 @@ func TestOnionNeverPicksAnOlderNode(t *testing.T) {
 	if n := len(cache.Relays()); n != 4 {
 		t.Fatalf("%d relays offered, want the 4 nodes of this release", n)
 	}
-	var b e2e.Bundle
-	testkit.WaitFor(t, 20*time.Second, "bob's bundle at a", func() bool {
-		b, err = atA.c.LookupBundle(ctx, bob.Fingerprint())
-		return err == nil
-	})
+	b := bundleAt(t, ctx, atA, bob.Fingerprint())
 	env := e2etest.SealDM(t, atA.u, b, []byte("around the old node"))
 	s := &route.Sender{Cache: cache, Entry: ns[0].ID.Fingerprint(), Wait: 10 * time.Second}
 	if res, err := s.Send(ctx, atA.c, env); err != nil || !res.Acked {
