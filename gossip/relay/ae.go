@@ -195,10 +195,7 @@ func (e *Engine) round(version uint16, force bool) ([]Summary, error) {
 	if version >= 2 {
 		r = &e.ae.parts
 	}
-	now := time.Now()
-	if e.ae.clock != nil {
-		now = e.ae.clock()
-	}
+	now := e.aeNow()
 	if r.fresh(now, e.o.SummaryInterval, commits, counted, force) {
 		return r.sums, nil
 	}
@@ -221,20 +218,38 @@ func (e *Engine) round(version uint16, force bool) ([]Summary, error) {
 }
 
 // ownBuckets is the bucket table of our current partial round, or nil
-// when there is none younger than SummaryInterval. It never builds one:
-// handling a summary stays a range read at worst.
-func (e *Engine) ownBuckets() *buckets {
+// when there is none younger than SummaryInterval, or when it may not
+// show what p lacks. It never builds one: handling a summary stays a
+// range read at worst.
+//
+// A table older than the store's last commit is still good for a
+// neighbour linked before it was built: what we stored since went to
+// that neighbour by fan-out (or, lost, goes next round). A neighbour
+// linked later got none of it, and a digest that matches the old table
+// (an empty new node against our empty start) would hide all of it.
+func (e *Engine) ownBuckets(p *peer) *buckets {
 	e.ae.mu.Lock()
 	defer e.ae.mu.Unlock()
-	now := time.Now()
-	if e.ae.clock != nil {
-		now = e.ae.clock()
-	}
+	now := e.aeNow()
 	r := &e.ae.parts
 	if r.buckets == nil || now.Sub(r.at) < 0 || now.Sub(r.at) >= e.o.SummaryInterval {
 		return nil
 	}
+	if cc, ok := e.o.Store.(commitCounter); ok && cc.Commits() == r.commits {
+		return r.buckets // nothing stored or deleted since
+	}
+	if p.linked.After(r.at) {
+		return nil
+	}
 	return r.buckets
+}
+
+// aeNow is the clock rounds are timed by.
+func (e *Engine) aeNow() time.Time {
+	if e.ae.clock != nil {
+		return e.ae.clock()
+	}
+	return time.Now()
 }
 
 // newSummaryKey is a fresh random key for one round.

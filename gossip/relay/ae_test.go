@@ -578,3 +578,30 @@ func TestAgreedSmallStoreIsNotRead(t *testing.T) {
 
 // n2 is twice d.
 func n2(d time.Duration) time.Duration { return 2 * d }
+
+func TestNewNeighbourGetsWhatCameAfterTheRound(t *testing.T) {
+	// a built its round while empty, then got 5 envelopes (stored before
+	// b linked, so none went to b by fan-out). b, new and empty, sends a
+	// digest that matches a's old, empty table: a must still read its
+	// store and push all 5, not wait for its next round.
+	clock := newClock()
+	a, b := newTNode(t, clock), newTNode(t, clock)
+	a.eng.ae.clock = clock.Now
+	if _, err := a.eng.round(2, false); err != nil {
+		t.Fatal(err)
+	}
+	var envs []gossip.Envelope
+	for range 5 {
+		envs = append(envs, gossiptest.DM(nil, nil, 3600, 1))
+	}
+	putDirect(t, a, envs...)
+	clock.Advance(time.Second)
+	defer a.eng.AddPeer(b.fp, v2Mem{memPeer{to: b, from: a.fp}})()
+	defer b.eng.AddPeer(a.fp, v2Mem{memPeer{to: a, from: b.fp}})()
+	if err := b.eng.SendSummary(context.Background(), a.fp); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range envs {
+		waitHas(t, b, e.ID, true)
+	}
+}

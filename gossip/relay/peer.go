@@ -33,6 +33,7 @@ const (
 type peer struct {
 	fp     identity.Fingerprint
 	p      Peer
+	linked time.Time // when added, by the rounds' clock (ownBuckets)
 	queue  *idQueue
 	ctx    context.Context // done when the neighbour is removed
 	cancel context.CancelFunc
@@ -169,7 +170,7 @@ func (p *peer) stopRaises() {
 // function that stops it (call it when the link goes down).
 func (e *Engine) AddPeer(fp identity.Fingerprint, p Peer) (remove func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	pe := &peer{fp: fp, p: p, queue: newIDQueue(), ctx: ctx, cancel: cancel, known: map[gossip.ID]uint8{}, retry: map[gossip.ID]struct{}{}, tokens: e.o.PeerBurst, last: e.o.Now(), sumTokens: summaryBurst, sumLast: e.o.Now()}
+	pe := &peer{fp: fp, p: p, queue: newIDQueue(), ctx: ctx, cancel: cancel, known: map[gossip.ID]uint8{}, retry: map[gossip.ID]struct{}{}, tokens: e.o.PeerBurst, last: e.o.Now(), sumTokens: summaryBurst, sumLast: e.o.Now(), linked: e.aeNow()}
 	e.peersMu.Lock()
 	if e.closed {
 		e.peersMu.Unlock()

@@ -169,7 +169,7 @@ func (e *Engine) HandleSummary(fp identity.Fingerprint, s Summary) error {
 	buf := make([]byte, summaryKeyLen+gossip.IDLen)
 	copy(buf, s.Key)
 	if len(s.Digest) == gossip.IDLen {
-		if t := e.ownBuckets(); t != nil {
+		if t := e.ownBuckets(p); t != nil {
 			if d, n, ok := t.digest(r); ok && n == s.Count && bytes.Equal(d[:], s.Digest) {
 				// Both sides hold the same ids in the range (as of our
 				// last round): nothing to test. What either got since

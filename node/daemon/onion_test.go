@@ -39,10 +39,11 @@ func onionLine(t *testing.T, n int) []*daemontest.Node {
 		cfgs = append(cfgs, c)
 	}
 	ns := daemontest.Line(t, cfgs...)
-	// Within one anti-entropy round (60 s): a push lost at link-up is
-	// made up by the next round (seen now and then with data dirs; not
-	// yet understood, see issue 12's note).
-	if !pollUntil(90*time.Second, func() bool {
+	// Link-up catch-up brings each new neighbour up to date at once; 30 s
+	// leaves room for a summary that came before the other side registered
+	// the link (retried after 1, 2, 4, 8 s), well short of the next
+	// anti-entropy round (60 s), which would hide a lost catch-up.
+	if !pollUntil(30*time.Second, func() bool {
 		for _, x := range ns {
 			if x.D.Status().Onion.Relays < n {
 				return false
@@ -58,7 +59,7 @@ func onionLine(t *testing.T, n int) []*daemontest.Node {
 			}
 			t.Logf("node %c %s: %d relays, store %v, links %v", 'a'+i, st.Fingerprint[:6], st.Onion.Relays, st.Store.Kinds, peers)
 		}
-		t.Fatal("timed out after 90s waiting for every node's descriptor to reach every node")
+		t.Fatal("timed out after 30s waiting for every node's descriptor to reach every node")
 	}
 	return ns
 }
