@@ -30,6 +30,7 @@ FUZZ := \
 	./mesh/link:FuzzParsePeerAddr \
 	./mesh/onion:FuzzPeel \
 	./mesh/onion:FuzzReassemble \
+	./mesh/onion:FuzzParseReplyBlock \
 	./node/config:FuzzParseValues \
 	./node/uci:FuzzParse \
 	./gossip/relay:FuzzReceiptSecret \

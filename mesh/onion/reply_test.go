@@ -2,9 +2,12 @@ package onion
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/rand"
 	"errors"
 	"testing"
+
+	"github.com/quicproquo/qpq/mesh/identity"
 )
 
 // A message sent with a reply block: the exit reassembles it and finds
@@ -78,4 +81,31 @@ func TestReplyTravelsBack(t *testing.T) {
 	if _, err := ParseReplyBlock(block.Marshal()[:ReplyBlockSize-1]); !errors.Is(err, ErrReplyBlock) {
 		t.Fatalf("a short reply block: %v", err)
 	}
+}
+
+// FuzzParseReplyBlock: a block from the network (inside a reassembled
+// message) is taken or refused whole; one that is taken marshals back to
+// the same bytes and makes a packet of the one size.
+func FuzzParseReplyBlock(f *testing.F) {
+	k, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	var fp identity.Fingerprint
+	good, _ := NewReply([]Hop{{Node: fp, Key: k.PublicKey()}}, [ReplyIDSize]byte{1}, rand.Reader)
+	f.Add(good.Marshal())
+	f.Add(make([]byte, ReplyBlockSize))
+	f.Add([]byte{Version})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		b, err := ParseReplyBlock(p)
+		if err != nil {
+			if !errors.Is(err, ErrReplyBlock) {
+				t.Fatalf("refused without ErrReplyBlock: %v", err)
+			}
+			return
+		}
+		if !bytes.Equal(b.Marshal(), p) {
+			t.Fatal("a parsed block does not marshal back to its bytes")
+		}
+		if n := len(b.Packet()); n != Size {
+			t.Fatalf("its reply packet is %d bytes, want %d", n, Size)
+		}
+	})
 }
