@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -187,6 +188,19 @@ func TestOnionReplayAndStoreAndForward(t *testing.T) {
 		}
 		if k := n.D.Status().Store.Kinds["dm"]; k != 0 {
 			t.Fatalf("node %c holds %d DMs before the exit injected one", 'a'+i, k)
+		}
+		// The store file itself: neither the DM's id nor a piece of its
+		// sealed payload, while bob's bundle key (which every node holds)
+		// shows the scan reads what the store holds.
+		raw, err := os.ReadFile(n.Cfg.Store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(raw, b.KEMKey[:64]) {
+			t.Fatalf("node %c: bob's bundle is not in its store file; the scan sees nothing", 'a'+i)
+		}
+		if bytes.Contains(raw, env.ID[:]) || bytes.Contains(raw, env.Payload[100:164]) {
+			t.Errorf("node %c's store file holds the DM's id or payload before the exit injected it", 'a'+i)
 		}
 	}
 	// The same packet again, at d (the first relay), before and after d
