@@ -31,6 +31,7 @@ FUZZ := \
 	./mesh/onion:FuzzPeel \
 	./mesh/onion:FuzzReassemble \
 	./mesh/onion:FuzzParseReplyBlock \
+	./mesh/cell:FuzzParse \
 	./node/config:FuzzParseValues \
 	./node/uci:FuzzParse \
 	./gossip/relay:FuzzReceiptSecret \
