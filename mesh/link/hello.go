@@ -12,8 +12,11 @@ import (
 // gains something a peer must know about; raise MinProtocolVersion only
 // when dropping support for old peers.
 const (
-	ProtocolVersion    uint16 = 4
+	ProtocolVersion    uint16 = 5
 	MinProtocolVersion uint16 = 1
+	// CellVersion is the first version whose links carry onion packets
+	// in cells (QUIC datagrams, mesh/cell) instead of RPC calls.
+	CellVersion uint16 = 5
 )
 
 // maxHelloText bounds the free-form strings in a hello.

@@ -104,6 +104,25 @@ func (l *Link) callHello(ctx context.Context, local Hello) (Hello, error) {
 	return ReadHello(h)
 }
 
+// Bytes is what the link sent and received so far, in UDP payload bytes.
+func (l *Link) Bytes() (sent, received uint64) {
+	st := l.conn.ConnectionStats()
+	return st.BytesSent, st.BytesReceived
+}
+
+// Cells reports whether the link carries cells: both sides agreed on
+// CellVersion or later and on QUIC datagrams.
+func (l *Link) Cells() bool {
+	st := l.conn.ConnectionState()
+	return l.version >= CellVersion && st.SupportsDatagrams.Local && st.SupportsDatagrams.Remote
+}
+
+// SendCell hands one cell to the link as a QUIC datagram.
+func (l *Link) SendCell(b []byte) error { return l.conn.SendDatagram(b) }
+
+// ReceiveCell waits for the link's next datagram.
+func (l *Link) ReceiveCell(ctx context.Context) ([]byte, error) { return l.conn.ReceiveDatagram(ctx) }
+
 // Probe calls health on the peer; it is the link's liveness check.
 func (l *Link) Probe(ctx context.Context) error {
 	fut, release := l.remote.Health(ctx, nil)

@@ -253,7 +253,7 @@ func (healthOnly) Health(ctx context.Context, call schemas.Node_health) error {
 func TestIncompatibleVersionRefused(t *testing.T) {
 	testkit.LeakCheck(t)
 	local := LocalHello("a", "qpq")
-	if _, err := Negotiate(local, Hello{Version: 9, MinVersion: 5}); !errors.Is(err, ErrIncompatible) {
+	if _, err := Negotiate(local, Hello{Version: ProtocolVersion + 5, MinVersion: ProtocolVersion + 1}); !errors.Is(err, ErrIncompatible) {
 		t.Fatalf("newer-only peer: %v", err)
 	}
 	if v, err := Negotiate(local, Hello{Version: ProtocolVersion + 5, MinVersion: 1}); err != nil || v != ProtocolVersion {

@@ -42,6 +42,12 @@ func quicConfig() *quic.Config {
 		MaxConnectionReceiveWindow:     2 << 20,
 		MaxIncomingStreams:             8,
 		MaxIncomingUniStreams:          -1,
+		// Link cells ride DATAGRAM frames (mesh/cell). Packets stay at
+		// quic-go's first size (1,280 bytes): a cell then fills its
+		// packet, and no STREAM frame fits beside it to change the size
+		// an observer sees.
+		EnableDatagrams:         true,
+		DisablePathMTUDiscovery: true,
 	}
 }
 

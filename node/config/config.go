@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -34,6 +35,10 @@ const (
 	MaxPlacement             = 8
 	// DefaultOnionKeyPeriod is how long an onion key is current.
 	DefaultOnionKeyPeriod = 24 * time.Hour
+	// MaxDecoyRate bounds decoy-rate: 100 cells of 1,150 bytes a second
+	// is about 1 Mbit/s per link, more airtime than a mesh should spend
+	// on cover.
+	MaxDecoyRate = 100
 	// HardMaxHops is the largest hop limit a node may be configured with;
 	// hop limits travel in one byte.
 	HardMaxHops = 255
@@ -95,6 +100,9 @@ type Config struct {
 	// OnionKeyPeriod is how long an onion key is current before it
 	// rotates (a key also rotates at every start). Default 24 h.
 	OnionKeyPeriod time.Duration
+	// DecoyRate is the mean cover cells per second on each link (a
+	// Poisson clock whose ticks real onion cells take); 0 is off.
+	DecoyRate float64
 	// MemLimit is the soft memory limit in bytes; 0 is no limit. Only uci
 	// sets it; `qpq node --uci` applies it (runtime/debug.SetMemoryLimit)
 	// unless the GOMEMLIMIT environment variable is set, which wins.
@@ -368,6 +376,15 @@ func Options() []Option {
 					return errors.New("want between 1m and 7d")
 				}
 				c.OnionKeyPeriod = d
+				return nil
+			}},
+		{Name: "decoy-rate", Env: "QPQ_DECOY_RATE", Arg: "CELLS", Usage: "cover cells per second on each link, at random (Poisson) times; real onion cells take their place (default 0: off)",
+			set: func(c *Config, v string) error {
+				r, err := strconv.ParseFloat(v, 64)
+				if err != nil || math.IsNaN(r) || r < 0 || r > MaxDecoyRate {
+					return fmt.Errorf("want cells per second between 0 and %d", MaxDecoyRate)
+				}
+				c.DecoyRate = r
 				return nil
 			}},
 		{Name: "enabled", UCIOnly: true, Usage: "start the service (0 or 1)",

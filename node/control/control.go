@@ -46,6 +46,9 @@ type Status struct {
 	Placement Placement `json:"placement"`
 	// Onion is onion relaying's work (mesh/onion).
 	Onion Onion `json:"onion"`
+	// Cells is the links' cell streams (mesh/cell): onion packets and
+	// decoys.
+	Cells Cells `json:"cells"`
 }
 
 // Placement counts mailbox placement: its configuration, what it holds
@@ -80,6 +83,22 @@ type Onion struct {
 	UnknownEpoch int64  `json:"unknown_epoch"` // refused: under a key not held (retired, lost)
 	Dropped      int64  `json:"dropped"`       // dropped: over a bound, or the next relay unknown
 	Reassembling int    `json:"reassembling"`  // messages waiting for more fragments here
+}
+
+// Cells counts the cells of every link since the node started.
+type Cells struct {
+	DecoyRate     float64 `json:"decoy_rate"`     // cover cells a second per link (0: off)
+	Links         int     `json:"links"`          // links carrying cells now
+	SentReal      int64   `json:"sent_real"`      // cells of onion packets sent
+	SentCover     int64   `json:"sent_cover"`     // cover cells sent
+	QueueFull     int64   `json:"queue_full"`     // packets over the rate a link's queue had no room for (sent by RPC at once)
+	SendFailed    int64   `json:"send_failed"`    // cells lost as the link went down or its send queue filled
+	Received      int64   `json:"received"`       // cells received
+	ReceivedCover int64   `json:"received_cover"` // of them cover, dropped unread
+	Packets       int64   `json:"packets"`        // onion packets reassembled from cells
+	Limited       int64   `json:"limited"`        // cells dropped over a neighbour's rate
+	Bad           int64   `json:"bad"`            // datagrams that were not cells
+	Abandoned     int64   `json:"abandoned"`      // packets whose cells never all came
 }
 
 // Dialled counts dialled links held now.
@@ -125,7 +144,11 @@ type Peer struct {
 	Direction   string  `json:"direction"` // "outbound" or "inbound"
 	Via         string  `json:"via"`       // "static", "mdns", "exchange" or "inbound"
 	RTTMs       float64 `json:"rtt_ms"`
-	LinkedS     int64   `json:"linked_s"`
+	// BytesSent and BytesReceived are the link's UDP payload bytes so
+	// far, QUIC's framing included (what decoys cost on the air).
+	BytesSent     uint64 `json:"bytes_sent"`
+	BytesReceived uint64 `json:"bytes_received"`
+	LinkedS       int64  `json:"linked_s"`
 	// Pick says why a link this node chose from its neighbour table is
 	// kept: "random" (one of its random picks), "rtt" (among the fastest
 	// it knows) or "trial" (dialled to compare its RTT); empty otherwise.

@@ -70,17 +70,19 @@ type Daemon struct {
 
 	nlinks atomic.Int32 // len(links), read without mu by health calls
 
-	place   *placer     // mailbox placement (placement.go)
-	onion   *onionRelay // onion relaying (onion.go)
-	dialled *dialPool   // short-lived links to nodes that are not neighbours (dialled.go)
+	place     *placer     // mailbox placement (placement.go)
+	onion     *onionRelay // onion relaying (onion.go)
+	dialled   *dialPool   // short-lived links to nodes that are not neighbours (dialled.go)
+	cellsGone cellTotals  // cell counts of links that ended
 
 	mu        sync.Mutex // guards the fields below
 	links     map[identity.Fingerprint]*link.Link
-	via       map[identity.Fingerprint]string // how each link came to be
-	dialing   map[identity.Fingerprint]bool   // learnt nodes being dialled: true for random picks
-	anchor    map[identity.Fingerprint]bool   // links that are random picks
-	capWarned time.Time                       // last inbound-cap warning (one a minute)
-	trial     identity.Fingerprint            // a link dialled to compare its RTT
+	cells     map[identity.Fingerprint]*cellLink // links' cell streams (cells.go)
+	via       map[identity.Fingerprint]string    // how each link came to be
+	dialing   map[identity.Fingerprint]bool      // learnt nodes being dialled: true for random picks
+	anchor    map[identity.Fingerprint]bool      // links that are random picks
+	capWarned time.Time                          // last inbound-cap warning (one a minute)
+	trial     identity.Fingerprint               // a link dialled to compare its RTT
 	lastTrial time.Time
 
 	closeOnce sync.Once
@@ -146,6 +148,7 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		hsByAddr: map[string]int{},
 		clients:  newClientTable(maxClients),
 		links:    map[identity.Fingerprint]*link.Link{},
+		cells:    map[identity.Fingerprint]*cellLink{},
 		via:      map[identity.Fingerprint]string{},
 		dialing:  map[identity.Fingerprint]bool{},
 		anchor:   map[identity.Fingerprint]bool{},

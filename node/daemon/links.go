@@ -129,6 +129,9 @@ func (d *Daemon) runLink(l *link.Link, in linkInfo) (registered bool) {
 	defer d.removeLink(l)
 	stopRelay := d.eng.AddPeer(l.Peer(), wire.NewPeer(l.Remote(), l.Version()))
 	defer stopRelay()
+	if l.Cells() {
+		defer d.startCells(l)()
+	}
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
 	for {

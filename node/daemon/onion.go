@@ -245,6 +245,10 @@ func (r *onionRelay) forward(next identity.Fingerprint, pkt []byte) {
 		r.peel("self", pkt) // a route through this node twice
 		return
 	}
+	if d.sendCells(next, pkt) {
+		r.forwarded.Add(1)
+		return
+	}
 	ctx, cancel := context.WithTimeout(d.ctx, onionForwardLimit)
 	defer cancel()
 	err := d.callTo(ctx, next, d.place.addrsOf(next), func(ctx context.Context, p wire.Peer) error {

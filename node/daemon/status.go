@@ -49,6 +49,7 @@ func (d *Daemon) Status() control.Status {
 	st.Placement = control.Placement{K: ps.K, Nodes: ps.Nodes, Eligible: ps.Eligible, Held: ps.Held, Boxed: ps.Boxed,
 		Placed: ps.Placed, Flooded: ps.Flooded, Fallbacks: ps.Fallbacks, Pulled: ps.Pulled}
 	st.Onion = d.onion.stats()
+	st.Cells = d.cellStats()
 	d.st.IDs(func(_ gossip.ID, k schemas.Envelope_Kind) bool {
 		st.Store.Kinds[k.String()]++
 		return true
@@ -66,15 +67,18 @@ func (d *Daemon) Status() control.Status {
 				via = viaStatic
 			}
 		}
+		sent, received := l.Bytes()
 		st.Peers = append(st.Peers, control.Peer{
-			Via:         via,
-			Fingerprint: l.Peer().String(),
-			Addr:        l.RemoteAddr().String(),
-			Direction:   dir,
-			RTTMs:       float64(l.RTT().Microseconds()) / 1000,
-			LinkedS:     int64(time.Since(l.Since()) / time.Second),
-			Pick:        d.pick(l, via),
-			Protocol:    int(l.Version()),
+			Via:           via,
+			Fingerprint:   l.Peer().String(),
+			Addr:          l.RemoteAddr().String(),
+			Direction:     dir,
+			RTTMs:         float64(l.RTT().Microseconds()) / 1000,
+			BytesSent:     sent,
+			BytesReceived: received,
+			LinkedS:       int64(time.Since(l.Since()) / time.Second),
+			Pick:          d.pick(l, via),
+			Protocol:      int(l.Version()),
 		})
 	}
 	d.mu.Unlock()

@@ -108,6 +108,13 @@ func runStatus(env *cliEnv, args []string) int {
 	} else {
 		fmt.Fprintf(w, "onion        not relaying; %d relays known; %d packets of this node's clients entered\n", on.Relays, on.Entered)
 	}
+	c := st.Cells
+	decoys := "decoys off"
+	if c.DecoyRate > 0 {
+		decoys = fmt.Sprintf("decoys %g cells/s per link", c.DecoyRate)
+	}
+	fmt.Fprintf(w, "cells        %s, %d links; sent %d onion, %d cover, %d over the queue; received %d (%d cover), %d packets; dropped %d over rate, %d bad, %d incomplete\n",
+		decoys, c.Links, c.SentReal, c.SentCover, c.QueueFull, c.Received, c.ReceivedCover, c.Packets, c.Limited, c.Bad, c.Abandoned)
 	fmt.Fprintf(w, "peers        %d\n", len(st.Peers))
 	for _, p := range st.Peers {
 		via := p.Via
