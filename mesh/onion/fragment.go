@@ -31,6 +31,7 @@ const (
 
 	fragKind      = 1
 	fragKindReply = 2
+	fragKindCover = 3
 	fragHeader    = 1 + 16 + 1 + 1 + 2
 )
 
@@ -65,6 +66,35 @@ func Fragments(msg []byte, reply *ReplyBlock, rnd io.Reader) ([][]byte, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// CoverPayload is the payload of a cover packet: the exit drops it
+// unread, and answers on reply, if not nil, as it answers a message it
+// stored, so the entry node sees a reply either way. Only the exit can
+// tell it from a message's fragment.
+func CoverPayload(reply *ReplyBlock) []byte {
+	p := make([]byte, PayloadSize)
+	p[0] = fragKindCover
+	if reply != nil {
+		p[1] = 1
+		copy(p[PayloadSize-ReplyBlockSize:], reply.Marshal())
+	}
+	return p
+}
+
+// IsCover reports whether an exit's payload is cover.
+func IsCover(p []byte) bool { return len(p) > 0 && p[0] == fragKindCover }
+
+// CoverReply is the reply block a cover payload carries, or nil.
+func CoverReply(p []byte) *ReplyBlock {
+	if len(p) != PayloadSize || !IsCover(p) || p[1] != 1 {
+		return nil
+	}
+	b, err := ParseReplyBlock(p[PayloadSize-ReplyBlockSize:])
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // fragment is one decoded fragment; data aliases the payload.

@@ -109,3 +109,28 @@ func FuzzParseReplyBlock(f *testing.F) {
 		}
 	})
 }
+
+// A cover payload says drop to the exit, and carries its reply block
+// when it has one; a message's fragment is never cover.
+func TestCoverPayload(t *testing.T) {
+	back := newRelays(t, 2)
+	var id [ReplyIDSize]byte
+	reply, err := NewReply(routeOf(back), id, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := CoverPayload(reply)
+	if len(p) != PayloadSize || !IsCover(p) {
+		t.Fatal("a cover payload is not cover")
+	}
+	if got := CoverReply(p); got == nil || !bytes.Equal(got.Marshal(), reply.Marshal()) {
+		t.Fatal("the cover's reply block did not come back")
+	}
+	if CoverReply(CoverPayload(nil)) != nil {
+		t.Error("a cover payload without a reply has one")
+	}
+	frags, _ := Fragments([]byte("hello"), reply, rand.Reader)
+	if IsCover(frags[0]) {
+		t.Error("a message's fragment reads as cover")
+	}
+}

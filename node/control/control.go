@@ -75,6 +75,7 @@ type Onion struct {
 	Forwarded    int64  `json:"forwarded"`     // handed to the next relay (links and dialled links)
 	Stored       int64  `json:"stored"`        // sent on as onion envelopes: the next relay could not be reached
 	Exited       int64  `json:"exited"`        // messages this node injected as the exit
+	Cover        int64  `json:"cover"`         // cover packets dropped as the exit (clients' decoys)
 	Entered      int64  `json:"entered"`       // packets this node's clients handed it for their first relay
 	Replies      int64  `json:"replies"`       // replies sent as the exit (the message was stored)
 	Delivered    int64  `json:"delivered"`     // replies handed to this node's waiting clients

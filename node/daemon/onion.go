@@ -68,7 +68,7 @@ type onionRelay struct {
 	exitLast  time.Time
 
 	peeled, forwarded, stored, exited, entered  atomic.Int64
-	replies, delivered                          atomic.Int64
+	replies, delivered, cover                   atomic.Int64
 	replays, macFailures, unknownEpoch, dropped atomic.Int64
 }
 
@@ -292,8 +292,17 @@ func (r *onionRelay) onEnvelope(env gossip.Envelope) {
 	}
 }
 
-// exit reassembles what the packets carry and injects it.
+// exit reassembles what the packets carry and injects it; cover is
+// dropped unread, and answered like a message if it asks.
 func (r *onionRelay) exit(from string, payload []byte) {
+	if onion.IsCover(payload) {
+		r.cover.Add(1)
+		if reply := onion.CoverReply(payload); reply != nil && r.takeExit() {
+			r.replies.Add(1)
+			r.forward(reply.First, reply.Packet())
+		}
+		return
+	}
 	msg, reply, err := r.reasm.Add(from, payload)
 	if err != nil {
 		r.dropped.Add(1)
@@ -394,7 +403,7 @@ func (r *onionRelay) stats() control.Onion {
 	s := control.Onion{Relay: r.keys != nil, Peeled: r.peeled.Load(), Forwarded: r.forwarded.Load(), Stored: r.stored.Load(),
 		Exited: r.exited.Load(), Entered: r.entered.Load(), Replays: r.replays.Load(), MACFailures: r.macFailures.Load(),
 		UnknownEpoch: r.unknownEpoch.Load(), Dropped: r.dropped.Load(), Reassembling: r.reasm.Stats().Pending,
-		Replies: r.replies.Load(), Delivered: r.delivered.Load()}
+		Replies: r.replies.Load(), Delivered: r.delivered.Load(), Cover: r.cover.Load()}
 	r.mu.Lock()
 	s.Relays = len(r.descs)
 	r.mu.Unlock()

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/onion"
 	"github.com/quicproquo/qpq/node/client"
 	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/node/route"
@@ -108,6 +110,83 @@ type RoutedTransport struct {
 	from    identity.Fingerprint // the node the cache was last filled from
 	path    string               // where the cache is kept; "" not kept
 	log     *slog.Logger
+	clock   *route.Clock // cover traffic's, while RunCover runs
+	covers  int64        // cover packets sent
+}
+
+// coverWait bounds one cover packet's send (a client that lost its node
+// skips the tick).
+const coverWait = 2 * time.Second
+
+// RunCover sends cover onion packets to the node at rate a second
+// (Poisson) until ctx ends, and from then on DMs by onion take the
+// clock's ticks instead of going at once: the node sees packets at the
+// same random times whether the person sends or not. A tick with fewer
+// than 3 known relays sends nothing (DMs then go directly anyway).
+func (t *RoutedTransport) RunCover(ctx context.Context, rate float64) {
+	clock := route.NewClock(rate)
+	t.mu.Lock()
+	t.clock = clock
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.clock = nil
+		t.mu.Unlock()
+	}()
+	// Each cover packet waits for its reply as a real one does, so the
+	// sends overlap; at most coverInFlight at once, the rest skipped.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, coverInFlight)
+	clock.Run(ctx, func(ctx context.Context) {
+		select {
+		case sem <- struct{}{}:
+		default:
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			t.sendCover(ctx)
+		}()
+	})
+}
+
+// coverInFlight bounds the cover packets waiting for their replies.
+const coverInFlight = 8
+
+func (t *RoutedTransport) sendCover(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, coverWait+onionWait)
+	defer cancel()
+	c, err := t.s.Get(ctx)
+	if err != nil {
+		return
+	}
+	entry := c.Client.NodeFingerprint()
+	t.refresh(ctx, c.Client, entry)
+	rt, at, err := route.CoverRoute(t.relays(), entry, nil)
+	if err != nil {
+		return
+	}
+	var id [onion.ReplyIDSize]byte
+	rand.Read(id[:])
+	pkt, err := route.CoverPacket(rt, at, id)
+	if err != nil {
+		return
+	}
+	if _, err := c.Client.SendOnion(ctx, rt[0].FP, pkt, id[:], onionWait); err == nil {
+		t.mu.Lock()
+		t.covers++
+		t.mu.Unlock()
+	}
+}
+
+// CoverSent is how many cover packets RunCover sent.
+func (t *RoutedTransport) CoverSent() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.covers
 }
 
 // KeepRelays loads the relays learnt in earlier runs from path and keeps
@@ -185,7 +264,10 @@ func (t *RoutedTransport) Enqueue(ctx context.Context, env gossip.Envelope) erro
 		}
 		return t.directly(ctx, env, reason)
 	}
-	sender := &route.Sender{Cache: cache, Entry: entry, Wait: onionWait, Attempts: onionTries}
+	t.mu.Lock()
+	clock := t.clock
+	t.mu.Unlock()
+	sender := &route.Sender{Cache: cache, Entry: entry, Wait: onionWait, Attempts: onionTries, Clock: clock}
 	res, err := sender.Send(ctx, c.Client, env)
 	if err != nil {
 		if ctx.Err() != nil || !errors.Is(err, route.ErrNotAcked) && !errors.Is(err, route.ErrNoRoute) {

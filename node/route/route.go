@@ -322,6 +322,9 @@ type Sender struct {
 	Attempts int
 	// Rand picks routes; nil: a fresh one.
 	Rand *mrand.Rand
+	// Clock, if not nil, paces the packets: each waits for a tick of it
+	// (client cover traffic, see Clock).
+	Clock *Clock
 }
 
 // Result is how an envelope went.
@@ -332,6 +335,13 @@ type Result struct {
 	// relay, so no reply could come back).
 	Acked    bool
 	Attempts int
+}
+
+func (s *Sender) tick(ctx context.Context) error {
+	if s.Clock == nil {
+		return nil
+	}
+	return s.Clock.Wait(ctx)
 }
 
 // ErrNotAcked is Send's error when no route's exit replied.
@@ -388,9 +398,15 @@ func (s *Sender) Send(ctx context.Context, c Conn, env gossip.Envelope) (Result,
 			return res, err
 		}
 		for _, p := range pkts[1:] {
+			if err := s.tick(ctx); err != nil {
+				return res, err
+			}
 			if _, err := c.SendOnion(ctx, rt[0].FP, p, nil, 0); err != nil {
 				return res, err
 			}
+		}
+		if err := s.tick(ctx); err != nil {
+			return res, err
 		}
 		if reply == nil {
 			_, err := c.SendOnion(ctx, rt[0].FP, pkts[0], nil, 0)

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -264,6 +266,30 @@ func (b *chatBackend) Route(mode string) (string, int, error) {
 		b.routes.SetMode(m)
 	}
 	return b.routes.Mode().String(), b.routes.Relays(), nil
+}
+
+// maxClientDecoyRate bounds --decoy-rate: each cover packet is 4 KiB to
+// the node and a reply back, and 3 relays carry both.
+const maxClientDecoyRate = 10
+
+// parseClientDecoyRate reads --decoy-rate: empty is 0 (off).
+func parseClientDecoyRate(v string) (float64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	r, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(r) || r < 0 || r > maxClientDecoyRate {
+		return 0, fmt.Errorf("%q: want packets a second between 0 and %d", v, maxClientDecoyRate)
+	}
+	return r, nil
+}
+
+// Cover starts cover traffic to the node at rate packets a second (0:
+// none) until the chat closes (outbox.RoutedTransport.RunCover).
+func (b *chatBackend) Cover(rate float64) {
+	if rate > 0 {
+		b.run(func(ctx context.Context) { b.routes.RunCover(ctx, rate) })
+	}
 }
 
 // Events implements chat.Backend.

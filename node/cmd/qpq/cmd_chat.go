@@ -66,6 +66,7 @@ func runChat(env *cliEnv, args []string) int {
 	mdns := fs.Bool("mdns", mdnsOn, "without --node: look for nodes by mDNS on this machine's links [$QPQ_MDNS]")
 	trustNew := fs.Bool("trust-new", false, "use a node found by mDNS that was never used without asking (else /mesh server ADDR#FP confirms it)")
 	routeFlag := fs.String("route", "", "how DMs leave: auto (by onion when 3 relays are known), onion or direct; /route changes it [$QPQ_ROUTE]")
+	decoyFlag := fs.String("decoy-rate", "", "cover onion packets a second to the node, at random (Poisson) times; DMs by onion take their place (default 0: off) [$QPQ_CLIENT_DECOY_RATE]")
 	if code, ok := parseStatus(env, fs, fs.Parse(args)); !ok {
 		return code
 	}
@@ -74,6 +75,14 @@ func runChat(env *cliEnv, args []string) int {
 	}
 	if _, err := outbox.ParseRoute(*routeFlag); err != nil {
 		fmt.Fprintf(env.stderr, "qpq chat: --route: %v\n", err)
+		return exitUsage
+	}
+	if *decoyFlag == "" {
+		*decoyFlag = env.getenv("QPQ_CLIENT_DECOY_RATE")
+	}
+	decoys, err := parseClientDecoyRate(*decoyFlag)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq chat: --decoy-rate: %v\n", err)
 		return exitUsage
 	}
 	if mdnsErr != nil {
@@ -111,6 +120,7 @@ func runChat(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "qpq chat: --route: %v\n", err)
 		return exitUsage
 	}
+	b.Cover(decoys)
 	if err := runChatREPL(ctx, env, b, *asJSON); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(env.stderr, "qpq chat: %s\n", display.Escape(err.Error()))
 		return exitFailure

@@ -125,3 +125,48 @@ func TestChatSendsByOnionByDefault(t *testing.T) {
 		t.Fatalf("bob got %+v", m)
 	}
 }
+
+// With --decoy-rate the chat sends cover onion packets to its node at
+// random times: each goes through 3 relays like a DM, its exit drops it
+// and replies (so the entry node sees a reply either way), and a DM
+// sent meanwhile takes a tick of the same clock and arrives once.
+func TestChatCoverTraffic(t *testing.T) {
+	ns := linkFixNodes(t, 5)
+	alice, bob := newUser(t), newUser(t)
+	befriend(t, alice, "alice", bob, "bob")
+	onionRelaysKnown(t, ns[0].p, 5)
+	a, aev := openTestBackend(t, alice, ns[0].arg())
+	_, bev := openTestBackend(t, bob, ns[4].arg())
+	aev.until(20*time.Second, "alice connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+	bev.until(20*time.Second, "bob connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+	a.Cover(10)
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "alice's chat to send 10 cover packets", func() bool { return a.routes.CoverSent() >= 10 })
+	d, err := a.SendDM(context.Background(), "bob", "among the decoys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aev.until(30*time.Second, "stored", isState(d.Ref, "stored"))
+	m := bev.until(30*time.Second, "bob's message", func(e chat.Event) bool { return e.Kind == chat.EventMessage }).Message
+	if m.Text != "among the decoys" {
+		t.Fatalf("bob got %+v", m)
+	}
+	var cover, exited int64
+	for _, n := range ns {
+		st, err := n.p.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cover += st.Onion.Cover
+		exited += st.Onion.Exited
+	}
+	if cover < 10 || exited != 1 {
+		t.Errorf("the exits dropped %d cover packets and injected %d messages; want at least 10 and 1", cover, exited)
+	}
+	entry, err := ns[0].p.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if entry.Onion.Delivered < 10 {
+		t.Errorf("alice's node handed %d replies to her, want one per cover packet (at least 10)", entry.Onion.Delivered)
+	}
+}
