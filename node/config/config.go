@@ -39,6 +39,11 @@ const (
 	// is about 1 Mbit/s per link, more airtime than a mesh should spend
 	// on cover.
 	MaxDecoyRate = 100
+	// MaxLoopRate bounds loop-rate (each loop is 6 packets of 4 KiB
+	// through the mesh).
+	MaxLoopRate = 10
+	// MaxMixDelay bounds mix-delay.
+	MaxMixDelay = time.Minute
 	// HardMaxHops is the largest hop limit a node may be configured with;
 	// hop limits travel in one byte.
 	HardMaxHops = 255
@@ -103,6 +108,12 @@ type Config struct {
 	// DecoyRate is the mean cover cells per second on each link (a
 	// Poisson clock whose ticks real onion cells take); 0 is off.
 	DecoyRate float64
+	// LoopRate is the loop cover packets a second this node sends round
+	// 3 relays back to itself; 0 is off.
+	LoopRate float64
+	// MixDelay is the mean of the random (exponential) time a relay
+	// holds each onion packet before passing it on; 0 passes at once.
+	MixDelay time.Duration
 	// MemLimit is the soft memory limit in bytes; 0 is no limit. Only uci
 	// sets it; `qpq node --uci` applies it (runtime/debug.SetMemoryLimit)
 	// unless the GOMEMLIMIT environment variable is set, which wins.
@@ -385,6 +396,27 @@ func Options() []Option {
 					return fmt.Errorf("want cells per second between 0 and %d", MaxDecoyRate)
 				}
 				c.DecoyRate = r
+				return nil
+			}},
+		{Name: "loop-rate", Env: "QPQ_LOOP_RATE", Arg: "LOOPS", Usage: "loop cover packets a second, sent round 3 relays back to this node and counted, to show relays that drop packets (default 0: off)",
+			set: func(c *Config, v string) error {
+				r, err := strconv.ParseFloat(v, 64)
+				if err != nil || math.IsNaN(r) || r < 0 || r > MaxLoopRate {
+					return fmt.Errorf("want loops a second between 0 and %d", MaxLoopRate)
+				}
+				c.LoopRate = r
+				return nil
+			}},
+		{Name: "mix-delay", Env: "QPQ_MIX_DELAY", Arg: "DURATION", Usage: "mean random delay a relay holds each onion packet for (exponential; default 0: none)",
+			set: func(c *Config, v string) error {
+				d, err := ParseDuration(v)
+				if err != nil {
+					return err
+				}
+				if d < 0 || d > MaxMixDelay {
+					return fmt.Errorf("want between 0 and %v", MaxMixDelay)
+				}
+				c.MixDelay = d
 				return nil
 			}},
 		{Name: "enabled", UCIOnly: true, Usage: "start the service (0 or 1)",

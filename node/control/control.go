@@ -49,6 +49,9 @@ type Status struct {
 	// Cells is the links' cell streams (mesh/cell): onion packets and
 	// decoys.
 	Cells Cells `json:"cells"`
+	// Loops is loop cover traffic: onion packets this node sent round
+	// 3 relays back to itself.
+	Loops Loops `json:"loops"`
 }
 
 // Placement counts mailbox placement: its configuration, what it holds
@@ -84,6 +87,7 @@ type Onion struct {
 	UnknownEpoch int64  `json:"unknown_epoch"` // refused: under a key not held (retired, lost)
 	Dropped      int64  `json:"dropped"`       // dropped: over a bound, or the next relay unknown
 	Reassembling int    `json:"reassembling"`  // messages waiting for more fragments here
+	Mixing       int64  `json:"mixing"`        // packets held by the mix delay now
 }
 
 // Cells counts the cells of every link since the node started.
@@ -100,6 +104,15 @@ type Cells struct {
 	Limited       int64   `json:"limited"`        // cells dropped over a neighbour's rate
 	Bad           int64   `json:"bad"`            // datagrams that were not cells
 	Abandoned     int64   `json:"abandoned"`      // packets whose cells never all came
+}
+
+// Loops counts loop cover packets since the node started.
+type Loops struct {
+	Rate     float64 `json:"rate"`     // loops a second (0: off)
+	Sent     int64   `json:"sent"`     // loops sent
+	Returned int64   `json:"returned"` // came back within 30 s
+	Lost     int64   `json:"lost"`     // did not: dropped on the way, or a relay down
+	Skipped  int64   `json:"skipped"`  // ticks with no loop sent (too few relays, or too many out)
 }
 
 // Dialled counts dialled links held now.

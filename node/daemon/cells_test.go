@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,24 @@ import (
 	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/node/route"
 )
+
+// lockedBuffer is tshark's stderr, read while tshark writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 // captured is one UDP datagram tshark saw: when, and its payload's size.
 type captured struct {
@@ -42,8 +61,9 @@ func capture(t *testing.T, filter string, fn func()) []captured {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, tshark, "-i", "lo", "-l", "-n", "-f", filter, "-T", "fields", "-e", "frame.time_epoch", "-e", "udp.length")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	var out bytes.Buffer
+	errb := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = &out, errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -94,9 +114,15 @@ func newCellPair(t *testing.T, ctx context.Context, rate float64) *cellPair {
 	a, b := daemontest.Config(dir, "a"), daemontest.Config(dir, "b")
 	a.DecoyRate, b.DecoyRate = rate, rate
 	ns := daemontest.Line(t, a, b)
-	testkit.WaitFor(t, 20*time.Second, "a to know b as an onion relay", func() bool { return ns[0].D.Status().Onion.Relays == 2 })
 	p := &cellPair{ns: ns, at: userAt(t, ctx, ns[0], e2e.NewUser()),
 		filter: fmt.Sprintf("udp and src port %s and dst port %s", portOf(t, ns[0].D.Addr()), portOf(t, ns[1].D.Addr()))}
+	// Everything the link-up moves (descriptors, the client's bundle)
+	// has crossed before a capture starts.
+	testkit.WaitFor(t, 20*time.Second, "both nodes to know both descriptors and b the client's bundle", func() bool {
+		sa, sb := ns[0].D.Status(), ns[1].D.Status()
+		return sa.Onion.Relays == 2 && sb.Onion.Relays == 2 && sb.Store.Kinds["bundle"] == 1
+	})
+	time.Sleep(time.Second) // and the calls' answers
 	p.b = relaysAt(t, ctx, p.at)[ns[1].ID.Fingerprint()]
 	return p
 }
@@ -171,7 +197,6 @@ func TestDecoysHideWhenOnionPacketsMove(t *testing.T) {
 	const rate, span = 20.0, 12 * time.Second // a probe each way in each span
 	p := newCellPair(t, ctx, rate)
 	b := p.ns[1]
-	testkit.WaitFor(t, 20*time.Second, "the client's bundle to reach b", func() bool { return b.D.Status().Store.Kinds["bundle"] == 1 })
 	before := b.D.Status()
 
 	quiet := capture(t, p.filter, func() { time.Sleep(span) })
@@ -244,7 +269,6 @@ func TestNoDecoysNoCover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	p := newCellPair(t, ctx, 0)
-	testkit.WaitFor(t, 20*time.Second, "the client's bundle to reach b", func() bool { return p.ns[1].D.Status().Store.Kinds["bundle"] == 1 })
 	got := capture(t, p.filter, func() { p.sendOnions(t, ctx, 3, 2*time.Second, rand.New(rand.NewPCG(3, 4))) })
 	cells := 0
 	for _, c := range got {

@@ -80,6 +80,12 @@ func newLine(b *testing.B, dir string) *lineRig { return newLineOf(b, dir, 4, fa
 // nodes share a mesh domain, so each learns the others' descriptors (onion
 // relays), and link caps (1 at the ends, 2 between) keep the line.
 func newLineOf(b *testing.B, dir string, n int, oneDomain bool) *lineRig {
+	return newLineWith(b, dir, n, oneDomain, nil)
+}
+
+// newLineWith is newLineOf with edit, if not nil, changing each node's
+// configuration.
+func newLineWith(b *testing.B, dir string, n int, oneDomain bool, edit func(*config.Config)) *lineRig {
 	r := &lineRig{alice: e2e.NewUser(), bob: e2e.NewUser()}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -99,6 +105,9 @@ func newLineOf(b *testing.B, dir string, n int, oneDomain bool) *lineRig {
 			if i == 0 || i == n-1 {
 				cfgs[i].MaxLinks = 1
 			}
+		}
+		if edit != nil {
+			edit(&cfgs[i])
 		}
 	}
 	for _, n := range daemontest.Line(b, cfgs...) {
@@ -442,39 +451,48 @@ func BenchmarkOnionLatency(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/3, "us/hop")
 	})
-	b.Run("onion", func(b *testing.B) {
-		var descs []descriptor.Descriptor
-		testkit.WaitFor(b, 20*time.Second, "A to know the relays B, C and D", func() bool {
-			var err error
-			descs, err = r.atA.Descriptors(ctx, 64)
-			return err == nil && len(descs) >= 4
-		})
-		cache := route.NewCache()
-		cache.Add(descs, time.Now())
-		byFP := map[identity.Fingerprint]route.Relay{}
-		for _, x := range cache.Relays() {
-			byFP[x.FP] = x
-		}
-		var rt []route.Relay
-		for _, id := range r.ids[1:] {
-			x, ok := byFP[id.Fingerprint()]
-			if !ok {
-				b.Fatalf("no descriptor of relay %s at A", id.Fingerprint().Short())
-			}
-			rt = append(rt, x)
-		}
-		for b.Loop() {
-			b.StopTimer()
-			pkts, err := route.Packets(r.seal(b), rt, nil)
-			if err != nil || len(pkts) != 1 {
-				b.Fatalf("%d packets, %v", len(pkts), err)
-			}
-			b.StartTimer()
-			if _, err := r.atA.SendOnion(ctx, rt[0].FP, pkts[0], nil, 0); err != nil {
-				b.Fatal(err)
-			}
-			r.drain(b, 1)
-		}
-		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/3, "us/hop")
+	b.Run("onion", func(b *testing.B) { onionTrips(b, r) })
+	// The same with every relay holding each packet for 5 ms on average
+	// (mix-delay): its us/hop less the onion one is what mixing adds.
+	mixed := newLineWith(b, b.TempDir(), 4, true, func(c *config.Config) { c.MixDelay = 5 * time.Millisecond })
+	b.Run("onion-mix5ms", func(b *testing.B) { onionTrips(b, mixed) })
+}
+
+// onionTrips sends DMs from A to bob at D by a route of B, C and D, one
+// at a time, and reports the time per hop.
+func onionTrips(b *testing.B, r *lineRig) {
+	ctx := context.Background()
+	var descs []descriptor.Descriptor
+	testkit.WaitFor(b, 20*time.Second, "A to know the relays B, C and D", func() bool {
+		var err error
+		descs, err = r.atA.Descriptors(ctx, 64)
+		return err == nil && len(descs) >= 4
 	})
+	cache := route.NewCache()
+	cache.Add(descs, time.Now())
+	byFP := map[identity.Fingerprint]route.Relay{}
+	for _, x := range cache.Relays() {
+		byFP[x.FP] = x
+	}
+	var rt []route.Relay
+	for _, id := range r.ids[1:] {
+		x, ok := byFP[id.Fingerprint()]
+		if !ok {
+			b.Fatalf("no descriptor of relay %s at A", id.Fingerprint().Short())
+		}
+		rt = append(rt, x)
+	}
+	for b.Loop() {
+		b.StopTimer()
+		pkts, err := route.Packets(r.seal(b), rt, nil)
+		if err != nil || len(pkts) != 1 {
+			b.Fatalf("%d packets, %v", len(pkts), err)
+		}
+		b.StartTimer()
+		if _, err := r.atA.SendOnion(ctx, rt[0].FP, pkts[0], nil, 0); err != nil {
+			b.Fatal(err)
+		}
+		r.drain(b, 1)
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/3, "us/hop")
 }

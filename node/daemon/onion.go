@@ -70,6 +70,9 @@ type onionRelay struct {
 	peeled, forwarded, stored, exited, entered  atomic.Int64
 	replies, delivered, cover                   atomic.Int64
 	replays, macFailures, unknownEpoch, dropped atomic.Int64
+
+	loops   loops        // loop cover traffic (loops.go)
+	mixHeld atomic.Int64 // packets the mix holds now
 }
 
 var _ onion.ReplayCache = (*storeCache)(nil)
@@ -112,6 +115,15 @@ func newOnionRelay(d *Daemon) (*onionRelay, error) {
 func (r *onionRelay) run(ctx context.Context) {
 	if r.keys == nil {
 		return
+	}
+	if rate := r.d.cfg.LoopRate; rate > 0 {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.runLoops(ctx, rate)
+		}()
 	}
 	t := time.NewTicker(onionTick)
 	defer t.Stop()
@@ -198,9 +210,34 @@ func (r *onionRelay) spawn(fn func()) bool {
 // receive takes a packet whose relay this node is, from the predecessor
 // named by from.
 func (r *onionRelay) receive(from string, pkt []byte) {
+	if mean := r.d.cfg.MixDelay; mean > 0 && r.hold() {
+		// The stop-and-go mix: held for an exponential time, so the
+		// order and timing in which packets leave do not follow how they
+		// came in.
+		time.AfterFunc(time.Duration(rand.ExpFloat64()*float64(mean)), func() {
+			r.mixHeld.Add(-1)
+			if !r.spawn(func() { r.peel(from, pkt) }) {
+				r.dropped.Add(1)
+			}
+		})
+		return
+	}
 	if !r.spawn(func() { r.peel(from, pkt) }) {
 		r.dropped.Add(1)
 	}
+}
+
+// maxMixHeld bounds the packets the mix holds (4 KiB each); past it a
+// packet goes on at once.
+const maxMixHeld = 256
+
+// hold takes one of the mix's places, if there is one.
+func (r *onionRelay) hold() bool {
+	if r.mixHeld.Add(1) > maxMixHeld {
+		r.mixHeld.Add(-1)
+		return false
+	}
+	return true
 }
 
 // peel takes this node's layer off and passes the rest on.
@@ -403,7 +440,7 @@ func (r *onionRelay) stats() control.Onion {
 	s := control.Onion{Relay: r.keys != nil, Peeled: r.peeled.Load(), Forwarded: r.forwarded.Load(), Stored: r.stored.Load(),
 		Exited: r.exited.Load(), Entered: r.entered.Load(), Replays: r.replays.Load(), MACFailures: r.macFailures.Load(),
 		UnknownEpoch: r.unknownEpoch.Load(), Dropped: r.dropped.Load(), Reassembling: r.reasm.Stats().Pending,
-		Replies: r.replies.Load(), Delivered: r.delivered.Load(), Cover: r.cover.Load()}
+		Replies: r.replies.Load(), Delivered: r.delivered.Load(), Cover: r.cover.Load(), Mixing: r.mixHeld.Load()}
 	r.mu.Lock()
 	s.Relays = len(r.descs)
 	r.mu.Unlock()

@@ -25,7 +25,11 @@ import (
 // stays a line: no exchange shortcuts, no link churn), so that relays
 // that are not neighbours are reached by dialling; it waits until every
 // node knows every node as an onion relay.
-func onionLine(t *testing.T, n int) []*daemontest.Node {
+func onionLine(t *testing.T, n int) []*daemontest.Node { return onionLineWith(t, n, nil) }
+
+// onionLineWith is onionLine with edit, if not nil, changing node i's
+// configuration before it starts.
+func onionLineWith(t *testing.T, n int, edit func(i int, c *config.Config)) []*daemontest.Node {
 	t.Helper()
 	dir := t.TempDir()
 	var cfgs []config.Config
@@ -37,6 +41,9 @@ func onionLine(t *testing.T, n int) []*daemontest.Node {
 			t.Fatal(err)
 		}
 		c.MaxLinks = 1
+		if edit != nil {
+			edit(i, &c)
+		}
 		cfgs = append(cfgs, c)
 	}
 	ns := daemontest.Line(t, cfgs...)

@@ -50,6 +50,7 @@ func (d *Daemon) Status() control.Status {
 		Placed: ps.Placed, Flooded: ps.Flooded, Fallbacks: ps.Fallbacks, Pulled: ps.Pulled}
 	st.Onion = d.onion.stats()
 	st.Cells = d.cellStats()
+	st.Loops = d.onion.loopStats()
 	d.st.IDs(func(_ gossip.ID, k schemas.Envelope_Kind) bool {
 		st.Store.Kinds[k.String()]++
 		return true

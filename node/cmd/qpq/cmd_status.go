@@ -108,6 +108,9 @@ func runStatus(env *cliEnv, args []string) int {
 	} else {
 		fmt.Fprintf(w, "onion        not relaying; %d relays known; %d packets of this node's clients entered\n", on.Relays, on.Entered)
 	}
+	if l := st.Loops; l.Rate > 0 {
+		fmt.Fprintf(w, "loops        %g a second round 3 relays; %d sent, %d returned, %d lost, %d not sent\n", l.Rate, l.Sent, l.Returned, l.Lost, l.Skipped)
+	}
 	c := st.Cells
 	decoys := "decoys off"
 	if c.DecoyRate > 0 {

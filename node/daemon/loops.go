@@ -1,0 +1,154 @@
+package daemon
+
+import (
+	"context"
+	crand "crypto/rand"
+	mrand "math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quicproquo/qpq/mesh/descriptor"
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/mesh/onion"
+	"github.com/quicproquo/qpq/node/control"
+	"github.com/quicproquo/qpq/node/route"
+)
+
+// Loop cover traffic: with loop-rate set, the node sends cover packets
+// through 3 relays whose reply comes back to itself, on a Poisson clock,
+// and counts how many return. A relay that drops packets on purpose (or
+// a link that loses them) shows as loops lost in qpq status; to the
+// relays a loop is a packet and a reply like any other.
+
+const (
+	// loopWait is how long a loop may take to come back.
+	loopWait = 30 * time.Second
+	// maxLoopsOut bounds the loops waiting to return; a tick beyond it
+	// sends nothing.
+	maxLoopsOut = 64
+	// loopRelaysAge is how long the relays parsed from descriptors are
+	// used before they are read again.
+	loopRelaysAge = 10 * time.Second
+)
+
+// loops is the node's loop cover state.
+type loops struct {
+	sent, returned, lost, skipped atomic.Int64
+
+	mu     sync.Mutex
+	relays []route.Relay
+	at     time.Time
+}
+
+// runLoops sends loops at rate a second until ctx ends.
+func (r *onionRelay) runLoops(ctx context.Context, rate float64) {
+	var b [16]byte
+	crand.Read(b[:])
+	var s1, s2 uint64
+	for i := range 8 {
+		s1, s2 = s1<<8|uint64(b[i]), s2<<8|uint64(b[8+i])
+	}
+	rnd := mrand.New(mrand.NewPCG(s1, s2))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	out := make(chan struct{}, maxLoopsOut)
+	for {
+		t := time.NewTimer(time.Duration(rnd.ExpFloat64() / rate * float64(time.Second)))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		select {
+		case out <- struct{}{}:
+		default:
+			r.loops.skipped.Add(1)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-out }()
+			r.loop(ctx, rnd)
+		}()
+	}
+}
+
+// loop sends one loop and waits for it.
+func (r *onionRelay) loop(ctx context.Context, rnd *mrand.Rand) {
+	self := r.d.id.Fingerprint()
+	relays := r.loopRelays()
+	var me *route.Relay
+	for i := range relays {
+		if relays[i].FP == self {
+			me = &relays[i]
+		}
+	}
+	r.mu.Lock() // rnd is shared by the loops
+	rt, err := route.Pick(relays, route.DefaultHops, []identity.Fingerprint{self}, rnd)
+	r.mu.Unlock()
+	if err != nil || me == nil {
+		r.loops.skipped.Add(1)
+		return
+	}
+	var id [onion.ReplyIDSize]byte
+	crand.Read(id[:])
+	pkt, err := route.CoverPacket(rt, *me, id)
+	if err != nil {
+		r.loops.skipped.Add(1)
+		return
+	}
+	ch, done, err := r.await(id)
+	if err != nil {
+		r.loops.skipped.Add(1)
+		return
+	}
+	defer done()
+	r.loops.sent.Add(1)
+	// Timed from now: handing it on may itself wait (a dial to a relay
+	// that is down).
+	t := time.NewTimer(loopWait)
+	defer t.Stop()
+	r.forward(rt[0].FP, pkt)
+	select {
+	case <-ch:
+		r.loops.returned.Add(1)
+	case <-t.C:
+		r.loops.lost.Add(1)
+	case <-ctx.Done():
+	}
+}
+
+// loopRelays is the relays known by descriptor, parsed at most every
+// loopRelaysAge.
+func (r *onionRelay) loopRelays() []route.Relay {
+	r.loops.mu.Lock()
+	defer r.loops.mu.Unlock()
+	if r.loops.relays != nil && time.Since(r.loops.at) < loopRelaysAge {
+		return r.loops.relays
+	}
+	var descs []descriptor.Descriptor
+	for _, b := range r.sample(maxOnionDescs) {
+		if d, err := descriptor.Verify(b); err == nil {
+			descs = append(descs, d)
+		}
+	}
+	c := route.NewCache()
+	// Known from now: a node's own loops have no client to steer them,
+	// so every relay it knows is as good as another.
+	c.Add(descs, time.Now().Add(-time.Hour))
+	relays := c.Usable(time.Now())
+	if len(relays) > route.DefaultHops {
+		// Kept only when a loop can be made of them: a node that starts
+		// knowing few relays reads them again at the next tick.
+		r.loops.relays, r.loops.at = relays, time.Now()
+	}
+	return relays
+}
+
+func (r *onionRelay) loopStats() control.Loops {
+	return control.Loops{Rate: r.d.cfg.LoopRate, Sent: r.loops.sent.Load(), Returned: r.loops.returned.Load(),
+		Lost: r.loops.lost.Load(), Skipped: r.loops.skipped.Load()}
+}
