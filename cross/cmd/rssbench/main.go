@@ -6,7 +6,7 @@
 // file-mapped parts of VmRSS. Every node it starts listens on 127.0.0.1
 // and is stopped before it exits.
 //
-//	go run ./cross/cmd/rssbench -bin ./qpq [-idle 60s] [-load 30s] [-stored 10000] [-stored-links 16] [-stored-for 30s]
+//	go run ./cross/cmd/rssbench -bin ./qpq [-idle 60s] [-load 30s] [-decoy-rate 10] [-decoy-for 30s] [-stored 10000] [-stored-links 16] [-stored-for 30s]
 package main
 
 import (
@@ -51,6 +51,8 @@ func main() {
 	stored := flag.Int("stored", 10000, "envelopes held by the store of the second measured node (0: skip it)")
 	storedLinks := flag.Int("stored-links", 16, "node processes linked to the second measured node")
 	storedFor := flag.Duration("stored-for", 30*time.Second, "how long the second node is measured once its links are up")
+	decoyRate := flag.Float64("decoy-rate", 10, "cover cells a second on each link of a third measured node (0: skip it)")
+	decoyFor := flag.Duration("decoy-for", 30*time.Second, "how long the decoy node runs with its links before it is read")
 	memLimit := flag.String("memlimit", "48MiB", "GOMEMLIMIT of a second run of the stored node, as the OpenWrt package sets it (uci mem_limit 48M); empty: skip it")
 	flag.Parse()
 	tmp, err := os.MkdirTemp("", "qpq-rssbench-")
@@ -59,6 +61,9 @@ func main() {
 		os.Exit(1)
 	}
 	err = run(*bin, tmp, *idle, *load, *peers, *clients)
+	if err == nil && *decoyRate > 0 {
+		err = runDecoys(*bin, tmp, *decoyRate, *peers, *decoyFor)
+	}
 	if err == nil && *stored > 0 {
 		err = runStored(*bin, tmp, *stored, *storedLinks, *storedFor, "")
 	}
@@ -107,6 +112,11 @@ type status struct {
 	Fingerprint, Listen string
 	Peers               []json.RawMessage
 	Store               struct{ Envelopes int64 }
+	Cells               struct {
+		Links         int
+		SentCover     int64 `json:"sent_cover"`
+		ReceivedCover int64 `json:"received_cover"`
+	}
 }
 
 func (n *node) status() (status, error) {

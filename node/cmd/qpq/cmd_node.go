@@ -48,8 +48,9 @@ func runNode(env *cliEnv, args []string) int {
 	if len(args) > 0 && args[0] == "id" {
 		return runNodeID(env, args[1:])
 	}
-	fs := newFlags(env, "node", "node [--uci FILE] [--data DIR] [--listen ADDR] [--peer ADDR#FP]... [--control PATH] [--log-level LEVEL]\n       [--store PATH] [--store-max-bytes SIZE] [--max-ttl DURATION] [--max-hops N]\n       [--mdns[=false]] [--mdns-iface REGEXP]... [--domain NAME] [--max-links N]\n       qpq node id [--data DIR] [--json]", nodeAbout)
-	b := config.Bind(fs, "data", "listen", "peer", "control", "log-level", "store", "store-max-bytes", "max-ttl", "max-hops", "mdns", "mdns-iface", "domain", "max-links")
+	fs := newFlags(env, "node", "node [--uci FILE] [--data DIR] [--listen ADDR] [--peer ADDR#FP]... [--control PATH] [--log-level LEVEL]\n       [--store PATH] [--store-max-bytes SIZE] [--max-ttl DURATION] [--max-hops N]\n       [--mdns[=false]] [--mdns-iface REGEXP]... [--domain NAME] [--max-links N]\n       [--placement K] [--onion-relay[=false]] [--decoy-rate CELLS] [--loop-rate LOOPS] [--mix-delay DURATION] ...\n       qpq node id [--data DIR] [--json]", nodeAbout)
+	b := config.Bind(fs, "data", "listen", "peer", "control", "log-level", "store", "store-max-bytes", "max-ttl", "max-hops", "mdns", "mdns-iface", "domain", "max-links",
+		"placement", "placement-min-age", "placement-fallback", "placement-pull", "onion-relay", "onion-key-period", "decoy-rate", "loop-rate", "mix-delay")
 	uciPath := fs.String("uci", "", "read the settings from this uci file (/etc/config/qpq) instead of QPQ_* variables; flags beside it override it")
 	if code, ok := parseStatus(env, fs, fs.Parse(args)); !ok {
 		return code
