@@ -73,7 +73,7 @@ func capture(t *testing.T, filter string, fn func()) []captured {
 	})
 	fn()
 	time.Sleep(500 * time.Millisecond) // let the last packets be printed
-	cmd.Process.Signal(os.Interrupt) // tshark flushes what it captured
+	cmd.Process.Signal(os.Interrupt)   // tshark flushes what it captured
 	cmd.Wait()
 	var got []captured
 	sc := bufio.NewScanner(&out)

@@ -21,6 +21,7 @@ import (
 	"github.com/quicproquo/qpq/node/display"
 	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/node/home"
+	"github.com/quicproquo/qpq/node/outbox"
 )
 
 const recvAbout = `Fetch the messages a node holds for you, print them, and acknowledge
@@ -76,11 +77,12 @@ type recvJSON struct {
 }
 
 func runRecv(env *cliEnv, args []string) int {
-	fs := newFlags(env, "recv", "recv [--node ADDR[#FP][,ADDR[#FP]...]] [--trust-new] [--home DIR] [--follow] [--json]", recvAbout)
+	fs := newFlags(env, "recv", "recv [--node ADDR[#FP][,ADDR[#FP]...]] [--trust-new] [--home DIR] [--follow [--decoy-rate N]] [--json]", recvAbout)
 	nodeFlag := fs.String("node", "", "node(s) to fetch from, ADDR[#FINGERPRINT], comma separated (default: found by mDNS) [$QPQ_NODE]")
 	homeDir := fs.String("home", "", "client home dir [$QPQ_HOME]")
 	follow := fs.Bool("follow", false, "keep waiting for new messages, reconnecting when the node goes away")
 	asJSON := fs.Bool("json", false, "one JSON object per message, with the exact text")
+	decoyFlag := fs.String("decoy-rate", "", "with --follow: cover onion packets a second to the node, at random (Poisson) times, as qpq chat sends them (default 0: off) [$QPQ_CLIENT_DECOY_RATE]")
 	repin := fs.Bool("repin", false, "accept and remember a changed node key")
 	mdnsOn, mdnsErr := mdnsDefault(env)
 	mdns := fs.Bool("mdns", mdnsOn, "without --node: look for nodes by mDNS on this machine's links [$QPQ_MDNS]")
@@ -91,6 +93,17 @@ func runRecv(env *cliEnv, args []string) int {
 	h, err := home.Resolve(*homeDir, env.getenv)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "qpq recv: %v\n", err)
+		return exitUsage
+	}
+	if *decoyFlag == "" {
+		*decoyFlag = env.getenv("QPQ_CLIENT_DECOY_RATE")
+	}
+	decoys, err := parseClientDecoyRate(*decoyFlag)
+	if err == nil && decoys > 0 && !*follow {
+		err = errors.New("needs --follow (cover traffic goes on while recv waits)")
+	}
+	if err != nil {
+		fmt.Fprintf(env.stderr, "qpq recv: --decoy-rate: %v\n", err)
 		return exitUsage
 	}
 	u, err := loadUser(env, h)
@@ -115,7 +128,7 @@ func runRecv(env *cliEnv, args []string) int {
 	// The reconnection notices come from the fetch loops' goroutines.
 	env2 := *env
 	env2.stderr = &lockedWriter{w: env.stderr}
-	if err := recv(ctx, &env2, h, u, plan, *repin, *follow, *asJSON); err != nil && ctx.Err() == nil {
+	if err := recv(ctx, &env2, h, u, plan, recvOptions{repin: *repin, follow: *follow, asJSON: *asJSON, decoys: decoys}); err != nil && ctx.Err() == nil {
 		// Errors can carry text the node chose.
 		fmt.Fprintf(env.stderr, "qpq recv: %s\n", display.Escape(err.Error()))
 		return exitFailure
@@ -135,7 +148,14 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, plan nodePlan, repin, follow, asJSON bool) error {
+// recvOptions are recv's flags.
+type recvOptions struct {
+	repin, follow, asJSON bool
+	decoys                float64 // cover packets a second while following
+}
+
+func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, plan nodePlan, o recvOptions) error {
+	repin, follow, asJSON := o.repin, o.follow, o.asJSON
 	signed, err := signedBundle(h, u)
 	if err != nil {
 		return err
@@ -200,6 +220,19 @@ func recv(ctx context.Context, env *cliEnv, h home.Home, u *e2e.User, plan nodeP
 	p := &recvPrinter{env: env, h: h, u: u, chans: chans, seen: seen, asJSON: asJSON, layout: display.Layout{Width: termWidth(env.stdout)}}
 	p.keep = openRecvKeeper(env, h, u)
 	r := client.NewReader(s, client.ReaderConfig{Channels: ids, CallTimeout: connectTimeout}, p)
+	if follow && o.decoys > 0 {
+		tr := outbox.OnionTransport(s, outbox.RouteAuto, nil)
+		if err := tr.KeepRelays(h.Path(relaysFile), nil); err != nil {
+			fmt.Fprintf(env.stderr, "qpq recv: %s (starting without the onion relays learnt before)\n", display.Escape(err.Error()))
+		}
+		cctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			tr.RunCover(cctx, o.decoys)
+		}()
+		defer func() { stop(); <-done }()
+	}
 	if follow {
 		err = r.Follow(ctx)
 	} else {

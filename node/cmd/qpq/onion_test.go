@@ -170,3 +170,27 @@ func TestChatCoverTraffic(t *testing.T) {
 		t.Errorf("alice's node handed %d replies to her, want one per cover packet (at least 10)", entry.Onion.Delivered)
 	}
 }
+
+// qpq recv --follow --decoy-rate sends cover onion packets to its node
+// while it waits, as the chat does: the exits drop them and reply, and
+// the node hands the replies back. Without --follow the flag is refused.
+func TestRecvFollowSendsCover(t *testing.T) {
+	ns := linkFixNodes(t, 5)
+	bob := newUser(t)
+	onionRelaysKnown(t, ns[0].p, 5)
+	startFollow(t, bob, ns[0].arg(), "--decoy-rate", "10")
+	testkit.WaitForEvery(t, 30*time.Second, procPoll, "the exits to drop 5 cover packets and bob's node to hand back their replies", func() bool {
+		var cover int64
+		for _, n := range ns {
+			if st, err := n.p.status(); err == nil {
+				cover += st.Onion.Cover
+			}
+		}
+		entry, err := ns[0].p.status()
+		return err == nil && cover >= 5 && entry.Onion.Delivered >= 5
+	})
+	code, _, errOut := runQPQ(t, userEnv, "recv", "--home", bob.home, "--node", ns[0].arg(), "--decoy-rate", "1")
+	if code != exitUsage || !strings.Contains(errOut, "needs --follow") {
+		t.Errorf("recv --decoy-rate without --follow: exit %d, %q", code, errOut)
+	}
+}

@@ -10,11 +10,12 @@ import (
 	"github.com/quicproquo/qpq/mesh/testkit"
 )
 
-// startFollow runs `qpq recv --follow --json` for u against node addr.
-func startFollow(t *testing.T, u user, node string) (stdout, stderr *syncBuf, done chan struct{}) {
+// startFollow runs `qpq recv --follow --json` for u against node addr,
+// with extra flags.
+func startFollow(t *testing.T, u user, node string, extra ...string) (stdout, stderr *syncBuf, done chan struct{}) {
 	t.Helper()
 	stdout, stderr, done = &syncBuf{}, &syncBuf{}, make(chan struct{})
-	cmd := exec.Command(qpqBin, "recv", "--follow", "--json", "--home", u.home, "--node", node)
+	cmd := exec.Command(qpqBin, append([]string{"recv", "--follow", "--json", "--home", u.home, "--node", node}, extra...)...)
 	cmd.Env = append(cleanEnv(), userEnv...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
