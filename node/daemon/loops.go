@@ -41,7 +41,8 @@ type loops struct {
 	at     time.Time
 }
 
-// runLoops sends loops at rate a second until ctx ends.
+// runLoops sends loops at rate a second until ctx ends. Its clock's
+// random source is its own (the loops pick routes with theirs).
 func (r *onionRelay) runLoops(ctx context.Context, rate float64) {
 	var b [16]byte
 	crand.Read(b[:])
@@ -71,13 +72,13 @@ func (r *onionRelay) runLoops(ctx context.Context, rate float64) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-out }()
-			r.loop(ctx, rnd)
+			r.loop(ctx)
 		}()
 	}
 }
 
 // loop sends one loop and waits for it.
-func (r *onionRelay) loop(ctx context.Context, rnd *mrand.Rand) {
+func (r *onionRelay) loop(ctx context.Context) {
 	self := r.d.id.Fingerprint()
 	relays := r.loopRelays()
 	var me *route.Relay
@@ -86,9 +87,7 @@ func (r *onionRelay) loop(ctx context.Context, rnd *mrand.Rand) {
 			me = &relays[i]
 		}
 	}
-	r.mu.Lock() // rnd is shared by the loops
-	rt, err := route.Pick(relays, route.DefaultHops, []identity.Fingerprint{self}, rnd)
-	r.mu.Unlock()
+	rt, err := route.Pick(relays, route.DefaultHops, []identity.Fingerprint{self}, nil)
 	if err != nil || me == nil {
 		r.loops.skipped.Add(1)
 		return
