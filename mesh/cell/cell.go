@@ -30,10 +30,11 @@ const (
 	// Size is a cell's length: every datagram a link sends for cells
 	// carries exactly this many bytes.
 	Size = 1150
-	// PerPacket is how many cells carry one onion packet.
-	PerPacket = 4
+	// PerPacket is how many cells carry one onion packet (the onion
+	// package sizes its packets in these cells).
+	PerPacket = onion.CellsPerPacket
 	// Chunk is the onion bytes in one cell.
-	Chunk      = onion.Size / PerPacket
+	Chunk      = onion.CellSize
 	headerSize = 1 + 8 + 1
 )
 
