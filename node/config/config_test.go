@@ -17,7 +17,7 @@ func parse(t *testing.T, args []string, env map[string]string) (Config, error) {
 	t.Helper()
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	b := Bind(fs, "data", "listen", "peer", "control", "log-level")
+	b := Bind(fs, "data", "listen", "peer", "control", "log-level", "decoy-rate", "loop-rate", "mix-delay")
 	return b.Parse(args, func(k string) string { return env[k] })
 }
 
@@ -66,6 +66,10 @@ func TestBadValuesNameTheirSource(t *testing.T) {
 		{nil, map[string]string{"QPQ_PEERS": "192.0.2.1:1"}, "QPQ_PEERS"},
 		{nil, map[string]string{"QPQ_LISTEN": "host"}, "QPQ_LISTEN"},
 		{[]string{"--control", "/" + strings.Repeat("x", 120)}, nil, "--control"},
+		{nil, map[string]string{"QPQ_DECOY_RATE": "101"}, "QPQ_DECOY_RATE"},
+		{nil, map[string]string{"QPQ_DECOY_RATE": "NaN"}, "QPQ_DECOY_RATE"},
+		{nil, map[string]string{"QPQ_LOOP_RATE": "-1"}, "QPQ_LOOP_RATE"},
+		{nil, map[string]string{"QPQ_MIX_DELAY": "2m"}, "QPQ_MIX_DELAY"},
 	}
 	for _, c := range cases {
 		_, err := parse(t, c.args, c.env)
@@ -77,6 +81,20 @@ func TestBadValuesNameTheirSource(t *testing.T) {
 	var oe *OptionError
 	if !errors.As(err, &oe) {
 		t.Fatalf("environment error %v is not an *OptionError", err)
+	}
+}
+
+// The traffic-analysis options read as uci and env give them.
+func TestDecoyOptions(t *testing.T) {
+	c, err := parse(t, nil, map[string]string{"QPQ_DECOY_RATE": "0.5", "QPQ_LOOP_RATE": "0.1", "QPQ_MIX_DELAY": "500ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DecoyRate != 0.5 || c.LoopRate != 0.1 || c.MixDelay != 500*time.Millisecond {
+		t.Fatalf("decoy %g, loop %g, mix %v", c.DecoyRate, c.LoopRate, c.MixDelay)
+	}
+	if d := Default(); d.DecoyRate != 0 || d.LoopRate != 0 || d.MixDelay != 0 {
+		t.Fatalf("defaults: decoy %g, loop %g, mix %v; want all off", d.DecoyRate, d.LoopRate, d.MixDelay)
 	}
 }
 

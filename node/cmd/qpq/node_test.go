@@ -24,7 +24,7 @@ const loop = "127.0.0.1:0"
 
 func TestTwoNodesOnePeerFlagBothListEachOther(t *testing.T) {
 	a := startNode(t, "", "--listen", loop)
-	b := startNode(t, "", "--listen", loop, "--peer", a.peerArg())
+	b := startNode(t, "", "--listen", loop, "--peer", a.peerArg(), "--decoy-rate", "5", "--loop-rate", "1")
 	afp, bfp := a.fp(), b.fp()
 	testkit.WaitForEvery(t, 20*time.Second, procPoll, "both nodes to list the link", func() bool {
 		return a.linkedTo(bfp) && b.linkedTo(afp)
@@ -40,6 +40,18 @@ func TestTwoNodesOnePeerFlagBothListEachOther(t *testing.T) {
 	_, out, _ := runQPQ(t, nil, "status", "--data", a.data)
 	if !strings.Contains(out, bfp) || !strings.Contains(out, "peers        1") || !strings.Contains(out, "handshakes   0 in progress") || !strings.Contains(out, "placement    off (every DM floods)") || !strings.Contains(out, "onion        relaying, key epoch") {
 		t.Fatalf("qpq status text:\n%s", out)
+	}
+	if !strings.Contains(out, "cells        decoys off, 1 links") {
+		t.Fatalf("a's status text, decoys off:\n%s", out)
+	}
+	// b sends cover on its link (--decoy-rate), and loops (--loop-rate).
+	testkit.WaitForEvery(t, 20*time.Second, procPoll, "b to send cover cells", func() bool { return b.mustStatus().Cells.SentCover > 0 })
+	_, out, _ = runQPQ(t, nil, "status", "--data", b.data)
+	if !strings.Contains(out, "cells        decoys 5 cells/s per link, 1 links") || !strings.Contains(out, "loops        1 a second round 3 relays") {
+		t.Fatalf("b's status text, decoys and loops on:\n%s", out)
+	}
+	if st := b.mustStatus(); st.Peers[0].BytesSent == 0 || st.Peers[0].BytesReceived == 0 {
+		t.Fatalf("b's link counts no bytes: %+v", st.Peers[0])
 	}
 }
 
