@@ -26,6 +26,12 @@ type ReceiverStats struct {
 	Cells, Cover, Packets, Limited, Bad, Abandoned int64
 }
 
+// Plus is the sum of two links' counts.
+func (s ReceiverStats) Plus(o ReceiverStats) ReceiverStats {
+	return ReceiverStats{Cells: s.Cells + o.Cells, Cover: s.Cover + o.Cover, Packets: s.Packets + o.Packets,
+		Limited: s.Limited + o.Limited, Bad: s.Bad + o.Bad, Abandoned: s.Abandoned + o.Abandoned}
+}
+
 // Receiver reads one link's incoming cells. Run owns its goroutine.
 type Receiver struct {
 	o   ReceiverOptions

@@ -3,6 +3,7 @@ package cell
 import (
 	"context"
 	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"sync"
@@ -38,6 +39,11 @@ type Stats struct {
 	Real, Cover, Refused, Failed int64
 }
 
+// Plus is the sum of two links' counts.
+func (s Stats) Plus(o Stats) Stats {
+	return Stats{Real: s.Real + o.Real, Cover: s.Cover + o.Cover, Refused: s.Refused + o.Refused, Failed: s.Failed + o.Failed}
+}
+
 // Sender is one link's outgoing cell stream. Run owns its goroutine.
 type Sender struct {
 	o     SenderOptions
@@ -54,9 +60,7 @@ func NewSender(o SenderOptions) *Sender {
 	if seed == 0 {
 		var b [8]byte
 		crand.Read(b[:])
-		for _, x := range b {
-			seed = seed<<8 | uint64(x)
-		}
+		seed = binary.BigEndian.Uint64(b[:])
 	}
 	if o.Sleep == nil {
 		o.Sleep = sleep

@@ -71,19 +71,9 @@ func (d *Daemon) startCells(l *link.Link) (stop func()) {
 }
 
 func (t *cellTotals) add(c *cellLink) {
-	s, r := c.snd.Stats(), c.rcv.Stats()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.snd.Real += s.Real
-	t.snd.Cover += s.Cover
-	t.snd.Refused += s.Refused
-	t.snd.Failed += s.Failed
-	t.rcv.Cells += r.Cells
-	t.rcv.Cover += r.Cover
-	t.rcv.Packets += r.Packets
-	t.rcv.Limited += r.Limited
-	t.rcv.Bad += r.Bad
-	t.rcv.Abandoned += r.Abandoned
+	t.snd, t.rcv = t.snd.Plus(c.snd.Stats()), t.rcv.Plus(c.rcv.Stats())
 }
 
 // sendCells hands an onion packet to the link to next as cells, and
@@ -112,10 +102,7 @@ func (d *Daemon) cellStats() control.Cells {
 	links := 0
 	for _, c := range d.cells {
 		links++
-		cs, cr := c.snd.Stats(), c.rcv.Stats()
-		s.Real, s.Cover, s.Refused, s.Failed = s.Real+cs.Real, s.Cover+cs.Cover, s.Refused+cs.Refused, s.Failed+cs.Failed
-		r.Cells, r.Cover, r.Packets = r.Cells+cr.Cells, r.Cover+cr.Cover, r.Packets+cr.Packets
-		r.Limited, r.Bad, r.Abandoned = r.Limited+cr.Limited, r.Bad+cr.Bad, r.Abandoned+cr.Abandoned
+		s, r = s.Plus(c.snd.Stats()), r.Plus(c.rcv.Stats())
 	}
 	d.mu.Unlock()
 	return control.Cells{DecoyRate: d.cfg.DecoyRate, Links: links,

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	crand "crypto/rand"
-	mrand "math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,32 +40,19 @@ type loops struct {
 	at     time.Time
 }
 
-// runLoops sends loops at rate a second until ctx ends. Its clock's
-// random source is its own (the loops pick routes with theirs).
+// runLoops sends loops at rate a second until ctx ends, on the same
+// Poisson clock a client's cover uses (nothing waits on its ticks, so
+// every tick is a loop).
 func (r *onionRelay) runLoops(ctx context.Context, rate float64) {
-	var b [16]byte
-	crand.Read(b[:])
-	var s1, s2 uint64
-	for i := range 8 {
-		s1, s2 = s1<<8|uint64(b[i]), s2<<8|uint64(b[8+i])
-	}
-	rnd := mrand.New(mrand.NewPCG(s1, s2))
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	out := make(chan struct{}, maxLoopsOut)
-	for {
-		t := time.NewTimer(time.Duration(rnd.ExpFloat64() / rate * float64(time.Second)))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return
-		}
+	route.NewClock(rate).Run(ctx, func(ctx context.Context) {
 		select {
 		case out <- struct{}{}:
 		default:
 			r.loops.skipped.Add(1)
-			continue
+			return
 		}
 		wg.Add(1)
 		go func() {
@@ -74,7 +60,7 @@ func (r *onionRelay) runLoops(ctx context.Context, rate float64) {
 			defer func() { <-out }()
 			r.loop(ctx)
 		}()
-	}
+	})
 }
 
 // loop sends one loop and waits for it.

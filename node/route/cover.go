@@ -42,13 +42,9 @@ type Clock struct {
 
 // NewClock makes a clock of rate packets a second (more than 0).
 func NewClock(rate float64) *Clock {
-	var b [16]byte
-	rand.Read(b[:])
-	s1, s2 := uint64(0), uint64(0)
-	for i := range 8 {
-		s1, s2 = s1<<8|uint64(b[i]), s2<<8|uint64(b[8+i])
-	}
-	return &Clock{rate: rate, rnd: mrand.New(mrand.NewPCG(s1, s2)), ticks: make(chan struct{})}
+	var seed [32]byte
+	rand.Read(seed[:])
+	return &Clock{rate: rate, rnd: mrand.New(mrand.NewChaCha8(seed)), ticks: make(chan struct{})}
 }
 
 // Wait blocks until the clock's next tick is this caller's.

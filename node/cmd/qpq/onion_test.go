@@ -97,18 +97,27 @@ func TestSendOnionNeedsThreeRelays(t *testing.T) {
 	}
 }
 
+// onionChats starts a line of five nodes that know each other as onion
+// relays, with alice's chat at the first and bob's at the last, both
+// connected.
+func onionChats(t *testing.T) (ns []*fixNode, a *chatBackend, aev, bev *chatEvents) {
+	t.Helper()
+	ns = linkFixNodes(t, 5)
+	alice, bob := newUser(t), newUser(t)
+	befriend(t, alice, "alice", bob, "bob")
+	onionRelaysKnown(t, ns[0].p, 5)
+	a, aev = openTestBackend(t, alice, ns[0].arg())
+	_, bev = openTestBackend(t, bob, ns[4].arg())
+	aev.until(20*time.Second, "alice connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+	bev.until(20*time.Second, "bob connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+	return ns, a, aev, bev
+}
+
 // qpq chat sends by onion by default once its node knows three relays
 // besides itself: on a line of five, alice's DM is stored after the
 // exit's reply, a notice says it went by onion, and bob reads it.
 func TestChatSendsByOnionByDefault(t *testing.T) {
-	ns := linkFixNodes(t, 5)
-	alice, bob := newUser(t), newUser(t)
-	befriend(t, alice, "alice", bob, "bob")
-	onionRelaysKnown(t, ns[0].p, 5)
-	a, aev := openTestBackend(t, alice, ns[0].arg())
-	_, bev := openTestBackend(t, bob, ns[4].arg())
-	aev.until(20*time.Second, "alice connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
-	bev.until(20*time.Second, "bob connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+	_, a, aev, bev := onionChats(t)
 	if mode, _, _ := a.Route(""); mode != "auto" {
 		t.Fatalf("the chat's route is %q by default, want auto", mode)
 	}
@@ -131,14 +140,7 @@ func TestChatSendsByOnionByDefault(t *testing.T) {
 // and replies (so the entry node sees a reply either way), and a DM
 // sent meanwhile takes a tick of the same clock and arrives once.
 func TestChatCoverTraffic(t *testing.T) {
-	ns := linkFixNodes(t, 5)
-	alice, bob := newUser(t), newUser(t)
-	befriend(t, alice, "alice", bob, "bob")
-	onionRelaysKnown(t, ns[0].p, 5)
-	a, aev := openTestBackend(t, alice, ns[0].arg())
-	_, bev := openTestBackend(t, bob, ns[4].arg())
-	aev.until(20*time.Second, "alice connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
-	bev.until(20*time.Second, "bob connected", func(e chat.Event) bool { return e.Kind == chat.EventLink && e.Link.State == "connected" })
+	ns, a, aev, bev := onionChats(t)
 	a.Cover(10)
 	testkit.WaitForEvery(t, 30*time.Second, procPoll, "alice's chat to send 10 cover packets", func() bool { return a.routes.CoverSent() >= 10 })
 	d, err := a.SendDM(context.Background(), "bob", "among the decoys")
