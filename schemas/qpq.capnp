@@ -23,6 +23,7 @@ struct Hello {
   minVersion @1 :UInt16;   # the oldest protocol version this side still speaks
   software @2 :Text;       # free-form build string, e.g. "qpq 0.1.0 (go1.26.8 linux/mips)"; informational only
   domain @3 :Text;         # the mesh domain this side belongs to ("qpq" by default)
+  decoyRate @4 :Float32;   # mean cover cells/s this side sends per link (0: off); from protocol 6
 }
 
 # Health answers the periodic liveness probe on a link; its round trip is

@@ -137,7 +137,7 @@ func (p Peer) Place(ctx context.Context, envs []gossip.Envelope) (int, error) {
 	if len(envs) > relay.MaxPush {
 		return 0, fmt.Errorf("place of %d envelopes, at most %d", len(envs), relay.MaxPush)
 	}
-	fut, release := p.remote.Place(ctx, func(ps schemas.MeshPeer_place_Params) error {
+	fut, release := p.forMessages(envelopesSize(envs)).Place(ctx, func(ps schemas.MeshPeer_place_Params) error {
 		return gossip.ToCapnpList(envs, ps.NewEnvelopes)
 	})
 	defer release()

@@ -23,6 +23,47 @@ import (
 type Peer struct {
 	remote  schemas.MeshPeer
 	version uint16
+	msgs    *Messages
+}
+
+// Messages is a second way to the same neighbour for the calls that carry
+// messages (push, raise, place): the link's cell stream, whose cells take
+// the place of cover so that a capture cannot tell when they move.
+// Summaries, pulls and calls too big for it use the link's own stream.
+type Messages struct {
+	// Remote is the neighbour's MeshPeer on the cell stream (borrowed).
+	Remote schemas.MeshPeer
+	// Room reports whether a call of about n bytes goes this way now
+	// (mesh/cell.Stream.Room); a call that does not fit goes at once on
+	// the link's own stream instead.
+	Room func(n int) bool
+}
+
+// WithMessages returns p sending its message calls by m.
+func (p Peer) WithMessages(m Messages) Peer {
+	p.msgs = &m
+	return p
+}
+
+// envelopeOverhead is a generous estimate of an envelope's encoding
+// beyond its variable fields.
+const envelopeOverhead = 96
+
+// forMessages picks the capability for a message call of about n bytes.
+func (p Peer) forMessages(n int) schemas.MeshPeer {
+	if p.msgs != nil && p.msgs.Room(n) {
+		return p.msgs.Remote
+	}
+	return p.remote
+}
+
+// envelopesSize estimates envs' encoded size.
+func envelopesSize(envs []gossip.Envelope) int {
+	n := 64
+	for _, e := range envs {
+		n += envelopeOverhead + len(e.Destination) + len(e.ReceiptTag) + len(e.Payload)
+	}
+	return n
 }
 
 var (
@@ -47,7 +88,7 @@ func (p Peer) Push(ctx context.Context, envs []gossip.Envelope) (relay.PushResul
 	if len(envs) > relay.MaxPush {
 		return relay.PushResult{}, fmt.Errorf("push of %d envelopes, at most %d", len(envs), relay.MaxPush)
 	}
-	fut, release := p.remote.Push(ctx, func(ps schemas.MeshPeer_push_Params) error {
+	fut, release := p.forMessages(envelopesSize(envs)).Push(ctx, func(ps schemas.MeshPeer_push_Params) error {
 		return gossip.ToCapnpList(envs, ps.NewEnvelopes)
 	})
 	defer release()
@@ -87,7 +128,7 @@ func (p Peer) Summary(ctx context.Context, s relay.Summary) error {
 // Raise sends a raise notice. A neighbour that predates raise answers
 // unimplemented, which is returned wrapping relay.ErrRaiseUnsupported.
 func (p Peer) Raise(ctx context.Context, raises []relay.HopRaise) error {
-	fut, release := p.remote.Raise(ctx, func(ps schemas.MeshPeer_raise_Params) error {
+	fut, release := p.forMessages(64+48*len(raises)).Raise(ctx, func(ps schemas.MeshPeer_raise_Params) error {
 		return WriteRaises(raises, ps.NewRaises)
 	})
 	defer release()

@@ -14,7 +14,8 @@
 // cell's packet holds the cell and at most a small ACK, and small enough
 // to fit the smallest packet. Inside: kind (1), packet id (8), index (1),
 // then Chunk bytes of the onion packet (4,096 bytes: 4 chunks), the rest
-// zero.
+// zero. A stream cell (Stream) holds kind (1), sequence (4), ack (4),
+// selective ack (4), length (2) and up to StreamData bytes.
 package cell
 
 import (
@@ -46,6 +47,9 @@ const (
 	Cover Kind = 0
 	// Onion is one chunk of an onion packet.
 	Onion Kind = 1
+	// StreamKind is a piece of the link's reliable cell stream (Stream),
+	// its acknowledgements, or both.
+	StreamKind Kind = 2
 )
 
 // ErrCell is a datagram that is not a cell.
@@ -78,7 +82,12 @@ type Parsed struct {
 	Kind  Kind
 	ID    uint64
 	Index int
-	Data  []byte // Chunk bytes, pointing into the cell
+	Data  []byte // Chunk bytes of an onion cell, or a stream cell's data; points into the cell
+
+	// A stream cell's sequence number (of Data, when it has any), the
+	// next sequence number its sender expects, and which of the 32
+	// after that it holds already.
+	Seq, Ack, Sack uint32
 }
 
 // Parse reads a cell; a datagram of another size or kind is refused.
@@ -95,6 +104,13 @@ func Parse(b []byte) (Parsed, error) {
 			return Parsed{}, fmt.Errorf("%w: onion chunk %d of %d", ErrCell, i, PerPacket)
 		}
 		return Parsed{Kind: Onion, ID: binary.BigEndian.Uint64(b[1:9]), Index: i, Data: b[headerSize : headerSize+Chunk]}, nil
+	case StreamKind:
+		n := int(binary.BigEndian.Uint16(b[13:15]))
+		if n > StreamData {
+			return Parsed{}, fmt.Errorf("%w: stream cell says %d bytes, at most %d fit", ErrCell, n, StreamData)
+		}
+		return Parsed{Kind: StreamKind, Seq: binary.BigEndian.Uint32(b[1:5]), Ack: binary.BigEndian.Uint32(b[5:9]),
+			Sack: binary.BigEndian.Uint32(b[9:13]), Data: b[streamHeader : streamHeader+n]}, nil
 	default:
 		return Parsed{}, fmt.Errorf("%w: kind %d", ErrCell, b[0])
 	}

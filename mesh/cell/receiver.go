@@ -14,6 +14,9 @@ type ReceiverOptions struct {
 	// OnPacket takes each whole onion packet received. It must not block
 	// for long (the relay hands packets to its own workers).
 	OnPacket func(pkt []byte)
+	// OnStream takes each stream cell (Stream.Receive); without it
+	// stream cells are counted bad.
+	OnStream func(p Parsed)
 	// Rate and Burst bound the cells per second a neighbour may send,
 	// cover and real alike; cells beyond are dropped and counted.
 	Rate, Burst float64
@@ -85,6 +88,14 @@ func (r *Receiver) handle(b []byte) {
 	r.cells.Add(1)
 	if p.Kind == Cover {
 		r.cover.Add(1) // dropped: never stored, forwarded or logged
+		return
+	}
+	if p.Kind == StreamKind {
+		if r.o.OnStream == nil {
+			r.bad.Add(1)
+			return
+		}
+		r.o.OnStream(p)
 		return
 	}
 	pkt, dropped := r.asm.add(p, now)

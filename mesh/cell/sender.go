@@ -32,6 +32,9 @@ type SenderOptions struct {
 	// Sleep waits d or until ctx ends (tests may speed it up); nil uses
 	// a timer.
 	Sleep func(ctx context.Context, d time.Duration) bool
+	// Source, when set, is asked for a cell at each tick no queued cell
+	// takes (Stream.Next); nil from it means cover. Only with decoys on.
+	Source func() []byte
 }
 
 // Stats count a Sender's cells.
@@ -126,6 +129,12 @@ func (s *Sender) Run(ctx context.Context) {
 		case c := <-s.queue:
 			s.send(c, &s.real)
 		default:
+			if s.o.Source != nil {
+				if c := s.o.Source(); c != nil {
+					s.send(c, &s.real)
+					continue
+				}
+			}
 			s.send(cover, &s.cover)
 		}
 	}

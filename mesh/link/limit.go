@@ -47,7 +47,8 @@ func (in *Incoming) ServeLimited(ctx context.Context, bootstrap capnp.Client, lo
 	dec := capnp.NewDecoder(rs)
 	dec.MaxMessageSize = MaxRPCMessage
 	codec := &limitedCodec{
-		boundedCodec: boundedCodec{Decoder: dec, Encoder: capnp.NewEncoder(rs), rpcStream: rs},
+		boundedCodec: boundedCodec{Decoder: dec, Encoder: capnp.NewEncoder(rs), Closer: rs},
+		rs:           rs,
 		in:           in,
 		lim:          lim,
 		open:         map[uint32]struct{}{},
@@ -63,6 +64,7 @@ func (in *Incoming) ServeLimited(ctx context.Context, bootstrap capnp.Client, lo
 // written for them.
 type limitedCodec struct {
 	boundedCodec
+	rs  rpcStream
 	in  *Incoming
 	lim CallLimits
 
@@ -104,7 +106,7 @@ func (c *limitedCodec) Decode() (*capnp.Message, error) {
 
 func (c *limitedCodec) Encode(msg *capnp.Message) error {
 	if c.lim.WriteTimeout > 0 {
-		c.rpcStream.SetWriteDeadline(time.Now().Add(c.lim.WriteTimeout))
+		c.rs.SetWriteDeadline(time.Now().Add(c.lim.WriteTimeout))
 	}
 	err := c.Encoder.Encode(msg)
 	if err != nil {

@@ -3,6 +3,7 @@ package link
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"capnproto.org/go/capnp/v3"
@@ -28,14 +29,20 @@ func (s rpcStream) Close() error {
 type boundedCodec struct {
 	*capnp.Decoder
 	*capnp.Encoder
-	rpcStream
+	io.Closer
 }
 
 func newRPCConn(s *quic.Stream, bootstrap capnp.Client, log *slog.Logger) *rpc.Conn {
-	rs := rpcStream{s}
-	dec := capnp.NewDecoder(rs)
+	return NewRPCConn(rpcStream{s}, bootstrap, log)
+}
+
+// NewRPCConn runs RPC over rwc with the link's read limit, offering
+// bootstrap (which it takes). A link's cell stream (mesh/cell.Stream)
+// carries its message calls this way.
+func NewRPCConn(rwc io.ReadWriteCloser, bootstrap capnp.Client, log *slog.Logger) *rpc.Conn {
+	dec := capnp.NewDecoder(rwc)
 	dec.MaxMessageSize = MaxRPCMessage
-	codec := boundedCodec{Decoder: dec, Encoder: capnp.NewEncoder(rs), rpcStream: rs}
+	codec := boundedCodec{Decoder: dec, Encoder: capnp.NewEncoder(rwc), Closer: rwc}
 	opts := &rpc.Options{BootstrapClient: bootstrap}
 	if log != nil {
 		opts.Logger = rpcLogger{log}

@@ -94,7 +94,7 @@ type Onion struct {
 type Cells struct {
 	DecoyRate     float64 `json:"decoy_rate"`     // cover cells a second per link (0: off)
 	Links         int     `json:"links"`          // links carrying cells now
-	SentReal      int64   `json:"sent_real"`      // cells of onion packets sent
+	SentReal      int64   `json:"sent_real"`      // cells of onion packets and message streams sent
 	SentCover     int64   `json:"sent_cover"`     // cover cells sent
 	QueueFull     int64   `json:"queue_full"`     // packets over the rate a link's queue had no room for (sent by RPC at once)
 	SendFailed    int64   `json:"send_failed"`    // cells lost as the link went down or its send queue filled
@@ -104,6 +104,15 @@ type Cells struct {
 	Limited       int64   `json:"limited"`        // cells dropped over a neighbour's rate
 	Bad           int64   `json:"bad"`            // datagrams that were not cells
 	Abandoned     int64   `json:"abandoned"`      // packets whose cells never all came
+	// The message stream: links whose pushes, raises and placements ride
+	// cells (both sides at decoy rate 1 or more), the stream's data
+	// cells sent, sent again and received, and calls too big for it or
+	// over the rate, sent on the link's RPC stream at once.
+	Streamed       int   `json:"streamed"`
+	StreamSent     int64 `json:"stream_sent"`
+	StreamResent   int64 `json:"stream_resent"`
+	StreamReceived int64 `json:"stream_received"`
+	StreamOverflow int64 `json:"stream_overflow"`
 }
 
 // Loops counts loop cover packets since the node started.

@@ -8,11 +8,16 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"capnproto.org/go/capnp/v3/rpc"
+
+	"github.com/quicproquo/qpq/gossip/wire"
 	"github.com/quicproquo/qpq/mesh/cell"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/node/control"
+	"github.com/quicproquo/qpq/schemas"
 )
 
 const (
@@ -21,6 +26,14 @@ const (
 	// neighbour at the highest decoy rate still has room for real ones).
 	cellRecvRate  = 200
 	cellRecvBurst = 400
+	// minStreamRate is the decoy rate both sides of a link need before
+	// the link's message calls ride its cell stream: below it a push
+	// would wait longer than the relay's push timeout for its cells.
+	minStreamRate = 1.0
+	// streamWait is how long a message call may wait for its cells'
+	// ticks; a call that would wait longer (a burst above the decoy
+	// rate, a catch-up) goes at once on the link's RPC stream, counted.
+	streamWait = 5 * time.Second
 )
 
 // cellLink is one link's cell stream (mesh/cell): onion packets to the
@@ -28,6 +41,7 @@ const (
 type cellLink struct {
 	snd  *cell.Sender
 	rcv  *cell.Receiver
+	st   *cell.Stream  // nil unless both sides send decoys (streamed)
 	next atomic.Uint64 // the next packet id
 }
 
@@ -36,17 +50,38 @@ type cellTotals struct {
 	mu  sync.Mutex
 	snd cell.Stats
 	rcv cell.ReceiverStats
+	st  cell.StreamStats
+}
+
+// streamed reports whether l's message calls ride its cell stream:
+// both sides speak StreamVersion and send decoys at minStreamRate or
+// more (so both directions, answers too, take cover's place).
+func (d *Daemon) streamed(l *link.Link) bool {
+	return l.Cells() && l.Version() >= link.StreamVersion &&
+		d.cfg.DecoyRate >= minStreamRate && l.PeerHello().DecoyRate >= minStreamRate
 }
 
 // startCells runs l's cell sender and receiver until the returned stop
-// is called (runLink's owner, when the link ends).
-func (d *Daemon) startCells(l *link.Link) (stop func()) {
+// is called (runLink's owner, when the link ends). When the link is
+// streamed it also runs an RPC connection over the cell stream, and
+// msgs is the neighbour's MeshPeer on it for the message calls.
+func (d *Daemon) startCells(l *link.Link) (stop func(), msgs *wire.Messages) {
 	fp := l.Peer()
-	c := &cellLink{
-		snd: cell.NewSender(cell.SenderOptions{Send: l.SendCell, Rate: d.cfg.DecoyRate, Seed: testDecoySeed()}),
-		rcv: cell.NewReceiver(cell.ReceiverOptions{Receive: l.ReceiveCell, Rate: cellRecvRate, Burst: cellRecvBurst,
-			OnPacket: func(pkt []byte) { d.onion.receive("relay "+fp.String(), pkt) }}),
+	so := cell.SenderOptions{Send: l.SendCell, Rate: d.cfg.DecoyRate, Seed: testDecoySeed()}
+	ro := cell.ReceiverOptions{Receive: l.ReceiveCell, Rate: cellRecvRate, Burst: cellRecvBurst,
+		OnPacket: func(pkt []byte) { d.onion.receive("relay "+fp.String(), pkt) }}
+	c := &cellLink{}
+	var rc *rpc.Conn
+	var remote schemas.MeshPeer
+	if d.streamed(l) {
+		c.st = cell.NewStream(nil)
+		so.Source, ro.OnStream = c.st.Next, c.st.Receive
+		rc = link.NewRPCConn(c.st, d.peerBootstrap(fp), d.log)
+		remote = schemas.MeshPeer(rc.Bootstrap(d.ctx))
+		st, rate := c.st, d.cfg.DecoyRate
+		msgs = &wire.Messages{Remote: remote, Room: func(n int) bool { return st.Room(n, rate, streamWait) }}
 	}
+	c.snd, c.rcv = cell.NewSender(so), cell.NewReceiver(ro)
 	var b [8]byte
 	crand.Read(b[:])
 	c.next.Store(binary.BigEndian.Uint64(b[:]))
@@ -59,6 +94,13 @@ func (d *Daemon) startCells(l *link.Link) (stop func()) {
 	d.cells[fp] = c
 	d.mu.Unlock()
 	return func() {
+		if rc != nil {
+			// The stream first: it unblocks the RPC connection's writer,
+			// so closing the connection does not wait on cells.
+			c.st.Close()
+			remote.Release()
+			rc.Close()
+		}
 		cancel()
 		wg.Wait()
 		d.mu.Lock()
@@ -67,13 +109,16 @@ func (d *Daemon) startCells(l *link.Link) (stop func()) {
 		}
 		d.mu.Unlock()
 		d.cellsGone.add(c)
-	}
+	}, msgs
 }
 
 func (t *cellTotals) add(c *cellLink) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.snd, t.rcv = t.snd.Plus(c.snd.Stats()), t.rcv.Plus(c.rcv.Stats())
+	if c.st != nil {
+		t.st = t.st.Plus(c.st.Stats())
+	}
 }
 
 // sendCells hands an onion packet to the link to next as cells, and
@@ -96,18 +141,23 @@ func (d *Daemon) sendCells(next identity.Fingerprint, pkt []byte) bool {
 // cellStats sums every link's cell counts, past and present.
 func (d *Daemon) cellStats() control.Cells {
 	d.cellsGone.mu.Lock()
-	s, r := d.cellsGone.snd, d.cellsGone.rcv
+	s, r, st := d.cellsGone.snd, d.cellsGone.rcv, d.cellsGone.st
 	d.cellsGone.mu.Unlock()
 	d.mu.Lock()
-	links := 0
+	links, streamed := 0, 0
 	for _, c := range d.cells {
 		links++
 		s, r = s.Plus(c.snd.Stats()), r.Plus(c.rcv.Stats())
+		if c.st != nil {
+			streamed++
+			st = st.Plus(c.st.Stats())
+		}
 	}
 	d.mu.Unlock()
 	return control.Cells{DecoyRate: d.cfg.DecoyRate, Links: links,
 		SentReal: s.Real, SentCover: s.Cover, QueueFull: s.Refused, SendFailed: s.Failed,
-		Received: r.Cells, ReceivedCover: r.Cover, Packets: r.Packets, Limited: r.Limited, Bad: r.Bad, Abandoned: r.Abandoned}
+		Received: r.Cells, ReceivedCover: r.Cover, Packets: r.Packets, Limited: r.Limited, Bad: r.Bad, Abandoned: r.Abandoned,
+		Streamed: streamed, StreamSent: st.Sent, StreamResent: st.Resent, StreamReceived: st.Received, StreamOverflow: st.Overflow}
 }
 
 // testDecoySeed is QPQ_TEST_DECOY_SEED: tests fix the Poisson clock's

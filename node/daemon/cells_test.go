@@ -202,6 +202,26 @@ func TestDecoysHideWhenOnionPacketsMove(t *testing.T) {
 	quiet := capture(t, p.filter, func() { time.Sleep(span) })
 	busy := capture(t, p.filter, func() { p.sendOnions(t, ctx, 12, span, rand.New(rand.NewPCG(1, 2))) })
 
+	checkCaptures(t, quiet, busy, rate, "with onion packets")
+	after := b.D.Status()
+	if after.Onion.Peeled-before.Onion.Peeled != 12 {
+		t.Errorf("b peeled %d packets, want the 12 sent", after.Onion.Peeled-before.Onion.Peeled)
+	}
+	if after.Cells.ReceivedCover == 0 || after.Cells.SentReal != before.Cells.SentReal {
+		t.Errorf("b's cells: %+v", after.Cells)
+	}
+	if !maps.Equal(after.Store.Kinds, before.Store.Kinds) {
+		t.Errorf("b's store went from %v to %v: cover or refused packets were stored", before.Store.Kinds, after.Store.Kinds)
+	}
+}
+
+// checkCaptures compares a capture of decoys only with one of decoys
+// plus real traffic (named busyName): every datagram is a cell of one
+// size, an ACK, or one of a few probes the link sends either way; the
+// sizes are the same set; the cell counts are alike; and the cells'
+// times fit the configured Poisson clock in both.
+func checkCaptures(t *testing.T, quiet, busy []captured, rate float64, busyName string) {
+	t.Helper()
 	qs, bs := sizes(quiet), sizes(busy)
 	cellSize := 0
 	for n, c := range qs {
@@ -209,12 +229,12 @@ func TestDecoysHideWhenOnionPacketsMove(t *testing.T) {
 			cellSize = n
 		}
 	}
-	t.Logf("decoys only: %d datagrams, sizes %v; with 12 onion packets: %d datagrams, sizes %v", len(quiet), qs, len(busy), bs)
+	t.Logf("decoys only: %d datagrams, sizes %v; %s: %d datagrams, sizes %v", len(quiet), qs, busyName, len(busy), bs)
 	// A cell's datagram may carry a small ACK beside it (quic-go adds one
 	// when one is due and fits), cover or real alike; the link's own
 	// probes (a call and its answer each way every 10 s) go either way.
 	isCell := func(n int) bool { return n >= cellSize && n <= cellSize+ackOnly }
-	for name, h := range map[string]map[int]int{"decoys only": qs, "with onion packets": bs} {
+	for name, h := range map[string]map[int]int{"decoys only": qs, busyName: bs} {
 		other, coalesced := 0, 0
 		for n, c := range h {
 			switch {
@@ -225,6 +245,11 @@ func TestDecoysHideWhenOnionPacketsMove(t *testing.T) {
 				other += c
 			}
 		}
+		for n := range h {
+			if n > cellSize+ackOnly {
+				t.Errorf("%s: %d datagrams of %d bytes, more than a cell (a call not in cells): %v", name, h[n], n, h)
+			}
+		}
 		if other > 6 {
 			t.Errorf("%s: %d datagrams that are neither cells, ACKs nor probes: %v", name, other, h)
 		}
@@ -233,9 +258,9 @@ func TestDecoysHideWhenOnionPacketsMove(t *testing.T) {
 		}
 	}
 	if len(bs) > 0 && qs[cellSize]*2 < bs[cellSize] || bs[cellSize]*2 < qs[cellSize] {
-		t.Errorf("cell datagrams: %d with decoys only, %d with onion packets", qs[cellSize], bs[cellSize])
+		t.Errorf("cell datagrams: %d with decoys only, %d %s", qs[cellSize], bs[cellSize], busyName)
 	}
-	for name, got := range map[string][]captured{"decoys only": quiet, "with onion packets": busy} {
+	for name, got := range map[string][]captured{"decoys only": quiet, busyName: busy} {
 		var at []float64
 		for _, c := range got {
 			if c.size >= cellSize && c.size <= cellSize+ackOnly {
@@ -248,16 +273,6 @@ func TestDecoysHideWhenOnionPacketsMove(t *testing.T) {
 		if d > bound || seen < rate*0.6 || seen > rate*1.4 {
 			t.Errorf("%s: cell times do not fit a Poisson clock of %g a second: KS %.3f over %.3f, rate %.1f", name, rate, d, bound, seen)
 		}
-	}
-	after := b.D.Status()
-	if after.Onion.Peeled-before.Onion.Peeled != 12 {
-		t.Errorf("b peeled %d packets, want the 12 sent", after.Onion.Peeled-before.Onion.Peeled)
-	}
-	if after.Cells.ReceivedCover == 0 || after.Cells.SentReal != 0 {
-		t.Errorf("b's cells: %+v", after.Cells)
-	}
-	if !maps.Equal(after.Store.Kinds, before.Store.Kinds) {
-		t.Errorf("b's store went from %v to %v: cover or refused packets were stored", before.Store.Kinds, after.Store.Kinds)
 	}
 }
 

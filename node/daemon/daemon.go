@@ -140,7 +140,7 @@ func newWithIdentity(cfg config.Config, id *identity.Node, log *slog.Logger) (*D
 		id:       id,
 		tr:       tr,
 		st:       st,
-		hello:    localHello(cfg.Domain),
+		hello:    localHello(cfg.Domain, cfg.DecoyRate),
 		started:  time.Now(),
 		ctx:      ctx,
 		cancel:   cancel,
@@ -292,11 +292,15 @@ func (d *Daemon) Close() error {
 // QPQ_TEST_PROTOCOL_VERSION makes it speak no newer than that version, so
 // that a test can stand a node of this build in for an older one
 // (routers upgrade one at a time); unset, as everywhere but such a test,
-// it changes nothing.
-func localHello(domain string) link.Hello {
+// it changes nothing. decoyRate is the node's cover rate per link, which
+// hello states from protocol 6.
+func localHello(domain string, decoyRate float64) link.Hello {
 	h := link.LocalHello(buildinfo.String(), domain)
 	if v, err := strconv.ParseUint(os.Getenv("QPQ_TEST_PROTOCOL_VERSION"), 10, 16); err == nil && v >= uint64(h.MinVersion) && v < uint64(h.Version) {
 		h.Version = uint16(v)
+	}
+	if h.Version >= link.StreamVersion {
+		h.DecoyRate = decoyRate
 	}
 	return h
 }

@@ -127,11 +127,16 @@ func (d *Daemon) runLink(l *link.Link, in linkInfo) (registered bool) {
 	}
 	d.log.Info("link up", "peer", l.Peer(), "addr", l.RemoteAddr(), "direction", dir, "peer_software", l.PeerHello().Software)
 	defer d.removeLink(l)
-	stopRelay := d.eng.AddPeer(l.Peer(), wire.NewPeer(l.Remote(), l.Version()))
-	defer stopRelay()
+	peer := wire.NewPeer(l.Remote(), l.Version())
 	if l.Cells() {
-		defer d.startCells(l)()
+		stopCells, msgs := d.startCells(l)
+		defer stopCells()
+		if msgs != nil {
+			peer = peer.WithMessages(*msgs)
+		}
 	}
+	stopRelay := d.eng.AddPeer(l.Peer(), peer)
+	defer stopRelay()
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
 	for {
