@@ -32,6 +32,7 @@ FUZZ := \
 	./mesh/onion:FuzzReassemble \
 	./mesh/onion:FuzzParseReplyBlock \
 	./mesh/cell:FuzzParse \
+	./mesh/cell:FuzzStreamReceive \
 	./node/config:FuzzParseValues \
 	./node/uci:FuzzParse \
 	./gossip/relay:FuzzReceiptSecret \

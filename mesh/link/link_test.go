@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"math"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -280,3 +282,27 @@ func (healthOnly) ChannelFetch(context.Context, schemas.Node_channelFetch) error
 func (healthOnly) Receipts(context.Context, schemas.Node_receipts) error         { return errTestOnly }
 func (healthOnly) SendOnion(context.Context, schemas.Node_sendOnion) error       { return errTestOnly }
 func (healthOnly) Descriptors(context.Context, schemas.Node_descriptors) error   { return errTestOnly }
+
+// A hello says its decoy rate and the other side reads it back; a rate
+// that is not one (negative, NaN, absurd) is refused naming the field.
+func TestHelloCarriesTheDecoyRate(t *testing.T) {
+	for _, c := range []struct {
+		rate float64
+		ok   bool
+	}{{0, true}, {2.5, true}, {-1, false}, {math.NaN(), false}, {1e6, false}} {
+		_, seg, _ := capnp.NewMessage(capnp.SingleSegment(nil))
+		h, _ := schemas.NewRootHello(seg)
+		v := LocalHello("a", "qpq")
+		v.DecoyRate = c.rate
+		if err := WriteHello(h, v); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadHello(h)
+		switch {
+		case c.ok && (err != nil || got.DecoyRate != c.rate):
+			t.Errorf("rate %v: read back %v, %v", c.rate, got.DecoyRate, err)
+		case !c.ok && (err == nil || !strings.Contains(err.Error(), "decoyRate")):
+			t.Errorf("rate %v: taken (%v)", c.rate, err)
+		}
+	}
+}

@@ -11,9 +11,11 @@ import (
 	"github.com/quicproquo/qpq/gossip"
 	"github.com/quicproquo/qpq/gossip/gossiptest"
 	"github.com/quicproquo/qpq/mesh/testkit"
+	"github.com/quicproquo/qpq/node/config"
 	"github.com/quicproquo/qpq/node/daemon/daemontest"
 	"github.com/quicproquo/qpq/node/e2e"
 	"github.com/quicproquo/qpq/node/e2e/e2etest"
+	"github.com/quicproquo/qpq/node/route"
 )
 
 // With decoys on at both ends, the calls that carry messages ride the
@@ -141,5 +143,38 @@ func TestMessagesToAVersion5NodeGoByRPC(t *testing.T) {
 		if st := n.D.Status().Cells; st.Links != 1 || st.Streamed != 0 || st.StreamSent != 0 || st.StreamReceived != 0 {
 			t.Errorf("%s's cells with a version 5 neighbour: %+v", n.ID.Fingerprint(), st)
 		}
+	}
+}
+
+// With decoys on, a relay never dials the next hop of an onion packet
+// (the dial would show when the packet moved): on a line a-b-c, a packet
+// whose first relay is c goes from a by store and forward, in the
+// links' cells, and c still peels it and hands it on to b.
+func TestOnionWithDecoysDoesNotDial(t *testing.T) {
+	testkit.LeakCheck(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ns := onionLineWith(t, 3, func(i int, c *config.Config) { c.DecoyRate = 10 })
+	a, b, c := ns[0], ns[1], ns[2]
+	if daemontest.Linked(a.D, c.ID.Fingerprint()) {
+		t.Fatal("a and c are linked; the test needs them not to be")
+	}
+	u := userAt(t, ctx, a, e2e.NewUser())
+	rs := relaysAt(t, ctx, u)
+	pkts, err := route.Packets(gossiptest.Broadcast(nil, 600), []route.Relay{rs[c.ID.Fingerprint()], rs[b.ID.Fingerprint()]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.c.SendOnion(ctx, c.ID.Fingerprint(), pkts[0], nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 30*time.Second, "c to peel the packet and b to peel what c sent on", func() bool {
+		return c.D.Status().Onion.Peeled == 1 && b.D.Status().Onion.Peeled == 1
+	})
+	if st := a.D.Status(); st.Onion.Stored != 1 || st.Onion.Forwarded != 0 || st.Dialled.Out != 0 || st.Dialled.Dialling != 0 {
+		t.Errorf("a: onion %+v, dialled %+v; want the packet by store and forward, no dial", st.Onion, st.Dialled)
+	}
+	if st := b.D.Status().Cells; st.StreamReceived == 0 {
+		t.Errorf("b received no stream cells: %+v", st)
 	}
 }

@@ -275,7 +275,8 @@ func (r *onionRelay) peel(from string, pkt []byte) {
 }
 
 // forward hands pkt to the relay next: over a link or a dialled link, or
-// else by store and forward.
+// else by store and forward. With decoys on it never dials: a relay that
+// is not a neighbour gets the packet by store and forward.
 func (r *onionRelay) forward(next identity.Fingerprint, pkt []byte) {
 	d := r.d
 	if next.Equal(d.id.Fingerprint()) {
@@ -284,6 +285,12 @@ func (r *onionRelay) forward(next identity.Fingerprint, pkt []byte) {
 	}
 	if d.sendCells(next, pkt) {
 		r.forwarded.Add(1)
+		return
+	}
+	if d.cfg.DecoyRate >= minStreamRate && d.linkTo(next) == nil {
+		// A dial to a relay that is not a neighbour would show when the
+		// packet moved; as an envelope it rides the links' cells.
+		r.store(next, pkt)
 		return
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, onionForwardLimit)
@@ -299,6 +306,13 @@ func (r *onionRelay) forward(next identity.Fingerprint, pkt []byte) {
 		return
 	}
 	d.log.Debug("onion packet not handed over; sending it by store and forward", "next", next, "err", err)
+	r.store(next, pkt)
+}
+
+// store sends pkt to next by store and forward, as an onion envelope
+// addressed to it.
+func (r *onionRelay) store(next identity.Fingerprint, pkt []byte) {
+	d := r.d
 	env := gossip.Envelope{Kind: schemas.Envelope_Kind_onion, Destination: append([]byte(nil), next[:]...), Payload: pkt,
 		TTLSeconds: uint32(onionEnvelopeTTL / time.Second), HopLimit: uint8(min(d.cfg.MaxHops, onionEnvelopeHops))}
 	env.ID = gossip.ComputeID(env.Kind, env.Destination, nil, env.Payload)
