@@ -41,8 +41,9 @@ const (
 type cellLink struct {
 	snd  *cell.Sender
 	rcv  *cell.Receiver
-	st   *cell.Stream  // nil unless both sides send decoys (streamed)
-	next atomic.Uint64 // the next packet id
+	st   *cell.Stream   // nil unless both sides send decoys (streamed)
+	msgs *wire.Messages // the message calls' way over st (nil with it)
+	next atomic.Uint64  // the next packet id
 }
 
 // cellTotals keep the counts of links that are gone.
@@ -80,6 +81,7 @@ func (d *Daemon) startCells(l *link.Link) (stop func(), msgs *wire.Messages) {
 		remote = schemas.MeshPeer(rc.Bootstrap(d.ctx))
 		st, rate := c.st, d.cfg.DecoyRate
 		msgs = &wire.Messages{Remote: remote, Room: func(n int) bool { return st.Room(n, rate, streamWait) }}
+		c.msgs = msgs
 	}
 	c.snd, c.rcv = cell.NewSender(so), cell.NewReceiver(ro)
 	var b [8]byte
@@ -119,6 +121,19 @@ func (t *cellTotals) add(c *cellLink) {
 	if c.st != nil {
 		t.st = t.st.Plus(c.st.Stats())
 	}
+}
+
+// peerOf is the neighbour l as the relay sees it: its message calls by
+// the link's cell stream when the link is streamed.
+func (d *Daemon) peerOf(l *link.Link) wire.Peer {
+	p := wire.NewPeer(l.Remote(), l.Version())
+	d.mu.Lock()
+	c := d.cells[l.Peer()]
+	d.mu.Unlock()
+	if c != nil && c.msgs != nil {
+		p = p.WithMessages(*c.msgs)
+	}
+	return p
 }
 
 // sendCells hands an onion packet to the link to next as cells, and

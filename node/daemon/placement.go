@@ -675,7 +675,7 @@ func (d *Daemon) callTo(ctx context.Context, fp identity.Fingerprint, addrs []st
 	ctx, cancel := d.pushContext(ctx)
 	defer cancel()
 	if l := d.linkTo(fp); l != nil {
-		if err := call(ctx, wire.NewPeer(l.Remote(), l.Version())); err != nil {
+		if err := call(ctx, d.peerOf(l)); err != nil {
 			return fmt.Errorf("neighbour %s: %w", fp, err)
 		}
 		return nil
