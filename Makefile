@@ -147,6 +147,7 @@ bench: build
 	echo "line benchmarks: stores on /dev/shm and in $${disk:-(none)}"; \
 	TMPDIR=/dev/shm QPQ_BENCH_DISK=$$disk $(GO) test -run '^$$' -bench 'Line|HopLatency|OnionLatency' -benchtime 300x -count 1 ./node/daemon >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	TMPDIR=/dev/shm $(GO) test -run '^$$' -bench 'CatchUp|Burst|Decoys' -benchtime 1x -count 1 ./node/daemon >> build/bench.txt || { cat build/bench.txt; exit 1; }
+	TMPDIR=/dev/shm $(GO) test -run '^$$' -bench 'StreamLatency' -benchtime 10x -count 1 ./node/daemon >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 ./node/e2e ./gossip/store ./mesh/onion >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	$(GO) test -run '^$$' -bench 'Broadcast|SeenSet' -benchtime 1x -count 1 ./gossip/relay >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	TMPDIR=/dev/shm $(GO) test -run '^$$' -bench AntiEntropy -benchtime 10x -count 1 ./gossip/relay >> build/bench.txt || { cat build/bench.txt; exit 1; }

@@ -53,7 +53,7 @@ type user struct {
 	mb *client.Mailbox
 }
 
-func userAt(t *testing.T, ctx context.Context, n *daemontest.Node, u *e2e.User) *user {
+func userAt(t testing.TB, ctx context.Context, n *daemontest.Node, u *e2e.User) *user {
 	t.Helper()
 	c, err := client.Dial(ctx, n.D.Addr(), n.ID.Fingerprint())
 	if err != nil {
@@ -70,7 +70,7 @@ func userAt(t *testing.T, ctx context.Context, n *daemontest.Node, u *e2e.User) 
 
 // bundleAt waits until the recipient's bundle reaches from's node and
 // returns it.
-func bundleAt(t *testing.T, ctx context.Context, from *user, to identity.Fingerprint) e2e.Bundle {
+func bundleAt(t testing.TB, ctx context.Context, from *user, to identity.Fingerprint) e2e.Bundle {
 	t.Helper()
 	var b e2e.Bundle
 	testkit.WaitFor(t, 20*time.Second, "the recipient's bundle to reach the sender's node", func() bool {
