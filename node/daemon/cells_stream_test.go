@@ -178,3 +178,33 @@ func TestOnionWithDecoysDoesNotDial(t *testing.T) {
 		t.Errorf("b received no stream cells: %+v", st)
 	}
 }
+
+// With decoys on, placement does not dial a mailbox node that is not a
+// neighbour (the dial would show when the DM moved): on a line a-b-c,
+// a DM whose mailbox node is c floods from a instead, in the links'
+// cells, and reaches its recipient.
+func TestPlacementWithDecoysDoesNotDial(t *testing.T) {
+	testkit.LeakCheck(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	ns := placementLine(t, 3, 1, func(i int, c *config.Config) { c.DecoyRate = 10 })
+	a, c := ns[0], ns[2]
+	if daemontest.Linked(a.D, c.ID.Fingerprint()) {
+		t.Fatal("a and c are linked; the test needs them not to be")
+	}
+	var bob *e2e.User
+	for {
+		bob = e2e.NewUser()
+		if mbx := a.D.MailboxNodes(bob.Fingerprint()); len(mbx) == 1 && mbx[0] == c.ID.Fingerprint() {
+			break
+		}
+	}
+	atC := userAt(t, ctx, c, bob)
+	atA := userAt(t, ctx, a, e2e.NewUser())
+	sent := sendDMs(t, ctx, atA, bob.Fingerprint(), 2)
+	readAll(t, ctx, atC, sent)
+	st := a.D.Status()
+	if st.Placement.Flooded != 2 || st.Placement.Placed != 0 || st.Dialled.Out != 0 || st.Dialled.Dialling != 0 {
+		t.Errorf("a: placement %+v, dialled %+v; want both DMs flooded, no dial", st.Placement, st.Dialled)
+	}
+}

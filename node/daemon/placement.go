@@ -666,8 +666,13 @@ func (m mailboxes) Pull(from identity.Fingerprint, req wire.PullRequest) ([]goss
 	return out, nil, nil
 }
 
+// errNoDial is a call to a node that is not a neighbour while decoys are on.
+var errNoDial = errors.New("not a neighbour, and with decoys on this node does not dial (the dial would show when a message moved)")
+
 // callTo calls fp over the neighbour link to it if there is one, else
-// over a dialled link (dialled.go) to addrs.
+// over a dialled link (dialled.go) to addrs. With decoys on it does not
+// dial: the dial would show when a message moved (errNoDial; placement
+// then floods, in the links' cells).
 func (d *Daemon) callTo(ctx context.Context, fp identity.Fingerprint, addrs []string, call func(context.Context, wire.Peer) error) error {
 	if fp.Equal(d.id.Fingerprint()) {
 		return errors.New("call to self: not a remote node")
@@ -679,6 +684,9 @@ func (d *Daemon) callTo(ctx context.Context, fp identity.Fingerprint, addrs []st
 			return fmt.Errorf("neighbour %s: %w", fp, err)
 		}
 		return nil
+	}
+	if d.cfg.DecoyRate >= minStreamRate {
+		return fmt.Errorf("%s: %w", fp, errNoDial)
 	}
 	for attempt := 0; ; attempt++ {
 		e, reused, err := d.dialled.acquire(ctx, d, fp, addrs)

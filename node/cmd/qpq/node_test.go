@@ -50,6 +50,10 @@ func TestTwoNodesOnePeerFlagBothListEachOther(t *testing.T) {
 	if !strings.Contains(out, "cells        decoys 5 cells/s per link, 1 links") || !strings.Contains(out, "loops        1 a second round 3 relays") {
 		t.Fatalf("b's status text, decoys and loops on:\n%s", out)
 	}
+	// a has decoys off, so the link's messages stay off b's cells.
+	if strings.Contains(out, "\nstream ") || b.mustStatus().Cells.Streamed != 0 {
+		t.Fatalf("b streams messages in cells to a node with decoys off:\n%s", out)
+	}
 	if st := b.mustStatus(); st.Peers[0].BytesSent == 0 || st.Peers[0].BytesReceived == 0 {
 		t.Fatalf("b's link counts no bytes: %+v", st.Peers[0])
 	}
