@@ -25,6 +25,10 @@ const (
 	rtoFirst = 3 * time.Second
 	rtoMin   = 300 * time.Millisecond
 	rtoMax   = 20 * time.Second
+	// DeadAfter is how long the oldest cell may stay unacknowledged:
+	// past it the peer has stopped reading the stream (or gone), and the
+	// stream closes rather than hold what is queued for it.
+	DeadAfter = 60 * time.Second
 )
 
 // ErrStreamClosed is a read or write on a closed stream.
@@ -33,18 +37,21 @@ var ErrStreamClosed = errors.New("cell stream closed")
 // StreamStats count a stream's cells.
 type StreamStats struct {
 	Sent, Resent, Received, Duplicate, Dropped, Overflow int64
+	// Dead counts streams closed because the peer stopped acknowledging.
+	Dead int64
 }
 
 // Plus is the sum of two streams' counts.
 func (s StreamStats) Plus(o StreamStats) StreamStats {
 	return StreamStats{Sent: s.Sent + o.Sent, Resent: s.Resent + o.Resent, Received: s.Received + o.Received,
-		Duplicate: s.Duplicate + o.Duplicate, Dropped: s.Dropped + o.Dropped, Overflow: s.Overflow + o.Overflow}
+		Duplicate: s.Duplicate + o.Duplicate, Dropped: s.Dropped + o.Dropped, Overflow: s.Overflow + o.Overflow, Dead: s.Dead + o.Dead}
 }
 
 type outCell struct {
 	seq    uint32
 	data   []byte
-	sent   time.Time
+	first  time.Time // when first sent
+	sent   time.Time // when last sent
 	sends  int
 	sacked bool
 }
@@ -130,7 +137,8 @@ func (s *Stream) Read(p []byte) (int, error) {
 }
 
 // Close ends the stream: waiting reads and writes return. Safe to call
-// more than once.
+// more than once. The peer is not told: whoever owns the stream ends the
+// link with it (a stream is one link's).
 func (s *Stream) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -172,17 +180,33 @@ func (s *Stream) Next() []byte {
 		return nil
 	}
 	now := s.now()
+	if len(s.flight) > 0 && now.Sub(s.flight[0].first) > DeadAfter {
+		s.st.Dead++
+		s.closed = true
+		s.cond.Broadcast()
+		return nil
+	}
+	oldest := true
 	for _, c := range s.flight {
-		if !c.sacked && now.Sub(c.sent) >= s.rto {
+		if c.sacked {
+			continue
+		}
+		if now.Sub(c.sent) >= s.rto {
 			c.sent = now
 			c.sends++
 			s.st.Resent++
+			if oldest {
+				// Back off (RFC 6298 5.5) until a cell sent once is
+				// acked: the round trip may have outgrown the timeout.
+				s.rto = min(rtoMax, 2*s.rto)
+			}
 			return s.encode(c.seq, c.data)
 		}
+		oldest = false
 	}
 	if len(s.pending) > 0 && len(s.flight) < StreamWindow {
 		k := min(len(s.pending), StreamData)
-		c := &outCell{seq: s.nextSeq, data: append([]byte(nil), s.pending[:k]...), sent: now, sends: 1}
+		c := &outCell{seq: s.nextSeq, data: append([]byte(nil), s.pending[:k]...), first: now, sent: now, sends: 1}
 		s.pending = append(s.pending[:0], s.pending[k:]...)
 		s.nextSeq++
 		s.flight = append(s.flight, c)
@@ -272,7 +296,7 @@ func (s *Stream) acked(ack, sack uint32) {
 	keep := s.flight[:0]
 	for _, c := range s.flight {
 		if before(c.seq, ack) {
-			if c.sends == 1 {
+			if c.sends == 1 && !c.sacked { // a sacked cell was timed then
 				s.sample(now.Sub(c.sent))
 			}
 			continue

@@ -222,3 +222,70 @@ func FuzzStreamReceive(f *testing.F) {
 		}
 	})
 }
+
+// A peer that stops acknowledging: the cell is sent again with the
+// timeout doubling each time, and after DeadAfter the stream closes
+// (its owner ends the link) instead of holding what waits for the peer.
+func TestStreamBacksOffThenClosesWhenThePeerGoesQuiet(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := NewStream(func() time.Time { return now })
+	s.Write([]byte("hello"))
+	if s.Next() == nil {
+		t.Fatal("nothing sent")
+	}
+	var resent []time.Duration
+	start := now
+	for now.Sub(start) < 2*DeadAfter {
+		now = now.Add(100 * time.Millisecond)
+		if c := s.Next(); c != nil {
+			resent = append(resent, now.Sub(start))
+		}
+	}
+	if len(resent) < 3 || len(resent) > 6 {
+		t.Fatalf("sent again at %v: want a few times, backing off", resent)
+	}
+	for i := 2; i < len(resent); i++ {
+		if resent[i]-resent[i-1] < resent[i-1]-resent[i-2] {
+			t.Fatalf("sent again at %v: the gaps do not grow", resent)
+		}
+	}
+	if _, err := s.Write([]byte("x")); err == nil {
+		t.Fatal("the stream still takes writes after the peer went quiet")
+	}
+	if s.Stats().Dead != 1 {
+		t.Fatalf("stats %+v, want one dead", s.Stats())
+	}
+}
+
+// A cell acknowledged selectively, then cumulatively once the gap before
+// it is filled, is timed once: the wait for the gap does not count as
+// its round trip.
+func TestStreamTimesASackedCellOnce(t *testing.T) {
+	now := time.Unix(1000, 0)
+	a := NewStream(func() time.Time { return now })
+	b := NewStream(func() time.Time { return now })
+	a.Write(make([]byte, 2*StreamData))
+	first, second := a.Next(), a.Next()
+	now = now.Add(100 * time.Millisecond)
+	p2, _ := Parse(second)
+	b.Receive(p2) // the first is lost
+	ack, _ := Parse(b.Next())
+	a.Receive(ack) // sacks the second: one sample of 100 ms
+	rto := a.rto
+	now = now.Add(5 * time.Second)
+	p1, _ := Parse(first)
+	b.Receive(p1)
+	ack, _ = Parse(b.Next())
+	a.Receive(ack) // acks both: the first was sent once, 5.1 s ago
+	if len(a.flight) != 0 {
+		t.Fatalf("%d cells still in flight", len(a.flight))
+	}
+	// Only the first cell's own 5.1 s may move the estimate, not a
+	// second 5.1 s sample of the sacked one.
+	one := NewStream(nil)
+	one.sample(100 * time.Millisecond)
+	one.sample(5100 * time.Millisecond)
+	if a.rto != one.rto {
+		t.Fatalf("timeout %v after the acks (was %v), want %v: the sacked cell was timed twice", a.rto, rto, one.rto)
+	}
+}

@@ -113,6 +113,7 @@ type Cells struct {
 	StreamResent   int64 `json:"stream_resent"`
 	StreamReceived int64 `json:"stream_received"`
 	StreamOverflow int64 `json:"stream_overflow"`
+	StreamDead     int64 `json:"stream_dead"` // streams closed (with their links) because the peer stopped acknowledging
 }
 
 // Loops counts loop cover packets since the node started.

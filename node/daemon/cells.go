@@ -28,7 +28,9 @@ const (
 	cellRecvBurst = 400
 	// minStreamRate is the decoy rate both sides of a link need before
 	// the link's message calls ride its cell stream: below it a push
-	// would wait longer than the relay's push timeout for its cells.
+	// would wait longer than the relay's push timeout for its cells. At
+	// it, calls up to about 5 KiB fit streamWait (a short DM is 2 cells);
+	// bigger ones go by RPC, counted.
 	minStreamRate = 1.0
 	// streamWait is how long a message call may wait for its cells'
 	// ticks; a call that would wait longer (a burst above the decoy
@@ -58,8 +60,10 @@ type cellTotals struct {
 // both sides speak StreamVersion and send decoys at minStreamRate or
 // more (so both directions, answers too, take cover's place).
 func (d *Daemon) streamed(l *link.Link) bool {
+	// Our rate as hello states it (a float32), so both sides decide alike.
+	own := float64(float32(d.cfg.DecoyRate))
 	return l.Cells() && l.Version() >= link.StreamVersion &&
-		d.cfg.DecoyRate >= minStreamRate && l.PeerHello().DecoyRate >= minStreamRate
+		own >= minStreamRate && l.PeerHello().DecoyRate >= minStreamRate
 }
 
 // startCells runs l's cell sender and receiver until the returned stop
@@ -92,10 +96,29 @@ func (d *Daemon) startCells(l *link.Link) (stop func(), msgs *wire.Messages) {
 	wg.Add(2)
 	go func() { defer wg.Done(); c.snd.Run(ctx) }()
 	go func() { defer wg.Done(); c.rcv.Run(ctx) }()
+	if rc != nil {
+		// The stream's RPC connection ends before the link only when
+		// something broke: the peer stopped acknowledging (cell.DeadAfter)
+		// or sent what RPC refuses. The link goes with it, so that the
+		// peer learns, and a new link starts both afresh.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-rc.Done():
+				if ctx.Err() == nil {
+					d.log.Info("link down: its message stream broke", "peer", fp)
+					l.Abort(link.CodeClosing, "message stream broke")
+				}
+			case <-ctx.Done():
+			}
+		}()
+	}
 	d.mu.Lock()
 	d.cells[fp] = c
 	d.mu.Unlock()
 	return func() {
+		cancel()
 		if rc != nil {
 			// The stream first: it unblocks the RPC connection's writer,
 			// so closing the connection does not wait on cells.
@@ -103,7 +126,6 @@ func (d *Daemon) startCells(l *link.Link) (stop func(), msgs *wire.Messages) {
 			remote.Release()
 			rc.Close()
 		}
-		cancel()
 		wg.Wait()
 		d.mu.Lock()
 		if d.cells[fp] == c {
@@ -172,7 +194,7 @@ func (d *Daemon) cellStats() control.Cells {
 	return control.Cells{DecoyRate: d.cfg.DecoyRate, Links: links,
 		SentReal: s.Real, SentCover: s.Cover, QueueFull: s.Refused, SendFailed: s.Failed,
 		Received: r.Cells, ReceivedCover: r.Cover, Packets: r.Packets, Limited: r.Limited, Bad: r.Bad, Abandoned: r.Abandoned,
-		Streamed: streamed, StreamSent: st.Sent, StreamResent: st.Resent, StreamReceived: st.Received, StreamOverflow: st.Overflow}
+		Streamed: streamed, StreamSent: st.Sent, StreamResent: st.Resent, StreamReceived: st.Received, StreamOverflow: st.Overflow, StreamDead: st.Dead}
 }
 
 // testDecoySeed is QPQ_TEST_DECOY_SEED: tests fix the Poisson clock's

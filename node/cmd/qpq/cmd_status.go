@@ -119,8 +119,8 @@ func runStatus(env *cliEnv, args []string) int {
 	fmt.Fprintf(w, "cells        %s, %d links; sent %d real, %d cover, %d over the queue; received %d (%d cover), %d packets; dropped %d over rate, %d bad, %d incomplete\n",
 		decoys, c.Links, c.SentReal, c.SentCover, c.QueueFull, c.Received, c.ReceivedCover, c.Packets, c.Limited, c.Bad, c.Abandoned)
 	if c.Streamed > 0 || c.StreamSent > 0 || c.StreamReceived > 0 {
-		fmt.Fprintf(w, "stream       messages in cells on %d links; %d cells sent, %d again, %d received; %d calls over the rate sent by RPC\n",
-			c.Streamed, c.StreamSent, c.StreamResent, c.StreamReceived, c.StreamOverflow)
+		fmt.Fprintf(w, "stream       messages in cells on %d links; %d cells sent, %d again, %d received; %d calls over the rate sent by RPC; %d broke\n",
+			c.Streamed, c.StreamSent, c.StreamResent, c.StreamReceived, c.StreamOverflow, c.StreamDead)
 	}
 	fmt.Fprintf(w, "peers        %d\n", len(st.Peers))
 	for _, p := range st.Peers {
