@@ -275,8 +275,8 @@ func (r *onionRelay) peel(from string, pkt []byte) {
 }
 
 // forward hands pkt to the relay next: over a link or a dialled link, or
-// else by store and forward. With decoys on it never dials: a relay that
-// is not a neighbour gets the packet by store and forward.
+// else by store and forward. With decoys on callTo never dials, so a
+// relay that is not a neighbour gets the packet by store and forward.
 func (r *onionRelay) forward(next identity.Fingerprint, pkt []byte) {
 	d := r.d
 	if next.Equal(d.id.Fingerprint()) {
@@ -285,12 +285,6 @@ func (r *onionRelay) forward(next identity.Fingerprint, pkt []byte) {
 	}
 	if d.sendCells(next, pkt) {
 		r.forwarded.Add(1)
-		return
-	}
-	if d.cfg.DecoyRate >= minStreamRate && d.linkTo(next) == nil {
-		// A dial to a relay that is not a neighbour would show when the
-		// packet moved; as an envelope it rides the links' cells.
-		r.store(next, pkt)
 		return
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, onionForwardLimit)
