@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,6 +39,9 @@ type tnode struct {
 	st    *store.Store
 	eng   *Engine
 	clock *testkit.Clock
+	// mu guards eng against a neighbour's send loop while the test turns
+	// the node off or on: a push to a node that is off fails, as over QUIC.
+	mu sync.RWMutex
 	// inFlight and pushes count the pushes into this node under way and
 	// ever started: the quiet signal.
 	inFlight, pushes atomic.Int64
@@ -58,11 +62,15 @@ func (n *tnode) open(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	n.st = st
 	n.eng = New(Options{Store: st, Now: n.clock.Now})
 }
 
 func (n *tnode) close() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.eng != nil {
 		n.eng.Close()
 		n.st.Close()
@@ -76,18 +84,36 @@ type memPeer struct {
 	from identity.Fingerprint
 }
 
+// errNodeOff is what a call to a node the test turned off returns.
+var errNodeOff = errors.New("node is off")
+
 func (p memPeer) Push(ctx context.Context, envs []gossip.Envelope) (PushResult, error) {
 	p.to.pushes.Add(1)
 	p.to.inFlight.Add(1)
 	defer p.to.inFlight.Add(-1)
+	p.to.mu.RLock()
+	defer p.to.mu.RUnlock()
+	if p.to.eng == nil {
+		return PushResult{}, errNodeOff
+	}
 	return p.to.eng.AcceptPush(p.from, envs, true)
 }
 
 func (p memPeer) Summary(ctx context.Context, s Summary) error {
+	p.to.mu.RLock()
+	defer p.to.mu.RUnlock()
+	if p.to.eng == nil {
+		return errNodeOff
+	}
 	return p.to.eng.HandleSummary(p.from, s)
 }
 
 func (p memPeer) Raise(ctx context.Context, raises []HopRaise) error {
+	p.to.mu.RLock()
+	defer p.to.mu.RUnlock()
+	if p.to.eng == nil {
+		return errNodeOff
+	}
 	return p.to.eng.HandleRaise(p.from, raises)
 }
 
