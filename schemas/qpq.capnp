@@ -94,6 +94,12 @@ struct NodeDescriptor {
 struct SignedDescriptor {
   descriptor @0 :Data; # a single-segment Cap'n Proto message whose root is a NodeDescriptor
   signature @1 :Data;  # Ed25519 over "qpq node descriptor v1\x00" || descriptor, by identityKey
+  # island is set, outside the signature, by the bridge that carried the
+  # descriptor in from another mesh island (qpq-bridge): the island it came
+  # from. Nodes never dial such a node's addresses (islands may reuse
+  # private ranges) nor pick it for mailboxes or onion paths. Empty: this
+  # island. Older nodes ignore it.
+  island @2 :Text;
 }
 
 # UserKeyBundle is a user's published keys; it travels inside a

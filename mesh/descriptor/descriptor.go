@@ -34,6 +34,51 @@ var ErrBad = errors.New("bad node descriptor")
 
 var domainRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
 
+// IslandRE is what an island name may be: like a mesh domain.
+var IslandRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
+
+// MarkIsland returns the descriptor signed, received from a bridge of the
+// island named island, with that island set on it; a descriptor already
+// marked keeps the island it has. The signed part is untouched, so the
+// result verifies as the descriptor did. The mark is deterministic: two
+// bridges that carry the same descriptor from the same island make the
+// same bytes, hence one envelope id.
+func MarkIsland(signed []byte, island string) ([]byte, error) {
+	if !IslandRE.MatchString(island) {
+		return nil, fmt.Errorf("%w: island %q, want 1-32 of a-z, 0-9 and -", ErrBad, island)
+	}
+	d, err := Verify(signed)
+	if err != nil {
+		return nil, err
+	}
+	if d.Island != "" {
+		return signed, nil
+	}
+	msg, err := schemas.Unmarshal(signed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBad, err)
+	}
+	s, err := schemas.ReadRootSignedDescriptor(msg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBad, err)
+	}
+	inner, _ := s.Descriptor()
+	sig, _ := s.Signature()
+	return encode(func(seg *capnp.Segment) error {
+		out, err := schemas.NewRootSignedDescriptor(seg)
+		if err != nil {
+			return err
+		}
+		if err := out.SetDescriptor(inner); err != nil {
+			return err
+		}
+		if err := out.SetSignature(sig); err != nil {
+			return err
+		}
+		return out.SetIsland(island)
+	})
+}
+
 // Descriptor is a verified node descriptor.
 type Descriptor struct {
 	FP       identity.Fingerprint
@@ -47,6 +92,10 @@ type Descriptor struct {
 	// version the node relays (0: none, an older node).
 	OnionEpoch   uint32
 	OnionVersion uint8
+	// Island is the mesh island a bridge says the descriptor came from
+	// (MarkIsland); empty for a descriptor of this island. It is outside
+	// the signature: the bridge that carried it in sets it.
+	Island string
 }
 
 // Onion is the onion key a descriptor publishes, and what the node does
@@ -182,6 +231,11 @@ func Verify(b []byte) (Descriptor, error) {
 	if out.Domain, err = d.Domain(); err != nil || !domainRE.MatchString(out.Domain) {
 		return Descriptor{}, fmt.Errorf("%w: domain %q", ErrBad, out.Domain)
 	}
+	island, err := s.Island()
+	if err != nil || (island != "" && !IslandRE.MatchString(island)) {
+		return Descriptor{}, fmt.Errorf("%w: island %q, want 1-32 of a-z, 0-9 and -", ErrBad, island)
+	}
+	out.Island = island
 	out.Seq = d.Sequence()
 	out.Lifetime = time.Duration(d.LifetimeSeconds()) * time.Second
 	if out.Lifetime <= 0 || out.Lifetime > MaxLifetime {

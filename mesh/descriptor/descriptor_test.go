@@ -89,3 +89,38 @@ func TestOnionKeyAndEpoch(t *testing.T) {
 		t.Fatalf("no onion key: %v", err)
 	}
 }
+
+func TestMarkIslandKeepsTheSignatureAndIsDeterministic(t *testing.T) {
+	id, _ := identity.NewNode()
+	b, _ := Sign(id, []string{"10.0.0.1:7443"}, "qpq", 3, time.Hour)
+	m, err := MarkIsland(b, "north")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Verify(m)
+	if err != nil {
+		t.Fatalf("marked descriptor does not verify: %v", err)
+	}
+	if d.FP != id.Fingerprint() || d.Seq != 3 || d.Island != "north" || d.Addrs[0] != "10.0.0.1:7443" {
+		t.Fatalf("marked: %+v", d)
+	}
+	if plain, _ := Verify(b); plain.Island != "" {
+		t.Fatalf("unmarked descriptor has island %q", plain.Island)
+	}
+	again, _ := MarkIsland(b, "north")
+	if !bytes.Equal(m, again) {
+		t.Fatal("two marks of one descriptor differ: two bridges would make two envelopes")
+	}
+	// A descriptor already marked keeps its first island.
+	if twice, err := MarkIsland(m, "south"); err != nil || !bytes.Equal(twice, m) {
+		t.Fatalf("re-marked: %v", err)
+	}
+	for _, bad := range []string{"", "North", "a b", "x\x00", string(bytes.Repeat([]byte("a"), 33))} {
+		if _, err := MarkIsland(b, bad); !errors.Is(err, ErrBad) {
+			t.Fatalf("island %q: %v", bad, err)
+		}
+	}
+	if _, err := MarkIsland(b[:len(b)-3], "north"); !errors.Is(err, ErrBad) {
+		t.Fatalf("truncated descriptor marked: %v", err)
+	}
+}

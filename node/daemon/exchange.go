@@ -199,6 +199,14 @@ func (d *Daemon) advertised() []string {
 	return out
 }
 
+// ofThisIsland reports whether a node may be learnt from desc: it is of
+// this mesh domain and was not carried in by a bridge from another island,
+// whose addresses may be the same private ranges as ours (a node never
+// dials them, places mailboxes on them or picks them for onion paths).
+func (d *Daemon) ofThisIsland(desc descriptor.Descriptor) bool {
+	return desc.Domain == d.cfg.Domain && desc.Island == ""
+}
+
 // onDescriptorFrom is the relay's callback for a newly stored descriptor:
 // it learns the node the descriptor describes. from is the neighbour it
 // arrived from. Dials to addresses never reached are budgeted per from,
@@ -208,7 +216,7 @@ func (d *Daemon) advertised() []string {
 // (neighbours.NewAddrBurstAll).
 func (d *Daemon) onDescriptorFrom(signed []byte, from identity.Fingerprint) {
 	desc, err := descriptor.Verify(signed)
-	if err != nil || desc.Domain != d.cfg.Domain {
+	if err != nil || !d.ofThisIsland(desc) {
 		return
 	}
 	src := "link " + from.String()

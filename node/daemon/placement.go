@@ -490,7 +490,7 @@ func (p *placer) scanDescriptors() {
 			continue
 		}
 		desc, err := descriptor.Verify(signed)
-		if err != nil || desc.Domain != p.d.cfg.Domain {
+		if err != nil || !p.d.ofThisIsland(desc) {
 			continue
 		}
 		p.observe(desc.FP, desc.Addrs)
