@@ -4,6 +4,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 )
 
@@ -124,7 +126,50 @@ type Config struct {
 	// Zones are the firewall zones the init script opens the node's ports
 	// from (uci `zone`); nil means DefaultZone. Only uci sets them.
 	Zones []string
+	// Bridge configures qpq-bridge, the gateway build that joins mesh
+	// islands over libp2p. The router build reads and checks it but does
+	// nothing with it.
+	Bridge Bridge
 }
+
+// Bridge is what qpq-bridge needs beyond a node's settings (flags
+// --bridge-*, variables QPQ_BRIDGE_*, uci section `config bridge 'bridge'`).
+type Bridge struct {
+	// Island names this bridge's island (1-32 of a-z, 0-9, -); descriptors
+	// it carries in from other islands are marked with theirs. Required.
+	Island string
+	// Secret is shared by the operators of one domain's bridges: the
+	// libp2p protocol bridges speak is derived from it and the domain, so
+	// only bridges that know it meet. At least 16 characters. Required.
+	Secret string
+	// Listen are the libp2p addresses (multiaddrs) the bridge listens on.
+	// Default DefaultBridgeListen.
+	Listen []string
+	// Peers are other bridges to dial and keep linked, as multiaddrs
+	// ending in /p2p/<peer id> (`qpq-bridge id` prints a bridge's).
+	Peers []string
+	// Allow are the qpq node fingerprints of the bridges accepted; any
+	// other libp2p peer is refused before it can open a stream.
+	Allow []identity.Fingerprint
+	// Channels are the channel ids (hex, as `qpq channel list` shows them)
+	// whose broadcasts cross; other channels stay on their island.
+	Channels [][32]byte
+	// Rate is the envelopes per second a bridge link may bring in (twice
+	// that at once); beyond, its pushes are told to wait. Default
+	// DefaultBridgeRate.
+	Rate float64
+}
+
+// Bridge defaults.
+const (
+	DefaultBridgeListen = "/ip4/0.0.0.0/udp/7444/quic-v1"
+	DefaultBridgeRate   = 50
+	// MinBridgeSecret is the shortest rendezvous secret accepted.
+	MinBridgeSecret = 16
+	// BridgeOptionPrefix starts the flag names of bridge options; their
+	// uci names, in the bridge section, leave it out.
+	BridgeOptionPrefix = "bridge-"
+)
 
 // Default returns the defaults, with DataDir resolved for the current user.
 func Default() Config {
@@ -132,7 +177,8 @@ func Default() Config {
 		StoreMaxBytes: DefaultStoreMaxBytes, MaxTTL: DefaultMaxTTL, MaxHops: DefaultMaxHops,
 		MDNS: true, MaxLinks: DefaultMaxLinks, PlacementMinAge: DefaultPlacementMinAge,
 		PlacementFallback: DefaultPlacementFallback, PlacementPull: DefaultPlacementPull,
-		OnionRelay: true, OnionKeyPeriod: DefaultOnionKeyPeriod}
+		OnionRelay: true, OnionKeyPeriod: DefaultOnionKeyPeriod,
+		Bridge: Bridge{Listen: []string{DefaultBridgeListen}, Rate: DefaultBridgeRate}}
 }
 
 // DefaultDataDir is the data dir when neither --data nor QPQ_DATA is given.
@@ -196,12 +242,17 @@ type Option struct {
 	// UCIOnly options are not flags of `qpq node` (the init script turns
 	// them into something else, like GOMEMLIMIT).
 	UCIOnly bool
-	set     func(c *Config, v string) error
-	reset   func(c *Config) // clears a list before the first value from a new source
+	// Bridge options are qpq-bridge's; in uci they live in the bridge
+	// section, named without BridgeOptionPrefix.
+	Bridge bool
+	set    func(c *Config, v string) error
+	reset  func(c *Config) // clears a list before the first value from a new source
 }
 
-// UCIName is the option's name in /etc/config/qpq.
-func (o Option) UCIName() string { return strings.ReplaceAll(o.Name, "-", "_") }
+// UCIName is the option's name in /etc/config/qpq (in its section).
+func (o Option) UCIName() string {
+	return strings.ReplaceAll(strings.TrimPrefix(o.Name, BridgeOptionPrefix), "-", "_")
+}
 
 // Set parses v into c.
 func (o Option) Set(c *Config, v string) error { return o.set(c, v) }
@@ -446,7 +497,101 @@ func Options() []Option {
 				c.MemLimit = n
 				return nil
 			}},
+		{Name: "bridge-island", Env: "QPQ_BRIDGE_ISLAND", Bridge: true, Arg: "NAME", Usage: "this bridge's island, e.g. a town or district (1-32 of a-z, 0-9, -; required)",
+			set: func(c *Config, v string) error {
+				if !domainRE.MatchString(v) {
+					return errors.New("want 1-32 of a-z, 0-9 and -")
+				}
+				c.Bridge.Island = v
+				return nil
+			}},
+		{Name: "bridge-secret", Env: "QPQ_BRIDGE_SECRET", Bridge: true, Arg: "SECRET", Usage: "rendezvous secret shared by the domain's bridge operators (at least 16 characters; required)",
+			set: func(c *Config, v string) error {
+				if len(v) < MinBridgeSecret {
+					return fmt.Errorf("%d characters, want at least %d", len(v), MinBridgeSecret)
+				}
+				c.Bridge.Secret = v
+				return nil
+			}},
+		{Name: "bridge-listen", Env: "QPQ_BRIDGE_LISTEN", Bridge: true, List: true, Arg: "MULTIADDR", Usage: "libp2p address to listen on (repeatable; default " + DefaultBridgeListen + ")",
+			set: func(c *Config, v string) error {
+				if err := checkMultiaddr(v, false); err != nil {
+					return err
+				}
+				c.Bridge.Listen = append(c.Bridge.Listen, v)
+				return nil
+			},
+			reset: func(c *Config) { c.Bridge.Listen = nil }},
+		{Name: "bridge-peer", Env: "QPQ_BRIDGE_PEERS", Bridge: true, List: true, Arg: "MULTIADDR", Usage: "another bridge to keep linked, e.g. /ip4/192.0.2.7/udp/7444/quic-v1/p2p/<peer id> (repeatable)",
+			set: func(c *Config, v string) error {
+				if err := checkMultiaddr(v, true); err != nil {
+					return err
+				}
+				c.Bridge.Peers = append(c.Bridge.Peers, v)
+				return nil
+			},
+			reset: func(c *Config) { c.Bridge.Peers = nil }},
+		{Name: "bridge-allow", Env: "QPQ_BRIDGE_ALLOW", Bridge: true, List: true, Arg: "FP", Usage: "fingerprint of a bridge accepted (repeatable; every other is refused)",
+			set: func(c *Config, v string) error {
+				fp, err := identity.ParseFingerprint(v)
+				if err != nil {
+					return err
+				}
+				c.Bridge.Allow = append(c.Bridge.Allow, fp)
+				return nil
+			},
+			reset: func(c *Config) { c.Bridge.Allow = nil }},
+		{Name: "bridge-channel", Env: "QPQ_BRIDGE_CHANNELS", Bridge: true, List: true, Arg: "ID", Usage: "channel id whose broadcasts cross the bridge, as qpq channel list shows it (repeatable; default none)",
+			set: func(c *Config, v string) error {
+				b, err := hex.DecodeString(v)
+				if err != nil || len(b) != 32 {
+					return errors.New("want a channel id: 64 hex digits")
+				}
+				c.Bridge.Channels = append(c.Bridge.Channels, [32]byte(b))
+				return nil
+			},
+			reset: func(c *Config) { c.Bridge.Channels = nil }},
+		{Name: "bridge-rate", Env: "QPQ_BRIDGE_RATE", Bridge: true, Arg: "ENVELOPES", Usage: fmt.Sprintf("envelopes a second one bridge link may bring in (default %d)", DefaultBridgeRate),
+			set: func(c *Config, v string) error {
+				r, err := strconv.ParseFloat(v, 64)
+				if err != nil || math.IsNaN(r) || r < 1 || r > 10000 {
+					return errors.New("want envelopes a second between 1 and 10000")
+				}
+				c.Bridge.Rate = r
+				return nil
+			}},
 	}
+}
+
+// checkMultiaddr is a first check of a libp2p address in the router
+// build, which has no libp2p: it starts with a protocol, has no spaces,
+// and ends in /p2p/<id> when a peer is wanted. qpq-bridge parses it fully.
+func checkMultiaddr(v string, wantPeer bool) error {
+	if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t\n") || len(v) > 512 {
+		return errors.New("want a multiaddr such as " + DefaultBridgeListen)
+	}
+	if wantPeer && !strings.Contains(v, "/p2p/") {
+		return errors.New("want the bridge's peer id at the end: .../p2p/<peer id> (qpq-bridge id prints it)")
+	}
+	return nil
+}
+
+// CheckBridge reports what qpq-bridge cannot run without.
+func (c Config) CheckBridge() error {
+	var errs []error
+	if c.Bridge.Island == "" {
+		errs = append(errs, &OptionError{Option: "--bridge-island", Err: errors.New("required: name this bridge's island")})
+	}
+	if c.Bridge.Secret == "" {
+		errs = append(errs, &OptionError{Option: "--bridge-secret", Err: errors.New("required: the rendezvous secret the domain's bridge operators share")})
+	}
+	if len(c.Bridge.Allow) == 0 {
+		errs = append(errs, &OptionError{Option: "--bridge-allow", Err: errors.New("required: the fingerprints of the bridges to accept")})
+	}
+	if len(c.Bridge.Listen) == 0 {
+		errs = append(errs, &OptionError{Option: "--bridge-listen", Err: errors.New("required: at least one address")})
+	}
+	return errors.Join(errs...)
 }
 
 var domainRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)

@@ -12,6 +12,9 @@ import (
 const (
 	UCIType    = "qpq"
 	UCISection = "main"
+	// UCIBridge is the type and name of the section qpq-bridge's settings
+	// live in: `config bridge 'bridge'`.
+	UCIBridge = "bridge"
 )
 
 // Defaults of a node configured by uci (the OpenWrt service), where they
@@ -42,14 +45,22 @@ func FromUCI(f *uci.File) (Config, []uci.Problem) {
 	cfg := Default()
 	cfg.DataDir, cfg.Store, cfg.Control = UCIData, UCIStore, UCIControl
 	var probs []uci.Problem
-	byUCI := map[string]Option{}
+	byUCI, byBridge := map[string]Option{}, map[string]Option{}
 	for _, o := range Options() {
-		byUCI[o.UCIName()] = o
+		if o.Bridge {
+			byBridge[o.UCIName()] = o
+		} else {
+			byUCI[o.UCIName()] = o
+		}
 	}
-	var main *uci.Section
+	var main, bridge *uci.Section
 	for _, s := range f.Sections {
 		ref := f.SectionRef(s)
 		switch {
+		case s.Type == UCIBridge && s.Name == UCIBridge:
+			bridge = s
+		case s.Type == UCIBridge:
+			probs = append(probs, uci.Problem{Line: s.Line, Section: ref, Msg: fmt.Sprintf("the bridge's settings go in one section: config %s '%s'", UCIBridge, UCIBridge)})
 		case s.Type != UCIType:
 			probs = append(probs, uci.Problem{Line: s.Line, Section: ref, Msg: fmt.Sprintf("unknown section type %q (want %q)", s.Type, UCIType)})
 		case s.Name == "":
@@ -64,30 +75,9 @@ func FromUCI(f *uci.File) (Config, []uci.Problem) {
 		probs = append(probs, uci.Problem{Line: 1, Msg: fmt.Sprintf("no config %s '%s' section: the service cannot start without it", UCIType, UCISection)})
 		return cfg, probs
 	}
-	for _, v := range main.Values() {
-		o, ok := byUCI[v.Name]
-		if !ok {
-			probs = append(probs, uci.Problem{Line: v.Line(), Section: main.Name, Option: v.Name, Msg: "unknown option"})
-			continue
-		}
-		if v.List && !o.List {
-			probs = append(probs, uci.Problem{Line: v.Lines[0], Section: main.Name, Option: v.Name, Msg: "takes one value: write `option`, not `list`"})
-			continue
-		}
-		// A list option written as `option NAME X` is a one-element list:
-		// the node reads it itself, so it is honoured.
-		for i, val := range v.Values {
-			if val == "" {
-				continue // an empty list element: a warning (UCIWarnings)
-			}
-			if absolutePath[v.Name] && !filepath.IsAbs(val) {
-				probs = append(probs, uci.Problem{Line: v.Lines[i], Section: main.Name, Option: v.Name, Msg: fmt.Sprintf("%q: must be an absolute path", val)})
-				continue
-			}
-			if err := o.set(&cfg, val); err != nil {
-				probs = append(probs, uci.Problem{Line: v.Lines[i], Section: main.Name, Option: v.Name, Msg: fmt.Sprintf("%q: %v", val, err)})
-			}
-		}
+	probs = append(probs, readSection(&cfg, main, byUCI)...)
+	if bridge != nil {
+		probs = append(probs, readSection(&cfg, bridge, byBridge)...)
 	}
 	if len(cfg.Zones) == 0 {
 		cfg.Zones = []string{DefaultZone}
@@ -107,4 +97,39 @@ func FromUCI(f *uci.File) (Config, []uci.Problem) {
 		probs = append(probs, uci.Problem{Line: main.Line, Section: main.Name, Msg: err.Error()})
 	}
 	return cfg, probs
+}
+
+// readSection sets cfg from the options of one section, looked up in opts.
+func readSection(cfg *Config, sec *uci.Section, opts map[string]Option) []uci.Problem {
+	var probs []uci.Problem
+	for _, v := range sec.Values() {
+		o, ok := opts[v.Name]
+		if !ok {
+			probs = append(probs, uci.Problem{Line: v.Line(), Section: sec.Name, Option: v.Name, Msg: "unknown option"})
+			continue
+		}
+		if v.List && !o.List {
+			probs = append(probs, uci.Problem{Line: v.Lines[0], Section: sec.Name, Option: v.Name, Msg: "takes one value: write `option`, not `list`"})
+			continue
+		}
+		// A list option written as `option NAME X` is a one-element list:
+		// the node reads it itself, so it is honoured. A list from uci
+		// replaces the default (bridge listen addresses).
+		if o.reset != nil {
+			o.reset(cfg)
+		}
+		for i, val := range v.Values {
+			if val == "" {
+				continue // an empty list element: a warning (UCIWarnings)
+			}
+			if !o.Bridge && absolutePath[v.Name] && !filepath.IsAbs(val) {
+				probs = append(probs, uci.Problem{Line: v.Lines[i], Section: sec.Name, Option: v.Name, Msg: fmt.Sprintf("%q: must be an absolute path", val)})
+				continue
+			}
+			if err := o.set(cfg, val); err != nil {
+				probs = append(probs, uci.Problem{Line: v.Lines[i], Section: sec.Name, Option: v.Name, Msg: fmt.Sprintf("%q: %v", val, err)})
+			}
+		}
+	}
+	return probs
 }

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/node/uci"
 )
 
@@ -172,5 +173,40 @@ func TestUCISemicolonDropIsReported(t *testing.T) {
 	cfg = mustUCI(t, "config qpq 'main'\n\toption domain 'ffmesh' ; option max_links 3\n")
 	if cfg.Domain != "ffmesh" || cfg.MaxLinks != 3 {
 		t.Errorf("domain %q max_links %d", cfg.Domain, cfg.MaxLinks)
+	}
+}
+
+func TestUCIBridgeSection(t *testing.T) {
+	fp := identity.Fingerprint{1, 2, 3}.String()
+	ch := strings.Repeat("0f", 32)
+	cfg := mustUCI(t, "config qpq 'main'\n\toption listen '127.0.0.1:7443'\n"+
+		"config bridge 'bridge'\n\toption island 'nord'\n\toption secret 'sixteen-chars-ok'\n"+
+		"\tlist listen '/ip4/127.0.0.1/udp/7444/quic-v1'\n\tlist peer '/ip4/192.0.2.7/udp/7444/quic-v1/p2p/12D3KooWabc'\n"+
+		"\tlist allow '"+fp+"'\n\tlist channel '"+ch+"'\n\toption rate '10'\n")
+	b := cfg.Bridge
+	if cfg.Listen != "127.0.0.1:7443" || b.Island != "nord" || b.Secret != "sixteen-chars-ok" || b.Rate != 10 {
+		t.Fatalf("listen %q bridge %+v", cfg.Listen, b)
+	}
+	if len(b.Listen) != 1 || b.Listen[0] != "/ip4/127.0.0.1/udp/7444/quic-v1" || len(b.Peers) != 1 || len(b.Allow) != 1 || len(b.Channels) != 1 || b.Channels[0][0] != 0x0f {
+		t.Fatalf("bridge lists %+v", b)
+	}
+	if err := cfg.CheckBridge(); err != nil {
+		t.Fatalf("complete bridge section refused: %v", err)
+	}
+	if err := mustUCI(t, "config qpq 'main'\n").CheckBridge(); err == nil || !strings.Contains(err.Error(), "--bridge-island") || !strings.Contains(err.Error(), "--bridge-allow") {
+		t.Fatalf("missing bridge settings: %v", err)
+	}
+	for body, want := range map[string]string{
+		"config bridge 'bridge'\n\toption secret 'short'\n":            `f:3: bridge.secret: "short": 5 characters, want at least 16`,
+		"config bridge 'bridge'\n\tlist peer '/ip4/192.0.2.7/udp/1'\n": "want the bridge's peer id at the end",
+		"config bridge 'bridge'\n\toption channel 'zz'\n":              "want a channel id: 64 hex digits",
+		"config bridge 'bridge'\n\toption island 'Nord'\n":             "want 1-32 of a-z, 0-9 and -",
+		"config bridge 'bridge'\n\toption decoy_rate '1'\n":            "bridge.decoy_rate: unknown option",
+		"config bridge 'other'\n":                                      "the bridge's settings go in one section",
+	} {
+		_, probs, _ := fromUCI(t, "config qpq 'main'\n"+body)
+		if !strings.Contains(strings.Join(probs, "\n"), want) {
+			t.Errorf("%q: problems %q, want %q", body, probs, want)
+		}
 	}
 }
