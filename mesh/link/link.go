@@ -85,7 +85,14 @@ func establish(ctx context.Context, conn *quic.Conn, outbound bool, bootstrap ca
 }
 
 func (l *Link) callHello(ctx context.Context, local Hello) (Hello, error) {
-	fut, release := l.remote.Hello(ctx, func(p schemas.MeshPeer_hello_Params) error {
+	return CallHello(ctx, l.remote, local)
+}
+
+// CallHello says local to the peer behind remote and returns its answer,
+// bounded (ReadHello). Links call it on connecting; qpq-bridge's links
+// over libp2p call it the same way.
+func CallHello(ctx context.Context, remote schemas.MeshPeer, local Hello) (Hello, error) {
+	fut, release := remote.Hello(ctx, func(p schemas.MeshPeer_hello_Params) error {
 		h, err := p.NewHello()
 		if err != nil {
 			return err

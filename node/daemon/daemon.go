@@ -77,12 +77,13 @@ type Daemon struct {
 
 	mu        sync.Mutex // guards the fields below
 	links     map[identity.Fingerprint]*link.Link
-	cells     map[identity.Fingerprint]*cellLink // links' cell streams (cells.go)
-	via       map[identity.Fingerprint]string    // how each link came to be
-	dialing   map[identity.Fingerprint]bool      // learnt nodes being dialled: true for random picks
-	anchor    map[identity.Fingerprint]bool      // links that are random picks
-	capWarned time.Time                          // last inbound-cap warning (one a minute)
-	trial     identity.Fingerprint               // a link dialled to compare its RTT
+	cells     map[identity.Fingerprint]*cellLink   // links' cell streams (cells.go)
+	bridges   map[identity.Fingerprint]*bridgeLink // links to other islands' bridges (bridge.go)
+	via       map[identity.Fingerprint]string      // how each link came to be
+	dialing   map[identity.Fingerprint]bool        // learnt nodes being dialled: true for random picks
+	anchor    map[identity.Fingerprint]bool        // links that are random picks
+	capWarned time.Time                            // last inbound-cap warning (one a minute)
+	trial     identity.Fingerprint                 // a link dialled to compare its RTT
 	lastTrial time.Time
 
 	closeOnce sync.Once

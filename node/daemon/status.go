@@ -82,6 +82,7 @@ func (d *Daemon) Status() control.Status {
 			Protocol:      int(l.Version()),
 		})
 	}
+	st.Peers = append(st.Peers, d.bridgePeersLocked()...)
 	d.mu.Unlock()
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Fingerprint < st.Peers[j].Fingerprint })
 	return st

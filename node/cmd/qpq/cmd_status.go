@@ -124,6 +124,11 @@ func runStatus(env *cliEnv, args []string) int {
 	}
 	fmt.Fprintf(w, "peers        %d\n", len(st.Peers))
 	for _, p := range st.Peers {
+		if p.Via == "bridge" {
+			fmt.Fprintf(w, "  %s  %s %s via: bridge to island %s  rtt %6.2f ms  linked %s; %d envelopes crossed in, %d kept on their island, %d pushes slowed\n",
+				p.Fingerprint, p.Addr, p.Direction, p.Island, p.RTTMs, time.Duration(p.LinkedS)*time.Second, p.Crossed, p.Held, p.Slowed)
+			continue
+		}
 		via := p.Via
 		if p.Pick != "" {
 			via += "/" + p.Pick
