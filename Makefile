@@ -52,7 +52,7 @@ FUZZ := \
 
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: demo all build run test unit race fuzz lint check-generated generate bench deps clean cross ipk size smoke
+.PHONY: demo all build run test unit race fuzz lint check-generated generate bench deps clean cross ipk size smoke bridge bridge-test bridge-bench
 
 all: build
 
@@ -69,7 +69,7 @@ run: build
 # budget. The tool check runs first, and alone, even under -j. The unit tests then wait for OpenWrt's
 # tools and the .ipk files (see owtools).
 test: deps
-	@$(MAKE) --no-print-directory QPQ_PACKAGE_TESTS=1 lint check-generated unit race fuzz smoke size
+	@$(MAKE) --no-print-directory QPQ_PACKAGE_TESTS=1 lint check-generated unit race fuzz smoke size bridge-test
 
 # Four nodes in a line on loopback carry a DM to a user who is offline.
 demo: build
@@ -156,6 +156,30 @@ bench: build
 	$(GO) test -run '^$$' -bench Mesh500 -benchtime 1x -count 1 ./gossip/placement >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	@awk -f cross/benchratio.awk build/bench.txt
 	$(GO) run ./cross/cmd/rssbench -bin ./qpq -idle 60s -load 30s -stored 10000 -stored-links 16 -stored-for 20s
+
+# The gateway build: qpq-bridge, a node that also joins other islands'
+# bridges over go-libp2p, for x86_64 and aarch64 gateways, in
+# build/bin/qpq-bridge_linux_<goarch>. It is its own module (node/bridge):
+# go-libp2p needs an older quic-go than the router build, which keeps its
+# own (cross/routerdeps_test.go checks the router binaries link no libp2p).
+BRIDGE_ARCHS := amd64 arm64
+bridge:
+	@mkdir -p build/bin
+	@set -e; for a in $(BRIDGE_ARCHS); do \
+		(cd node/bridge && GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../../build/bin/qpq-bridge_linux_$$a ./cmd/qpq-bridge); \
+		echo "build/bin/qpq-bridge_linux_$$a $$(stat -c %s build/bin/qpq-bridge_linux_$$a) bytes"; \
+	done
+
+# The bridge module's checks and tests (real libp2p hosts on 127.0.0.1),
+# its race run, and the bridge binaries' sizes.
+bridge-test: bridge
+	cd node/bridge && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+	cd node/bridge && CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./...
+
+# The bridge's figures: its binary size, RSS idle and with two bridge
+# links, and DM latency across a bridge beside a direct qpq link.
+bridge-bench: bridge
+	cd node/bridge && TMPDIR=/dev/shm $(GO) test -run '^$$' -bench . -benchtime 200x -count 1 ./...
 
 # Static binaries for every router architecture (cross/targets.txt) in
 # build/bin/qpq_linux_<goarch>.
