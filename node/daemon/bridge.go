@@ -328,10 +328,23 @@ type bridgePeer struct {
 	p        wire.Peer
 	channels map[[32]byte]bool
 	held     atomic.Uint64
+
+	// sent holds the descriptors this link carried, oldest first in
+	// order. The other side stores them marked, under another id, so
+	// anti-entropy would find them missing there every round and send
+	// them again: each goes once per link instead (a refreshed
+	// descriptor is a new envelope and goes again).
+	mu    sync.Mutex
+	sent  map[gossip.ID]bool
+	order []gossip.ID
 }
 
+// maxSentDescriptors bounds bridgePeer.sent: far more nodes than an
+// island has.
+const maxSentDescriptors = 8192
+
 func newBridgePeer(p wire.Peer, channels [][32]byte) *bridgePeer {
-	b := &bridgePeer{p: p, channels: map[[32]byte]bool{}}
+	b := &bridgePeer{p: p, channels: map[[32]byte]bool{}, sent: map[gossip.ID]bool{}}
 	for _, c := range channels {
 		b.channels[c] = true
 	}
@@ -349,11 +362,35 @@ func (b *bridgePeer) leaves(env gossip.Envelope) bool {
 			return false
 		}
 		desc, err := descriptor.Verify(signed)
-		return err == nil && desc.Island == ""
+		return err == nil && desc.Island == "" && !b.wasSent(env.ID)
 	case schemas.Envelope_Kind_decoy:
 		return false
 	}
 	return true
+}
+
+// wasSent reports whether the descriptor id went over this link.
+func (b *bridgePeer) wasSent(id gossip.ID) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sent[id]
+}
+
+// markSent records the descriptors among envs as sent.
+func (b *bridgePeer) markSent(envs []gossip.Envelope) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, env := range envs {
+		if env.Kind != schemas.Envelope_Kind_descriptor || b.sent[env.ID] {
+			continue
+		}
+		if len(b.order) >= maxSentDescriptors {
+			delete(b.sent, b.order[0])
+			b.order = b.order[1:]
+		}
+		b.sent[env.ID] = true
+		b.order = append(b.order, env.ID)
+	}
 }
 
 func (b *bridgePeer) Push(ctx context.Context, envs []gossip.Envelope) (relay.PushResult, error) {
@@ -375,8 +412,10 @@ func (b *bridgePeer) Push(ctx context.Context, envs []gossip.Envelope) (relay.Pu
 		return res, err
 	}
 	if (res.Taken != 0 || res.RetryAfter != 0) && res.Taken < len(kept) {
+		b.markSent(kept[:res.Taken])
 		res.Taken = index[res.Taken]
 	} else {
+		b.markSent(kept)
 		res.Taken = len(envs)
 	}
 	return res, nil

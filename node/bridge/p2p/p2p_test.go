@@ -2,6 +2,7 @@ package p2p_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -307,5 +308,43 @@ func TestProtocolNamesTheRendezvousWithoutShowingIt(t *testing.T) {
 	}
 	if got, err := p2p.Fingerprint(pid); err != nil || got != id.Fingerprint() {
 		t.Fatalf("fingerprint of the peer id: %v %v", got, err)
+	}
+}
+
+// A bridge link brings in at most its rate: a burst from the other
+// island is told to wait and arrives in full, later.
+func TestBridgeLinkIsRateLimited(t *testing.T) {
+	testkit.LeakCheck(t)
+	nord := newIsland(t, "nord")
+	sued := newIsland(t, "sued")
+	sued.bridge.Stop()
+	sued.bridge.Cfg.Bridge.Rate = 2 // envelopes a second, 4 at once
+	sued.bridge.Start()
+	bs := startBridge(t, sued.bridge, loopback, []identity.Fingerprint{fp(nord.bridge)})
+	startBridge(t, nord.bridge, loopback, []identity.Fingerprint{fp(sued.bridge)}, bs.Addrs()[0])
+	testkit.WaitFor(t, 30*time.Second, "the bridges to link", func() bool { return sued.bridge.D.Bridged(fp(nord.bridge)) })
+	// Let the descriptors' first crossing drain the bucket's burst first.
+	time.Sleep(3 * time.Second)
+
+	bob := e2e.NewUser()
+	c := dial(t, nord.node)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	const burst = 12
+	for i := range burst {
+		dm := e2etest.SealDM(t, e2e.NewUser(), e2etest.BundleOf(t, bob), fmt.Appendf(nil, "dm %d", i))
+		if _, err := c.Enqueue(ctx, dm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.WaitFor(t, 40*time.Second, "every DM of the burst at sued's node", func() bool { return kinds(sued.node)["dm"] == burst })
+	var slowed uint64
+	for _, p := range sued.bridge.D.Status().Peers {
+		if p.Via == "bridge" {
+			slowed = p.Slowed
+		}
+	}
+	if slowed == 0 {
+		t.Fatal("a burst of 12 over a link limited to 2 a second was never told to wait")
 	}
 }
