@@ -156,6 +156,7 @@ bench: build
 	$(GO) test -run '^$$' -bench Mesh500 -benchtime 1x -count 1 ./gossip/placement >> build/bench.txt || { cat build/bench.txt; exit 1; }
 	@awk -f cross/benchratio.awk build/bench.txt
 	$(GO) run ./cross/cmd/rssbench -bin ./qpq -idle 60s -load 30s -stored 10000 -stored-links 16 -stored-for 20s
+	@$(MAKE) --no-print-directory bridge-bench
 
 # The gateway build: qpq-bridge, a node that also joins other islands'
 # bridges over go-libp2p, for x86_64 and aarch64 gateways, in
@@ -178,8 +179,9 @@ bridge-test: bridge
 
 # The bridge's figures: its binary size, RSS idle and with two bridge
 # links, and DM latency across a bridge beside a direct qpq link.
-bridge-bench: bridge
+bridge-bench: bridge cross
 	cd node/bridge && TMPDIR=/dev/shm $(GO) test -run '^$$' -bench . -benchtime 200x -count 1 ./...
+	cd node/bridge && $(GO) run ./cmd/bridgebench -bin ../../build/bin/qpq-bridge_linux_amd64 -qpq ../../build/bin/qpq_linux_amd64 -idle 20s -linked 20s
 
 # Static binaries for every router architecture (cross/targets.txt) in
 # build/bin/qpq_linux_<goarch>.

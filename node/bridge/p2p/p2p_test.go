@@ -29,7 +29,7 @@ const (
 	loopback = "/ip4/127.0.0.1/udp/0/quic-v1"
 )
 
-func testLog(t *testing.T) *slog.Logger {
+func testLog(t testing.TB) *slog.Logger {
 	if os.Getenv("QPQ_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -56,7 +56,7 @@ func newIsland(t *testing.T, name string, channels ...[32]byte) *island {
 
 // startBridge starts the libp2p side of n, accepting allow and dialling
 // peers, listening on listen; it stops when the test ends.
-func startBridge(t *testing.T, n *daemontest.Node, listen string, allow []identity.Fingerprint, peers ...string) *p2p.Bridge {
+func startBridge(t testing.TB, n *daemontest.Node, listen string, allow []identity.Fingerprint, peers ...string) *p2p.Bridge {
 	t.Helper()
 	cfg := n.Cfg
 	cfg.Bridge.Secret = secret
@@ -85,9 +85,9 @@ func fp(n *daemontest.Node) identity.Fingerprint { return n.ID.Fingerprint() }
 
 func kinds(n *daemontest.Node) map[string]int { return n.D.Status().Store.Kinds }
 
-func dial(t *testing.T, n *daemontest.Node) *client.Client {
+func dial(t testing.TB, n *daemontest.Node) *client.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, n.D.Addr(), fp(n))
 	if err != nil {
