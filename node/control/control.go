@@ -163,10 +163,10 @@ type Store struct {
 
 // Peer is one linked neighbour.
 type Peer struct {
-	Fingerprint string  `json:"fingerprint"`
-	Addr        string  `json:"addr"`
-	Direction   string  `json:"direction"` // "outbound" or "inbound"
-	Via         string  `json:"via"`       // "static", "mdns", "exchange", "inbound" or "bridge"
+	Fingerprint string `json:"fingerprint"`
+	Addr        string `json:"addr"`
+	Direction   string `json:"direction"` // "outbound" or "inbound"
+	Via         string `json:"via"`       // "static", "mdns", "exchange", "inbound" or "bridge"
 	// Island is, for a bridge link, the island of the bridge at its other
 	// end.
 	Island string `json:"island,omitempty"`
@@ -174,10 +174,10 @@ type Peer struct {
 	// that came in from the other island, those kept from crossing either
 	// way (channels not bridged, other islands' descriptors), and the
 	// pushes its rate limit told to wait.
-	Crossed uint64 `json:"crossed,omitempty"`
-	Held    uint64 `json:"held,omitempty"`
-	Slowed  uint64 `json:"slowed,omitempty"`
-	RTTMs       float64 `json:"rtt_ms"`
+	Crossed uint64  `json:"crossed,omitempty"`
+	Held    uint64  `json:"held,omitempty"`
+	Slowed  uint64  `json:"slowed,omitempty"`
+	RTTMs   float64 `json:"rtt_ms"`
 	// BytesSent and BytesReceived are the link's UDP payload bytes so
 	// far, QUIC's framing included (what decoys cost on the air).
 	BytesSent     uint64 `json:"bytes_sent"`
