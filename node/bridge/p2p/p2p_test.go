@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,6 +51,7 @@ func newIsland(t *testing.T, name string, channels ...[32]byte) *island {
 	t.Helper()
 	dir := t.TempDir()
 	bcfg := daemontest.Config(dir, "bridge")
+	bcfg.Control = filepath.Join(dir, "bridge.sock") // for qpq status
 	bcfg.Bridge.Island = name
 	bcfg.Bridge.Channels = channels
 	ns := daemontest.Line(t, daemontest.Config(dir, "node"), bcfg)
@@ -79,6 +83,44 @@ func startBridge(t testing.TB, n *daemontest.Node, listen string, allow []identi
 		<-done
 	})
 	return b
+}
+
+var (
+	qpqOnce sync.Once
+	qpqPath string
+	qpqErr  error
+)
+
+// qpqBinary builds the qpq command (the router build's CLI) once.
+func qpqBinary(t testing.TB) string {
+	t.Helper()
+	qpqOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "qpq-bridge-test-")
+		if err != nil {
+			qpqErr = err
+			return
+		}
+		qpqPath = filepath.Join(dir, "qpq")
+		// Built in the router module (the repository root), as shipped.
+		cmd := exec.Command("go", "build", "-o", qpqPath, "./node/cmd/qpq")
+		cmd.Dir = filepath.Join("..", "..", "..")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			qpqErr = fmt.Errorf("build qpq: %v\n%s", err, out)
+		}
+	})
+	if qpqErr != nil {
+		t.Fatal(qpqErr)
+	}
+	return qpqPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if qpqPath != "" {
+		os.RemoveAll(filepath.Dir(qpqPath))
+	}
+	os.Exit(code)
 }
 
 func fp(n *daemontest.Node) identity.Fingerprint { return n.ID.Fingerprint() }
@@ -212,6 +254,11 @@ func TestDMCrossesTwoIslandsAndItsReceiptDeletesTheCopies(t *testing.T) {
 	}
 	if held == 0 {
 		t.Fatal("nord's bridge status counts nothing kept on its island")
+	}
+	// What the operator sees in qpq status.
+	out, err := exec.Command(qpqBinary(t), "status", "--control", nord.bridge.Cfg.Control).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fp(sued.bridge).String()) || !strings.Contains(string(out), "via: bridge to island sued") {
+		t.Fatalf("qpq status on nord's bridge: %v\n%s", err, out)
 	}
 
 	// Descriptors crossed, marked: sued's node knows nord's nodes exist
