@@ -83,6 +83,16 @@ func (d *Daemon) RunBridge(ctx context.Context, bl BridgeLink) error {
 	case bl.Peer.Equal(d.id.Fingerprint()):
 		return errors.New("bridge link to ourselves")
 	}
+	// Counted in the daemon's wait group, so Close waits for the link to
+	// leave the relay engine before it closes the store.
+	d.mu.Lock()
+	if d.ctx.Err() != nil {
+		d.mu.Unlock()
+		return errors.New("node shutting down")
+	}
+	d.wg.Add(1)
+	d.mu.Unlock()
+	defer d.wg.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(d.ctx, cancel)

@@ -113,7 +113,10 @@ type Bridge struct {
 	gate   *gater
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+
+	mu     sync.Mutex // guards closed against wg.Add after Close's Wait
+	closed bool
+	wg     sync.WaitGroup // served streams
 
 	closeOnce sync.Once
 }
@@ -219,7 +222,10 @@ func (b *Bridge) Run(ctx context.Context) {
 func (b *Bridge) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closed = true
 		b.cancel()
+		b.mu.Unlock()
 		b.h.RemoveStreamHandler(b.proto)
 		err = b.h.Close()
 		b.wg.Wait()
@@ -280,12 +286,15 @@ func (b *Bridge) dial(info peer.AddrInfo, fp identity.Fingerprint) error {
 
 // serve takes a bridge stream another bridge opened.
 func (b *Bridge) serve(s network.Stream) {
-	b.wg.Add(1)
-	defer b.wg.Done()
-	if b.ctx.Err() != nil {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
 		s.Reset()
 		return
 	}
+	b.wg.Add(1)
+	b.mu.Unlock()
+	defer b.wg.Done()
 	fp, err := Fingerprint(s.Conn().RemotePeer())
 	if err != nil || !b.allow[fp] {
 		// The gater refuses these before they secure a connection.
