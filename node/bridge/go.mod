@@ -103,6 +103,10 @@ require (
 	lukechampine.com/blake3 v1.4.1 // indirect
 )
 
+// The bridge builds the node from this repository's tree.
 replace github.com/quicproquo/qpq => ../..
 
+// go-libp2p v0.52.0 (the newest) needs quic-go v0.64.1: its webtransport-go
+// v0.13.0 does not compile against v0.65.0's http3. The router module
+// (../../go.mod) keeps v0.65.0; QUIC on the wire is the same.
 replace github.com/quic-go/quic-go => github.com/quic-go/quic-go v0.64.1
