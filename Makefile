@@ -167,20 +167,26 @@ BRIDGE_ARCHS := amd64 arm64
 bridge:
 	@mkdir -p build/bin
 	@set -e; for a in $(BRIDGE_ARCHS); do \
-		(cd node/bridge && GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../../build/bin/qpq-bridge_linux_$$a ./cmd/qpq-bridge); \
+		(cd node/bridge && GOOS=linux GOARCH=$$a $(GO) build -tags bridge -trimpath -ldflags '$(LDFLAGS)' -o ../../build/bin/qpq-bridge_linux_$$a ./cmd/qpq-bridge); \
 		echo "build/bin/qpq-bridge_linux_$$a $$(stat -c %s build/bin/qpq-bridge_linux_$$a) bytes"; \
 	done
 
-# The bridge module's checks and tests (real libp2p hosts on 127.0.0.1),
-# its race run, and the bridge binaries' sizes.
+# The daemon's bridge links are built only with the bridge tag, so the
+# router binary has none of them (node/daemon/bridge.go).
+# bridge-test: the daemon's bridge tests (over a pipe) and the bridge
+# module's (real libp2p hosts on 127.0.0.1), each also under -race.
+BRIDGE_DAEMON_TESTS := ^TestBridge
 bridge-test: bridge
-	cd node/bridge && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
-	cd node/bridge && CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./...
+	$(GO) vet -tags bridge ./node/daemon
+	$(GO) test -tags bridge -count=1 -run '$(BRIDGE_DAEMON_TESTS)' ./node/daemon
+	CGO_ENABLED=1 $(GO) test -tags bridge -race -count=1 -run '$(BRIDGE_DAEMON_TESTS)' ./node/daemon
+	cd node/bridge && $(GO) vet -tags bridge ./... && $(GO) test -tags bridge -count=1 -timeout 10m ./...
+	cd node/bridge && CGO_ENABLED=1 $(GO) test -tags bridge -race -count=1 -timeout 10m ./...
 
 # The bridge's figures: its binary size, RSS idle and with two bridge
 # links, and DM latency across a bridge beside a direct qpq link.
 bridge-bench: bridge cross
-	cd node/bridge && TMPDIR=/dev/shm $(GO) test -run '^$$' -bench . -benchtime 200x -count 1 ./...
+	cd node/bridge && TMPDIR=/dev/shm $(GO) test -tags bridge -run '^$$' -bench . -benchtime 200x -count 1 ./...
 	cd node/bridge && $(GO) run ./cmd/bridgebench -bin ../../build/bin/qpq-bridge_linux_amd64 -qpq ../../build/bin/qpq_linux_amd64 -idle 20s -linked 20s
 
 # Static binaries for every router architecture (cross/targets.txt) in
