@@ -26,6 +26,9 @@ func BenchmarkDMLatency(b *testing.B) {
 		dir := b.TempDir()
 		nc, sc := daemontest.Config(dir, "nord"), daemontest.Config(dir, "sued")
 		nc.Bridge.Island, sc.Bridge.Island = "nord", "sued"
+		// The link's latency, not its rate limit (50 a second by
+		// default, which 200 DMs and their receipts would reach).
+		nc.Bridge.Rate, sc.Bridge.Rate = 10000, 10000
 		nb, sb := daemontest.Start(b, nc), daemontest.Start(b, sc)
 		bs := startBridge(b, sb, loopback, []identity.Fingerprint{nb.ID.Fingerprint()})
 		startBridge(b, nb, loopback, []identity.Fingerprint{sb.ID.Fingerprint()}, bs.Addrs()[0])
