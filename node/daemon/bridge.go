@@ -244,6 +244,7 @@ type bridgeIn struct {
 	bucket *bridgeBucket
 
 	crossed atomic.Uint64 // envelopes stored from the bridge
+	descs   atomic.Uint64 // descriptors that came in, new or not
 	held    atomic.Uint64 // envelopes refused by the filter (in)
 	slowed  atomic.Uint64 // pushes told to wait by the rate limit
 }
@@ -296,6 +297,7 @@ func (in *bridgeIn) admit(env gossip.Envelope) (gossip.Envelope, bool) {
 	case schemas.Envelope_Kind_broadcast:
 		return env, in.d.bridgedChannel(env.Destination)
 	case schemas.Envelope_Kind_descriptor:
+		in.descs.Add(1)
 		signed, err := gossip.SignedBytes(env)
 		if err != nil {
 			return env, false

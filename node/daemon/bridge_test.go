@@ -115,6 +115,38 @@ func TestBridgeLinkCarriesDMsAndOnlyBridgedChannels(t *testing.T) {
 	}
 }
 
+// A descriptor crosses a bridge link once: the other side holds it
+// marked, under another id, so without the link's memory every summary
+// from there would have it sent again.
+func TestBridgeLinkSendsEachDescriptorOnce(t *testing.T) {
+	a := bridgeDaemon(t, "nord")
+	b := bridgeDaemon(t, "sued")
+	pipeBridge(t, a, b)
+	testkit.WaitFor(t, 10*time.Second, "a's descriptor at b", func() bool { _, ok := storedDescriptorOf(t, b, a); return ok })
+	in := func() uint64 {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.bridges[a.Fingerprint()].in.descs.Load()
+	}
+	first := in()
+	// a paces b's summaries (the link-up ones used the burst): the next
+	// is taken within a summary gap.
+	testkit.WaitFor(t, 30*time.Second, "a to take a summary from b", func() bool {
+		err := b.eng.SendSummary(context.Background(), a.Fingerprint())
+		if err != nil && !strings.Contains(err.Error(), "too fast") {
+			t.Fatal(err)
+		}
+		if err != nil {
+			time.Sleep(time.Second)
+		}
+		return err == nil
+	})
+	time.Sleep(time.Second) // a's answer, had it one
+	if got := in(); got != first {
+		t.Fatalf("b received %d descriptors after a summary, %d before: they crossed again", got, first)
+	}
+}
+
 func TestBridgeLinkRefusesAPeerOfTheSameIsland(t *testing.T) {
 	a := bridgeDaemon(t, "nord")
 	b := bridgeDaemon(t, "nord")
