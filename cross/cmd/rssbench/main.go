@@ -10,7 +10,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -18,13 +17,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/quicproquo/qpq/cross/procmem"
 	"github.com/quicproquo/qpq/mesh/identity"
 	"github.com/quicproquo/qpq/mesh/link"
 	"github.com/quicproquo/qpq/schemas"
@@ -141,26 +140,7 @@ func (n *node) stop() {
 }
 
 // mem reads VmRSS and VmHWM (KiB) of pid.
-func mem(pid int) (rss, hwm int64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var v int64
-		switch {
-		case strings.HasPrefix(sc.Text(), "VmRSS:"):
-			fmt.Sscanf(strings.TrimPrefix(sc.Text(), "VmRSS:"), "%d", &v)
-			rss = v
-		case strings.HasPrefix(sc.Text(), "VmHWM:"):
-			fmt.Sscanf(strings.TrimPrefix(sc.Text(), "VmHWM:"), "%d", &v)
-			hwm = v
-		}
-	}
-	return rss, hwm, sc.Err()
-}
+func mem(pid int) (rss, hwm int64, err error) { return procmem.Read(pid) }
 
 func report(what string, pid int, budget int) {
 	rss, hwm, err := mem(pid)

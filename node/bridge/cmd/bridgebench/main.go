@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/quicproquo/qpq/cross/procmem"
 )
 
 const secret = "bridgebench rendezvous secret"
@@ -186,23 +188,4 @@ func freeUDP() (int, error) {
 }
 
 // mem reads VmRSS and VmHWM (KiB) of pid.
-func mem(pid int) (rss, hwm int64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var v int64
-		switch {
-		case strings.HasPrefix(sc.Text(), "VmRSS:"):
-			fmt.Sscanf(strings.TrimPrefix(sc.Text(), "VmRSS:"), "%d", &v)
-			rss = v
-		case strings.HasPrefix(sc.Text(), "VmHWM:"):
-			fmt.Sscanf(strings.TrimPrefix(sc.Text(), "VmHWM:"), "%d", &v)
-			hwm = v
-		}
-	}
-	return rss, hwm, sc.Err()
-}
+func mem(pid int) (rss, hwm int64, err error) { return procmem.Read(pid) }
