@@ -114,9 +114,13 @@ type Bridge struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // guards closed against wg.Add after Close's Wait
-	closed bool
-	wg     sync.WaitGroup // served streams
+	mu      sync.Mutex // guards closed against wg.Add after Close's Wait, and the maps
+	closed  bool
+	wg      sync.WaitGroup   // served streams
+	keepers sync.WaitGroup   // goroutines keeping links to known bridges
+	kept    map[peer.ID]bool // bridges a keeper dials
+	linked  map[peer.ID]int  // bridge links up, by peer
+	kick    chan struct{}    // a link came up: exchange peers now
 
 	closeOnce sync.Once
 }
@@ -130,7 +134,8 @@ func New(d *daemon.Daemon, id *identity.Node, cfg config.Config, log *slog.Logge
 	if err := cfg.CheckBridge(); err != nil {
 		return nil, err
 	}
-	b := &Bridge{d: d, cfg: cfg.Bridge, proto: Protocol(cfg.Domain, cfg.Bridge.Secret), allow: map[identity.Fingerprint]bool{}, log: log}
+	b := &Bridge{d: d, cfg: cfg.Bridge, proto: Protocol(cfg.Domain, cfg.Bridge.Secret), allow: map[identity.Fingerprint]bool{}, log: log,
+		kept: map[peer.ID]bool{}, linked: map[peer.ID]int{}, kick: make(chan struct{}, 1)}
 	for _, fp := range cfg.Bridge.Allow {
 		b.allow[fp] = true
 	}
@@ -177,6 +182,7 @@ func New(d *daemon.Daemon, id *identity.Node, cfg config.Config, log *slog.Logge
 	b.h = h
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(b.proto, b.serve)
+	h.SetStreamHandler(b.peersProto(), b.servePeers)
 	return b, nil
 }
 
@@ -205,16 +211,34 @@ func (b *Bridge) Refused() uint64 {
 func (b *Bridge) Run(ctx context.Context) {
 	stop := context.AfterFunc(ctx, b.cancel)
 	defer stop()
-	var wg sync.WaitGroup
 	for _, info := range b.peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.keep(info)
-		}()
+		b.startKeep(info)
 	}
+	// The exchange loop is the only other starter of keepers (besides
+	// keepers themselves): it ends before the keepers are waited for.
+	exchanged := make(chan struct{})
+	go func() {
+		defer close(exchanged)
+		b.exchangeLoop()
+	}()
 	<-b.ctx.Done()
-	wg.Wait()
+	<-exchanged
+	b.keepers.Wait()
+}
+
+// startKeep starts keeping a link to info unless one is kept already.
+func (b *Bridge) startKeep(info peer.AddrInfo) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.kept[info.ID] || b.ctx.Err() != nil {
+		return
+	}
+	b.kept[info.ID] = true
+	b.keepers.Add(1)
+	go func() {
+		defer b.keepers.Done()
+		b.keep(info)
+	}()
 }
 
 // Close stops the host and every bridge link, and waits for them. Safe
@@ -227,6 +251,7 @@ func (b *Bridge) Close() error {
 		b.cancel()
 		b.mu.Unlock()
 		b.h.RemoveStreamHandler(b.proto)
+		b.h.RemoveStreamHandler(b.peersProto())
 		err = b.h.Close()
 		b.wg.Wait()
 	})
@@ -312,6 +337,21 @@ func (b *Bridge) serve(s network.Stream) {
 }
 
 func (b *Bridge) run(s network.Stream, fp identity.Fingerprint, island string, outbound bool) error {
+	id := s.Conn().RemotePeer()
+	b.mu.Lock()
+	b.linked[id]++
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		if b.linked[id]--; b.linked[id] <= 0 {
+			delete(b.linked, id)
+		}
+		b.mu.Unlock()
+	}()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
 	return b.d.RunBridge(b.ctx, daemon.BridgeLink{Peer: fp, Island: island, Conn: s, Outbound: outbound,
 		Addr: s.Conn().RemoteMultiaddr().String()})
 }

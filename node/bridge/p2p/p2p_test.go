@@ -395,3 +395,19 @@ func TestBridgeLinkIsRateLimited(t *testing.T) {
 		t.Fatal("a burst of 12 over a link limited to 2 a second was never told to wait")
 	}
 }
+
+// Listed bridges are the rendezvous: two bridges that each list only a
+// third learn each other's address from it and link directly, once their
+// allow lists accept each other.
+func TestBridgesMeetThroughAListedBridge(t *testing.T) {
+	testkit.LeakCheck(t)
+	hub, east, west := newIsland(t, "hub"), newIsland(t, "east"), newIsland(t, "west")
+	all := []identity.Fingerprint{fp(hub.bridge), fp(east.bridge), fp(west.bridge)}
+	bh := startBridge(t, hub.bridge, loopback, all)
+	startBridge(t, east.bridge, loopback, all, bh.Addrs()[0])
+	testkit.WaitFor(t, 30*time.Second, "east to link to the hub", func() bool { return hub.bridge.D.Bridged(fp(east.bridge)) })
+	startBridge(t, west.bridge, loopback, all, bh.Addrs()[0])
+	testkit.WaitFor(t, 30*time.Second, "west and east to link directly", func() bool {
+		return west.bridge.D.Bridged(fp(east.bridge)) && east.bridge.D.Bridged(fp(west.bridge))
+	})
+}
