@@ -37,6 +37,15 @@ func (b *Bridge) peersProto() protocol.ID { return b.proto + "/peers" }
 // servePeers answers a linked bridge with the addresses of the other
 // bridges linked here.
 func (b *Bridge) servePeers(s network.Stream) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		s.Reset()
+		return
+	}
+	b.wg.Add(1)
+	b.mu.Unlock()
+	defer b.wg.Done()
 	defer s.Close()
 	asker := s.Conn().RemotePeer()
 	if fp, err := Fingerprint(asker); err != nil || !b.allow[fp] {
