@@ -56,8 +56,8 @@ type BridgeLink struct {
 }
 
 // ErrBridgeDuplicate ends a bridge link that lost to another connection
-// to the same bridge.
-var ErrBridgeDuplicate = errors.New("bridge link replaced by another to the same bridge")
+// to the same bridge, or to a mesh link to the same node.
+var ErrBridgeDuplicate = errors.New("bridge link not kept: another bridge link or a mesh link to the same node is up")
 
 // bridgeLink is a registered bridge link.
 type bridgeLink struct {
@@ -102,7 +102,7 @@ func (d *Daemon) RunBridge(ctx context.Context, bl BridgeLink) error {
 
 	b := &bridgeLink{BridgeLink: bl, since: time.Now(), cancel: cancel, counted: &countingConn{rwc: bl.Conn}}
 	b.in = &bridgeIn{d: d, island: bl.Island, bucket: newBridgeBucket(d.cfg.Bridge.Rate, time.Now)}
-	rc := link.NewRPCConn(b.counted, d.bridgeBootstrap(bl.Peer, b.in), d.log)
+	rc := link.NewRPCConn(b.counted, d.bridgeBootstrap(bl.Peer, b.in, cancel), d.log)
 	defer rc.Close()
 	remote := schemas.MeshPeer(rc.Bootstrap(ctx))
 	defer remote.Release()
@@ -124,6 +124,8 @@ func (d *Daemon) RunBridge(ctx context.Context, bl BridgeLink) error {
 	if !d.addBridge(b) {
 		return ErrBridgeDuplicate
 	}
+	// A mesh link to the same node that comes up later ends this one
+	// (closeBridgeLocked): a node has one relay peer.
 	defer d.removeBridge(b)
 	d.log.Info("bridge link up", "peer", bl.Peer, "island", bl.Island, "addr", bl.Addr, "outbound", bl.Outbound)
 	stopRelay := d.eng.AddPeer(bl.Peer, b.out)
@@ -158,12 +160,14 @@ func (d *Daemon) RunBridge(ctx context.Context, bl BridgeLink) error {
 // bridgeBootstrap is the MeshPeer offered to a bridge: pushes go through
 // in (filtered, marked, rate limited); no mailboxes (placement stays on
 // the island) and no onion calls (an onion packet crosses as an envelope).
-func (d *Daemon) bridgeBootstrap(fp identity.Fingerprint, in *bridgeIn) capnp.Client {
+func (d *Daemon) bridgeBootstrap(fp identity.Fingerprint, in *bridgeIn, drop context.CancelFunc) capnp.Client {
 	return wire.NewServer(fp, wire.ServerOptions{
 		Local:   d.hello,
 		Stats:   d.stats,
 		Handler: in,
 		Log:     d.log,
+		// A call that panicked ends the link (cancel does not wait).
+		Drop: func(string) { drop() },
 	}).Client()
 }
 
@@ -182,6 +186,10 @@ func (d *Daemon) addBridge(b *bridgeLink) bool {
 	if d.bridges == nil {
 		d.bridges = map[identity.Fingerprint]*bridgeLink{}
 	}
+	if d.links[b.Peer] != nil {
+		// One relay peer per node: a neighbour over the mesh is that.
+		return false
+	}
 	old := d.bridges[b.Peer]
 	if old != nil && dialler(old) != dialler(b) && dialler(old).Less(dialler(b)) {
 		return false
@@ -191,6 +199,16 @@ func (d *Daemon) addBridge(b *bridgeLink) bool {
 	}
 	d.bridges[b.Peer] = b
 	return true
+}
+
+// closeBridgeLocked ends the bridge link to fp, if any: a mesh link to
+// the same node replaces it (one relay peer per node). The caller holds
+// d.mu.
+func (d *Daemon) closeBridgeLocked(fp identity.Fingerprint) {
+	if b := d.bridges[fp]; b != nil {
+		b.cancel()
+		delete(d.bridges, fp)
+	}
 }
 
 func (d *Daemon) removeBridge(b *bridgeLink) {
@@ -250,7 +268,17 @@ type bridgeIn struct {
 }
 
 func (in *bridgeIn) AcceptPush(from identity.Fingerprint, envs []gossip.Envelope, flow bool) (relay.PushResult, error) {
+	if len(envs) == 0 {
+		return relay.PushResult{}, nil
+	}
 	n := in.bucket.take(len(envs))
+	if n < len(envs) && !flow {
+		// A sender without flow control reads no partial answer: it
+		// sends the whole push again later.
+		in.bucket.give(n)
+		in.slowed.Add(1)
+		return relay.PushResult{}, relay.ErrRateLimited
+	}
 	if n == 0 {
 		in.slowed.Add(1)
 		if !flow {
@@ -471,6 +499,13 @@ func (b *bridgeBucket) take(n int) int {
 	got := min(n, int(b.tokens))
 	b.tokens -= float64(got)
 	return got
+}
+
+// give puts back n tokens taken and not used.
+func (b *bridgeBucket) give(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tokens = min(2*b.rate, b.tokens+float64(n))
 }
 
 // wait is how long until the next token.

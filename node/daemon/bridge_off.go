@@ -2,7 +2,10 @@
 
 package daemon
 
-import "github.com/quicproquo/qpq/node/control"
+import (
+	"github.com/quicproquo/qpq/mesh/identity"
+	"github.com/quicproquo/qpq/node/control"
+)
 
 // The router build leaves bridge links out (bridge.go, built with the
 // bridge tag by qpq-bridge's module): routers never join islands, so
@@ -15,3 +18,6 @@ type bridgeLink struct{}
 
 // bridgePeersLocked has no bridge links to report.
 func (d *Daemon) bridgePeersLocked() []control.Peer { return nil }
+
+// closeBridgeLocked has no bridge link to end.
+func (d *Daemon) closeBridgeLocked(identity.Fingerprint) {}

@@ -182,3 +182,27 @@ func TestBridgeBucketAllowsItsRateAndTwiceAtOnce(t *testing.T) {
 		t.Fatalf("after 1 s took %d, want 2", got)
 	}
 }
+
+// A push from a sender without flow control that the rate would cut
+// short is refused whole, so that it is sent again whole, and the tokens
+// go back.
+func TestBridgeInRefusesAPartialPushWithoutFlowControl(t *testing.T) {
+	d := bridgeDaemon(t, "nord")
+	clock := testkit.NewClock(time.Unix(0, 0))
+	in := &bridgeIn{d: d, island: "sued", bucket: newBridgeBucket(1, clock.Now)}
+	envs := []gossip.Envelope{gossiptest.DM(nil, nil, 3600, 1), gossiptest.DM(nil, nil, 3600, 1), gossiptest.DM(nil, nil, 3600, 1)}
+	if _, err := in.AcceptPush(d.Fingerprint(), envs, false); err != relay.ErrRateLimited {
+		t.Fatalf("partial push without flow control: %v, want ErrRateLimited", err)
+	}
+	for _, e := range envs {
+		if _, ok, _ := d.st.Get(e.ID); ok {
+			t.Fatal("a refused push stored an envelope")
+		}
+	}
+	if got := in.bucket.take(2); got != 2 {
+		t.Fatalf("tokens after the refusal: %d, want 2 back", got)
+	}
+	if res, err := in.AcceptPush(d.Fingerprint(), nil, true); err != nil || res != (relay.PushResult{}) {
+		t.Fatalf("empty push: %+v %v", res, err)
+	}
+}

@@ -67,6 +67,7 @@ func (d *Daemon) addLink(l *link.Link, in linkInfo) bool {
 	old := d.links[fp]
 	keepNew := old == nil || d.dialler(l) == d.dialler(old) || d.dialler(l).Less(d.dialler(old))
 	if keepNew {
+		d.closeBridgeLocked(fp) // a mesh link replaces a bridge link to the same node
 		d.links[fp] = l
 		if in.via != "" {
 			d.via[fp] = in.via

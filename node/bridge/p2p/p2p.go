@@ -19,6 +19,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,6 +58,10 @@ const (
 	// to start again from minRedial.
 	stableLink = time.Minute
 )
+
+// errSameIsland ends a bridge hello with a bridge of our own island: a
+// keeper does not dial it again.
+var errSameIsland = errors.New("it is of our own island")
 
 // Protocol is the libp2p protocol the bridges of domain that share secret
 // speak: its name carries an HMAC of the domain under the secret, so it
@@ -172,9 +177,9 @@ func New(d *daemon.Daemon, id *identity.Node, cfg config.Config, log *slog.Logge
 		libp2p.ListenAddrStrings(cfg.Bridge.Listen...),
 		libp2p.Transport(libp2pquic.NewTransport),
 		libp2p.ConnectionGater(b.gate),
-		// Hole punching needs a relayed connection first: a bridge
-		// behind NAT reaches one with a public address through it.
-		libp2p.EnableHolePunching(),
+		// No NAT traversal: hole punching would need a relay no bridge
+		// offers, and UPnP multicasts on the LAN. One bridge of each
+		// pair must be reachable (README).
 	)
 	if err != nil {
 		return nil, fmt.Errorf("start libp2p host on %v: %w", cfg.Bridge.Listen, err)
@@ -241,8 +246,9 @@ func (b *Bridge) startKeep(info peer.AddrInfo) {
 	}()
 }
 
-// Close stops the host and every bridge link, and waits for them. Safe
-// to call more than once.
+// Close stops the host and every bridge link, and waits for the links
+// other bridges opened; Run waits for those it dialled. Safe to call more
+// than once.
 func (b *Bridge) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
@@ -270,6 +276,10 @@ func (b *Bridge) keep(info peer.AddrInfo) {
 			started = time.Now()
 			err := b.dial(info, fp)
 			if b.ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, errSameIsland) {
+				b.log.Warn("not dialling this bridge again: it is of our own island (bridges of one island link over the mesh)", "peer", fp)
 				return
 			}
 			b.log.Info("bridge link ended; dialling again", "peer", fp, "err", err, "in", wait)
@@ -381,6 +391,9 @@ func (b *Bridge) hello(s network.Stream, dialler bool) (string, error) {
 		if !descriptor.IslandRE.Match(name) {
 			return "", fmt.Errorf("bridge hello from %s: island %q is not a valid name", s.Conn().RemotePeer(), name)
 		}
+		if string(name) == b.cfg.Island {
+			return "", fmt.Errorf("bridge hello from %s: %w", s.Conn().RemotePeer(), errSameIsland)
+		}
 		return string(name), nil
 	}
 	if dialler {
@@ -417,7 +430,8 @@ func (g *gater) allowed(p peer.ID) bool {
 		g.mu.Lock()
 		g.refused++
 		g.mu.Unlock()
-		g.log.Info("refused a bridge not in the allow list", "peer", p, "fingerprint", fp)
+		// Debug: anyone can make keys and knock; the count is in Refused.
+		g.log.Debug("refused a bridge not in the allow list", "peer", p, "fingerprint", fp)
 	}
 	return ok
 }

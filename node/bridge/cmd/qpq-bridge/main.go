@@ -152,11 +152,17 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	}()
 	<-ctx.Done()
 	log.Info("shutting down")
-	br.Close()
-	<-brDone
+	grace := time.After(shutdownGrace)
+	go br.Close()
+	select {
+	case <-brDone:
+	case <-grace:
+		log.Error("shutdown took longer than the grace period; exiting anyway", "grace", shutdownGrace)
+		return exitFailure
+	}
 	select {
 	case err = <-done:
-	case <-time.After(shutdownGrace):
+	case <-grace:
 		log.Error("shutdown took longer than the grace period; exiting anyway", "grace", shutdownGrace)
 		return exitFailure
 	}
